@@ -1,0 +1,1 @@
+"""The ``netdevkit`` command. Each subcommand lives in its own module."""

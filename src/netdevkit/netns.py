@@ -1,0 +1,90 @@
+"""Enter a named network namespace for the current thread, without pyroute2.
+
+Kernel fact relied on: ``setns(fd, CLONE_NEWNET)`` moves only the calling
+thread, and a socket stays in the namespace it was created in for its whole
+life. So a netlink socket (or any socket) opened inside :func:`entered` keeps
+talking to that namespace after the thread has switched back.
+
+Named namespaces are the bind mounts that ``ip netns add`` (and pyroute2)
+create under ``/run/netns``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+from collections.abc import Iterator
+
+from .errors import NetdevkitError, NotFoundError
+
+NETNS_RUN_DIR = "/run/netns"
+CLONE_NEWNET = 0x40000000
+
+
+def _setns(fd: int, nstype: int) -> None:
+    setns = getattr(os, "setns", None)  # Python 3.12+
+    if setns is not None:
+        setns(fd, nstype)
+        return
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    if libc.setns(fd, nstype) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def path_of(name: str) -> str:
+    """The bind-mount path of namespace *name*; rejects names with a slash."""
+    if not name or "/" in name or name in (".", ".."):
+        raise NotFoundError(f"network namespace {name!r}: not a valid namespace name")
+    return os.path.join(NETNS_RUN_DIR, name)
+
+
+def exists(name: str) -> bool:
+    return os.path.exists(path_of(name))
+
+
+def list_names() -> list[str]:
+    """Names of the namespaces under /run/netns, sorted."""
+    try:
+        return sorted(os.listdir(NETNS_RUN_DIR))
+    except FileNotFoundError:
+        return []
+
+
+@contextlib.contextmanager
+def entered(name: str | None) -> Iterator[None]:
+    """Run the body with the current thread inside namespace *name*.
+
+    ``None`` means "stay where you are". The thread always returns to its
+    original namespace, also when the body raises.
+    """
+    if name is None:
+        yield
+        return
+    try:
+        target = os.open(path_of(name), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise NotFoundError(
+            f"network namespace {name!r} does not exist (see `ip netns list`)"
+        ) from None
+    except PermissionError as err:
+        raise NetdevkitError(f"cannot open network namespace {name!r}: {err}") from err
+    try:
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            try:
+                _setns(target, CLONE_NEWNET)
+            except PermissionError as err:
+                raise NetdevkitError(
+                    f"cannot enter network namespace {name!r}: needs CAP_SYS_ADMIN (run as root)"
+                ) from err
+            try:
+                yield
+            finally:
+                _setns(home, CLONE_NEWNET)
+        finally:
+            os.close(home)
+    finally:
+        os.close(target)
