@@ -1,0 +1,1 @@
+"""The kernel's ``netdev`` generic netlink family."""

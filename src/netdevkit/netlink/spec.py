@@ -1,0 +1,331 @@
+"""Generic netlink families declared as typed data, and the codec they drive.
+
+One :class:`AttrSpec` per attribute (id, name, type, nested set, enum) drives
+encoding, decoding, extack attribute paths, the CLI's help and the docs, as the
+kernel's YNL specs do. Unlike YNL the declarations are frozen, slotted
+dataclasses checked by mypy, not strings resolved late.
+
+Decoding keeps attributes the declaration does not know (a newer kernel) under
+the key :data:`UNKNOWN` as ``(id, raw bytes)`` pairs instead of failing.
+"""
+
+from __future__ import annotations
+
+import builtins
+import enum
+import struct
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import DecodeError, RequestError
+from .codec import NLA_HDRLEN, NLA_TYPE_MASK, NLATTR, align4, encode_attr, iter_attrs
+
+#: key under which decoded attribute dicts keep attributes nobody declared
+UNKNOWN = "__unknown__"
+
+
+class AttrType(enum.Enum):
+    U8 = "u8"
+    U16 = "u16"
+    U32 = "u32"
+    U64 = "u64"
+    S32 = "s32"
+    #: netlink "variable width" unsigned: 4 bytes when it fits in u32, else 8
+    UINT = "uint"
+    STRING = "string"
+    BINARY = "binary"
+    FLAG = "flag"
+    NEST = "nest"
+    PAD = "pad"
+
+
+_FIXED: dict[AttrType, struct.Struct] = {
+    AttrType.U8: struct.Struct("=B"),
+    AttrType.U16: struct.Struct("=H"),
+    AttrType.U32: struct.Struct("=I"),
+    AttrType.U64: struct.Struct("=Q"),
+    AttrType.S32: struct.Struct("=i"),
+}
+_RANGES: dict[AttrType, tuple[int, int]] = {
+    AttrType.U8: (0, 0xFF),
+    AttrType.U16: (0, 0xFFFF),
+    AttrType.U32: (0, 0xFFFF_FFFF),
+    AttrType.U64: (0, 0xFFFF_FFFF_FFFF_FFFF),
+    AttrType.S32: (-(2**31), 2**31 - 1),
+    AttrType.UINT: (0, 0xFFFF_FFFF_FFFF_FFFF),
+}
+_U32 = _FIXED[AttrType.U32]
+_U64 = _FIXED[AttrType.U64]
+
+
+@dataclass(frozen=True, slots=True)
+class AttrSpec:
+    """One attribute of an attribute set."""
+
+    id: int
+    name: str
+    type: AttrType
+    doc: str = ""
+    #: for NEST: the attribute set of the nested attributes
+    nested: str | None = None
+    #: may appear several times; decoded as a list
+    multi: bool = False
+    #: Enum or IntFlag class the integer value is drawn from
+    enum: builtins.type[enum.Enum] | None = None
+    #: inclusive upper bound the kernel's policy enforces (None: the type's range)
+    max: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttrSet:
+    """A named set of attributes, indexed both ways."""
+
+    name: str
+    attrs: tuple[AttrSpec, ...]
+    by_id: Mapping[int, AttrSpec] = field(init=False, repr=False, compare=False)
+    by_name: Mapping[str, AttrSpec] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "by_id", {a.id: a for a in self.attrs})
+        object.__setattr__(self, "by_name", {a.name: a for a in self.attrs})
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One command of a family."""
+
+    id: int
+    name: str
+    attr_set: str
+    doc: str = ""
+    do: bool = False
+    dump: bool = False
+    #: attributes the request may carry (do and dump)
+    request: tuple[str, ...] = ()
+    #: attributes a do request must carry
+    required: tuple[str, ...] = ()
+    #: a notification, never a request
+    notify: bool = False
+    #: capability the kernel checks (GENL_ADMIN_PERM), if any
+    capability: str | None = None
+    #: the first kernel that has it
+    since: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """A generic netlink family as declared data."""
+
+    name: str
+    version: int
+    attr_sets: Mapping[str, AttrSet]
+    operations: tuple[Operation, ...]
+    mcast_groups: tuple[str, ...] = ()
+    ops_by_name: Mapping[str, Operation] = field(init=False, repr=False, compare=False)
+    ops_by_id: Mapping[int, Operation] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ops_by_name", {op.name: op for op in self.operations})
+        object.__setattr__(self, "ops_by_id", {op.id: op for op in self.operations})
+        for s in self.attr_sets.values():
+            for a in s.attrs:
+                if a.type is AttrType.NEST and a.nested not in self.attr_sets:
+                    raise ValueError(f"{s.name}.{a.name}: unknown nested set {a.nested!r}")
+
+
+# -- encoding ---------------------------------------------------------------
+
+
+def _encode_scalar(spec: AttrSpec, value: object, where: str) -> bytes:
+    t = spec.type
+    if t is AttrType.STRING:
+        if not isinstance(value, str):
+            raise RequestError(f"{where}: expected a string, got {value!r}")
+        return value.encode() + b"\0"
+    if t is AttrType.BINARY:
+        if not isinstance(value, bytes | bytearray | memoryview):
+            raise RequestError(f"{where}: expected bytes, got {value!r}")
+        return bytes(value)
+    if t is AttrType.FLAG:
+        return b""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RequestError(f"{where}: expected an integer, got {value!r}")
+    lo, hi = _RANGES[t]
+    if spec.max is not None:
+        hi = min(hi, spec.max)
+    if not lo <= value <= hi:
+        raise RequestError(f"{where}: {value} is out of range {lo}..{hi}")
+    if t is AttrType.UINT:
+        return _U32.pack(value) if value <= 0xFFFF_FFFF else _U64.pack(value)
+    return _FIXED[t].pack(value)
+
+
+def encode_attrs(family: Family, set_name: str, values: Mapping[str, Any]) -> bytes:
+    """Encode ``{attr name: value}`` with the declarations of *set_name*.
+
+    Nested attributes take a mapping (a list of mappings when ``multi``);
+    FLAG attributes are emitted when their value is true. Raises
+    :class:`RequestError` for unknown names, wrong types and out-of-range
+    values, before anything is sent.
+    """
+    aset = family.attr_sets[set_name]
+    out: list[bytes] = []
+    for name, value in values.items():
+        spec = aset.by_name.get(name)
+        where = f"{set_name}.{name}"
+        if spec is None:
+            known = ", ".join(a.name for a in aset.attrs)
+            raise RequestError(f"{where}: no such attribute (known: {known})")
+        if value is None or (spec.type is AttrType.FLAG and not value):
+            continue
+        items: Iterable[Any] = value if spec.multi else (value,)
+        if spec.multi and isinstance(value, Mapping | str | bytes):
+            raise RequestError(f"{where}: expected a list of values")
+        for item in items:
+            if spec.type is AttrType.NEST:
+                if not isinstance(item, Mapping):
+                    raise RequestError(f"{where}: expected a mapping of nested attributes")
+                assert spec.nested is not None
+                out.append(encode_attr(spec.id | 0x8000, encode_attrs(family, spec.nested, item)))
+            else:
+                scalar = item.value if isinstance(item, enum.Enum) else item
+                out.append(encode_attr(spec.id, _encode_scalar(spec, scalar, where)))
+    return b"".join(out)
+
+
+# -- decoding ---------------------------------------------------------------
+
+Decoder = Callable[[bytes, int, int], Any]
+
+
+def _fixed_decoder(s: struct.Struct, name: str) -> Decoder:
+    size = s.size
+    unpack = s.unpack_from
+
+    def dec(buf: bytes, a: int, b: int) -> Any:
+        if b - a < size:
+            raise DecodeError(f"attribute {name}: {b - a} bytes, expected {size}")
+        return unpack(buf, a)[0]
+
+    return dec
+
+
+def _uint_decoder(name: str) -> Decoder:
+    u32 = _U32.unpack_from
+    u64 = _U64.unpack_from
+
+    def dec(buf: bytes, a: int, b: int) -> Any:
+        n = b - a
+        if n == 4:
+            return u32(buf, a)[0]
+        if n == 8:
+            return u64(buf, a)[0]
+        raise DecodeError(f"attribute {name}: variable-width uint of {n} bytes (expected 4 or 8)")
+
+    return dec
+
+
+def _string_decoder(buf: bytes, a: int, b: int) -> Any:
+    return buf[a:b].split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def _binary_decoder(buf: bytes, a: int, b: int) -> Any:
+    return bytes(buf[a:b])
+
+
+def _flag_decoder(buf: bytes, a: int, b: int) -> Any:
+    return True
+
+
+class Codec:
+    """Decoding tables for one family, built once from its declarations."""
+
+    def __init__(self, family: Family) -> None:
+        self.family = family
+        self._tables: dict[str, dict[int, tuple[str, Decoder, bool]]] = {}
+        for set_name in family.attr_sets:
+            self._tables[set_name] = {}
+        for set_name, aset in family.attr_sets.items():
+            table = self._tables[set_name]
+            for a in aset.attrs:
+                table[a.id] = (a.name, self._decoder_for(a), a.multi)
+
+    def _decoder_for(self, a: AttrSpec) -> Decoder:
+        t = a.type
+        if t in _FIXED:
+            return _fixed_decoder(_FIXED[t], a.name)
+        if t is AttrType.UINT:
+            return _uint_decoder(a.name)
+        if t is AttrType.STRING:
+            return _string_decoder
+        if t is AttrType.FLAG:
+            return _flag_decoder
+        if t is AttrType.NEST:
+            assert a.nested is not None
+            nested = a.nested
+
+            def dec(buf: bytes, s: int, e: int) -> Any:
+                return self.decode(nested, buf, s, e)
+
+            return dec
+        return _binary_decoder
+
+    def decode(
+        self, set_name: str, buf: bytes, start: int = 0, end: int | None = None
+    ) -> dict[str, Any]:
+        """Decode the attributes in ``buf[start:end]`` into ``{name: value}``."""
+        table = self._tables[set_name]
+        out: dict[str, Any] = {}
+        if end is None:
+            end = len(buf)
+        pos = start
+        unpack = NLATTR.unpack_from
+        while end - pos >= NLA_HDRLEN:
+            length, attr_type = unpack(buf, pos)
+            if length < NLA_HDRLEN or pos + length > end:
+                raise DecodeError(
+                    f"{set_name}: attribute at byte {pos} has length {length}, "
+                    f"{end - pos} bytes left"
+                )
+            entry = table.get(attr_type & NLA_TYPE_MASK)
+            if entry is None:
+                out.setdefault(UNKNOWN, []).append(
+                    (attr_type & NLA_TYPE_MASK, bytes(buf[pos + NLA_HDRLEN : pos + length]))
+                )
+            else:
+                name, dec, multi = entry
+                value = dec(buf, pos + NLA_HDRLEN, pos + length)
+                if multi:
+                    out.setdefault(name, []).append(value)
+                else:
+                    out[name] = value
+            pos += align4(length)
+        return out
+
+
+def attr_path(family: Family, set_name: str, buf: bytes, start: int, offset: int) -> str:
+    """Name the attribute that starts at byte *offset* of a request.
+
+    *start* is where the top-level attributes begin. Returns a dotted path
+    such as ``"napi.threaded"`` or ``"dmabuf.queues.id"``, or ``""`` when the
+    offset is not at an attribute of this set.
+    """
+    aset = family.attr_sets.get(set_name)
+    try:
+        attrs = list(iter_attrs(buf, start))
+    except DecodeError:
+        return ""
+    for attr_type, a, b in attrs:
+        hdr = a - NLA_HDRLEN
+        if not hdr <= offset < b:
+            continue
+        aid = attr_type & NLA_TYPE_MASK
+        spec = aset.by_id.get(aid) if aset is not None else None
+        name = spec.name if spec is not None else str(aid)
+        if offset == hdr or spec is None or spec.type is not AttrType.NEST:
+            return f"{set_name}.{name}"
+        assert spec.nested is not None
+        inner = attr_path(family, spec.nested, buf, a, offset)
+        return f"{set_name}.{name}" + (inner[inner.index(".") :] if inner else "")
+    return ""
