@@ -1,0 +1,1 @@
+"""NAPI and IRQ tuning: presets, applying and undoing settings."""
