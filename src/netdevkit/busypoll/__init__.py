@@ -1,0 +1,76 @@
+"""Busy polling for Python programs: epoll parameters, socket options, a selector, asyncio.
+
+- :mod:`.epoll` - ``struct epoll_params`` on any epoll fd (Linux 6.9+), validated like the
+  kernel and read back.
+- :mod:`.sockopt` - ``SO_BUSY_POLL``, ``SO_PREFER_BUSY_POLL``, ``SO_BUSY_POLL_BUDGET`` and
+  ``SO_INCOMING_NAPI_ID``.
+- :mod:`.selector` - :class:`BusyPollSelector`, a drop-in ``selectors`` epoll selector.
+- :mod:`.aio` - :class:`BusyPollEventLoop`, :func:`loop_factory` and :func:`apply_to_loop`
+  for stock asyncio and uvloop.
+"""
+
+from __future__ import annotations
+
+from .aio import (
+    BusyPollEventLoop,
+    apply_to_loop,
+    apply_to_running_loop,
+    epoll_fds_watching,
+    loop_factory,
+)
+from .epoll import (
+    EPIOCGPARAMS,
+    EPIOCSPARAMS,
+    EpollParams,
+    ParamsMismatchError,
+    get_params,
+    has_cap_net_admin,
+    is_epoll_fd,
+    set_params,
+    validate_params,
+)
+from .selector import BusyPollSelector
+from .sockopt import (
+    SO_BUSY_POLL,
+    SO_BUSY_POLL_BUDGET,
+    SO_INCOMING_NAPI_ID,
+    SO_PREFER_BUSY_POLL,
+    SocketBusyPoll,
+    get_busy_poll,
+    get_incoming_napi_id,
+    get_prefer_busy_poll,
+    set_busy_poll,
+    set_busy_poll_budget,
+    set_prefer_busy_poll,
+    socket_busy_poll,
+)
+
+__all__ = [
+    "EPIOCGPARAMS",
+    "EPIOCSPARAMS",
+    "SO_BUSY_POLL",
+    "SO_BUSY_POLL_BUDGET",
+    "SO_INCOMING_NAPI_ID",
+    "SO_PREFER_BUSY_POLL",
+    "BusyPollEventLoop",
+    "BusyPollSelector",
+    "EpollParams",
+    "ParamsMismatchError",
+    "SocketBusyPoll",
+    "apply_to_loop",
+    "apply_to_running_loop",
+    "epoll_fds_watching",
+    "get_busy_poll",
+    "get_incoming_napi_id",
+    "get_params",
+    "get_prefer_busy_poll",
+    "has_cap_net_admin",
+    "is_epoll_fd",
+    "loop_factory",
+    "set_busy_poll",
+    "set_busy_poll_budget",
+    "set_params",
+    "set_prefer_busy_poll",
+    "socket_busy_poll",
+    "validate_params",
+]

@@ -1,0 +1,154 @@
+"""``BusyPollSelector``: a ``selectors.EpollSelector`` whose epoll context busy polls.
+
+A drop-in for code written against :mod:`selectors`: it *is* an ``EpollSelector`` (same
+register/modify/unregister bookkeeping, undone when ``epoll_ctl`` fails; EINTR in
+``epoll_wait`` means "nothing ready"; timeouts round up to the next millisecond, the
+resolution of ``epoll_wait``), plus the busy-poll parameters of its own epoll fd.
+
+Kernel facts the select loop relies on (fs/eventpoll.c ``ep_poll``/``ep_busy_loop``, 6.18):
+
+- Only an ``epoll_wait`` with a non-zero timeout busy polls: with timeout 0 the kernel
+  hands out what is already on the ready list and returns before ``ep_busy_loop``.
+- The context busy polls the NAPI of the last socket that became ready (``ep->napi_id``).
+  A busy poll that finds nothing drops that id, resumes the NAPI's IRQs when
+  ``prefer_busy_poll`` is set, and the caller sleeps; a later ready socket brings it back.
+- IRQ suspension: each ``epoll_wait`` that returns events re-arms the NAPI's
+  ``irq-suspend-timeout``; so IRQs stay off while the loop keeps finding work.
+
+``spin_us`` (default 0: off) is the one addition: after a ``select()`` that returned events,
+for the next ``spin_us`` microseconds a blocking ``select()`` first re-polls with timeout 0
+in user space before it blocks. That saves the sleep and wake-up (scheduler plus, on a VM,
+the halted vCPU's exit) when the next event arrives soon, e.g. the next request of a
+request/response peer, and costs CPU only in the spin window after activity. Because a
+timeout-0 ``epoll_wait`` never drives a NAPI, spinning pays off when packets are delivered
+by softirq anyway (IRQ-driven NAPI, loopback); with ``prefer_busy_poll`` and IRQ deferral
+or suspension the NAPI is only polled by blocking waits, so there ``busy_poll_usecs`` is
+the spin to use (the kernel spins *inside* ``epoll_wait`` polling the NAPI). The counters
+``spin_polls`` and ``spin_hits`` tell how often spinning ran and found something.
+"""
+
+from __future__ import annotations
+
+import math
+import select
+import selectors
+import time
+
+from ..errors import RequestError
+from .epoll import EpollParams, get_params, set_params, validate_params
+
+__all__ = ["BusyPollSelector"]
+
+_SelectResult = list[tuple[selectors.SelectorKey, int]]
+
+
+class BusyPollSelector(selectors.EpollSelector):
+    """An epoll selector carrying busy-poll parameters for its own epoll fd.
+
+    ``params=None`` leaves the kernel defaults (no per-epoll busy polling). The parameters
+    are validated before the epoll fd is created, applied right after, and read back; on
+    failure the epoll fd is closed again.
+    """
+
+    # Set by CPython's selectors (not in typeshed): the select.epoll object and the
+    # fd -> key map the bookkeeping keeps.
+    _selector: select.epoll
+    _fd_to_key: dict[int, selectors.SelectorKey]
+
+    def __init__(self, params: EpollParams | None = None, *, spin_us: int = 0) -> None:
+        if params is not None:
+            validate_params(params)
+        if not isinstance(spin_us, int) or isinstance(spin_us, bool) or spin_us < 0:
+            raise RequestError(f"spin_us={spin_us!r} must be a non-negative int")
+        super().__init__()
+        self._spin_ns = spin_us * 1000
+        self._spin_until = 0  # time.monotonic_ns() deadline of the current spin window
+        self.spin_polls = 0
+        self.spin_hits = 0
+        self._params = EpollParams()
+        if params is not None:
+            try:
+                self._params = set_params(self.fileno(), params)
+            except BaseException:
+                self.close()
+                raise
+
+    @property
+    def params(self) -> EpollParams:
+        """The parameters last set and read back through this selector."""
+        return self._params
+
+    @property
+    def spin_us(self) -> int:
+        return self._spin_ns // 1000
+
+    def set_params(self, params: EpollParams) -> EpollParams:
+        """Set the epoll context's busy-poll parameters; returns what the kernel reads back."""
+        self._params = set_params(self.fileno(), params)
+        return self._params
+
+    def read_params(self) -> EpollParams:
+        """The parameters as the kernel has them now (another process may have changed them)."""
+        return get_params(self.fileno())
+
+    def _poll(self, timeout: float) -> _SelectResult:
+        # timeout: -1 blocks, 0 polls, > 0 seconds already rounded up to whole ms.
+        # epoll_wait() needs maxevents > 0 even with nothing registered.
+        max_ev = max(len(self._fd_to_key), 1)
+        ready: _SelectResult = []
+        try:
+            fd_event_list = self._selector.poll(timeout, max_ev)
+        except InterruptedError:
+            return ready
+        for fd, event in fd_event_list:
+            events = 0
+            if event & ~select.EPOLLIN:
+                events |= selectors.EVENT_WRITE
+            if event & ~select.EPOLLOUT:
+                events |= selectors.EVENT_READ
+            key = self._fd_to_key.get(fd)
+            if key:
+                ready.append((key, events & key.events))
+        return ready
+
+    def _spin(self, timeout: float | None) -> tuple[_SelectResult, float | None]:
+        """Re-poll with timeout 0 until events, the spin window or the timeout ends.
+
+        Returns what was found and the timeout left for the blocking wait.
+        """
+        start = time.monotonic_ns()
+        stop = self._spin_until
+        if timeout is not None:
+            stop = min(stop, start + int(timeout * 1e9))
+        now = start
+        while now < stop:
+            self.spin_polls += 1
+            ready = self._poll(0)
+            if ready:
+                self.spin_hits += 1
+                return ready, None
+            now = time.monotonic_ns()
+        if timeout is None:
+            return [], None
+        return [], max(timeout - (now - start) / 1e9, 0.0)
+
+    def select(self, timeout: float | None = None) -> _SelectResult:
+        if timeout is not None and timeout <= 0:
+            ready = self._poll(0)
+        else:
+            if self._spin_ns:
+                ready, timeout = self._spin(timeout)
+                if ready:
+                    self._spin_until = time.monotonic_ns() + self._spin_ns
+                    return ready
+            if timeout is None:
+                ready = self._poll(-1)
+            elif timeout <= 0:
+                ready = self._poll(0)
+            else:
+                # epoll_wait() has a resolution of 1 millisecond: round away from zero
+                # to wait *at least* timeout seconds.
+                ready = self._poll(math.ceil(timeout * 1e3) * 1e-3)
+        if ready and self._spin_ns:
+            self._spin_until = time.monotonic_ns() + self._spin_ns
+        return ready
