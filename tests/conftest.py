@@ -8,10 +8,16 @@ always means the real kernel was exercised.
 
 from __future__ import annotations
 
+import itertools
 import os
+import sys
 from collections.abc import Generator
 
 import pytest
+
+from netdevkit.netns import list_names as netns_list_names
+from netdevkit.testbed import Testbed, TestbedConfig
+from netdevkit.testbed import down_all as testbed_down_all
 
 REQUIRE_KERNEL = os.environ.get("NETDEVKIT_REQUIRE_KERNEL") == "1"
 
@@ -35,3 +41,68 @@ def pytest_runtest_makereport(
         report.outcome = "failed"
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.longrepr = f"kernel test skipped under NETDEVKIT_REQUIRE_KERNEL=1: {reason}"
+
+
+# --- testbed fixtures (netdevkit.testbed) ------------------------------------
+#
+# Every testbed a test creates is named with TESTBED_PREFIX (this process's pid
+# included), so the session-end check below only looks at this run's own
+# namespaces and never at those of another pytest running on the same machine.
+
+TESTBED_PREFIX = f"ndkt{os.getpid()}-"
+_testbed_counter = itertools.count()
+
+
+def unique_testbed_name() -> str:
+    """A testbed name no other test of this session uses (fits the 24-char rule)."""
+    return f"{TESTBED_PREFIX}{next(_testbed_counter)}"
+
+
+def _make_testbed(queues: int) -> Generator[Testbed, None, None]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: creates network namespaces and veth pairs")
+    tb = Testbed(TestbedConfig(name=unique_testbed_name(), queues=queues))
+    try:
+        tb.up()
+        yield tb
+    finally:
+        tb.down()
+
+
+@pytest.fixture
+def testbed_name() -> str:
+    """A fresh testbed name under this session's prefix (the leak check sees it)."""
+    return unique_testbed_name()
+
+
+@pytest.fixture
+def testbed() -> Generator[Testbed, None, None]:
+    """A testbed with one queue (one NAPI per side), torn down after the test."""
+    yield from _make_testbed(1)
+
+
+@pytest.fixture
+def testbed4() -> Generator[Testbed, None, None]:
+    """A testbed with four queues (four NAPIs per side), torn down after the test."""
+    yield from _make_testbed(4)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run loudly if this session left testbed namespaces behind."""
+    leftovers = [ns for ns in netns_list_names() if ns.startswith(TESTBED_PREFIX)]
+    if not leftovers:
+        return
+    removed: list[str] = []
+    if os.geteuid() == 0:
+        removed = testbed_down_all(TESTBED_PREFIX)
+    message = (
+        f"\nLEAKED TESTBED NAMESPACES: {', '.join(leftovers)} were left behind by this "
+        f"test session (removed now: {', '.join(removed) or 'none'}). Some test or "
+        "fixture does not tear its testbed down.\n"
+    )
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(message, red=True, bold=True)
+    else:
+        sys.stderr.write(message)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
