@@ -176,9 +176,9 @@ def _require_privileges() -> None:
     """setns/unshare/mount need CAP_SYS_ADMIN; links and ethtool CAP_NET_ADMIN."""
     eff = 0
     try:
-        with open("/proc/self/status", encoding="ascii") as f:
+        with open("/proc/self/status", "rb") as f:
             for line in f:
-                if line.startswith("CapEff:"):
+                if line.startswith(b"CapEff:"):
                     eff = int(line.split()[1], 16)
     except OSError:
         eff = (1 << 64) - 1 if os.geteuid() == 0 else 0
