@@ -20,7 +20,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -45,6 +44,7 @@ from netdevkit.busypoll import (
     validate_params,
 )
 from netdevkit.errors import PermissionDenied, RequestError
+from netdevkit.testbed import Testbed, socket_in_netns
 
 S32_MAX = 2**31 - 1
 SUSPEND = EpollParams(busy_poll_usecs=0, busy_poll_budget=64, prefer_busy_poll=True)
@@ -547,28 +547,23 @@ def test_apply_to_loop_refuses_non_epoll_selector() -> None:
 
 
 @pytest.mark.kernel
-def test_accepted_connection_over_veth_has_a_napi_id() -> None:
-    from netdevkit.testbed import Testbed, TestbedConfig, socket_in_netns
-
-    name = "bp" + uuid.uuid4().hex[:6]
-    with Testbed(TestbedConfig(name=name, queues=1)) as bed:
-        with socket_in_netns(bed.server_ns) as server:
-            server.bind((bed.server_addr, 0))
-            server.listen()
-            port = server.getsockname()[1]
-            with socket_in_netns(bed.client_ns) as client:
-                client.settimeout(5)
-                client.connect((bed.server_addr, port))
-                server.settimeout(5)
-                conn, _ = server.accept()
-                with conn:
-                    conn.settimeout(5)
-                    client.sendall(b"x" * 100)
-                    assert conn.recv(100) == b"x" * 100
-                    conn.sendall(b"y" * 100)
-                    assert client.recv(100) == b"y" * 100
-                    server_id = sockopt.get_incoming_napi_id(conn)
-                    client_id = sockopt.get_incoming_napi_id(client)
-        assert server_id != 0
-        assert client_id != 0
-        assert server_id != client_id  # one NAPI per veth end
+def test_accepted_connection_over_veth_has_a_napi_id(testbed: Testbed) -> None:
+    with socket_in_netns(testbed.server_ns) as server:
+        server.bind((testbed.server_addr, 0))
+        server.listen()
+        server.settimeout(5)
+        with socket_in_netns(testbed.client_ns) as client:
+            client.settimeout(5)
+            client.connect((testbed.server_addr, server.getsockname()[1]))
+            conn, _ = server.accept()
+            with conn:
+                conn.settimeout(5)
+                client.sendall(b"x" * 100)
+                assert conn.recv(100) == b"x" * 100
+                conn.sendall(b"y" * 100)
+                assert client.recv(100) == b"y" * 100
+                server_id = sockopt.get_incoming_napi_id(conn)
+                client_id = sockopt.get_incoming_napi_id(client)
+    assert server_id != 0
+    assert client_id != 0
+    assert server_id != client_id  # one NAPI per veth end
