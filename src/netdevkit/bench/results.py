@@ -1,0 +1,263 @@
+"""The typed results model of ``netdevkit bench``, and its JSON form.
+
+One :class:`Results` holds the :class:`RunConfig` the run was started with and
+one :class:`Sample` per (mode, workload, server, load, repeat). Everything is a
+frozen dataclass; :meth:`Results.to_json` / :meth:`Results.from_json` round-trip
+exactly, and the JSON carries :data:`SCHEMA_VERSION` so that a reader refuses a
+file written by an incompatible netdevkit instead of misreading it.
+
+Units: latencies are microseconds, rates are requests (messages) per second,
+CPU is cores (seconds of CPU per second of wall clock, so 1.0 is one core
+busy all the time).
+
+A sample whose load generator could not produce the requested rate is
+marked ``client_limited``: its numbers describe the client, not the server,
+and the report never presents them as the server's result.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..errors import RequestError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Latency",
+    "Results",
+    "RunConfig",
+    "Sample",
+    "Skip",
+    "Spread",
+]
+
+#: Version of the JSON layout; bump on any incompatible change.
+SCHEMA_VERSION = 1
+
+#: Closed-loop load: one request in flight, sent as soon as the previous answer came.
+PING_PONG = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    """Percentiles of one sample, in microseconds.
+
+    ``kind`` says what was timed: ``"half-rtt"`` (sockperf's default report,
+    half the round trip) or ``"rtt"`` (a whole request-response, as mcload and
+    redis-benchmark measure it).
+    """
+
+    p50: float
+    p90: float
+    p99: float
+    p999: float
+    kind: str = "rtt"
+    count: int = 0
+    mean: float | None = None
+    max: float | None = None
+
+    def ordered(self) -> bool:
+        """True when the percentiles do not decrease (p50 <= p90 <= p99 <= p99.9)."""
+        return 0 <= self.p50 <= self.p90 <= self.p99 <= self.p999
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    """What was asked for, and where it ran."""
+
+    modes: tuple[str, ...]
+    workloads: tuple[str, ...]
+    #: target rates; 0 (:data:`PING_PONG`) is the closed-loop ping-pong
+    loads: tuple[int, ...]
+    duration: float
+    repeat: int = 1
+    quick: bool = False
+    kernel: str = ""
+    cpus: int = 0
+    started: str = ""
+    netdevkit_version: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One measured point.
+
+    ``load_target`` is what was requested (0 = ping-pong, as fast as one
+    request in flight allows); ``achieved_rate`` what the server answered per
+    second in the measured window; ``client_ceiling`` the highest rate the
+    load generator can produce on this machine (``None`` if unknown).
+    ``server_cpu`` is user+system of the server process and its threads,
+    ``softirq_cpu`` the softirq time of all CPUs, both in cores.
+    ``napi`` holds the counters the kernel offers for the path (softnet,
+    NET_RX softirqs, qstats where the driver has them) and the per-NAPI
+    settings read back while the sample ran.
+    """
+
+    mode: str
+    workload: str
+    server: str
+    load_target: int
+    achieved_rate: float
+    latency: Latency
+    server_cpu: float
+    softirq_cpu: float
+    repeat: int = 0
+    client_ceiling: float | None = None
+    client_limited: bool = False
+    duration: float = 0.0
+    napi: Mapping[str, float] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> tuple[str, str, str, int]:
+        """What repeats share: (mode, workload, server, load_target)."""
+        return (self.mode, self.workload, self.server, self.load_target)
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """A (mode, workload) that was asked for but not measured, and why."""
+
+    mode: str
+    workload: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Spread:
+    """Minimum, median and maximum of one metric across repeats."""
+
+    min: float
+    median: float
+    max: float
+    n: int
+
+    @classmethod
+    def of(cls, values: Iterable[float]) -> Spread:
+        vals = sorted(values)
+        if not vals:
+            raise RequestError("spread of no values")
+        return cls(vals[0], float(statistics.median(vals)), vals[-1], len(vals))
+
+
+@dataclass(frozen=True, slots=True)
+class Results:
+    """A whole bench run: its configuration, samples and skipped combinations."""
+
+    config: RunConfig
+    samples: tuple[Sample, ...] = ()
+    skipped: tuple[Skip, ...] = ()
+    schema: int = SCHEMA_VERSION
+
+    # -- queries --------------------------------------------------------------
+
+    def select(
+        self,
+        *,
+        mode: str | None = None,
+        workload: str | None = None,
+        server: str | None = None,
+        load_target: int | None = None,
+        include_client_limited: bool = False,
+    ) -> list[Sample]:
+        """Samples matching every given field; client-limited ones only on request."""
+        out = []
+        for s in self.samples:
+            if s.client_limited and not include_client_limited:
+                continue
+            if mode is not None and s.mode != mode:
+                continue
+            if workload is not None and s.workload != workload:
+                continue
+            if server is not None and s.server != server:
+                continue
+            if load_target is not None and s.load_target != load_target:
+                continue
+            out.append(s)
+        return out
+
+    def groups(self) -> dict[tuple[str, str, str, int], list[Sample]]:
+        """Samples grouped by :attr:`Sample.key`, in first-seen order."""
+        out: dict[tuple[str, str, str, int], list[Sample]] = {}
+        for s in self.samples:
+            out.setdefault(s.key, []).append(s)
+        return out
+
+    def spread(
+        self, key: tuple[str, str, str, int], metric: Callable[[Sample], float]
+    ) -> Spread | None:
+        """Spread of *metric* over the repeats of *key* that are not client-limited."""
+        vals = [metric(s) for s in self.groups().get(key, []) if not s.client_limited]
+        return Spread.of(vals) if vals else None
+
+    # -- JSON -----------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": self.schema,
+            "config": asdict(self.config),
+            "samples": [_sample_to_dict(s) for s in self.samples],
+            "skipped": [asdict(k) for k in self.skipped],
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Results:
+        schema = data.get("schema")
+        if schema != SCHEMA_VERSION:
+            raise RequestError(
+                f"results schema {schema!r}: this netdevkit reads schema {SCHEMA_VERSION}; "
+                "re-run the bench or use the netdevkit version that wrote the file"
+            )
+        try:
+            cfg = dict(data["config"])
+            for name in ("modes", "workloads", "loads"):
+                cfg[name] = tuple(cfg[name])
+            return cls(
+                config=RunConfig(**cfg),
+                samples=tuple(_sample_from_dict(s) for s in data["samples"]),
+                skipped=tuple(Skip(**k) for k in data.get("skipped", ())),
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise RequestError(f"malformed results file: {err}") from err
+
+    @classmethod
+    def from_json(cls, text: str) -> Results:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise RequestError(f"results file is not JSON: {err}") from err
+        if not isinstance(data, dict):
+            raise RequestError("results file: top level must be an object")
+        return cls.from_dict(data)
+
+    @classmethod
+    def load(cls, path: str) -> Results:
+        with open(path, encoding="utf-8") as f:
+            return cls.from_json(f.read())
+
+    def save(self, path: str) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(self.to_json())
+            f.write("\n")
+
+
+def _sample_to_dict(s: Sample) -> dict[str, Any]:
+    d = asdict(s)
+    d["napi"] = dict(s.napi)
+    d["notes"] = list(s.notes)
+    return d
+
+
+def _sample_from_dict(d: Mapping[str, Any]) -> Sample:
+    d = dict(d)
+    d["latency"] = Latency(**d["latency"])
+    d["napi"] = {str(k): v for k, v in dict(d.get("napi", {})).items()}
+    d["notes"] = tuple(d.get("notes", ()))
+    return Sample(**d)
