@@ -1,0 +1,187 @@
+"""CPU accounting for a bench run window, from ``/proc``.
+
+Two numbers per sample, both in *cores* (CPU seconds per wall-clock second):
+
+- the server's user+system time: ``utime + stime`` of ``/proc/PID/stat``
+  (fields 14 and 15, clock ticks) of the server process and of every live
+  descendant. The process line already sums all of its threads, live and
+  exited; descendants are walked through ``/proc/*/stat``'s ppid so a server
+  that forks workers is counted whole. (``cutime``/``cstime`` only cover
+  children that were waited for, so they are not used.)
+- softirq time: the ``softirq`` column (7th value) of each ``cpuN`` line of
+  ``/proc/stat``. On veth the "interrupt" is the sender's napi_schedule, so
+  NAPI polls that are not busy polled run here, on whichever CPU raised them:
+  the sum over all CPUs is reported, and the per-CPU split is kept.
+
+Counters of the receive path come from ``/proc/net/softnet_stat`` (per CPU,
+hex: processed, dropped, time_squeeze, ...) and the NET_RX/NET_TX rows of
+``/proc/softirqs``. All of them are global to the machine, not to one
+namespace: the bench runs nothing else, so the deltas are the bench's own
+traffic plus background noise.
+
+Parsers take text and do no I/O; the ``read_*`` functions do the reading.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from ..errors import NotFoundError
+
+__all__ = [
+    "CpuSnapshot",
+    "CpuUsage",
+    "descendants",
+    "parse_proc_stat",
+    "parse_softirqs",
+    "parse_softnet_stat",
+    "parse_stat_line",
+    "process_cpu_seconds",
+    "snapshot",
+]
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def parse_stat_line(text: str) -> tuple[int, int, int]:
+    """``(ppid, utime, stime)`` in clock ticks from one ``/proc/PID/stat`` line.
+
+    The command name (field 2) is in parentheses and may itself contain
+    spaces and parentheses, so fields are counted after the *last* ``)``.
+    """
+    rest = text[text.rindex(")") + 2 :].split()
+    # rest[0] is field 3 (state): ppid is field 4, utime 14, stime 15.
+    return int(rest[1]), int(rest[11]), int(rest[12])
+
+
+def parse_proc_stat(text: str) -> dict[int, int]:
+    """Softirq clock ticks per CPU number from ``/proc/stat``."""
+    out: dict[int, int] = {}
+    for line in text.splitlines():
+        if line.startswith("cpu") and line[3:4].isdigit():
+            parts = line.split()
+            out[int(parts[0][3:])] = int(parts[7])
+    return out
+
+
+def parse_softirqs(text: str, rows: Iterable[str] = ("NET_RX", "NET_TX")) -> dict[str, int]:
+    """Total count (all CPUs) of the named rows of ``/proc/softirqs``."""
+    wanted = set(rows)
+    out: dict[str, int] = {}
+    for line in text.splitlines()[1:]:
+        name, _, values = line.partition(":")
+        name = name.strip()
+        if name in wanted:
+            out[name] = sum(int(v) for v in values.split())
+    return out
+
+
+def parse_softnet_stat(text: str) -> dict[str, int]:
+    """Sums over CPUs of ``processed``, ``dropped`` and ``time_squeeze``
+    (columns 1-3 of ``/proc/net/softnet_stat``, hexadecimal)."""
+    processed = dropped = squeeze = 0
+    for line in text.splitlines():
+        cols = line.split()
+        if len(cols) < 3:
+            continue
+        processed += int(cols[0], 16)
+        dropped += int(cols[1], 16)
+        squeeze += int(cols[2], 16)
+    return {"processed": processed, "dropped": dropped, "time_squeeze": squeeze}
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="ascii", errors="replace") as f:
+        return f.read()
+
+
+def descendants(pid: int) -> list[int]:
+    """Live descendants of *pid* (children, grandchildren, ...), from ``/proc``."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            ppid = parse_stat_line(_read(f"/proc/{entry}/stat"))[0]
+        except (OSError, ValueError, IndexError):
+            continue  # exited while we looked
+        children.setdefault(ppid, []).append(int(entry))
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def process_cpu_seconds(pid: int, *, with_descendants: bool = True) -> float:
+    """User+system CPU seconds of *pid* (all its threads) and, by default, of
+    its live descendants. Raises :class:`NotFoundError` if *pid* is gone."""
+    try:
+        _, ut, st = parse_stat_line(_read(f"/proc/{pid}/stat"))
+    except FileNotFoundError:
+        raise NotFoundError(f"process {pid} does not exist (exited?)") from None
+    ticks = ut + st
+    if with_descendants:
+        for child in descendants(pid):
+            try:
+                _, ut, st = parse_stat_line(_read(f"/proc/{child}/stat"))
+            except (OSError, ValueError, IndexError):
+                continue
+            ticks += ut + st
+    return ticks / CLK_TCK
+
+
+@dataclass(frozen=True, slots=True)
+class CpuSnapshot:
+    """Counters at one instant; subtract two with :meth:`usage_since`."""
+
+    wall: float
+    process: float | None
+    softirq_ticks: Mapping[int, int]
+    counters: Mapping[str, int] = field(default_factory=dict)
+
+    def usage_since(self, before: CpuSnapshot) -> CpuUsage:
+        """What happened between *before* and this snapshot."""
+        wall = self.wall - before.wall
+        if wall <= 0:
+            raise ValueError("snapshots out of order")
+        proc = None
+        if self.process is not None and before.process is not None:
+            proc = (self.process - before.process) / wall
+        per_cpu = {
+            cpu: (ticks - before.softirq_ticks.get(cpu, ticks)) / CLK_TCK / wall
+            for cpu, ticks in self.softirq_ticks.items()
+        }
+        deltas = {k: v - before.counters.get(k, v) for k, v in self.counters.items()}
+        return CpuUsage(wall, proc, sum(per_cpu.values()), per_cpu, deltas)
+
+
+@dataclass(frozen=True, slots=True)
+class CpuUsage:
+    """CPU use over a window, in cores; ``counters`` are deltas over the window."""
+
+    wall: float
+    process_cores: float | None
+    softirq_cores: float
+    softirq_per_cpu: Mapping[int, float]
+    counters: Mapping[str, int]
+
+
+def snapshot(pid: int | None = None) -> CpuSnapshot:
+    """Read every counter now; *pid* is the server (``None``: no process)."""
+    proc = None
+    if pid is not None:
+        try:
+            proc = process_cpu_seconds(pid)
+        except NotFoundError:
+            proc = None
+    softnet = parse_softnet_stat(_read("/proc/net/softnet_stat"))
+    softirqs = parse_softirqs(_read("/proc/softirqs"))
+    counters = {f"softnet_{k}": v for k, v in softnet.items()}
+    counters.update({f"softirqs_{k.lower()}": v for k, v in softirqs.items()})
+    return CpuSnapshot(time.monotonic(), proc, parse_proc_stat(_read("/proc/stat")), counters)
