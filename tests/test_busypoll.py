@@ -567,3 +567,14 @@ def test_accepted_connection_over_veth_has_a_napi_id(testbed: Testbed) -> None:
     assert server_id != 0
     assert client_id != 0
     assert server_id != client_id  # one NAPI per veth end
+
+
+@pytest.mark.kernel
+def test_apply_to_loop_keeps_a_busypoll_selector_in_step() -> None:
+    selector = BusyPollSelector(SUSPEND)
+    loop = asyncio.SelectorEventLoop(selector)
+    try:
+        assert apply_to_loop(loop, FULLBUSY) == [FULLBUSY]
+        assert selector.params == FULLBUSY == get_params(selector.fileno())
+    finally:
+        loop.close()
