@@ -1,0 +1,158 @@
+"""``pidfd_open`` and ``pidfd_getfd``: copy a file descriptor out of another process.
+
+Kernel facts relied on (kernel/pid.c, Linux 5.6+; checked on 6.18 x86_64):
+
+- ``pidfd_open(pid, flags)`` (syscall 434) needs no privilege; it fails with ESRCH when no
+  such process exists, and with EINVAL for a thread id unless ``PIDFD_THREAD`` (= ``O_EXCL``,
+  Linux 6.9) is passed. A pidfd names one process for its whole life: unlike a pid it is
+  never reused, so everything done through it reaches the process that was opened.
+  It polls readable once the process has exited.
+- ``pidfd_getfd(pidfd, targetfd, 0)`` (syscall 438) installs in the caller a duplicate of
+  the target's fd, as ``dup`` would: the same open file, so an ``EPIOCSPARAMS`` on the copy
+  changes the target's own epoll instance. The copy is close-on-exec. It needs ptrace-attach
+  rights over the target (``PTRACE_MODE_ATTACH_REALCREDS``: same uid and dumpable, or
+  CAP_SYS_PTRACE; Yama's ptrace_scope can narrow that further) -> EPERM otherwise; EBADF when
+  the target has no such fd; ESRCH once the target is exiting (its fd table is gone).
+- Syscall numbers 424 and up are the same on every architecture since Linux 5.1 (alpha adds
+  110, MIPS its ABI offset), so 434/438 hold for x86_64, arm64, riscv64, ppc64 and s390x.
+  glibc 2.36+ exports ``pidfd_getfd``; it is used when present, else the raw syscall.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import platform
+import select
+from collections.abc import Callable
+from types import TracebackType
+from typing import cast
+
+from ..errors import KernelError, NotFoundError, PermissionDenied, UnsupportedError
+
+__all__ = ["PIDFD_THREAD", "FdGone", "Pidfd", "ProcessGone"]
+
+PIDFD_THREAD = os.O_EXCL  # Linux 6.9: the pidfd names a thread, not a thread group
+SYS_PIDFD_GETFD = 438
+_UNIFIED_NUMBERS = {
+    "x86_64",
+    "aarch64",
+    "arm64",
+    "riscv64",
+    "ppc64le",
+    "ppc64",
+    "s390x",
+    "loongarch64",
+    "i686",
+    "armv7l",
+}
+
+
+class ProcessGone(NotFoundError):
+    """The target process exited (or never existed)."""
+
+
+class FdGone(NotFoundError):
+    """The target process no longer has that fd (closed since it was listed)."""
+
+
+_GetFd = Callable[[int, int, int], int]
+
+
+def _libc_getfd() -> _GetFd:
+    libc = ctypes.CDLL(None, use_errno=True)
+    fn = getattr(libc, "pidfd_getfd", None)
+    if fn is not None:
+        return cast(_GetFd, fn)
+    if platform.machine() not in _UNIFIED_NUMBERS:
+        raise UnsupportedError(
+            f"pidfd_getfd: glibc lacks it and the syscall number for {platform.machine()} "
+            "is not known to netdevkit"
+        )
+
+    def raw(pidfd: int, fd: int, flags: int) -> int:
+        return int(libc.syscall(SYS_PIDFD_GETFD, pidfd, fd, flags))
+
+    return raw
+
+
+class Pidfd:
+    """A pidfd for one process (or, with ``thread=True``, one thread's fd table).
+
+    Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, fd: int, pid: int) -> None:
+        self.fd = fd
+        self.pid = pid
+
+    @classmethod
+    def open(cls, pid: int, *, thread: bool = False) -> Pidfd:
+        """``pidfd_open(pid)``; :class:`ProcessGone` if there is no such process."""
+        if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+            raise NotFoundError(f"pid must be a positive int, got {pid!r}")
+        try:
+            fd = os.pidfd_open(pid, PIDFD_THREAD if thread else 0)
+        except ProcessLookupError as err:
+            raise ProcessGone(f"process {pid} does not exist") from err
+        except OSError as err:
+            if err.errno == errno.ENOSYS:
+                raise UnsupportedError(
+                    f"pidfd_open: needs Linux >= 5.3, running {os.uname().release}"
+                ) from err
+            if thread and err.errno == errno.EINVAL:
+                raise UnsupportedError(
+                    f"pidfd_open(PIDFD_THREAD) for thread {pid}: needs Linux >= 6.9"
+                ) from err
+            raise KernelError(err.errno or errno.EIO, f"pidfd_open({pid})") from err
+        return cls(fd, pid)
+
+    def alive(self) -> bool:
+        """False once the process has exited (the pidfd polls readable)."""
+        p = select.poll()
+        p.register(self.fd, select.POLLIN)
+        return not p.poll(0)
+
+    def getfd(self, targetfd: int) -> int:
+        """A duplicate, in this process, of the target's fd *targetfd* (close-on-exec).
+
+        Raises :class:`PermissionDenied` (CAP_SYS_PTRACE), :class:`ProcessGone`,
+        :class:`FdGone` or :class:`UnsupportedError` (kernel before 5.6).
+        """
+        fn = _libc_getfd()
+        ret = int(fn(self.fd, targetfd, 0))
+        if ret >= 0:
+            return ret
+        err = ctypes.get_errno()
+        operation = f"pidfd_getfd(pid {self.pid}, fd {targetfd})"
+        if err in (errno.EPERM, errno.EACCES):
+            raise PermissionDenied(
+                err,
+                operation + " (copying another process's fd needs ptrace-attach rights: "
+                "the same uid and a dumpable target, or root; Yama ptrace_scope may restrict it)",
+                "CAP_SYS_PTRACE",
+            )
+        if err == errno.ESRCH:
+            raise ProcessGone(f"process {self.pid} exited ({operation}: ESRCH)")
+        if err == errno.EBADF:
+            raise FdGone(f"process {self.pid} has no fd {targetfd} any more ({operation})")
+        if err == errno.ENOSYS:
+            raise UnsupportedError(f"{operation}: needs Linux >= 5.6, running {os.uname().release}")
+        raise KernelError(err, operation)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> Pidfd:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,175 @@
+"""Keep attaching: a process's epoll contexts appear over its life, not all at start.
+
+:class:`AttachWatcher` is what ``netdevkit run`` and ``netdevkit attach --watch`` use. Each
+:meth:`~AttachWatcher.scan` lists the epoll fds of the process (and, by default, of its
+descendants: pre-fork servers create their contexts in worker processes) and sets the
+parameters on every context it has not handled yet. A scan costs a ``readlink`` per open fd
+plus a ``pidfd_getfd`` and an ``EPIOCGPARAMS`` per epoll fd; at the default 50 ms interval
+that is noise for programs with up to thousands of fds.
+
+Which contexts get the parameters (the program's own choices are respected):
+
+- a context never seen before: always;
+- a context seen before (same task, same fd number) that reads back the kernel default
+  ``(0, 0, 0)`` again: the program closed it and a new epoll reused the number between two
+  scans, so it is set again;
+- a context seen before that reads back anything else: left alone, whether that is what we
+  set or a value the program chose itself.
+
+Epoll fds are told apart only by (pid, fd table, fd number): every epoll file shares one
+anonymous inode, so there is no cheaper identity. Contexts created and closed within one
+interval are missed; that is the price of not tracing the program.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from ..busypoll.epoll import EpollParams, get_params, is_epoll_fd, set_params, validate_params
+from ..errors import NotFoundError, PermissionDenied
+from .core import AttachResult, ContextReport, DetachResult, Target, detach, watched_in
+from .pidfd import FdGone
+from .proc import EpollFd, descendants, find_epoll_fds, start_time
+
+__all__ = ["AttachWatcher"]
+
+_DEFAULT = EpollParams()
+
+
+@dataclass(slots=True)
+class _Proc:
+    target: Target
+    start_time: int
+    contexts: dict[tuple[int, int], ContextReport] = field(default_factory=dict)
+
+
+class AttachWatcher:
+    """Attach *params* to process *pid* (and its descendants) and keep doing so.
+
+    Call :meth:`scan` periodically; :meth:`detach` restores what is still ours; :meth:`close`
+    (or the ``with`` block) releases the pidfds. No I/O happens in the constructor.
+    """
+
+    def __init__(self, pid: int, params: EpollParams, *, follow_children: bool = True) -> None:
+        validate_params(params)
+        self.pid = pid
+        self.params = params
+        self.follow_children = follow_children
+        self.warnings: list[str] = []
+        self._procs: dict[int, _Proc] = {}
+        self._warned: set[int] = set()
+
+    @property
+    def contexts(self) -> list[ContextReport]:
+        return [c for p in self._procs.values() for c in p.contexts.values()]
+
+    def results(self) -> list[AttachResult]:
+        """One :class:`AttachResult` per process with attached contexts (for :func:`detach`)."""
+        return [
+            AttachResult(pid, p.start_time, self.params, tuple(p.contexts.values()))
+            for pid, p in sorted(self._procs.items())
+            if p.contexts
+        ]
+
+    def _proc(self, pid: int) -> _Proc | None:
+        proc = self._procs.get(pid)
+        if proc is not None:
+            return proc
+        target = Target(pid)
+        try:
+            proc = _Proc(target, start_time(pid))
+        except BaseException:
+            target.close()
+            raise
+        self._procs[pid] = proc
+        return proc
+
+    def _scan_one(self, pid: int) -> list[ContextReport]:
+        proc = self._proc(pid)
+        assert proc is not None
+        epolls = find_epoll_fds(pid)
+        keys = {(e.tid, e.fd) for e in epolls}
+        for gone in set(proc.contexts) - keys:
+            del proc.contexts[gone]
+        added = []
+        for e in epolls:
+            report = self._handle(proc, e)
+            if report is not None:
+                proc.contexts[(e.tid, e.fd)] = report
+                added.append(report)
+        return added
+
+    def _handle(self, proc: _Proc, e: EpollFd) -> ContextReport | None:
+        known = proc.contexts.get((e.tid, e.fd))
+        try:
+            with proc.target.copy(e) as dup:
+                if not is_epoll_fd(dup):
+                    return None
+                now = get_params(dup)
+                if known is not None and (now != _DEFAULT or now == self.params):
+                    return None
+                new = now if now == self.params else set_params(dup, self.params)
+        except FdGone:
+            return None
+        return ContextReport(e, now, new, watched_in(proc.target, e))
+
+    def scan(self) -> list[ContextReport]:
+        """Attach to contexts that appeared since the last scan; returns those.
+
+        A process that exits during the scan is dropped silently (that is normal for
+        short-lived children); one this process may not inspect is noted once in
+        :attr:`warnings` and skipped.
+        """
+        pids = [self.pid]
+        if self.follow_children:
+            pids += descendants(self.pid)
+        for gone in set(self._procs) - set(pids):
+            self._procs.pop(gone).target.close()
+        added: list[ContextReport] = []
+        for pid in pids:
+            try:
+                added += self._scan_one(pid)
+            except PermissionDenied as err:
+                if pid not in self._warned:
+                    self._warned.add(pid)
+                    self.warnings.append(f"pid {pid} skipped: {err}")
+            except NotFoundError:
+                proc = self._procs.pop(pid, None)
+                if proc is not None:
+                    proc.target.close()
+        return added
+
+    def refresh(self) -> list[ContextReport]:
+        """Re-read the watched sockets (and their NAPI ids) of every attached context."""
+        for proc in self._procs.values():
+            for key, ctx in list(proc.contexts.items()):
+                with contextlib.suppress(NotFoundError):
+                    proc.contexts[key] = ContextReport(
+                        ctx.epoll, ctx.old, ctx.new, watched_in(proc.target, ctx.epoll)
+                    )
+        return self.contexts
+
+    def detach(self) -> list[DetachResult]:
+        """Restore the old parameters of every context that still carries ours."""
+        out = [detach(r) for r in self.results()]
+        for proc in self._procs.values():
+            proc.contexts.clear()
+        return out
+
+    def close(self) -> None:
+        for proc in self._procs.values():
+            proc.target.close()
+        self._procs.clear()
+
+    def __enter__(self) -> AttachWatcher:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
