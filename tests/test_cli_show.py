@@ -233,6 +233,9 @@ def test_qstats_on_veth_is_empty(testbed4: Testbed, capsys: pytest.CaptureFixtur
     r = cli("qstats", "show", "--netns", ns)
     assert r.returncode == 0
     assert r.stdout.startswith("no queue statistics in network namespace")
+    # asking for the veth by name: the kernel says its driver keeps none
+    r = cli("qstats", "show", "--netns", ns, "--ifname", testbed4.server_if, "-j")
+    assert_one_line_error(r, "Operation not supported", "does not report queue statistics")
 
 
 @pytest.mark.kernel

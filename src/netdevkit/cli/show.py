@@ -578,8 +578,9 @@ QSTATS_HELP = """\
 Packet and byte counters the driver reports, one row per device, or per queue
 with --per-queue. Only the counters the driver keeps are shown (rx-packets,
 rx-bytes, tx-packets, tx-bytes, rx-alloc-fail, rx-hw-drops, tx-stop, tx-wake,
-...). Some drivers report none at all (veth): then the table is empty and the
-JSON output is [].
+...). Some drivers report none at all (veth): their devices are left out, so
+the table may be empty and the JSON output []; asking for such a device with
+--ifname/--ifindex is an error (the kernel answers EOPNOTSUPP).
 In JSON, counters sit under "counters" with snake_case names (rx_packets).
 
 example:
