@@ -19,6 +19,7 @@ from ..errors import NetdevkitError, RequestError
 COMMAND_MODULES: tuple[str, ...] = (
     "netdevkit.cli.show",
     "netdevkit.cli.doctor",
+    "netdevkit.cli.tune",
 )
 
 DESCRIPTION = """\

@@ -213,16 +213,13 @@ def format_value(knob: str, v: int | bool | None) -> str:
 
 
 def settings_to_json(s: NapiSettings) -> dict[str, int | bool | None]:
-    """Kernel-named keys, ns integers: the journal's and ``-j``'s encoding."""
-    return {KNOBS[k]: v for k, v in as_dict(s).items()}
+    """snake_case keys (as ``napi show -j``), durations in integer ns, threaded a bool:
+    the journal's and ``-j``'s encoding."""
+    return as_dict(s)
 
 
 def settings_from_json(d: Mapping[str, Any]) -> NapiSettings:
-    kw: dict[str, Any] = {}
-    for kname, field in _BY_KERNEL_NAME.items():
-        v = d.get(kname)
-        kw[field] = None if v is None else (bool(v) if field == "threaded" else int(v))
-    return NapiSettings(**kw)
+    return settings_of({k: d.get(k) for k in KNOBS})
 
 
 def describe_settings(s: NapiSettings) -> str:
@@ -316,7 +313,7 @@ class Change:
             "target": self.target.to_json(),
             "before": settings_to_json(self.before),
             "after": settings_to_json(self.after),
-            "changed": [KNOBS[k] for k in self.delta],
+            "changed": list(self.delta),
         }
 
 

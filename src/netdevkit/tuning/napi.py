@@ -85,7 +85,7 @@ class Outcome:
             "target": self.target.to_json(),
             "status": self.status,
             "message": self.message,
-            "changed": {KNOBS[k]: {"from": b, "to": a} for k, (b, a) in self.delta.items()},
+            "changed": {k: {"from": b, "to": a} for k, (b, a) in self.delta.items()},
         }
 
 
@@ -133,7 +133,7 @@ class DiffRow:
             "baseline": settings_to_json(self.entry.baseline),
             "current": None if self.current is None else settings_to_json(self.current),
             "successor_napi_id": None if self.successor is None else self.successor.napi_id,
-            "differs": {KNOBS[k]: {"baseline": b, "now": a} for k, (b, a) in self.delta.items()},
+            "differs": {k: {"baseline": b, "now": a} for k, (b, a) in self.delta.items()},
         }
 
 

@@ -1,0 +1,316 @@
+"""``netdevkit napi set|diff``, ``apply``, ``restore``, ``presets``: change NAPI settings safely.
+
+Every change is planned and validated first, journaled (the values before,
+fsync'd) and then applied in order; a refusal rolls back what was applied.
+``restore`` puts back everything the journal lists, also after a crash.
+
+``napi set`` and ``napi diff`` hang below the ``napi`` parser that
+:mod:`netdevkit.cli.show` owns (through its :func:`napi_subparsers` hook);
+``apply``, ``restore`` and ``presets`` are top-level commands.
+
+Like the other CLI modules this imports the standard library only at top
+level; the tuning library is imported by the command that runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+from .show import napi_subparsers
+
+if TYPE_CHECKING:
+    from ..tuning.napi import Outcome
+    from ..tuning.presets import NapiSettings
+    from .show import SubParsers
+
+_FMT = argparse.RawDescriptionHelpFormatter
+
+KNOBS_HELP = """\
+the knobs (per NAPI instance, Linux 6.13+; see `netdevkit presets`):
+  defer-hard-irqs N       after a poll, keep the device IRQ masked for up to N
+                          empty polls (0..2147483647); needs gro-flush-timeout
+  gro-flush-timeout D     the timer that re-polls while IRQs stay masked
+  irq-suspend-timeout D   while an epoll loop with prefer_busy_poll keeps finding
+                          events, keep IRQs suspended up to D (a safety net)
+  threaded on|off         poll in a per-NAPI kthread instead of softirq
+durations take ns, us, ms or s (200us, 20ms); a bare number is nanoseconds.
+"""
+
+SAFETY_HELP = """\
+safety: every value is checked and every target looked up before anything
+changes; the previous values are written to the journal ($NETDEVKIT_STATE_DIR,
+default /run/netdevkit/journal.json) before the first change; if the kernel
+refuses one change, those before it are rolled back. `netdevkit restore` puts
+everything back, `netdevkit napi diff` shows what differs from before.
+
+backends: per-NAPI netlink (napi-set) where the kernel has it, else the
+device-wide sysfs knobs /sys/class/net/DEV/{napi_defer_hard_irqs,
+gro_flush_timeout,threaded} (all NAPIs of the device, no irq-suspend-timeout).
+--backend or $NETDEVKIT_TUNING_BACKEND picks one explicitly.
+"""
+
+SET_EPILOG = f"""\
+examples:
+  netdevkit napi set --ifname eth0 --preset suspend
+  netdevkit napi set --id 8193,8194 --gro-flush-timeout 200us --defer-hard-irqs 100
+  netdevkit napi set --ifname ndk-s --netns lab --threaded on --dry-run
+
+{KNOBS_HELP}
+--preset sets the NAPI half of a preset; explicit knobs override it. The epoll
+half (busy_poll_usecs, budget, prefer_busy_poll) is the application's part: see
+`netdevkit presets`.
+
+{SAFETY_HELP}"""
+
+APPLY_EPILOG = """\
+The profile is TOML (format: docs/tuning.md, example: examples/profile.toml):
+
+  netns = "lab"                      # optional
+  [[interface]]
+  match = "eth*"                     # exact name or glob
+  preset = "suspend"                 # and/or explicit knobs:
+  gro-flush-timeout = "50us"
+  [[interface.napi]]                 # per-NAPI override by position 0..n-1
+  position = 0                       # (NAPIs ordered by id on the device)
+  defer-hard-irqs = 200
+
+Interfaces and positions are resolved when the profile is applied (NAPI ids
+change when a device is reset). Unknown keys are refused with their name.
+Applying a profile that is already in effect prints "no changes".
+"""
+
+
+def register(sub: SubParsers) -> None:
+    napi = napi_subparsers(sub)
+    p = napi.add_parser(
+        "set",
+        help="change per-NAPI settings (IRQ deferral, GRO timer, IRQ suspension, threaded)",
+        description="Change the settings of NAPI instances: one or more ids, or every NAPI\n"
+        "of an interface. Prints each change as before -> after.",
+        epilog=SET_EPILOG,
+        formatter_class=_FMT,
+    )
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--id", metavar="N[,N..]", help="NAPI ids (see `netdevkit napi show`)")
+    which.add_argument("--ifname", metavar="NAME", help="every NAPI of interface NAME")
+    p.add_argument("--preset", metavar="NAME", help="start from a preset's NAPI values")
+    p.add_argument("--defer-hard-irqs", metavar="N")
+    p.add_argument("--gro-flush-timeout", metavar="DURATION")
+    p.add_argument("--irq-suspend-timeout", metavar="DURATION")
+    p.add_argument("--threaded", metavar="on|off")
+    _common(p, dry_run=True)
+    p.set_defaults(func=run_set)
+
+    p = napi.add_parser(
+        "diff",
+        help="what differs now from the values before netdevkit changed them",
+        description="Compare every journaled NAPI (or device) with its baseline, the values\n"
+        "it had before netdevkit first changed it. A NAPI whose id vanished is\n"
+        "compared through the NAPI now at its position on the same device.",
+        formatter_class=_FMT,
+    )
+    p.add_argument("--netns", metavar="NAME", help="only entries of network namespace NAME")
+    p.add_argument("--ifname", metavar="NAME", help="only entries of interface NAME")
+    p.add_argument("-j", "--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run_diff)
+
+    p = sub.add_parser(
+        "apply",
+        help="apply a declarative tuning profile (TOML); --dry-run shows the diff",
+        description="Apply a tuning profile: interfaces by name or glob, presets or values,\n"
+        "per-NAPI overrides by position. Journaled and rolled back like `napi set`.",
+        epilog=APPLY_EPILOG,
+        formatter_class=_FMT,
+    )
+    p.add_argument("profile", metavar="PROFILE.toml")
+    p.add_argument("--backend", metavar="auto|netlink|sysfs", help="override the profile's")
+    p.add_argument("--dry-run", action="store_true", help="print the changes, change nothing")
+    p.add_argument("-j", "--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run_apply)
+
+    p = sub.add_parser(
+        "restore",
+        help="put back every NAPI setting netdevkit changed (from the journal)",
+        description="Put every journaled NAPI (or device) back to its baseline and empty the\n"
+        "journal. Works from any process, also after the one that made the changes\n"
+        "crashed. NAPIs that vanished (device reset) are reported, not failed; entries\n"
+        "that could not be restored stay in the journal (exit status 1).",
+        formatter_class=_FMT,
+    )
+    p.add_argument("--netns", metavar="NAME", help="only entries of network namespace NAME")
+    p.add_argument("--ifname", metavar="NAME", help="only entries of interface NAME")
+    p.add_argument("-j", "--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run_restore)
+
+    p = sub.add_parser(
+        "presets",
+        help="list the tuning presets: NAPI settings and the epoll parameters they pair with",
+        description="Named presets of the IRQ-suspension evaluation. The NAPI half is what\n"
+        "`napi set --preset` and profiles apply; the epoll half is what the\n"
+        "application's epoll context should use (EPIOCSPARAMS, `netdevkit attach`).",
+        formatter_class=_FMT,
+    )
+    p.add_argument("-j", "--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run_presets)
+
+
+def _common(p: argparse.ArgumentParser, *, dry_run: bool) -> None:
+    p.add_argument("--netns", metavar="NAME", help="act inside network namespace NAME")
+    p.add_argument(
+        "--backend",
+        metavar="auto|netlink|sysfs",
+        help="netlink (per NAPI), sysfs (device-wide) or auto (default)",
+    )
+    if dry_run:
+        p.add_argument("--dry-run", action="store_true", help="print the changes, change nothing")
+    p.add_argument("-j", "--json", action="store_true", help="print JSON")
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+
+
+def _ids(text: str) -> list[int]:
+    from ..errors import RequestError
+
+    out = []
+    for part in text.split(","):
+        try:
+            value = int(part.strip(), 10)
+        except ValueError:
+            raise RequestError(f"--id {text!r}: {part!r} is not a NAPI id (an integer)") from None
+        if value <= 0:
+            raise RequestError(f"--id {text!r}: NAPI ids are positive, not {value}")
+        out.append(value)
+    return out
+
+
+def _settings(args: argparse.Namespace) -> NapiSettings:
+    from ..tuning.model import overlay, settings_from_mapping
+    from ..tuning.presets import NapiSettings, get_preset
+
+    base = get_preset(args.preset).napi if args.preset else NapiSettings()
+    given = {
+        name: getattr(args, name.replace("-", "_"))
+        for name in ("defer-hard-irqs", "gro-flush-timeout", "irq-suspend-timeout", "threaded")
+        if getattr(args, name.replace("-", "_")) is not None
+    }
+    return overlay(base, settings_from_mapping(given))
+
+
+def run_set(args: argparse.Namespace) -> int:
+    from ..tuning.napi import Tuner
+
+    settings = _settings(args)  # bad values fail here, before any lookup
+    ids = _ids(args.id) if args.id is not None else None
+    with Tuner(args.backend) as tuner:
+        plan = tuner.plan_for(settings, netns=args.netns, ifname=args.ifname, napi_ids=ids)
+        if not args.dry_run:
+            tuner.apply(plan)
+        journal = None if tuner.journal is None else tuner.journal.path
+    if args.json:
+        _print_json({"dry_run": args.dry_run, "journal": journal, "changes": plan.to_json()})
+        return 0
+    for line in plan.lines():
+        print(line)
+    if args.dry_run:
+        print("dry run: nothing changed")
+    elif not plan.empty:
+        print(f"previous values journaled in {journal}; undo with `netdevkit restore`")
+    return 0
+
+
+def run_apply(args: argparse.Namespace) -> int:
+    from ..tuning.napi import Tuner
+    from ..tuning.profile import load_profile, plan_profile
+
+    profile = load_profile(args.profile)
+    with Tuner(args.backend or profile.backend) as tuner:
+        plan = plan_profile(tuner, profile)
+        if not args.dry_run:
+            tuner.apply(plan)
+    if args.json:
+        _print_json({"dry_run": args.dry_run, "changes": plan.to_json()})
+        return 0
+    for line in plan.lines():
+        print(line)
+    if args.dry_run and not plan.empty:
+        print("dry run: nothing changed")
+    return 0
+
+
+def run_restore(args: argparse.Namespace) -> int:
+    from ..tuning.napi import Tuner
+
+    with Tuner() as tuner:
+        outcomes = tuner.restore(netns=args.netns, ifname=args.ifname)
+        path = tuner.journal.path if tuner.journal is not None else ""
+    failed = any(o.status == "failed" for o in outcomes)
+    if args.json:
+        _print_json({"journal": path, "results": [o.to_json() for o in outcomes]})
+        return 1 if failed else 0
+    if not outcomes:
+        print(f"nothing to restore: the journal ({path}) lists no changes")
+    for o in outcomes:
+        print(_outcome_line(o))
+    if failed:
+        print("some entries could not be restored and stay in the journal", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _outcome_line(o: Outcome) -> str:
+    return o.message if o.status != "failed" else f"FAILED: {o.message}"
+
+
+def run_diff(args: argparse.Namespace) -> int:
+    from ..tuning.napi import Tuner
+
+    with Tuner() as tuner:
+        rows = tuner.diff(netns=args.netns, ifname=args.ifname)
+        path = tuner.journal.path if tuner.journal is not None else ""
+    if args.json:
+        _print_json([r.to_json() for r in rows])
+        return 0
+    if not rows:
+        print(f"no differences: the journal ({path}) lists no changes")
+    for r in rows:
+        print(r.line())
+    return 0
+
+
+def run_presets(args: argparse.Namespace) -> int:
+    from ..tuning.model import describe_settings, settings_to_json
+    from ..tuning.presets import PRESETS
+
+    if args.json:
+        _print_json(
+            [
+                {
+                    "name": p.name,
+                    "summary": p.summary,
+                    "napi": settings_to_json(p.napi),
+                    "epoll": {
+                        "busy_poll_usecs": p.epoll.busy_poll_usecs,
+                        "busy_poll_budget": p.epoll.busy_poll_budget,
+                        "prefer_busy_poll": p.epoll.prefer_busy_poll,
+                    },
+                }
+                for p in PRESETS.values()
+            ]
+        )
+        return 0
+    for p in PRESETS.values():
+        e = p.epoll
+        epoll = (
+            f"busy_poll_usecs {e.busy_poll_usecs}, budget {e.busy_poll_budget}, "
+            f"prefer_busy_poll {int(e.prefer_busy_poll)}"
+            if e.enabled
+            else "no busy polling"
+        )
+        print(f"{p.name}: {p.summary}")
+        print(f"    napi:  {describe_settings(p.napi)}")
+        print(f"    epoll: {epoll}")
+    return 0
