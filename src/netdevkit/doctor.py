@@ -334,7 +334,7 @@ def _gather_iface(ifname: str, netns: str | None) -> IfaceFacts:
     except NotFoundError:
         raise
     except NetdevkitError as err:  # could not enter the namespace: needs CAP_SYS_ADMIN
-        return IfaceFacts(ifname, netns, error=f"{err}; {ROOT_HINT}")
+        return IfaceFacts(ifname, netns, error=f"{ROOT_HINT}: {err}")
     with sock:
         driver, driver_error = _driver(sock, ifname, netns)
         try:
@@ -578,6 +578,10 @@ def _epoll_half(p: Preset) -> str:
     return f"epoll busy_poll_usecs {e.busy_poll_usecs}, budget {e.busy_poll_budget}{prefer}"
 
 
+def _count(napis: tuple[Napi, ...] | list[Napi]) -> str:
+    return "its NAPI" if len(napis) == 1 else f"all {len(napis)} NAPIs"
+
+
 def _ids(napis: Iterable[Napi]) -> str:
     ids = [str(n.id) for n in napis]
     return ", ".join(ids[:8]) + (f" ... ({len(ids)} in all)" if len(ids) > 8 else "")
@@ -754,7 +758,7 @@ def _check_threaded(r: _Report, iface: IfaceFacts) -> None:
     else:
         r.ok(
             name,
-            f"off for all {len(napis)} NAPIs (polled in softirq)",
+            f"off for {_count(napis)} (polled in softirq)",
             "netdevkit napi set --threaded on for a kthread per NAPI",
         )
 
@@ -844,7 +848,7 @@ def _check_per_napi(r: _Report) -> None:
         )
         return
     n = napis[0]
-    every = f"on all {len(napis)} NAPIs" if len(napis) > 1 else "on its NAPI"
+    every = "on " + _count(napis)
     presets = matching_presets(n)
     defer, gro, suspend = n.defer_hard_irqs or 0, n.gro_flush_timeout or 0, n.irq_suspend_timeout
     if suspend and not (defer and gro):
