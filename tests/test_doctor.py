@@ -283,6 +283,10 @@ def test_napi_enabled_veth_reports_napis(testbed: Testbed) -> None:
     assert line.detail == f"{len(ids)} (ids {', '.join(map(str, ids))})"
     assert find(checks, doctor.NAPI, f"{ifname}: NAPI ids on sockets").status is Status.OK
     assert find(checks, doctor.IRQ_SUSPEND, "irq-suspend-timeout").status is Status.OK
+    # veth has no queue stats: the ifindex-filtered dump answers EOPNOTSUPP.
+    qstats = find(checks, doctor.QSTATS, f"{ifname}: driver statistics")
+    assert qstats.status is Status.WARN
+    assert "veth reports no queue statistics" in qstats.detail
     driver = find(checks, doctor.DEVMEM, f"{ifname}: driver")
     assert driver.status is Status.MISSING
     assert driver.detail.startswith("veth ")

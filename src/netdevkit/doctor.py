@@ -48,12 +48,12 @@ import select
 import socket
 import struct
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
 from .busypoll.epoll import EPIOCGPARAMS
-from .errors import NetdevkitError, NotFoundError
+from .errors import KernelError, NetdevkitError, NotFoundError
 from .netdev.client import Napi, Netdev, QStats, Queue
 from .netdev.family import NETDEV, NapiThreaded
 from .netns import entered
@@ -68,6 +68,7 @@ __all__ = [
     "Status",
     "evaluate",
     "gather",
+    "matching_presets",
     "parse_config",
     "parse_release",
     "report",
@@ -210,7 +211,6 @@ class Facts:
     ptrace_scope: int | None = None
     udmabuf: bool = False
     iface: IfaceFacts | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 def parse_release(release: str) -> tuple[int, int, int] | None:
@@ -361,8 +361,13 @@ def _gather_iface(ifname: str, netns: str | None) -> IfaceFacts:
             if nd.supports("qstats-get"):
                 try:
                     qstats = tuple(nd.qstats_dump(ifindex))
-                except NetdevkitError as err:
-                    qstats_error = str(err)
+                except KernelError as err:
+                    # A dump filtered by ifindex answers EOPNOTSUPP for a driver without
+                    # queue stats ops (veth) [seen on 6.18]; unfiltered it just skips it.
+                    if err.errno == errno.EOPNOTSUPP:
+                        qstats = ()
+                    else:
+                        qstats_error = str(err)
             else:
                 qstats_error = "this kernel has no qstats-get (Linux 6.10+)"
     except NetdevkitError as err:
@@ -662,9 +667,10 @@ def _check_busy_poll(r: _Report) -> None:
         if value is None:
             r.warn(name, f"/proc/sys/net/core/{knob} is not readable")
         elif value == 0:
+            who = "poll()/select()" if knob == "busy_poll" else "blocking socket reads"
             r.ok(
                 name,
-                "0 (global, all namespaces): no system-wide busy polling; per-epoll "
+                f"0 (global, all namespaces): {who} do not busy poll by default; per-epoll "
                 "parameters and SO_BUSY_POLL decide",
             )
         else:
@@ -773,11 +779,12 @@ def _check_qstats(r: _Report) -> None:
         r.warn(name, iface.error or iface.qstats_error)
     elif iface.qstats:
         counters = sorted({c for row in iface.qstats for c in row.counters})
-        r.ok(name, f"{len(counters)} counters: {', '.join(counters[:6])}...")
+        more = ", ..." if len(counters) > 6 else ""
+        r.ok(name, f"{len(counters)} counters: {', '.join(counters[:6])}{more}")
     else:
         r.warn(
             name,
-            f"driver {iface.driver or '?'} reports no queue statistics (veth never does)",
+            f"driver {iface.driver or '?'} reports no queue statistics (qstats-get: EOPNOTSUPP)",
             "use ethtool -S for driver-private counters",
         )
 
