@@ -94,7 +94,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     removed: list[str] = []
     if os.geteuid() == 0:
-        removed = testbed_down_all(TESTBED_PREFIX)
+        removed = testbed_down_all(TESTBED_PREFIX, include_live=True)
     message = (
         f"\nLEAKED TESTBED NAMESPACES: {', '.join(leftovers)} were left behind by this "
         f"test session (removed now: {', '.join(removed) or 'none'}). Some test or "

@@ -189,6 +189,26 @@ def _require_privileges() -> None:
         )
 
 
+@contextlib.contextmanager
+def _sigterm_blocked() -> Iterator[None]:
+    """Hold SIGTERM back for the body (the handler runs right after it).
+
+    pyroute2's netns.create forks a child that makes the bind mount. A
+    SIGTERM handled while that child is still working would find no
+    namespace to remove, and the child would then create it: a leak. With
+    the signal blocked the child finishes first (it inherits the mask and
+    exits on its own), then the handler tears down what now exists.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def _kernel_error(err: NetlinkError, operation: str) -> KernelError:
     msg = str(err.args[1]) if len(err.args) > 1 else ""
     extack = "" if msg == os.strerror(err.code) else msg
@@ -253,25 +273,64 @@ def _lo_alias(ns: str) -> str:
     return str(alias) if alias else ""
 
 
-# --- journal -----------------------------------------------------------------
+# --- journal, owner and leftovers ---------------------------------------------
+#
+# A testbed's owner is "PID:STARTTIME" (starttime = field 22 of
+# /proc/PID/stat, in clock ticks since boot), so a recycled pid is not
+# mistaken for the process that built the testbed. It is written to the
+# journal and to the lo alias of both namespaces.
+
+
+def _starttime(pid: int) -> str:
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        stat = f.read()
+    # comm (field 2) may hold spaces and parentheses: split after the last ')'.
+    return stat[stat.rindex(b")") + 2 :].split()[19].decode()
+
+
+def _owner_token() -> str:
+    pid = os.getpid()
+    return f"{pid}:{_starttime(pid)}"
+
+
+def _owner_alive(token: str) -> bool:
+    """Whether the process named by an owner token still runs. Unknown or
+    malformed tokens count as dead (the testbed is then a leftover)."""
+    pid, _, start = token.partition(":")
+    try:
+        return _starttime(int(pid)) == start
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+def _alias(name: str, owner: str) -> str:
+    return f"{ALIAS_PREFIX}{name} owner={owner}"
+
+
+def _parse_alias(alias: str) -> tuple[str, str] | None:
+    """(testbed name, owner token) from a lo alias, or None if not ours."""
+    if not alias.startswith(ALIAS_PREFIX):
+        return None
+    name, _, owner = alias[len(ALIAS_PREFIX) :].partition(" owner=")
+    return name, owner
 
 
 def _journal_path(name: str) -> str:
     return os.path.join(JOURNAL_DIR, f"{name}.json")
 
 
-def _write_journal(cfg: TestbedConfig) -> None:
+def _write_journal(cfg: TestbedConfig, owner: str) -> None:
     os.makedirs(JOURNAL_DIR, exist_ok=True)
-    data = {"name": cfg.name, "namespaces": [cfg.server_ns, cfg.client_ns], "pid": os.getpid()}
+    data = {"name": cfg.name, "namespaces": [cfg.server_ns, cfg.client_ns], "owner": owner}
     tmp = _journal_path(cfg.name) + f".{os.getpid()}.tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f)
     os.replace(tmp, _journal_path(cfg.name))
 
 
-def _read_journals() -> dict[str, list[str]]:
-    """testbed name -> namespace names, from every readable journal."""
-    out: dict[str, list[str]] = {}
+def _read_journals() -> dict[str, tuple[list[str], str]]:
+    """testbed name -> (namespace names, owner), from every readable journal."""
+    out: dict[str, tuple[list[str], str]] = {}
     try:
         entries = sorted(os.listdir(JOURNAL_DIR))
     except FileNotFoundError:
@@ -282,8 +341,7 @@ def _read_journals() -> dict[str, list[str]]:
         try:
             with open(os.path.join(JOURNAL_DIR, entry), encoding="utf-8") as f:
                 data = json.load(f)
-            name = str(data["name"])
-            out[name] = [str(ns) for ns in data["namespaces"]]
+            out[str(data["name"])] = ([str(ns) for ns in data["namespaces"]], str(data["owner"]))
         except (OSError, ValueError, KeyError, TypeError):
             continue
     return out
@@ -294,33 +352,40 @@ def _remove_journal(name: str) -> None:
         os.unlink(_journal_path(name))
 
 
-def _testbed_namespaces(prefix: str | None) -> dict[str, str]:
-    """Existing testbed namespaces -> testbed name, found by journal or lo alias."""
-    found: dict[str, str] = {}
+@dataclass(frozen=True, slots=True)
+class _Found:
+    name: str  # testbed name
+    owner: str  # owner token
+
+
+def _testbed_namespaces(prefix: str | None) -> dict[str, _Found]:
+    """Existing testbed namespaces, found by journal or by lo alias."""
+    found: dict[str, _Found] = {}
     existing = set(ndk_netns.list_names())
-    for name, namespaces in _read_journals().items():
+    for name, (namespaces, owner) in _read_journals().items():
         if prefix is not None and not name.startswith(prefix):
             continue
         for ns in namespaces:
             if ns in existing:
-                found[ns] = name
-    for ns in existing - found.keys():
+                found[ns] = _Found(name, owner)
+    for ns in sorted(existing - found.keys()):
         if not ns.endswith(NS_SUFFIXES):
             continue
         name = ns[: -len("-srv")]
         if prefix is not None and not name.startswith(prefix):
             continue
         try:
-            alias = _lo_alias(ns)
+            parsed = _parse_alias(_lo_alias(ns))
         except (NetdevkitError, OSError):
             continue
-        if alias == ALIAS_PREFIX + name:
-            found[ns] = name
+        if parsed is not None and parsed[0] == name:
+            found[ns] = _Found(name, parsed[1])
     return found
 
 
 def list_testbeds(prefix: str | None = None) -> list[str]:
-    """Names of the existing namespaces that belong to netdevkit testbeds, sorted.
+    """Names of the existing namespaces that belong to netdevkit testbeds
+    (live or left over), sorted.
 
     A namespace counts when a testbed journal lists it or its ``lo`` carries
     the testbed alias. *prefix* filters on the testbed name.
@@ -328,10 +393,13 @@ def list_testbeds(prefix: str | None = None) -> list[str]:
     return sorted(_testbed_namespaces(prefix))
 
 
-def down_all(prefix: str | None = None) -> list[str]:
-    """Remove every leftover testbed namespace (and its journal); returns the
+def down_all(prefix: str | None = None, *, include_live: bool = False) -> list[str]:
+    """Remove leftover testbed namespaces (and their journals); returns the
     removed namespace names, sorted. *prefix* filters on the testbed name.
 
+    A leftover is a testbed whose owning process is gone (killed with
+    SIGKILL, crashed in C, ``os._exit``). Testbeds whose owner still runs
+    belong to someone else's live test and are kept unless *include_live*.
     Processes still running inside a removed namespace keep it alive
     anonymously until they exit; they are not killed here.
     """
@@ -339,19 +407,22 @@ def down_all(prefix: str | None = None) -> list[str]:
     removed: list[str] = []
     failed: list[str] = []
     names: set[str] = set()
-    for ns, name in sorted(_testbed_namespaces(prefix).items()):
-        names.add(name)
+    for ns, found in sorted(_testbed_namespaces(prefix).items()):
+        if not include_live and _owner_alive(found.owner):
+            continue
+        names.add(found.name)
         try:
             if _remove_ns(ns):
                 removed.append(ns)
         except OSError as err:
             failed.append(f"{ns}: {err}")
-    for name in _read_journals():
-        if prefix is None or name.startswith(prefix):
+    for name, (_namespaces, owner) in _read_journals().items():
+        if (prefix is None or name.startswith(prefix)) and (
+            include_live or not _owner_alive(owner)
+        ):
             names.add(name)
     for name in names:
-        cfg_ns = (f"{name}-srv", f"{name}-cli")
-        if not any(ndk_netns.exists(ns) for ns in cfg_ns):
+        if not any(ndk_netns.exists(ns) for ns in (f"{name}-srv", f"{name}-cli")):
             _remove_journal(name)
     if failed:
         raise NetdevkitError("could not remove testbed namespaces: " + "; ".join(failed))
@@ -387,10 +458,12 @@ class Testbed:
         self._is_up = False
         self._in_down = False
         self._sigterm_pending = False
+        self._terminated = False  # the SIGTERM handler ran
         self._prev_sigterm: _SigHandler = None
         self._sigterm_installed = False
         self._atexit = False
         self._owner_pid = 0  # the process that built it; forked children never tear down
+        self._owner = ""
         self.up_seconds = 0.0
         self.down_seconds = 0.0
         self.probe_napi_ids: tuple[int, int] = (0, 0)
@@ -456,11 +529,21 @@ class Testbed:
                 )
         start = time.monotonic()
         self._owner_pid = os.getpid()
+        self._terminated = False
         self._install_handlers()
         try:
             self._build()
-        except BaseException:
+            if self._terminated:
+                raise SystemExit(128 + signal.SIGTERM)
+        except BaseException as err:
             self.down()
+            if self._terminated and not isinstance(err, SystemExit):
+                # The handler tore down, but its SystemExit was swallowed:
+                # Python ignores exceptions raised in at-fork callbacks and
+                # __del__ methods (pyroute2 forks for every netns socket and
+                # drops event loops), so the build ran on into a vanished
+                # namespace. Report the SIGTERM, not that.
+                raise SystemExit(128 + signal.SIGTERM) from err
             raise
         self._is_up = True
         self.up_seconds = time.monotonic() - start
@@ -468,14 +551,19 @@ class Testbed:
 
     def _build(self) -> None:
         cfg = self.config
-        _write_journal(cfg)
+        self._owner = _owner_token()
+        # Bookkeeping first, then the action: a signal between the two must
+        # not leave something down() does not know about.
         self._journal = True
+        _write_journal(cfg, self._owner)
         for ns in (self.server_ns, self.client_ns):
-            try:
-                pr_netns.create(ns)
-            except FileExistsError as err:
-                raise NetdevkitError(f"namespace {ns} appeared while building the testbed") from err
             self._created.append(ns)
+            try:
+                with _sigterm_blocked():
+                    pr_netns.create(ns)
+            except FileExistsError as err:
+                self._created.remove(ns)  # someone else's: never remove it
+                raise NetdevkitError(f"namespace {ns} appeared while building the testbed") from err
         q = cfg.queues
         with _ipr(self.server_ns, f"create veth {SERVER_IF}<->{CLIENT_IF}") as ipr:
             # Peer attributes are separate: without num_rx_queues in the peer
@@ -504,7 +592,7 @@ class Testbed:
         ns, ifname = self.ns_of(side), self.if_of(side)
         addr = self.server_addr if side == "server" else self.client_addr
         with _ipr(ns, f"configure {ifname}") as ipr:
-            ipr.link("set", index=1, ifalias=ALIAS_PREFIX + self.config.name)
+            ipr.link("set", index=1, ifalias=_alias(self.config.name, self._owner))
             ipr.link("set", index=1, state="up")
             idx = ipr.link_lookup(ifname=ifname)
             if not idx:
@@ -653,6 +741,7 @@ class Testbed:
             else:
                 os.kill(os.getpid(), signum)
             return
+        self._terminated = True
         if self._in_down:
             # Interrupted teardown: let it finish, then exit.
             self._sigterm_pending = True
