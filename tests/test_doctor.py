@@ -186,6 +186,16 @@ def test_veth_with_napi_gets_napi_ids_without_queue_links() -> None:
     assert "veth" in driver.detail
 
 
+def test_loopback_has_no_napi_and_no_devmem() -> None:
+    lo = IfaceFacts("lo", None, 1, driver="loopback", loopback=True, napis=(), queues=(), qstats=())
+    checks = evaluate(facts(iface=lo))
+    line = find(checks, doctor.NAPI, "lo: NAPI instances")
+    assert line.status is Status.MISSING
+    assert "testbed" in line.remedy
+    assert find(checks, doctor.DEVMEM, "lo: driver").status is Status.MISSING
+    assert find(checks, doctor.PER_NAPI, "lo: settings in effect").status is Status.MISSING
+
+
 @pytest.mark.parametrize("preset", [name for name in PRESETS if name != "threaded"])
 def test_every_preset_is_recognised(preset: str) -> None:
     p = PRESETS[preset]

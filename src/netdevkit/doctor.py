@@ -55,7 +55,7 @@ from typing import Any
 from .busypoll.epoll import EPIOCGPARAMS
 from .errors import KernelError, NetdevkitError, NotFoundError
 from .netdev.client import Napi, Netdev, QStats, Queue
-from .netdev.family import NETDEV, NapiThreaded
+from .netdev.family import NETDEV, NapiThreaded, QueueType
 from .netns import entered
 from .netns import exists as netns_exists
 from .tuning.presets import PRESETS, Preset
@@ -344,6 +344,8 @@ def _gather_iface(ifname: str, netns: str | None) -> IfaceFacts:
             loopback = bool(struct.unpack_from("=H", ifr, 16)[0] & IFF_LOOPBACK)
         except OSError:
             loopback = False
+        if driver is None and loopback:  # lo has no ethtool driver info
+            driver, driver_error = "loopback", ""
         gro = _ethtool_flag(sock, ifname, ETHTOOL_GGRO)
         tso = _ethtool_flag(sock, ifname, ETHTOOL_GTSO)
     napis: tuple[Napi, ...] | None = None
@@ -690,55 +692,61 @@ def _veth_remedy(iface: IfaceFacts) -> str:
     )
 
 
+def _no_napi(iface: IfaceFacts) -> tuple[str, str]:
+    """(detail, remedy) for an interface without NAPI instances."""
+    if iface.driver == "veth":
+        gro = "unknown" if iface.gro is None else ("on" if iface.gro else "off")
+        return f"none (veth, GRO {gro})", _veth_remedy(iface)
+    if iface.loopback:
+        return (
+            "none: loopback has no NAPI; its traffic never carries NAPI ids",
+            "use a NIC or a NAPI-enabled veth pair (netdevkit testbed)",
+        )
+    return (
+        f"none (driver {iface.driver or 'unknown'})",
+        "bring the interface up; a driver without NAPI cannot be tuned per NAPI",
+    )
+
+
 def _check_napi(r: _Report) -> None:
     r.kernel(ops=("napi-get", "queue-get"))
     iface = r.f.iface
     if iface is None:
         return
+    instances, ids = f"{iface.name}: NAPI instances", f"{iface.name}: NAPI ids on sockets"
     if iface.error or iface.napis is None:
-        why = iface.error or iface.napi_error
-        r.warn(f"{iface.name}: NAPI instances", why)
-        r.warn(f"{iface.name}: NAPI ids on sockets", why)
+        r.warn(instances, iface.error or iface.napi_error)
+        r.warn(ids, iface.error or iface.napi_error)
         return
-    veth = iface.driver == "veth"
-    if iface.napis:
-        r.ok(f"{iface.name}: NAPI instances", f"{len(iface.napis)} (ids {_ids(iface.napis)})")
-    else:
-        if veth:
-            gro = "unknown" if iface.gro is None else ("on" if iface.gro else "off")
-            detail, remedy = f"none (veth, GRO {gro})", _veth_remedy(iface)
-        elif iface.loopback:
-            detail = "none: loopback has no NAPI; its traffic never carries NAPI ids"
-            remedy = "use a NIC or a NAPI-enabled veth pair (netdevkit testbed)"
-        else:
-            detail = f"none (driver {iface.driver or 'unknown'})"
-            remedy = "bring the interface up; a driver without NAPI cannot be tuned per NAPI"
-        r.missing(f"{iface.name}: NAPI instances", detail, remedy)
-    linked = [q for q in iface.queues or () if q.type == 0 and q.napi_id]
-    rxq = [q for q in iface.queues or () if q.type == 0]
-    name = f"{iface.name}: NAPI ids on sockets"
+    if not iface.napis:
+        detail, remedy = _no_napi(iface)
+        r.missing(instances, detail, remedy)
+        r.missing(
+            ids, "no NAPI: SO_INCOMING_NAPI_ID reads 0, busy polling has nothing to poll", remedy
+        )
+        return
+    r.ok(instances, f"{len(iface.napis)} (ids {_ids(iface.napis)})")
+    rxq = [q for q in iface.queues or () if q.type == QueueType.RX]
+    linked = [q for q in rxq if q.napi_id]
     if linked:
-        r.ok(name, f"{len(linked)} of {len(rxq)} RX queues linked to NAPI ids")
-    elif veth and iface.napis:
-        r.ok(
-            name,
-            "veth links no queue to a NAPI, but its NAPIs exist: TCP/UDP from a peer with "
-            "TSO/GSO off arrives with a NAPI id",
+        r.ok(ids, f"{len(linked)} of {len(rxq)} RX queues linked to NAPI ids")
+    elif iface.driver == "veth":
+        tso = (
             ""
             if iface.tso is False
-            else f"for replies to carry ids too: ethtool -K "
-            f"{iface.name} tso off gso off (TSO is {'on' if iface.tso else 'unknown'})",
+            else (
+                f"for replies to carry ids too: ethtool -K {iface.name} tso off gso off "
+                f"(TSO is {'on' if iface.tso else 'unknown'})"
+            )
         )
-    elif iface.napis:
-        r.warn(
-            name, "NAPIs exist but no RX queue reports a NAPI id; SO_INCOMING_NAPI_ID may read 0"
+        r.ok(
+            ids,
+            "veth links no queue to a NAPI, but its NAPIs exist: TCP/UDP from a peer with "
+            "TSO/GSO off arrives with a NAPI id",
+            tso,
         )
     else:
-        r.missing(
-            name,
-            "no NAPI: SO_INCOMING_NAPI_ID reads 0, so busy polling has nothing to poll",
-            _veth_remedy(iface) if veth else "",
-        )
+        r.warn(ids, "NAPIs exist but no RX queue reports a NAPI id; SO_INCOMING_NAPI_ID may read 0")
     _check_threaded(r, iface)
 
 
