@@ -1,0 +1,133 @@
+"""mcload: the response parser on byte strings, config checks, a real memcached on loopback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from netdevkit.bench.mcload import LoadConfig, ResponseParser, get_request, set_request
+from netdevkit.errors import DecodeError, RequestError
+
+STREAM = (
+    b"STORED\r\n"
+    b"VALUE ndk:1 0 12\r\nEND\r\nEND\r\nxx\r\nEND\r\n"  # a value that contains END\r\n
+    b"END\r\n"  # a miss
+    b"VALUE a 0 1 77\r\nz\r\nVALUE b 0 1\r\ny\r\nEND\r\n"  # with cas, two values
+    b"SERVER_ERROR out of memory storing object\r\n"
+)
+
+
+def test_parser_whole_stream() -> None:
+    p = ResponseParser()
+    assert p.feed(STREAM) == 5
+    assert (p.hits, p.misses, p.errors) == (2, 1, 1)
+
+
+def test_parser_byte_at_a_time_gives_the_same_answer() -> None:
+    p = ResponseParser()
+    total = sum(p.feed(STREAM[i : i + 1]) for i in range(len(STREAM)))
+    assert total == 5
+    assert (p.hits, p.misses, p.errors) == (2, 1, 1)
+
+
+def test_parser_truncated_waits() -> None:
+    p = ResponseParser()
+    assert p.feed(b"VALUE k 0 5\r\nab") == 0
+    assert p.feed(b"cde\r\nEN") == 0
+    assert p.feed(b"D\r\n") == 1
+
+
+@pytest.mark.parametrize("junk", [b"HELLO\r\n", b"VALUE k 0 x\r\n"])
+def test_parser_rejects_junk(junk: bytes) -> None:
+    with pytest.raises(DecodeError):
+        ResponseParser().feed(junk)
+
+
+def test_requests() -> None:
+    assert get_request(b"k") == b"get k\r\n"
+    assert set_request(b"k", b"abc") == b"set k 0 0 3\r\nabc\r\n"
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [{"rate": 0}, {"duration": -1}, {"connections": 0}, {"port": 70000}, {"get_ratio": 2.0}],
+)
+def test_bad_config(kw: dict[str, float]) -> None:
+    with pytest.raises(RequestError):
+        LoadConfig(host="127.0.0.1", **kw)  # type: ignore[arg-type]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def memcached() -> Iterator[int]:
+    exe = shutil.which("memcached")
+    if exe is None:
+        pytest.skip("needs Debian's memcached package")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [exe, "-u", "nobody", "-l", "127.0.0.1", "-p", str(port), "-t", "1", "-U", "0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+def test_against_real_memcached(memcached: int) -> None:
+    rate = 500
+    cp = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "netdevkit.bench.mcload",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(memcached),
+            "--rate",
+            str(rate),
+            "--duration",
+            "1",
+            "--connections",
+            "8",
+            "--warmup",
+            "0.2",
+            "-j",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    rep = json.loads(cp.stdout)
+    assert 0 < rep["p50"] <= rep["p90"] <= rep["p99"] <= rep["p999"] <= rep["max"]
+    assert 0 < rep["achieved_rate"] <= rate * 1.05
+    assert rep["count"] == pytest.approx(rate, rel=0.05)
+    assert rep["errors"] == 0 and rep["timeouts"] == 0
+    assert rep["hits"] > 0  # the keys were preloaded, so gets hit
+    assert rep["client_ceiling"] > rate
+    assert isinstance(rep["client_limited"], bool)
