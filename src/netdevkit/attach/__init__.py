@@ -29,6 +29,7 @@ from .core import (
     WatchedFd,
     attach,
     detach,
+    inspect,
     watched_fds,
 )
 from .pidfd import FdGone, Pidfd, ProcessGone
@@ -52,6 +53,7 @@ __all__ = [
     "descendants",
     "detach",
     "find_epoll_fds",
+    "inspect",
     "parse_epoll_fdinfo",
     "watched_fds",
 ]

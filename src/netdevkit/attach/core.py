@@ -46,6 +46,7 @@ __all__ = [
     "WatchedFd",
     "attach",
     "detach",
+    "inspect",
     "watched_fds",
     "watched_in",
 ]
@@ -397,6 +398,26 @@ def attach(pid: int, params: EpollParams, *, after_set: AfterSetHook | None = No
             for h in held:
                 os.close(h.dup)
     return AttachResult(pid, started, params, contexts)
+
+
+def inspect(pid: int) -> AttachResult:
+    """The epoll contexts of process *pid* with their current parameters; changes nothing.
+
+    Each context's ``old`` and ``new`` are both what it reads back now; ``params`` is the
+    kernel default. Raises like :func:`attach` (an empty ``contexts`` is not an error here).
+    """
+    with Target(pid) as target:
+        started = start_time(pid)
+        held: list[_Held] = []
+        try:
+            _hold_all(target, find_epoll_fds(pid), held)
+            contexts = tuple(
+                ContextReport(h.epoll, h.old, h.old, watched_in(target, h.epoll)) for h in held
+            )
+        finally:
+            for h in held:
+                os.close(h.dup)
+    return AttachResult(pid, started, EpollParams(), contexts)
 
 
 def _detach_one(target: Target, ctx: ContextReport) -> str | None:

@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "netdevkit.cli.show",
     "netdevkit.cli.doctor",
     "netdevkit.cli.tune",
+    "netdevkit.cli.attach",
 )
 
 DESCRIPTION = """\

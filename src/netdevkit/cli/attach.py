@@ -1,0 +1,514 @@
+"""``netdevkit attach``, ``netdevkit detach`` and ``netdevkit run``: busy polling for
+unmodified programs.
+
+Design (one way to undo each way to apply):
+
+- ``netdevkit attach --pid PID --preset suspend`` sets the parameters on every epoll context
+  of PID, prints one row per context and exits. The parameters stay with the program (they
+  die with its epoll instances); the old values are saved in a record,
+  ``$NETDEVKIT_STATE_DIR/attach/PID.json`` (default ``/run/netdevkit``), so that
+  ``netdevkit detach --pid PID`` can put them back later. A second attach to the same
+  process keeps the oldest values in the record.
+- ``--hold`` stays in the foreground instead and restores on Ctrl-C or SIGTERM (no record);
+  ``--watch`` (implies ``--hold``) also rescans every ``--interval`` seconds and attaches to
+  contexts created later, printing a row for each.
+- ``--show`` prints the contexts and their current parameters and changes nothing.
+- ``netdevkit run [--preset P] [--napi --ifname X [--netns NS]] -- CMD ARGS`` starts CMD,
+  attaches to its epoll contexts (and its descendants') as they appear, for its whole life;
+  ``--napi`` applies the preset's per-NAPI half to the interface's NAPIs for as long as CMD
+  runs and restores them afterwards (the tuning journal covers a ``run`` that is killed).
+  Signals are forwarded to CMD; ``run`` exits with CMD's exit status (128+N if it died of
+  signal N).
+
+Only the standard library is imported at top level (start-up time); the library is imported
+by the command that runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..attach import AttachResult, ContextReport, DetachResult
+    from ..busypoll.epoll import EpollParams
+
+    SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+STATE_DIR_ENV = "NETDEVKIT_STATE_DIR"  # shared with the tuning journal
+_FMT = argparse.RawDescriptionHelpFormatter
+_FORWARDED = (
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGWINCH,
+)
+
+
+# --- options ------------------------------------------------------------------------------
+
+
+def _nonneg(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {value}")
+    return value
+
+
+def _pid(text: str) -> int:
+    value = _nonneg(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("pid must be > 0")
+    return value
+
+
+def _interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.001 <= value <= 60:
+        raise argparse.ArgumentTypeError("interval must be 0.001..60 seconds")
+    return value
+
+
+def _add_params_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("epoll busy-poll parameters (a preset, or explicit values)")
+    g.add_argument("--preset", help="a preset's epoll half (see `netdevkit napi presets`)")
+    g.add_argument("--usecs", type=_nonneg, help="busy_poll_usecs (0..2147483647)")
+    g.add_argument("--budget", type=_nonneg, help="busy_poll_budget (0: kernel default 8)")
+    g.add_argument(
+        "--prefer",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="prefer_busy_poll: keep the NAPI's IRQs masked while polling",
+    )
+
+
+def _params(args: argparse.Namespace, default_preset: str | None) -> EpollParams:
+    """EpollParams from --preset and/or --usecs/--budget/--prefer (explicit values win)."""
+    from ..busypoll.epoll import EpollParams
+    from ..errors import RequestError
+    from ..tuning.presets import get_preset
+
+    explicit = (args.usecs, args.budget, args.prefer)
+    name = args.preset
+    if name is None and all(v is None for v in explicit):
+        if default_preset is None:
+            raise RequestError("say what to set: --preset NAME, or --usecs/--budget/--prefer")
+        name = default_preset
+    base = EpollParams()
+    if name is not None:
+        e = get_preset(name).epoll
+        base = EpollParams(e.busy_poll_usecs, e.busy_poll_budget, e.prefer_busy_poll)
+    return EpollParams(
+        base.busy_poll_usecs if args.usecs is None else args.usecs,
+        base.busy_poll_budget if args.budget is None else args.budget,
+        base.prefer_busy_poll if args.prefer is None else args.prefer,
+    )
+
+
+def register(sub: SubParsers) -> None:
+    p = sub.add_parser(
+        "attach",
+        help="set epoll busy-poll parameters on a running program's epoll contexts",
+        description="Set busy-poll parameters on every epoll context of a running process\n"
+        "(pidfd_getfd; needs root or CAP_SYS_PTRACE) and report the NAPI ids of\n"
+        "each context's sockets. Undo with `netdevkit detach --pid PID`.",
+        formatter_class=_FMT,
+    )
+    p.add_argument("--pid", type=_pid, required=True, help="the target process")
+    _add_params_options(p)
+    p.add_argument("-j", "--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--show", action="store_true", help="only list the contexts; change nothing")
+    p.add_argument("--hold", action="store_true", help="stay running; restore on Ctrl-C/SIGTERM")
+    p.add_argument("--watch", action="store_true", help="with --hold: also attach to new contexts")
+    p.add_argument("--interval", type=_interval, default=0.05, help="watch interval (s)")
+    p.set_defaults(func=run_attach)
+
+    d = sub.add_parser(
+        "detach",
+        help="restore the epoll parameters a `netdevkit attach` changed",
+        description="Restore the old busy-poll parameters recorded by `netdevkit attach`.\n"
+        "Contexts the program changed since are left alone and reported.",
+        formatter_class=_FMT,
+    )
+    d.add_argument("--pid", type=_pid, required=True)
+    d.add_argument("-j", "--json", action="store_true")
+    d.set_defaults(func=run_detach)
+
+    r = sub.add_parser(
+        "run",
+        help="start a program with busy polling on all its epoll contexts",
+        description="Start CMD and keep attaching busy-poll parameters to its epoll contexts\n"
+        "(and its children's) as they appear. Default preset: suspend.\n\n"
+        "  netdevkit run --preset suspend -- memcached -u root -N 2 -t 2\n"
+        "  netdevkit run --napi --ifname eth1 -- redis-server --save ''",
+        formatter_class=_FMT,
+    )
+    _add_params_options(r)
+    r.add_argument("--napi", action="store_true", help="also apply the preset's NAPI half")
+    r.add_argument("--ifname", help="with --napi: the interface CMD serves")
+    r.add_argument("--netns", help="with --napi: the interface's network namespace")
+    r.add_argument("--interval", type=_interval, default=0.05, help="scan interval (s)")
+    r.add_argument(
+        "--no-children", action="store_true", help="do not attach to CMD's child processes"
+    )
+    r.add_argument("-q", "--quiet", action="store_true", help="do not report attachments")
+    r.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+    r.set_defaults(func=run_run)
+
+
+# --- output -------------------------------------------------------------------------------
+
+
+def _fmt(p: EpollParams) -> str:
+    return f"{p.busy_poll_usecs}/{p.busy_poll_budget}/{int(p.prefer_busy_poll)}"
+
+
+def _sockets(c: ContextReport) -> str:
+    n = sum(1 for w in c.watched if w.kind == "socket")
+    other = len(c.watched) - n
+    return f"{n}" + (f" (+{other} other)" if other else "")
+
+
+def _rows(contexts: list[ContextReport]) -> list[list[str]]:
+    return [
+        [
+            str(c.epoll.pid),
+            str(c.epoll.fd) + ("" if c.epoll.shared_table else f" (tid {c.epoll.tid})"),
+            _fmt(c.old),
+            _fmt(c.new),
+            _sockets(c),
+            ",".join(map(str, c.napi_ids)) or "-",
+            "MIXED" if c.mixed else "",
+        ]
+        for c in contexts
+    ]
+
+
+_COLUMNS = ("PID", "EPOLL FD", "OLD u/b/p", "NEW u/b/p", "SOCKETS", "NAPI IDS", "")
+
+
+def _print_contexts(contexts: list[ContextReport], empty: str) -> None:
+    from .show import print_table
+
+    print_table(_COLUMNS, _rows(contexts), empty)
+
+
+def _warn(lines: Iterator[str] | list[str] | tuple[str, ...]) -> None:
+    for line in lines:
+        print(f"netdevkit: warning: {line}", file=sys.stderr)
+
+
+# --- records ------------------------------------------------------------------------------
+
+
+def record_path(pid: int) -> str:
+    base = os.environ.get(STATE_DIR_ENV) or "/run/netdevkit"
+    return os.path.join(base, "attach", f"{pid}.json")
+
+
+def _load_record(pid: int) -> AttachResult | None:
+    from ..attach import AttachResult
+
+    try:
+        with open(record_path(pid), encoding="utf-8") as f:
+            return AttachResult.from_dict(json.load(f))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        from ..errors import NetdevkitError
+
+        raise NetdevkitError(f"cannot read the attach record {record_path(pid)}: {err}") from err
+
+
+def _merge(old: AttachResult | None, new: AttachResult) -> AttachResult:
+    """Keep the oldest 'old' values of contexts a previous attach already changed."""
+    import dataclasses
+
+    if old is None or old.start_time != new.start_time:
+        return new
+    before = {(c.epoll.tid, c.epoll.fd): c.old for c in old.contexts}
+    contexts = tuple(
+        dataclasses.replace(c, old=before.get((c.epoll.tid, c.epoll.fd), c.old))
+        for c in new.contexts
+    )
+    return dataclasses.replace(new, contexts=contexts)
+
+
+def _save_record(result: AttachResult) -> str:
+    path = record_path(result.pid)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(_merge(_load_record(result.pid), result).to_dict(), f, indent=1)
+    os.replace(tmp, path)
+    return path
+
+
+# --- commands -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[list[int]]:
+    """SIGINT/SIGTERM set a flag instead of killing us, so the finally-blocks restore."""
+    got: list[int] = []
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        got.append(signum)
+
+    prev = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield got
+    finally:
+        for s, h in prev.items():
+            signal.signal(s, h)
+
+
+def _report_detach(results: list[DetachResult], as_json: bool) -> None:
+    if as_json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "pid": r.pid,
+                        "restored": [e.fd for e in r.restored],
+                        "skipped": [{"fd": e.fd, "reason": why} for e, why in r.skipped],
+                    }
+                    for r in results
+                ]
+            )
+        )
+        return
+    for r in results:
+        fds = ", ".join(str(e.fd) for e in r.restored) or "none"
+        print(f"pid {r.pid}: restored epoll fd(s) {fds}")
+        for e, why in r.skipped:
+            print(f"pid {r.pid}: epoll {e}: {why}")
+
+
+def _hold(args: argparse.Namespace, params: EpollParams) -> int:
+    """Attach (and with --watch keep attaching) until SIGINT/SIGTERM, then restore."""
+    from ..attach import AttachWatcher
+
+    with (
+        AttachWatcher(args.pid, params, follow_children=False) as watcher,
+        _stop_on_signals() as got,
+    ):
+        try:
+            first = watcher.scan()
+            if not first and not args.watch:
+                from ..attach import NoEpollError
+
+                raise NoEpollError(
+                    f"process {args.pid} has no epoll fd: nothing to attach to "
+                    "(--watch waits for one)"
+                )
+            _show(args, first)
+            print(f"holding; Ctrl-C or SIGTERM restores (pid {os.getpid()})", file=sys.stderr)
+            while not got:
+                time.sleep(args.interval)
+                if not os.path.exists(f"/proc/{args.pid}"):
+                    print(f"pid {args.pid} exited", file=sys.stderr)
+                    return 0
+                if args.watch:
+                    new = watcher.scan()
+                    if new:
+                        _show(args, new)
+        finally:
+            _report_detach(watcher.detach(), args.json)
+    return 0
+
+
+def _show(args: argparse.Namespace, contexts: list[ContextReport]) -> None:
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "pid": c.epoll.pid,
+                        "tid": c.epoll.tid,
+                        "fd": c.epoll.fd,
+                        "old": _pdict(c.old),
+                        "new": _pdict(c.new),
+                        "napi_ids": list(c.napi_ids),
+                        "sockets": sum(1 for w in c.watched if w.kind == "socket"),
+                        "warning": c.warning,
+                    }
+                    for c in contexts
+                ]
+            ),
+            flush=True,
+        )
+    else:
+        _print_contexts(contexts, "no epoll contexts")
+        sys.stdout.flush()
+    _warn([c.warning for c in contexts if c.warning])
+
+
+def _pdict(p: EpollParams) -> dict[str, Any]:
+    return {
+        "busy_poll_usecs": p.busy_poll_usecs,
+        "busy_poll_budget": p.busy_poll_budget,
+        "prefer_busy_poll": bool(p.prefer_busy_poll),
+    }
+
+
+def run_attach(args: argparse.Namespace) -> int:
+    from ..attach import attach, inspect
+
+    if args.show:
+        result = inspect(args.pid)
+        if args.json:
+            print(json.dumps(result.to_dict()))
+        else:
+            _print_contexts(list(result.contexts), f"pid {args.pid} has no epoll fd")
+            _warn(result.warnings)
+        return 0
+    params = _params(args, None)
+    if args.hold or args.watch:
+        return _hold(args, params)
+    try:
+        result = attach(args.pid, params)
+    except Exception as err:
+        # main() prints str(err) only; the notes say what was rolled back.
+        for note in getattr(err, "__notes__", ()):
+            print(f"netdevkit: {note}", file=sys.stderr)
+        raise
+    path = _save_record(result)
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        _print_contexts(list(result.contexts), "no epoll contexts")
+        print(f"undo with: netdevkit detach --pid {args.pid}  (record: {path})", file=sys.stderr)
+    _warn(result.warnings)
+    return 0
+
+
+def run_detach(args: argparse.Namespace) -> int:
+    from ..attach import detach
+    from ..errors import NotFoundError
+
+    record = _load_record(args.pid)
+    if record is None:
+        raise NotFoundError(
+            f"no attach record for pid {args.pid} ({record_path(args.pid)}): "
+            "nothing to restore (attach --hold restores by itself)"
+        )
+    result = detach(record)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(record_path(args.pid))
+    _report_detach([result], args.json)
+    return 0
+
+
+# --- run ----------------------------------------------------------------------------------
+
+
+def _exit_status(returncode: int) -> int:
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def _terminal_delivers_sigint() -> bool:
+    """Ctrl-C reaches the whole foreground process group, child included: forwarding
+    SIGINT then would deliver it twice."""
+    try:
+        return os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _napi_tuned(args: argparse.Namespace, preset: str) -> Iterator[None]:
+    if not args.napi:
+        yield
+        return
+    from ..errors import RequestError
+
+    if not args.ifname:
+        raise RequestError("--napi needs --ifname: the interface whose NAPIs to tune")
+    try:
+        from ..tuning.context import tuned
+    except ImportError as err:
+        from ..errors import UnsupportedError
+
+        raise UnsupportedError(f"--napi needs netdevkit.tuning (not available: {err})") from err
+    # Signals are ours (forwarded to CMD); tuned() restores in its __exit__.
+    with tuned(args.ifname, preset=preset, netns=args.netns, signals=False) as t:
+        if not args.quiet:
+            for change in t.changes:
+                print(f"netdevkit run: napi {change.describe()}", file=sys.stderr)
+        yield
+
+
+def run_run(args: argparse.Namespace) -> int:
+    from ..attach import AttachWatcher
+    from ..errors import NetdevkitError, RequestError
+
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        raise RequestError("nothing to run: netdevkit run [OPTIONS] -- CMD ARGS...")
+    params = _params(args, "suspend")
+    preset = args.preset or "suspend"
+    with _napi_tuned(args, preset):
+        try:
+            child = subprocess.Popen(cmd)
+        except OSError as err:
+            raise RequestError(f"cannot start {cmd[0]!r}: {err.strerror}") from err
+        skip_int = _terminal_delivers_sigint()
+
+        def forward(signum: int, frame: FrameType | None) -> None:
+            if signum == signal.SIGINT and skip_int:
+                return
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signum)
+
+        prev = {s: signal.signal(s, forward) for s in _FORWARDED}
+        try:
+            with AttachWatcher(child.pid, params, follow_children=not args.no_children) as w:
+                reported = 0
+                while True:
+                    try:
+                        child.wait(timeout=args.interval)
+                        break
+                    except subprocess.TimeoutExpired:
+                        pass
+                    try:
+                        added = w.scan()
+                    except NetdevkitError as err:
+                        print(f"netdevkit run: warning: {err}", file=sys.stderr)
+                        continue
+                    if not args.quiet:
+                        for c in added:
+                            print(
+                                f"netdevkit run: pid {c.epoll.pid} epoll {c.epoll}: "
+                                f"{_fmt(c.old)} -> {_fmt(c.new)} (usecs/budget/prefer)",
+                                file=sys.stderr,
+                            )
+                    _warn(w.warnings[reported:])
+                    reported = len(w.warnings)
+        finally:
+            for s, h in prev.items():
+                signal.signal(s, h)
+            if child.poll() is None:  # we are dying of an exception: take CMD along
+                child.terminate()
+                child.wait()
+    return _exit_status(child.returncode)
