@@ -692,6 +692,12 @@ def _veth_remedy(iface: IfaceFacts) -> str:
     )
 
 
+def _napi_set(iface: IfaceFacts, args: str) -> str:
+    """The ``netdevkit napi set`` command line for every NAPI of *iface*."""
+    netns = f" --netns {iface.netns}" if iface.netns else ""
+    return f"netdevkit napi set{netns} --ifname {iface.name} {args}"
+
+
 def _no_napi(iface: IfaceFacts) -> tuple[str, str]:
     """(detail, remedy) for an interface without NAPI instances."""
     if iface.driver == "veth":
@@ -773,7 +779,7 @@ def _check_threaded(r: _Report, iface: IfaceFacts) -> None:
         r.ok(
             name,
             f"off for {_count(napis)} (polled in softirq)",
-            "netdevkit napi set --threaded on for a kthread per NAPI",
+            _napi_set(iface, "--threaded on") + " for a kthread per NAPI",
         )
 
 
@@ -859,7 +865,7 @@ def _check_per_napi(r: _Report) -> None:
         r.warn(
             name,
             f"NAPIs of {iface.name} differ: " + "; ".join(parts),
-            "a half-applied change? netdevkit napi set --ifname ... makes them uniform",
+            f"a half-applied change? {_napi_set(iface, '--preset NAME')} makes them uniform",
         )
         return
     n = napis[0]
@@ -871,13 +877,13 @@ def _check_per_napi(r: _Report) -> None:
             name,
             f"{_fmt_settings(n)} {every}: irq-suspend-timeout needs defer-hard-irqs and "
             "gro-flush-timeout as the fallback when the application stops polling",
-            "netdevkit napi set --preset suspend",
+            _napi_set(iface, "--preset suspend"),
         )
     elif defer and not gro:
         r.warn(
             name,
             f"{_fmt_settings(n)} {every}: defer-hard-irqs has no effect without gro-flush-timeout",
-            "set --gro-flush-timeout too (e.g. preset defer or napibusy)",
+            _napi_set(iface, "--gro-flush-timeout 200us") + " (or --preset defer/napibusy)",
         )
     elif presets:
         p = presets[0]
@@ -918,7 +924,7 @@ def _check_irq_suspend(r: _Report) -> None:
         r.ok(
             label,
             "not armed (irq-suspend-timeout 0)",
-            f"netdevkit napi set --ifname {iface.name} --preset suspend, and epoll "
+            _napi_set(iface, "--preset suspend") + ", and epoll "
             "prefer_busy_poll, budget 64 in the application",
         )
 
