@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
-from ..errors import NetdevkitError, RequestError
+from ..errors import KernelError, NetdevkitError, RequestError
 from ..units import format_duration_ns, parse_duration_ns
 from .presets import NapiSettings
 
@@ -72,12 +72,16 @@ class TuningError(NetdevkitError):
         self.cause = cause
         self.rolled_back = rolled_back
         self.rollback_failures = rollback_failures
-        self.errno: int | None = getattr(cause, "errno", None)
-        self.extack: str = getattr(cause, "extack", "") or ""
+        kernel = _kernel_error_in(cause)
+        self.kernel_error = kernel
+        self.errno: int | None = None if kernel is None else kernel.errno
+        self.extack: str = "" if kernel is None else kernel.extack
         msg = (
             f"change {index} of {total} ({change.target.label}: {change.describe()}) "
             f"was refused: {cause}"
         )
+        if kernel is not None and kernel is not cause:
+            msg += f" [kernel: {kernel}]"
         if rolled_back:
             msg += f"; rolled back the {len(rolled_back)} change(s) applied before it"
         else:
@@ -89,6 +93,16 @@ class TuningError(NetdevkitError):
                 + " (they stay in the journal: run `netdevkit restore`)"
             )
         super().__init__(msg)
+
+
+def _kernel_error_in(err: BaseException) -> KernelError | None:
+    """The kernel's own error in *err*'s ``raise ... from`` chain (errno, extack, attribute)."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, KernelError):
+            return seen
+        seen = seen.__cause__
+    return None
 
 
 # -- values -----------------------------------------------------------------------
