@@ -1,0 +1,83 @@
+"""The report generator on a recorded results file with known verdicts.
+
+tests/data/bench_results_fixture.json is constructed (not measured) so that
+each verdict is known: on sockperf every claim holds; on memcached suspend is
+twice fullbusy's p50 (a: NOT SHOWN), fullbusy runs at 0.6 cores (b: NOT
+SHOWN), defer was never run (c: NOT MEASURED), and the fullbusy samples at
+20000/s are client-limited and must not be used.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from netdevkit.bench.report import (
+    MEASURED_NOT,
+    NOT_SHOWN,
+    SHOWN,
+    evaluate_claims,
+    markdown_report,
+    rich_table,
+    write_report,
+)
+from netdevkit.bench.results import Results
+
+FIXTURE = Path(__file__).parent / "data" / "bench_results_fixture.json"
+
+
+@pytest.fixture(scope="module")
+def results() -> Results:
+    return Results.load(str(FIXTURE))
+
+
+def test_claims_verdicts(results: Results) -> None:
+    got = {(c.workload, c.key): c for c in evaluate_claims(results)}
+    assert {k: c.verdict for k, c in got.items()} == {
+        ("sockperf", "a"): SHOWN,
+        ("sockperf", "b"): SHOWN,
+        ("sockperf", "c"): SHOWN,
+        ("memcached", "a"): NOT_SHOWN,
+        ("memcached", "b"): NOT_SHOWN,
+        ("memcached", "c"): MEASURED_NOT,
+    }
+    # the numbers are in the evidence: medians across the two repeats
+    assert "suspend p50 9.6 us, fullbusy p50 8.6 us" in got[("sockperf", "a")].evidence
+    assert "defer p50 80.1 us, base p50 25.1 us" in got[("sockperf", "c")].evidence
+    assert "defer was not run" in got[("memcached", "c")].evidence
+    # client-limited fullbusy at 20000/s is ignored: only 5000/s is compared
+    assert "20000/s" not in got[("memcached", "b")].evidence
+    assert "fullbusy below 0.8 cores" in got[("memcached", "b")].evidence
+
+
+def test_all_client_limited_is_not_measured(results: Results) -> None:
+    limited = Results(
+        results.config,
+        tuple(s for s in results.samples if s.workload == "memcached" and s.load_target == 20000),
+    )
+    claims = {c.key: c for c in evaluate_claims(limited)}
+    assert claims["a"].verdict == MEASURED_NOT
+    assert "every fullbusy sample was client-limited" in claims["a"].evidence
+
+
+def test_report_files(results: Results, tmp_path: Path) -> None:
+    path, plots = write_report(results, str(tmp_path))
+    names = sorted(Path(p).name for p in plots)
+    assert names == ["cpu_by_mode.png", "latency_by_mode.png", "latency_vs_load.png"]
+    for p in plots:
+        data = Path(p).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 5000
+    text = Path(path).read_text()
+    assert "**SHOWN**" in text and "**NOT SHOWN**" in text and "**NOT MEASURED**" in text
+    assert "half the round trip" in text
+    assert "redis: constructed fixture" in text
+    assert "client-limited 2/2" in text  # the flagged group is labelled in the table
+
+
+def test_table_and_empty_results(results: Results) -> None:
+    table = rich_table(results)
+    assert table.row_count == len(results.groups())
+    empty = Results(results.config)
+    assert "NOT MEASURED" in markdown_report(empty)
+    assert evaluate_claims(empty) == []
