@@ -530,3 +530,15 @@ def test_journal_is_written_before_the_change(testbed: Testbed, state: Path) -> 
         backend.write = spy  # type: ignore[method-assign]
         t.apply(t.plan_for(NapiSettings(defer_hard_irqs=1), netns=testbed.server_ns, ifname=IF))
     assert seen == [True]
+
+
+def test_restore_after_the_namespace_is_gone(testbed_name: str, state: Path) -> None:
+    from netdevkit.testbed import TestbedConfig
+
+    with Testbed(TestbedConfig(name=testbed_name)) as tb:
+        cli("napi", "set", "--netns", tb.server_ns, "--ifname", IF, "--preset", "defer")
+        ns = tb.server_ns
+    assert "gone" in cli("napi", "diff").stdout
+    out = cli("restore")
+    assert f"network namespace {ns} no longer exists" in out.stdout
+    assert not (state / "journal.json").exists()
