@@ -202,10 +202,10 @@ _Q_ID, _Q_IFINDEX, _Q_TYPE, _Q_NAPI, _Q_DMABUF, _Q_IO_URING, _Q_XSK, _Q_EXTRA = 
 
 def _queue(d: Mapping[str, Any]) -> Queue:
     get = d.get
-    t = d["type"]
     q: Queue = _new(Queue)
     _Q_ID(q, d["id"])
     _Q_IFINDEX(q, d["ifindex"])
+    t = d["type"]
     _Q_TYPE(q, _QUEUE_TYPES[t] if t in _QUEUE_TYPES else QueueType(t))
     _Q_NAPI(q, get("napi-id"))
     _Q_DMABUF(q, get("dmabuf"))
