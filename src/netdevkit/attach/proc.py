@@ -46,11 +46,13 @@ __all__ = [
     "find_epoll_fds",
     "parse_epoll_fdinfo",
     "read_epoll_fdinfo",
+    "same_file",
     "shares_fd_table",
     "start_time",
 ]
 
 EVENTPOLL_LINK = "anon_inode:[eventpoll]"
+KCMP_FILE = 0
 KCMP_FILES = 2
 # kcmp(2) numbers; the generic table (arm64, riscv, loongarch) uses 272.
 _KCMP_NR = {"x86_64": 312, "aarch64": 272, "arm64": 272, "riscv64": 272, "i686": 349}
@@ -156,6 +158,21 @@ def _kcmp_nr() -> int | None:
     return _KCMP_NR.get(platform.machine())
 
 
+def _kcmp(pid1: int, pid2: int, kind: int, idx1: int, idx2: int) -> int | None:
+    nr = _kcmp_nr()
+    if nr is None:
+        return None
+    ret = int(ctypes.CDLL(None, use_errno=True).syscall(nr, pid1, pid2, kind, idx1, idx2))
+    return None if ret < 0 else ret
+
+
+def same_file(pid1: int, fd1: int, pid2: int, fd2: int) -> bool | None:
+    """Whether fd1 of task pid1 and fd2 of task pid2 are one open file (kcmp KCMP_FILE);
+    None when the kernel cannot tell us."""
+    ret = _kcmp(pid1, pid2, KCMP_FILE, fd1, fd2)
+    return None if ret is None else ret == 0
+
+
 def shares_fd_table(pid: int, tid: int) -> bool | None:
     """Whether task *tid* uses the fd table of task *pid* (kcmp ``KCMP_FILES``).
 
@@ -163,14 +180,8 @@ def shares_fd_table(pid: int, tid: int) -> bool | None:
     """
     if pid == tid:
         return True
-    nr = _kcmp_nr()
-    if nr is None:
-        return None
-    libc = ctypes.CDLL(None, use_errno=True)
-    ret = libc.syscall(nr, pid, tid, KCMP_FILES, 0, 0)
-    if ret < 0:
-        return None
-    return bool(ret == 0)
+    ret = _kcmp(pid, tid, KCMP_FILES, 0, 0)
+    return None if ret is None else ret == 0
 
 
 def _tasks(pid: int) -> list[int]:
@@ -182,7 +193,9 @@ def _tasks(pid: int) -> list[int]:
 
 def find_epoll_fds(pid: int) -> list[EpollFd]:
     """Every epoll fd of process *pid*: its shared fd table, plus the tables of threads
-    that have their own (created without ``CLONE_FILES``; found with kcmp).
+    that have their own (created without ``CLONE_FILES``, or after ``unshare(CLONE_FILES)``;
+    found with kcmp). An fd of such a table that names the same epoll instance as one of the
+    shared table (a copy inherited at the split) is listed once, from the shared table.
 
     Raises :class:`NotFoundError` if the process does not exist and
     :class:`PermissionDenied` (naming CAP_SYS_PTRACE) when ``/proc/PID/fd`` is not readable.
@@ -195,7 +208,14 @@ def find_epoll_fds(pid: int) -> list[EpollFd]:
             fds = _epoll_fds_in(pid, tid)
         except NotFoundError:
             continue  # the thread exited meanwhile
-        found.extend(EpollFd(pid, tid, fd) for fd in fds)
+        # A table made by unshare(CLONE_FILES) starts as a copy: its inherited fds name the
+        # same epoll instances as the shared table's. List only the thread's own.
+        shared = [e.fd for e in found if e.shared_table]
+        found.extend(
+            EpollFd(pid, tid, fd)
+            for fd in fds
+            if not any(same_file(pid, other, tid, fd) for other in shared)
+        )
     return found
 
 

@@ -1,0 +1,629 @@
+"""netdevkit.attach and ``netdevkit attach/detach/run``: against real, unmodified processes.
+
+The witness is always the target itself: the Python child below asks its *own* epoll fds
+with EPIOCGPARAMS (plain fcntl.ioctl, no netdevkit) and prints what it sees; memcached and
+redis are read back through a second, independent pidfd_getfd copy. Every test starts its
+own peer processes and kills them in a finally block.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+import pytest
+
+from netdevkit.attach import (
+    AttachResult,
+    AttachWatcher,
+    EpollFd,
+    NoEpollError,
+    ProcessGone,
+    attach,
+    detach,
+    find_epoll_fds,
+    inspect,
+    parse_epoll_fdinfo,
+    watched_fds,
+)
+from netdevkit.attach.core import Target
+from netdevkit.busypoll.epoll import EpollParams, get_params
+from netdevkit.errors import NotFoundError, PermissionDenied, RequestError
+from netdevkit.testbed import Testbed
+
+SUSPEND = EpollParams(0, 64, True)
+DEFAULT = EpollParams(0, 0, False)
+ROOT = os.geteuid() == 0
+needs_root = pytest.mark.skipif(not ROOT, reason="needs root: pidfd_getfd on other processes")
+
+# The target: N epolls watching stdin (+ a listener); answers "get" with what its own epolls
+# read back via EPIOCGPARAMS. "thread" creates one more epoll in a thread that unshared its
+# fd table (CLONE_FILES off). "accept HOST PORT K" accepts K connections, reads one byte of
+# each and registers them all in epoll 0, then prints their SO_INCOMING_NAPI_IDs.
+CHILD = textwrap.dedent(
+    """
+    import ctypes, fcntl, json, queue, select, socket, struct, sys, threading, time
+    EPIOCGPARAMS = 0x80088A02
+    def params(fd):
+        u, b, p, _ = struct.unpack("=IHBB", fcntl.ioctl(fd, EPIOCGPARAMS, bytes(8)))
+        return [u, b, p]
+    args = sys.argv[1:]
+    delay = float(args[1]) if args and args[0] == "delay" else 0.0
+    n = int(args[1]) if args and args[0] == "n" else 1
+    time.sleep(delay)
+    eps = [select.epoll() for _ in range(n)]
+    lsock = socket.socket(); lsock.bind(("127.0.0.1", 0)); lsock.listen()
+    for ep in eps:
+        ep.register(sys.stdin.fileno(), select.EPOLLIN)
+        ep.register(lsock.fileno(), select.EPOLLIN)
+    private = {}
+    if args and args[0] == "thread":
+        ready = threading.Event()
+        def own_table():
+            if ctypes.CDLL(None, use_errno=True).unshare(0x400) != 0:  # CLONE_FILES
+                raise OSError(ctypes.get_errno(), "unshare")
+            ep = select.epoll()  # exists in this thread's fd table only
+            private["ask"], private["answer"] = queue.Queue(), queue.Queue()
+            ready.set()
+            while True:
+                private["ask"].get()
+                private["answer"].put(params(ep.fileno()))
+        threading.Thread(target=own_table, daemon=True).start()
+        ready.wait()
+    conns = []
+    if args and args[0] == "accept":
+        ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind((args[1], int(args[2]))); ls.listen(64)
+        print("listening", flush=True)
+        for _ in range(int(args[3])):
+            c, _a = ls.accept(); c.recv(1); conns.append(c)
+            eps[0].register(c.fileno(), select.EPOLLIN)
+        print(json.dumps([c.getsockopt(socket.SOL_SOCKET, 56) for c in conns]), flush=True)
+    print("ready", flush=True)
+    while True:
+        eps[0].poll()
+        line = sys.stdin.readline()
+        if not line or line.strip() == "quit":
+            sys.exit(3)
+        if line.strip() == "get":
+            mine = [params(e.fileno()) for e in eps]
+            if private:  # only the thread itself can see its private epoll
+                private["ask"].put(None)
+                mine.append(private["answer"].get())
+            print(json.dumps(mine), flush=True)
+    """
+)
+
+
+class Child:
+    """The Python target above, started and always killed by the test."""
+
+    def __init__(self, tmp: Path, *args: str, argv_prefix: list[str] | None = None) -> None:
+        script = tmp / "epoll_child.py"
+        script.write_text(CHILD)
+        argv = [*(argv_prefix or []), sys.executable, str(script), *args]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def line(self) -> str:
+        assert self.proc.stdout is not None
+        return self.proc.stdout.readline().strip()
+
+    def wait_ready(self) -> None:
+        while (got := self.line()) != "ready":
+            assert got, "child exited before it was ready"
+
+    def own_params(self) -> list[EpollParams]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("get\n")
+        self.proc.stdin.flush()
+        return [EpollParams(u, b, bool(p)) for u, b, p in json.loads(self.line())]
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for f in (self.proc.stdin, self.proc.stdout):
+            if f is not None:
+                f.close()
+
+
+class StartChild(Protocol):
+    def __call__(self, *args: str, argv_prefix: list[str] | None = None) -> Child: ...
+
+
+@pytest.fixture
+def child_factory(tmp_path: Path) -> Iterator[StartChild]:
+    started: list[Child] = []
+
+    def start(*args: str, argv_prefix: list[str] | None = None) -> Child:
+        child = Child(tmp_path, *args, argv_prefix=argv_prefix)
+        started.append(child)
+        return child
+
+    try:
+        yield start
+    finally:
+        for c in started:
+            c.kill()
+
+
+# --- fdinfo parsing: byte tables, no kernel ------------------------------------------------
+
+FDINFO = (
+    "pos:\t0\nflags:\t02000002\nmnt_id:\t17\nino:\t1038\n"
+    "tfd:        6 events:       1f data:                6  pos:0 ino:8a1e sdev:9\n"
+    "tfd:       27 events:     2019 data:     7f0000001b  pos:0 ino:40e sdev:10\n"
+)
+
+
+def test_parse_epoll_fdinfo_reads_tfd_lines_only() -> None:
+    entries = parse_epoll_fdinfo(FDINFO)
+    assert [(e.tfd, e.events, e.data, e.ino, e.sdev) for e in entries] == [
+        (6, 0x1F, 6, 0x8A1E, 9),
+        (27, 0x2019, 0x7F0000001B, 0x40E, 0x10),
+    ]
+    assert parse_epoll_fdinfo("pos:\t0\nflags:\t02\n") == []
+
+
+def test_parse_epoll_fdinfo_rejects_a_mangled_tfd_line() -> None:
+    with pytest.raises(ValueError, match="unexpected epoll fdinfo line"):
+        parse_epoll_fdinfo("tfd: 6 events: zz\n")
+
+
+def test_attach_result_round_trips_through_its_record() -> None:
+    result = AttachResult(
+        pid=42,
+        start_time=7,
+        params=SUSPEND,
+        contexts=(),
+    )
+    assert AttachResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
+
+
+def test_bad_params_are_refused_before_anything_happens() -> None:
+    with pytest.raises(RequestError, match="busy_poll_usecs"):
+        attach(os.getpid(), EpollParams(-1, 0, False))
+
+
+# --- a Python target ---------------------------------------------------------------------
+
+
+@needs_root
+def test_attach_sets_the_targets_own_epolls_and_detach_restores(
+    child_factory: StartChild,
+) -> None:
+    child = child_factory("n", "3")
+    child.wait_ready()
+    assert child.own_params() == [DEFAULT] * 3
+    result = attach(child.pid, EpollParams(50, 64, True))
+    assert len(result.contexts) == 3
+    assert all(c.old == DEFAULT and c.new == EpollParams(50, 64, True) for c in result.contexts)
+    assert child.own_params() == [EpollParams(50, 64, True)] * 3  # seen from inside
+    kinds = sorted(w.kind for w in result.contexts[0].watched)
+    assert kinds == ["pipe", "socket"]  # stdin and the listener
+    listener = next(w for w in result.contexts[0].watched if w.kind == "socket")
+    assert listener.napi_id == 0  # loopback listener: no NAPI
+    assert result.warnings == ()
+
+    undone = detach(result)
+    assert len(undone.restored) == 3 and undone.skipped == ()
+    assert child.own_params() == [DEFAULT] * 3
+
+
+@needs_root
+def test_detach_leaves_a_context_the_program_changed_since(child_factory: StartChild) -> None:
+    child = child_factory()
+    child.wait_ready()
+    result = attach(child.pid, SUSPEND)
+    with Target(child.pid) as t, t.copy(result.contexts[0].epoll) as dup:
+        from netdevkit.busypoll.epoll import set_params
+
+        set_params(dup, EpollParams(7, 8, False))  # "the program" changes its mind
+    undone = detach(result)
+    assert undone.restored == ()
+    assert "changed since attach" in undone.skipped[0][1]
+    assert child.own_params() == [EpollParams(7, 8, False)]
+
+
+@needs_root
+def test_failure_on_the_third_context_restores_the_first_two(
+    child_factory: StartChild,
+) -> None:
+    child = child_factory("n", "3")
+    child.wait_ready()
+
+    def fail_third(n: int) -> None:
+        if n == 3:
+            raise RuntimeError("injected failure on the third context")
+
+    with pytest.raises(RuntimeError, match="injected") as info:
+        attach(child.pid, SUSPEND, after_set=fail_third)
+    assert any("set back" in note for note in info.value.__notes__)
+    assert child.own_params() == [DEFAULT] * 3  # nothing half-applied
+
+
+@needs_root
+def test_process_exiting_mid_attach_is_a_clear_error(child_factory: StartChild) -> None:
+    child = child_factory("n", "2")
+    child.wait_ready()
+
+    def kill_target(n: int) -> None:
+        if n == 1:
+            child.proc.kill()
+            child.proc.wait()
+
+    with pytest.raises(ProcessGone, match="exited during the attach"):
+        attach(child.pid, SUSPEND, after_set=kill_target)
+
+
+@needs_root
+def test_thread_with_its_own_fd_table_is_found_and_attached(child_factory: StartChild) -> None:
+    child = child_factory("thread")
+    child.wait_ready()
+    epolls = find_epoll_fds(child.pid)
+    private = [e for e in epolls if not e.shared_table]
+    assert len(private) == 1 and private[0].tid != child.pid
+    result = attach(child.pid, SUSPEND)
+    assert {c.epoll for c in result.contexts} == set(epolls)
+    assert child.own_params() == [SUSPEND, SUSPEND]  # the shared epoll, then the private one
+    detach(result)
+    assert child.own_params() == [DEFAULT, DEFAULT]
+
+
+def test_pid_that_does_not_exist_is_not_found() -> None:
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # reaped: the pid names nothing now (reuse within the test is unlikely)
+    with pytest.raises(NotFoundError, match=f"process {gone.pid}"):
+        attach(gone.pid, SUSPEND)
+    with pytest.raises(NotFoundError):
+        attach(2**22 + 1, SUSPEND)  # above the largest pid_max
+
+
+@needs_root
+def test_process_without_epoll_gets_a_clear_message() -> None:
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        with pytest.raises(NoEpollError, match="has no epoll fd"):
+            attach(sleeper.pid, SUSPEND)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+@needs_root
+def test_without_ptrace_rights_the_error_names_cap_sys_ptrace(
+    child_factory: StartChild,
+) -> None:
+    child = child_factory()
+    child.wait_ready()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the forked child
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            try:
+                attach(child.pid, SUSPEND)
+                msg = "attached?!"
+            except PermissionDenied as err:
+                msg = f"{err.capability}|{err}"
+            except BaseException as err:
+                msg = f"{type(err).__name__}|{err}"
+            os.write(w, msg.encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        got = f.read()
+    os.waitpid(pid, 0)
+    capability, _, message = got.partition("|")
+    assert capability == "CAP_SYS_PTRACE", got
+    assert str(child.pid) in message
+    assert child.own_params() == [DEFAULT]
+
+
+# --- the mixed-NAPI warning --------------------------------------------------------------
+
+
+@needs_root
+@pytest.mark.kernel
+def test_context_with_sockets_of_two_napis_is_warned_about(
+    testbed4: Testbed, child_factory: StartChild
+) -> None:
+    port, conns = 18_211, 8
+    child = child_factory(
+        "accept",
+        testbed4.server_addr,
+        str(port),
+        str(conns),
+        argv_prefix=["ip", "netns", "exec", testbed4.server_ns],
+    )
+    assert child.line() == "listening"
+    clients = []
+    try:
+        for _ in range(conns):
+            c = testbed4.socket("client")
+            c.connect((testbed4.server_addr, port))
+            c.sendall(b"x")
+            clients.append(c)
+        ids = json.loads(child.line())
+        child.wait_ready()
+        assert all(ids), f"connections over the veth testbed should carry NAPI ids: {ids}"
+        assert len(set(ids)) >= 2, f"4 queues, {conns} flows, yet one NAPI: {ids}"
+        result = attach(child.pid, SUSPEND)
+        mixed = [c for c in result.contexts if c.mixed]
+        assert len(mixed) == 1
+        assert set(mixed[0].napi_ids) == set(ids)
+        assert mixed[0].warning is not None and "route connections" in mixed[0].warning
+        assert result.warnings == (mixed[0].warning,)
+        assert child.own_params() == [SUSPEND]
+        assert set(w.napi_id for w in watched_fds(child.pid, mixed[0].epoll.fd)) >= set(ids)
+    finally:
+        for c in clients:
+            c.close()
+
+
+# --- memcached and redis, unmodified ---------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _connect(addr: tuple[str, int], make: type[socket.socket] | None = None) -> socket.socket:
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            return socket.create_connection(addr, timeout=2)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _read_back(pid: int, epolls: list[EpollFd]) -> list[EpollParams]:
+    """Each context's parameters through a fresh, independent pidfd_getfd copy."""
+    out = []
+    with Target(pid) as t:
+        for e in epolls:
+            with t.copy(e) as dup:
+                out.append(get_params(dup))
+    return out
+
+
+def _memcached_round_trip(sock: socket.socket, key: bytes) -> None:
+    sock.sendall(b"set " + key + b" 0 0 5\r\nhello\r\n")
+    assert sock.recv(100) == b"STORED\r\n"
+    sock.sendall(b"get " + key + b"\r\n")
+    assert sock.recv(100) == b"VALUE " + key + b" 0 5\r\nhello\r\nEND\r\n"
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("memcached") is None, reason="memcached is not installed")
+def test_memcached_keeps_serving_with_busy_polling_attached() -> None:
+    port = _free_port()
+    mc = subprocess.Popen(
+        ["memcached", "-u", "root", "-p", str(port), "-l", "127.0.0.1", "-t", "2", "-U", "0"]
+    )
+    try:
+        with _connect(("127.0.0.1", port)) as s:
+            _memcached_round_trip(s, b"before")
+            result = attach(mc.pid, SUSPEND)
+            # main thread's event base + one per worker thread (libevent epoll backends)
+            assert len(result.contexts) >= 3
+            epolls = [c.epoll for c in result.contexts]
+            assert _read_back(mc.pid, epolls) == [SUSPEND] * len(epolls)
+            _memcached_round_trip(s, b"after")
+            undone = detach(result)
+            assert len(undone.restored) == len(epolls)
+            assert _read_back(mc.pid, epolls) == [DEFAULT] * len(epolls)
+            _memcached_round_trip(s, b"detached")
+    finally:
+        _stop(mc)
+
+
+@needs_root
+@pytest.mark.kernel
+@pytest.mark.skipif(shutil.which("memcached") is None, reason="memcached is not installed")
+def test_memcached_napi_ids_gives_each_worker_one_napi(testbed4: Testbed) -> None:
+    """memcached -N (napi_ids): a worker thread per NAPI, so no context mixes NAPIs."""
+    port = 11_311
+    mc = testbed4.popen(
+        "server",
+        [
+            *("memcached", "-u", "root", "-p", str(port), "-l", testbed4.server_addr),
+            *("-t", "4", "-N", "4", "-U", "0"),
+        ],
+    )
+    clients = []
+    try:
+        for i in range(8):
+            c = testbed4.socket("client")
+            deadline = time.monotonic() + 5
+            while True:
+                try:
+                    c.connect((testbed4.server_addr, port))
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, "memcached did not start"
+                    time.sleep(0.05)
+            _memcached_round_trip(c, b"k%d" % i)
+            clients.append(c)
+        result = attach(mc.pid, SUSPEND)
+        busy = [c for c in result.contexts if c.napi_ids]
+        assert len(busy) >= 2, [c.napi_ids for c in result.contexts]
+        assert result.warnings == ()
+        assert all(len(c.napi_ids) == 1 for c in busy)
+        _memcached_round_trip(clients[0], b"after")
+        detach(result)
+    finally:
+        for c in clients:
+            c.close()
+        _stop(mc)
+
+
+def _redis(sock: socket.socket, *words: bytes) -> bytes:
+    sock.sendall(b"*%d\r\n" % len(words) + b"".join(b"$%d\r\n%s\r\n" % (len(w), w) for w in words))
+    return sock.recv(1000)
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+def test_redis_keeps_serving_with_busy_polling_attached(tmp_path: Path) -> None:
+    port = _free_port()
+    redis = subprocess.Popen(
+        [
+            *("redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""),
+            *("--appendonly", "no", "--dir", str(tmp_path)),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        with _connect(("127.0.0.1", port)) as s:
+            assert _redis(s, b"PING") == b"+PONG\r\n"
+            result = attach(redis.pid, SUSPEND)
+            epolls = [c.epoll for c in result.contexts]
+            assert epolls and _read_back(redis.pid, epolls) == [SUSPEND] * len(epolls)
+            assert _redis(s, b"SET", b"k", b"v") == b"+OK\r\n"
+            assert _redis(s, b"GET", b"k") == b"$1\r\nv\r\n"
+            sockets = [w for c in result.contexts for w in c.watched if w.kind == "socket"]
+            assert len(sockets) >= 2  # the listener and our connection
+            detach(result)
+            assert _read_back(redis.pid, epolls) == [DEFAULT] * len(epolls)
+    finally:
+        _stop(redis)
+
+
+# --- the watcher, and the CLI --------------------------------------------------------------
+
+
+@needs_root
+def test_watcher_attaches_to_a_context_created_later(child_factory: StartChild) -> None:
+    child = child_factory("delay", "0.5")
+    with AttachWatcher(child.pid, SUSPEND) as watcher:
+        assert watcher.scan() == []
+        child.wait_ready()
+        added = watcher.scan()
+        assert len(added) == 1 and added[0].new == SUSPEND
+        assert watcher.scan() == []  # not twice
+        assert child.own_params() == [SUSPEND]
+        watcher.detach()
+    assert child.own_params() == [DEFAULT]
+
+
+def _netdevkit(*args: str) -> list[str]:
+    return [sys.executable, "-m", "netdevkit", *args]
+
+
+@needs_root
+def test_cli_run_attaches_as_the_program_creates_its_epoll(tmp_path: Path) -> None:
+    script = tmp_path / "epoll_child.py"
+    script.write_text(CHILD)
+    run = subprocess.Popen(
+        _netdevkit(
+            "run", "--preset", "suspend", "-q", "--", sys.executable, str(script), "delay", "0.3"
+        ),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert run.stdout is not None and run.stdin is not None
+        assert run.stdout.readline().strip() == "ready"
+        time.sleep(0.3)  # a few scan intervals
+        run.stdin.write("get\n")
+        run.stdin.flush()
+        assert json.loads(run.stdout.readline()) == [[0, 64, 1]]
+        run.stdin.write("quit\n")
+        run.stdin.flush()
+        assert run.wait(10) == 3  # the program's own exit code
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+
+
+@needs_root
+def test_cli_run_forwards_sigterm_and_reports_death_by_signal(tmp_path: Path) -> None:
+    run = subprocess.Popen(_netdevkit("run", "-q", "--", "sleep", "30"))
+    try:
+        time.sleep(0.5)
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(10) == 128 + signal.SIGTERM
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+
+
+@needs_root
+def test_cli_attach_records_and_detach_restores(
+    child_factory: StartChild, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from netdevkit.cli.main import main
+
+    monkeypatch.setenv("NETDEVKIT_STATE_DIR", str(tmp_path / "state"))
+    child = child_factory("n", "2")
+    child.wait_ready()
+    assert main(["attach", "--pid", str(child.pid), "--preset", "suspend", "-j"]) == 0
+    assert child.own_params() == [SUSPEND, SUSPEND]
+    # explicit values on top of the preset; the record keeps the oldest values
+    argv = ["attach", "--pid", str(child.pid), "--preset", "suspend", "--usecs", "20"]
+    assert main([*argv, "--no-prefer"]) == 0
+    assert child.own_params() == [EpollParams(20, 64, False)] * 2
+    assert (tmp_path / "state" / "attach" / f"{child.pid}.json").exists()
+    assert main(["detach", "--pid", str(child.pid)]) == 0
+    assert child.own_params() == [DEFAULT, DEFAULT]
+    assert not (tmp_path / "state" / "attach" / f"{child.pid}.json").exists()
+    assert main(["detach", "--pid", str(child.pid)]) == 1  # no record any more
+
+
+@needs_root
+def test_cli_show_changes_nothing(
+    child_factory: StartChild, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from netdevkit.cli.main import main
+
+    child = child_factory()
+    child.wait_ready()
+    assert main(["attach", "--pid", str(child.pid), "--show", "-j"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert [c["new"] for c in shown["contexts"]] == [
+        {"busy_poll_usecs": 0, "busy_poll_budget": 0, "prefer_busy_poll": False}
+    ]
+    assert inspect(child.pid).contexts[0].old == DEFAULT
+    assert child.own_params() == [DEFAULT]
+
+
+def test_cli_attach_without_values_is_a_usage_error() -> None:
+    from netdevkit.cli.main import main
+
+    assert main(["attach", "--pid", str(os.getpid())]) == 2
