@@ -232,13 +232,18 @@ def run_apply(args: argparse.Namespace) -> int:
         plan = plan_profile(tuner, profile)
         if not args.dry_run:
             tuner.apply(plan)
+        journal = None if tuner.journal is None else tuner.journal.path
     if args.json:
-        _print_json({"dry_run": args.dry_run, "changes": plan.to_json()})
+        _print_json({"dry_run": args.dry_run, "journal": journal, "changes": plan.to_json()})
         return 0
     for line in plan.lines():
         print(line)
-    if args.dry_run and not plan.empty:
+    if plan.empty:
+        return 0
+    if args.dry_run:
         print("dry run: nothing changed")
+    else:
+        print(f"previous values journaled in {journal}; undo with `netdevkit restore`")
     return 0
 
 
