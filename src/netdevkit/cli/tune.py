@@ -97,10 +97,12 @@ def register(sub: SubParsers) -> None:
     which.add_argument("--id", metavar="N[,N..]", help="NAPI ids (see `netdevkit napi show`)")
     which.add_argument("--ifname", metavar="NAME", help="every NAPI of interface NAME")
     p.add_argument("--preset", metavar="NAME", help="start from a preset's NAPI values")
-    p.add_argument("--defer-hard-irqs", metavar="N")
-    p.add_argument("--gro-flush-timeout", metavar="DURATION")
-    p.add_argument("--irq-suspend-timeout", metavar="DURATION")
-    p.add_argument("--threaded", metavar="on|off")
+    p.add_argument("--defer-hard-irqs", metavar="N", help="empty polls before IRQs return")
+    p.add_argument("--gro-flush-timeout", metavar="DURATION", help="deferral timer, e.g. 200us")
+    p.add_argument(
+        "--irq-suspend-timeout", metavar="DURATION", help="IRQ suspension cap, e.g. 20ms"
+    )
+    p.add_argument("--threaded", metavar="on|off", help="poll in a per-NAPI kthread")
     _common(p, dry_run=True)
     p.set_defaults(func=run_set)
 
