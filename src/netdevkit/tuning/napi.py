@@ -29,7 +29,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..errors import NetdevkitError, NotFoundError, RequestError
+from ..errors import NetdevkitError, NotFoundError, RequestError, UnsupportedError
 from ..netdev.client import ifindex_of
 from ..netns import exists as netns_exists
 from .backends import (
@@ -213,7 +213,11 @@ class Tuner:
             return self.backend_named(self.choice)
         nl = self.backend_named("netlink")
         assert isinstance(nl, NetlinkBackend)
-        return nl if nl.supported(netns) else self.backend_named("sysfs")
+        try:
+            per_napi = nl.supported(netns)
+        except UnsupportedError:  # before 6.9 there is no netdev family at all
+            per_napi = False
+        return nl if per_napi else self.backend_named("sysfs")
 
     # -- resolve and plan ----------------------------------------------------------------
 
