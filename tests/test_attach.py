@@ -627,3 +627,44 @@ def test_cli_attach_without_values_is_a_usage_error() -> None:
     from netdevkit.cli.main import main
 
     assert main(["attach", "--pid", str(os.getpid())]) == 2
+
+
+@needs_root
+@pytest.mark.kernel
+def test_cli_run_napi_applies_the_preset_while_the_program_runs(
+    testbed: Testbed, tmp_path: Path
+) -> None:
+    from netdevkit.netdev.client import Netdev
+
+    def napi_values() -> set[tuple[int | None, int | None, int | None]]:
+        with Netdev.open(netns=testbed.server_ns) as nd:
+            return {
+                (n.defer_hard_irqs, n.gro_flush_timeout, n.irq_suspend_timeout)
+                for n in nd.napi_dump(ifindex=testbed.server_ifindex)
+            }
+
+    before = napi_values()
+    script = tmp_path / "epoll_child.py"
+    script.write_text(CHILD)
+    run = subprocess.Popen(
+        _netdevkit(
+            *("run", "--preset", "suspend", "--napi", "--ifname", testbed.server_if),
+            *("--netns", testbed.server_ns, "-q", "--", sys.executable, str(script)),
+        ),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "NETDEVKIT_STATE_DIR": str(tmp_path / "state")},
+    )
+    try:
+        assert run.stdout is not None and run.stdin is not None
+        assert run.stdout.readline().strip() == "ready"
+        assert napi_values() == {(100, 20_000, 20_000_000)}  # the suspend preset's NAPI half
+        run.stdin.write("quit\n")
+        run.stdin.flush()
+        assert run.wait(10) == 3
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert napi_values() == before

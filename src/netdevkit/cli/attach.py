@@ -453,7 +453,7 @@ def _napi_tuned(args: argparse.Namespace, preset: str) -> Iterator[None]:
     with tuned(args.ifname, preset=preset, netns=args.netns, signals=False) as t:
         if not args.quiet:
             for change in t.changes:
-                print(f"netdevkit run: napi {change.describe()}", file=sys.stderr)
+                print(f"netdevkit run: {change.target.label}: {change.describe()}", file=sys.stderr)
         yield
 
 
