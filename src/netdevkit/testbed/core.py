@@ -8,45 +8,23 @@ and interpreter exit. Nothing is ever configured in the caller's own
 namespace: the veth pair is created inside the server namespace with its peer
 placed straight into the client namespace.
 
-Kernel facts relied on (Linux 6.9-6.18, see /work/shared/KERNEL.md):
+Kernel facts relied on (Linux 6.9-6.18, see /work/shared/KERNEL.md); the
+ones about the veth data path are in :mod:`netdevkit.testbed.datapath`:
 
-- veth has NAPI instances only while the device is up with GRO enabled (or
-  an XDP program attached); ``veth_newlink`` creates pairs with GRO off. One
-  NAPI per rx queue, so ``numrxqueues`` N gives N NAPIs on that side.
-- A packet takes the receiver's NAPI only when the *sending* veth has every
-  TSO feature off (``veth_skb_is_eligible_for_gro`` tests ``NETIF_F_ALL_TSO``
-  of the sender); otherwise it goes through the per-CPU backlog and carries
-  no NAPI id. Both sides therefore get GRO on and TSO/GSO off, so that both
-  directions of a request/response exchange take the NAPI path.
 - NAPI ids of veth are not persistent: toggling GRO or bringing the link
   down and up gives new ids. The testbed sets the features while the links
   are still down, so the NAPIs are created once, at open.
-- The receiving socket records the NAPI id of the skb that filled it; it is
-  readable as ``SO_INCOMING_NAPI_ID`` (SOL_SOCKET, 56) and is 0 for traffic
-  that came through no NAPI. ``up()`` proves the data path with one UDP
-  datagram in each direction and fails if either arrives with id 0.
-- A socket stays in the namespace it was created in; ``setns`` moves only
-  the calling thread (see :mod:`netdevkit.netns`).
 - Removing ``/run/netns/NAME`` (lazy unmount + unlink) drops the name's
   reference; the namespace and its veth end die once no process or socket
   holds it. That is why ``down()`` first stops the processes it started and
   deletes the veth pair explicitly.
-
-Leftover testbeds (a process killed with SIGKILL) are found by two markers:
-a journal file per testbed under ``/run/netdevkit/testbeds`` written *before*
-anything is created, and the alias of ``lo`` inside each namespace
-(``netdevkit-testbed:<name>``). :func:`down_all` removes both.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
-import ctypes.util
-import errno
 import ipaddress
-import json
 import os
 import re
 import shutil
@@ -62,48 +40,28 @@ from typing import Any, Literal
 
 from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
-from pyroute2.ethtool.ioctl import IoctlEthtool, NotSupportedError
-from pyroute2.netlink.exceptions import NetlinkError
 
-from . import netns as ndk_netns
-from .errors import KernelError, NetdevkitError, RequestError, UnsupportedError
-
-__all__ = [
-    "CLIENT_IF",
-    "SERVER_IF",
-    "Side",
-    "Testbed",
-    "TestbedConfig",
-    "down_all",
-    "list_testbeds",
-    "socket_in_netns",
-]
+from .. import netns as ndk_netns
+from ..errors import NetdevkitError, RequestError, UnsupportedError
+from .datapath import _udp_napi_id, get_offloads, set_offloads, socket_in_netns
+from .journal import (
+    _alias,
+    _ipr,
+    _owner_token,
+    _remove_journal,
+    _remove_ns,
+    _require_privileges,
+    _write_journal,
+)
 
 Side = Literal["server", "client"]
 
 SERVER_IF = "ndk-s"
 CLIENT_IF = "ndk-c"
-SO_INCOMING_NAPI_ID = 56  # SOL_SOCKET, read only
-JOURNAL_DIR = "/run/netdevkit/testbeds"
-ALIAS_PREFIX = "netdevkit-testbed:"
-NS_SUFFIXES = ("-srv", "-cli")
 MAX_QUEUES = 1024
 MIN_MTU = 68  # IPv4 minimum, veth's min_mtu
 MAX_MTU = 65535  # ETH_MAX_MTU, veth's max_mtu without XDP
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,23}$")
-_CAP_NET_ADMIN = 12
-_CAP_SYS_ADMIN = 21
-
-# ethtool feature names (ETH_SS_FEATURES strings). "tso off" of the ethtool
-# binary clears every NETIF_F_ALL_TSO bit; all of them are named
-# "tx-tcp*-segmentation" (6.18 adds tx-tcp-accecn-segmentation).
-GRO = "rx-gro"
-GSO = "tx-generic-segmentation"
-TSO = "tx-tcp-segmentation"
-
-
-def _is_tso_feature(name: str) -> bool:
-    return name.startswith("tx-tcp") and name.endswith("-segmentation")
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,26 +127,6 @@ def _parse_host_addr(field: str, value: object) -> ipaddress.IPv4Address:
     return addr
 
 
-# --- small helpers ---------------------------------------------------------
-
-
-def _require_privileges() -> None:
-    """setns/unshare/mount need CAP_SYS_ADMIN; links and ethtool CAP_NET_ADMIN."""
-    eff = 0
-    try:
-        with open("/proc/self/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"CapEff:"):
-                    eff = int(line.split()[1], 16)
-    except OSError:
-        eff = (1 << 64) - 1 if os.geteuid() == 0 else 0
-    if not (eff >> _CAP_NET_ADMIN) & 1 or not (eff >> _CAP_SYS_ADMIN) & 1:
-        raise NetdevkitError(
-            "a testbed creates network namespaces and veth pairs: needs root "
-            "(CAP_NET_ADMIN and CAP_SYS_ADMIN); run as root"
-        )
-
-
 @contextlib.contextmanager
 def _sigterm_blocked() -> Iterator[None]:
     """Hold SIGTERM back for the body (the handler runs right after it).
@@ -207,226 +145,6 @@ def _sigterm_blocked() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
-def _kernel_error(err: NetlinkError, operation: str) -> KernelError:
-    msg = str(err.args[1]) if len(err.args) > 1 else ""
-    extack = "" if msg == os.strerror(err.code) else msg
-    return KernelError(err.code, operation, extack=extack)
-
-
-def socket_in_netns(
-    ns: str,
-    family: int = socket.AF_INET,
-    type: int = socket.SOCK_STREAM,
-    proto: int = 0,
-) -> socket.socket:
-    """A socket created inside network namespace *ns*.
-
-    The socket lives in *ns* for its whole life (bind, connect, routing),
-    whatever namespace the thread is in later.
-    """
-    with ndk_netns.entered(ns):
-        return socket.socket(family, type, proto)
-
-
-def _remove_ns(name: str) -> bool:
-    """Remove /run/netns/NAME. True if it was there. Tolerates it being gone.
-
-    Uses pyroute2; if that fails for another reason than "already gone",
-    falls back to the same two syscalls (umount2 MNT_DETACH, unlink).
-    """
-    path = ndk_netns.path_of(name)
-    if not os.path.exists(path):
-        return False
-    try:
-        pr_netns.remove(name)
-        return True
-    except FileNotFoundError:
-        return False
-    except Exception:  # fall back below; the caller reports if that fails too
-        pass
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    libc.umount2(path.encode(), 2)  # MNT_DETACH; EINVAL if not mounted is fine
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        return False
-    return True
-
-
-@contextlib.contextmanager
-def _ipr(ns: str, operation: str) -> Iterator[Any]:
-    try:
-        with IPRoute(netns=ns, flags=0, ext_ack=True) as ipr:
-            yield ipr
-    except NetlinkError as err:
-        raise _kernel_error(err, f"{operation} in netns {ns}") from err
-
-
-def _lo_alias(ns: str) -> str:
-    with _ipr(ns, "read lo alias") as ipr:
-        links = ipr.get_links(1)
-    if not links:
-        return ""
-    alias = links[0].get_attr("IFLA_IFALIAS")
-    return str(alias) if alias else ""
-
-
-# --- journal, owner and leftovers ---------------------------------------------
-#
-# A testbed's owner is "PID:STARTTIME" (starttime = field 22 of
-# /proc/PID/stat, in clock ticks since boot), so a recycled pid is not
-# mistaken for the process that built the testbed. It is written to the
-# journal and to the lo alias of both namespaces.
-
-
-def _starttime(pid: int) -> str:
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        stat = f.read()
-    # comm (field 2) may hold spaces and parentheses: split after the last ')'.
-    return stat[stat.rindex(b")") + 2 :].split()[19].decode()
-
-
-def _owner_token() -> str:
-    pid = os.getpid()
-    return f"{pid}:{_starttime(pid)}"
-
-
-def _owner_alive(token: str) -> bool:
-    """Whether the process named by an owner token still runs. Unknown or
-    malformed tokens count as dead (the testbed is then a leftover)."""
-    pid, _, start = token.partition(":")
-    try:
-        return _starttime(int(pid)) == start
-    except (OSError, ValueError, IndexError):
-        return False
-
-
-def _alias(name: str, owner: str) -> str:
-    return f"{ALIAS_PREFIX}{name} owner={owner}"
-
-
-def _parse_alias(alias: str) -> tuple[str, str] | None:
-    """(testbed name, owner token) from a lo alias, or None if not ours."""
-    if not alias.startswith(ALIAS_PREFIX):
-        return None
-    name, _, owner = alias[len(ALIAS_PREFIX) :].partition(" owner=")
-    return name, owner
-
-
-def _journal_path(name: str) -> str:
-    return os.path.join(JOURNAL_DIR, f"{name}.json")
-
-
-def _write_journal(cfg: TestbedConfig, owner: str) -> None:
-    os.makedirs(JOURNAL_DIR, exist_ok=True)
-    data = {"name": cfg.name, "namespaces": [cfg.server_ns, cfg.client_ns], "owner": owner}
-    tmp = _journal_path(cfg.name) + f".{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f)
-    os.replace(tmp, _journal_path(cfg.name))
-
-
-def _read_journals() -> dict[str, tuple[list[str], str]]:
-    """testbed name -> (namespace names, owner), from every readable journal."""
-    out: dict[str, tuple[list[str], str]] = {}
-    try:
-        entries = sorted(os.listdir(JOURNAL_DIR))
-    except FileNotFoundError:
-        return out
-    for entry in entries:
-        if not entry.endswith(".json"):
-            continue
-        try:
-            with open(os.path.join(JOURNAL_DIR, entry), encoding="utf-8") as f:
-                data = json.load(f)
-            out[str(data["name"])] = ([str(ns) for ns in data["namespaces"]], str(data["owner"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    return out
-
-
-def _remove_journal(name: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(_journal_path(name))
-
-
-@dataclass(frozen=True, slots=True)
-class _Found:
-    name: str  # testbed name
-    owner: str  # owner token
-
-
-def _testbed_namespaces(prefix: str | None) -> dict[str, _Found]:
-    """Existing testbed namespaces, found by journal or by lo alias."""
-    found: dict[str, _Found] = {}
-    existing = set(ndk_netns.list_names())
-    for name, (namespaces, owner) in _read_journals().items():
-        if prefix is not None and not name.startswith(prefix):
-            continue
-        for ns in namespaces:
-            if ns in existing:
-                found[ns] = _Found(name, owner)
-    for ns in sorted(existing - found.keys()):
-        if not ns.endswith(NS_SUFFIXES):
-            continue
-        name = ns[: -len("-srv")]
-        if prefix is not None and not name.startswith(prefix):
-            continue
-        try:
-            parsed = _parse_alias(_lo_alias(ns))
-        except (NetdevkitError, OSError):
-            continue
-        if parsed is not None and parsed[0] == name:
-            found[ns] = _Found(name, parsed[1])
-    return found
-
-
-def list_testbeds(prefix: str | None = None) -> list[str]:
-    """Names of the existing namespaces that belong to netdevkit testbeds
-    (live or left over), sorted.
-
-    A namespace counts when a testbed journal lists it or its ``lo`` carries
-    the testbed alias. *prefix* filters on the testbed name.
-    """
-    return sorted(_testbed_namespaces(prefix))
-
-
-def down_all(prefix: str | None = None, *, include_live: bool = False) -> list[str]:
-    """Remove leftover testbed namespaces (and their journals); returns the
-    removed namespace names, sorted. *prefix* filters on the testbed name.
-
-    A leftover is a testbed whose owning process is gone (killed with
-    SIGKILL, crashed in C, ``os._exit``). Testbeds whose owner still runs
-    belong to someone else's live test and are kept unless *include_live*.
-    Processes still running inside a removed namespace keep it alive
-    anonymously until they exit; they are not killed here.
-    """
-    _require_privileges()
-    removed: list[str] = []
-    failed: list[str] = []
-    names: set[str] = set()
-    for ns, found in sorted(_testbed_namespaces(prefix).items()):
-        if not include_live and _owner_alive(found.owner):
-            continue
-        names.add(found.name)
-        try:
-            if _remove_ns(ns):
-                removed.append(ns)
-        except OSError as err:
-            failed.append(f"{ns}: {err}")
-    for name, (_namespaces, owner) in _read_journals().items():
-        if (prefix is None or name.startswith(prefix)) and (
-            include_live or not _owner_alive(owner)
-        ):
-            names.add(name)
-    for name in names:
-        if not any(ndk_netns.exists(ns) for ns in (f"{name}-srv", f"{name}-cli")):
-            _remove_journal(name)
-    if failed:
-        raise NetdevkitError("could not remove testbed namespaces: " + "; ".join(failed))
-    return removed
 
 
 # --- the testbed -------------------------------------------------------------
@@ -788,94 +506,3 @@ class Testbed:
     ) -> socket.socket:
         """A socket created inside a side's namespace."""
         return socket_in_netns(self.ns_of(side), family, type, proto)
-
-
-# --- offloads via the ethtool ioctl (pyroute2) --------------------------------
-
-
-@contextlib.contextmanager
-def _ethtool(ns: str, ifname: str) -> Iterator[Any]:
-    # IoctlEthtool opens its AF_INET socket in __init__, so creating it inside
-    # the namespace makes every SIOCETHTOOL go to that namespace's device.
-    with ndk_netns.entered(ns):
-        eth = IoctlEthtool(ifname)
-    try:
-        yield eth
-    finally:
-        eth.close()
-
-
-def get_offloads(ns: str, ifname: str) -> dict[str, bool]:
-    """Active state of rx-gro, tx-generic-segmentation and every TSO feature."""
-    with _ethtool(ns, ifname) as eth:
-        try:
-            feats = eth.get_features()
-        except OSError as err:
-            raise KernelError(err.errno or errno.EIO, f"ETHTOOL_GFEATURES {ifname}") from err
-        return {
-            name: bool(feats[name])
-            for name in feats.keys()  # noqa: SIM118 - not a dict
-            if name in (GRO, GSO) or _is_tso_feature(name)
-        }
-
-
-def set_offloads(ns: str, ifname: str) -> dict[str, bool]:
-    """GRO on, GSO and every TSO feature off (``ethtool -K IF gro on tso off
-    gso off``); returns the state read back. Raises UnsupportedError when the
-    kernel did not take a change."""
-    with _ethtool(ns, ifname) as eth:
-        try:
-            feats = eth.get_features()
-            wanted = {
-                name: name == GRO
-                for name in feats.keys()  # noqa: SIM118 - not a dict
-                if name in (GRO, GSO) or _is_tso_feature(name)
-            }
-            for name, value in wanted.items():
-                if bool(feats[name]) != value:
-                    feats[name] = value
-            # ETHTOOL_SFEATURES returns a positive ETHTOOL_F_* when the result
-            # differs from the request; pyroute2 turns that into
-            # NotSupportedError. The read-back below is the real check.
-            with contextlib.suppress(NotSupportedError):
-                eth.set_features(feats)
-            after = eth.get_features()
-        except OSError as err:
-            raise KernelError(
-                err.errno or errno.EIO, f"ETHTOOL_SFEATURES {ifname} in netns {ns}"
-            ) from err
-        got = {name: bool(after[name]) for name in wanted}
-    # The other TSO bits matter too, but a device that keeps one of them on
-    # is caught by Testbed.probe_napi (traffic without a NAPI id).
-    wrong = sorted(n for n in (GRO, GSO, TSO) if n in wanted and got[n] != wanted[n])
-    if wrong:
-        raise UnsupportedError(
-            f"{ifname} in netns {ns}: could not set {', '.join(wrong)} "
-            "(wanted rx-gro on, TSO/GSO off)"
-        )
-    return got
-
-
-def _udp_napi_id(src_ns: str, dst_ns: str, dst_addr: str, timeout: float) -> int:
-    """One datagram src -> dst; the receiving socket's SO_INCOMING_NAPI_ID.
-
-    An unconnected UDP socket records the NAPI id of the first datagram it
-    queues (sk_mark_napi_id_once); a fresh socket per attempt keeps it honest.
-    """
-    deadline = time.monotonic() + timeout
-    last = 0
-    while True:
-        with (
-            socket_in_netns(dst_ns, socket.AF_INET, socket.SOCK_DGRAM) as rx,
-            socket_in_netns(src_ns, socket.AF_INET, socket.SOCK_DGRAM) as tx,
-        ):
-            rx.bind((dst_addr, 0))
-            rx.settimeout(0.2)
-            tx.sendto(b"netdevkit-probe", rx.getsockname())
-            try:
-                rx.recv(64)
-                last = rx.getsockopt(socket.SOL_SOCKET, SO_INCOMING_NAPI_ID)
-            except TimeoutError:
-                pass
-        if last != 0 or time.monotonic() > deadline:
-            return last

@@ -1,0 +1,52 @@
+"""A two-namespace veth testbed whose traffic goes through NAPI.
+
+``Testbed`` builds two network namespaces, ``<name>-srv`` and ``<name>-cli``,
+joined by one veth pair (``ndk-s`` in the server namespace, ``ndk-c`` in the
+client namespace), and removes them again on every exit path: normal exit,
+exception, ``KeyboardInterrupt``, ``SIGTERM`` (while up, in the main thread)
+and interpreter exit. Nothing is ever configured in the caller's own
+namespace: the veth pair is created inside the server namespace with its peer
+placed straight into the client namespace.
+
+The package is split by concern:
+
+- :mod:`.core`: :class:`Testbed` and :class:`TestbedConfig`, building and
+  tearing down;
+- :mod:`.datapath`: what makes veth traffic take NAPI (the ethtool offloads,
+  :func:`get_offloads`, :func:`set_offloads`) and the ``SO_INCOMING_NAPI_ID``
+  probe, plus :func:`socket_in_netns`;
+- :mod:`.journal`: the journal and owner markers, namespace helpers, and
+  what finds leftovers again (:func:`list_testbeds`, :func:`down_all`).
+
+Each module lists the kernel facts (Linux 6.9-6.18, see /work/shared/KERNEL.md)
+its code relies on.
+"""
+
+from __future__ import annotations
+
+from .core import CLIENT_IF, SERVER_IF, Side, Testbed, TestbedConfig
+from .core import MAX_MTU as MAX_MTU
+from .core import MAX_QUEUES as MAX_QUEUES
+from .core import MIN_MTU as MIN_MTU
+from .datapath import GRO as GRO
+from .datapath import GSO as GSO
+from .datapath import SO_INCOMING_NAPI_ID as SO_INCOMING_NAPI_ID
+from .datapath import TSO as TSO
+from .datapath import get_offloads as get_offloads
+from .datapath import set_offloads as set_offloads
+from .datapath import socket_in_netns
+from .journal import ALIAS_PREFIX as ALIAS_PREFIX
+from .journal import JOURNAL_DIR as JOURNAL_DIR
+from .journal import NS_SUFFIXES as NS_SUFFIXES
+from .journal import down_all, list_testbeds
+
+__all__ = [
+    "CLIENT_IF",
+    "SERVER_IF",
+    "Side",
+    "Testbed",
+    "TestbedConfig",
+    "down_all",
+    "list_testbeds",
+    "socket_in_netns",
+]
