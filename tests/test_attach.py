@@ -38,7 +38,7 @@ from netdevkit.attach import (
 )
 from netdevkit.attach.core import Target
 from netdevkit.busypoll.epoll import EpollParams, get_params
-from netdevkit.errors import NotFoundError, PermissionDenied, RequestError
+from netdevkit.errors import NotFoundError, PermissionDenied, RequestError, UnsupportedError
 from netdevkit.testbed import Testbed
 
 SUSPEND = EpollParams(0, 64, True)
@@ -282,6 +282,27 @@ def test_thread_with_its_own_fd_table_is_found_and_attached(child_factory: Start
     assert child.own_params() == [SUSPEND, SUSPEND]  # the shared epoll, then the private one
     detach(result)
     assert child.own_params() == [DEFAULT, DEFAULT]
+
+
+@needs_root
+def test_kernel_without_the_epoll_ioctls_is_unsupported(
+    child_factory: StartChild, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before 6.9 the epoll file has no ioctl handler: ENOTTY on an epoll fd."""
+    import errno
+    import fcntl
+
+    child = child_factory()
+    child.wait_ready()
+
+    def no_ioctl(fd: int, request: int, arg: bytes) -> bytes:
+        raise OSError(errno.ENOTTY, os.strerror(errno.ENOTTY))
+
+    monkeypatch.setattr(fcntl, "ioctl", no_ioctl)
+    with pytest.raises(UnsupportedError, match=r"Linux >= 6\.9"):
+        attach(child.pid, SUSPEND)
+    monkeypatch.undo()
+    assert child.own_params() == [DEFAULT]
 
 
 def test_pid_that_does_not_exist_is_not_found() -> None:
