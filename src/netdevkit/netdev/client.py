@@ -24,7 +24,7 @@ import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import (
     KernelError,
@@ -50,6 +50,7 @@ from .family import (
 )
 
 Extra = tuple[tuple[int, bytes], ...]
+T = TypeVar("T")
 _DUMP_RETRIES = 3
 _EMPTY: Mapping[str, int] = MappingProxyType({})
 _NO_XDP, _NO_META, _NO_XSK = XdpAct(0), XdpRxMetadata(0), XskFlags(0)
@@ -282,6 +283,10 @@ def ifnames(netns: str | None = None) -> dict[int, str]:
         return dict(socket.if_nameindex())
 
 
+def _as_dict(d: dict[str, Any]) -> dict[str, Any]:
+    return d
+
+
 class Netdev:
     """A connection to the kernel's ``netdev`` family. Use :meth:`open`.
 
@@ -340,24 +345,33 @@ class Netdev:
         return op
 
     def _request(
-        self, op: Operation, attrs: Mapping[str, Any], dump: bool, what: str
-    ) -> list[dict[str, Any]]:
+        self,
+        op: Operation,
+        attrs: Mapping[str, Any],
+        dump: bool,
+        what: str,
+        build: Callable[[dict[str, Any]], T],
+    ) -> list[T]:
+        """Send one request; decode each reply straight from the datagram and *build* it."""
         payload = encode_attrs(NETDEV, op.attr_set, attrs)
         flags = codec.NLM_F_REQUEST | codec.NLM_F_ACK | (codec.NLM_F_DUMP if dump else 0)
+        decode = self._codec.decode
+        set_name = op.attr_set
+        genl_hdr = codec.GENLMSGHDR_LEN
+
+        def row(buf: bytes, start: int, end: int) -> T:
+            return build(decode(set_name, buf, start + genl_hdr, end))
+
         for attempt in range(_DUMP_RETRIES):
             seq = self._sock.next_seq()
             req = codec.encode_genl(self.info.id, op.id, NETDEV.version, flags, seq, payload)
             try:
-                replies = self._sock.transact(req, seq, what)
+                return self._sock.transact_rows(req, seq, what, row)
             except DumpInterrupted:
                 if attempt == _DUMP_RETRIES - 1:
                     raise
-                continue
             except ErrorReply as err:
                 raise self._translate(err, op, req, what) from None
-            decode = self._codec.decode
-            start = codec.GENLMSGHDR_LEN
-            return [decode(op.attr_set, m.payload, start) for m in replies]
         raise AssertionError("unreachable")
 
     def _translate(self, err: ErrorReply, op: Operation, req: bytes, what: str) -> KernelError:
@@ -377,7 +391,7 @@ class Netdev:
     def _get(self, op_name: str, attrs: Mapping[str, Any], what: str) -> dict[str, Any]:
         op = self._op(op_name)
         try:
-            rows = self._request(op, attrs, False, what)
+            rows = self._request(op, attrs, False, what, _as_dict)
         except KernelError as err:
             if err.errno in (errno.ENOENT, errno.ENODEV) and not isinstance(err, PermissionDenied):
                 raise NotFoundError(f"{what}: no such object ({err.extack or 'ENOENT'})") from err
@@ -386,8 +400,14 @@ class Netdev:
             raise NotFoundError(f"{what}: the kernel returned nothing")
         return rows[0]
 
-    def _dump(self, op_name: str, attrs: Mapping[str, Any], what: str) -> list[dict[str, Any]]:
-        return self._request(self._op(op_name), attrs, True, what)
+    def _dump(
+        self,
+        op_name: str,
+        attrs: Mapping[str, Any],
+        what: str,
+        build: Callable[[dict[str, Any]], T],
+    ) -> list[T]:
+        return self._request(self._op(op_name), attrs, True, what, build)
 
     def _ifindex_filter(self, ifindex: int | None) -> dict[str, Any]:
         if ifindex is None:
@@ -402,7 +422,7 @@ class Netdev:
         return _dev(self._get("dev-get", {"ifindex": ifindex}, f"dev-get ifindex {ifindex}"))
 
     def dev_dump(self) -> list[Dev]:
-        return [_dev(d) for d in self._dump("dev-get", {}, "dev-get dump")]
+        return self._dump("dev-get", {}, "dev-get dump", _dev)
 
     # -- page pools -----------------------------------------------------------
 
@@ -410,7 +430,7 @@ class Netdev:
         return _page_pool(self._get("page-pool-get", {"id": pool_id}, f"page-pool {pool_id}"))
 
     def page_pool_dump(self, ifindex: int | None = None) -> list[PagePool]:
-        pools = [_page_pool(d) for d in self._dump("page-pool-get", {}, "page-pool-get dump")]
+        pools = self._dump("page-pool-get", {}, "page-pool-get dump", _page_pool)
         return [p for p in pools if ifindex is None or p.ifindex == ifindex]
 
     def page_pool_stats_get(self, pool_id: int) -> PagePoolStats:
@@ -420,20 +440,28 @@ class Netdev:
         return _page_pool_stats(d)
 
     def page_pool_stats_dump(self) -> list[PagePoolStats]:
-        rows = self._dump("page-pool-stats-get", {}, "page-pool-stats-get dump")
-        return [_page_pool_stats(d) for d in rows]
+        return self._dump("page-pool-stats-get", {}, "page-pool-stats-get dump", _page_pool_stats)
 
     # -- queues ---------------------------------------------------------------
 
     def queue_get(self, ifindex: int, qtype: QueueType, queue_id: int) -> Queue:
-        what = f"queue-get ifindex {ifindex} {QueueType(qtype).name.lower()} {queue_id}"
-        return _queue(
-            self._get("queue-get", {"ifindex": ifindex, "type": qtype, "id": queue_id}, what)
-        )
+        kind = QueueType(qtype).name.lower()
+        what = f"queue-get ifindex {ifindex} {kind} {queue_id}"
+        try:
+            d = self._get("queue-get", {"ifindex": ifindex, "type": qtype, "id": queue_id}, what)
+        except KernelError as err:
+            # The kernel answers EINVAL, without extack, for an index at or
+            # above the device's real number of queues of that type.
+            if err.errno == errno.EINVAL:
+                raise NotFoundError(
+                    f"{what}: ifindex {ifindex} has no {kind} queue {queue_id} "
+                    "(list them with `netdevkit queue show`)"
+                ) from err
+            raise
+        return _queue(d)
 
     def queue_dump(self, ifindex: int | None = None) -> list[Queue]:
-        rows = self._dump("queue-get", self._ifindex_filter(ifindex), "queue-get dump")
-        return [_queue(d) for d in rows]
+        return self._dump("queue-get", self._ifindex_filter(ifindex), "queue-get dump", _queue)
 
     # -- NAPI -----------------------------------------------------------------
 
@@ -441,8 +469,7 @@ class Netdev:
         return _napi(self._get("napi-get", {"id": napi_id}, f"napi-get id {napi_id}"))
 
     def napi_dump(self, ifindex: int | None = None) -> list[Napi]:
-        rows = self._dump("napi-get", self._ifindex_filter(ifindex), "napi-get dump")
-        return [_napi(d) for d in rows]
+        return self._dump("napi-get", self._ifindex_filter(ifindex), "napi-get dump", _napi)
 
     def napi_set(
         self,
@@ -463,12 +490,13 @@ class Netdev:
             "defer-hard-irqs": defer_hard_irqs,
             "gro-flush-timeout": gro_flush_timeout,
             "irq-suspend-timeout": irq_suspend_timeout,
-            "threaded": None if threaded is None else NapiThreaded(int(threaded)),
+            # an int, not NapiThreaded(...): the spec's range check names the field
+            "threaded": None if threaded is None else int(threaded),
         }
         what = f"napi-set id {napi_id}"
         op = self._op("napi-set")
         try:
-            self._request(op, attrs, False, what)
+            self._request(op, attrs, False, what, _as_dict)
         except KernelError as err:
             if err.errno == errno.ENOENT:
                 raise NotFoundError(f"{what}: no NAPI instance with id {napi_id}") from err
@@ -480,8 +508,7 @@ class Netdev:
         attrs = self._ifindex_filter(ifindex)
         if per_queue:
             attrs["scope"] = QstatsScope.QUEUE
-        rows = self._dump("qstats-get", attrs, "qstats-get dump")
-        return [_qstats(d) for d in rows]
+        return self._dump("qstats-get", attrs, "qstats-get dump", _qstats)
 
     # -- Device Memory TCP bindings -------------------------------------------
 
@@ -494,13 +521,13 @@ class Netdev:
         if not qlist:
             raise RequestError("bind-rx needs at least one RX queue")
         attrs = {"ifindex": ifindex, "fd": dmabuf_fd, "queues": qlist}
-        d = self._request(self._op("bind-rx"), attrs, False, f"bind-rx ifindex {ifindex}")
+        d = self._request(self._op("bind-rx"), attrs, False, f"bind-rx ifindex {ifindex}", _as_dict)
         return int(d[0]["id"]) if d and "id" in d[0] else 0
 
     def bind_tx(self, ifindex: int, dmabuf_fd: int) -> int:
         """Bind *dmabuf_fd* for transmit on *ifindex*; returns the binding id."""
         attrs = {"ifindex": ifindex, "fd": dmabuf_fd}
-        d = self._request(self._op("bind-tx"), attrs, False, f"bind-tx ifindex {ifindex}")
+        d = self._request(self._op("bind-tx"), attrs, False, f"bind-tx ifindex {ifindex}", _as_dict)
         return int(d[0]["id"]) if d and "id" in d[0] else 0
 
     # -- notifications ----------------------------------------------------------

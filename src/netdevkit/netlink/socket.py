@@ -26,8 +26,9 @@ import collections
 import errno
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ..errors import DecodeError, KernelError, NetdevkitError, UnsupportedError
 from ..netns import entered
@@ -57,6 +58,7 @@ CTRL_ATTR_MCAST_GRP_NAME = 1
 CTRL_ATTR_MCAST_GRP_ID = 2
 
 _INITIAL_BUFSIZE = 64 * 1024
+T = TypeVar("T")
 
 
 class DumpInterrupted(NetdevkitError):
@@ -125,6 +127,8 @@ class GenlSocket:
         self._buf = bytearray(_INITIAL_BUFSIZE)
         self._pending: collections.deque[Message] = collections.deque()
         self._notifications: collections.deque[Message] = collections.deque()
+        # the unread rest of a datagram whose reply ended mid-way: (datagram, offset)
+        self._leftover: list[tuple[bytes, int]] = []
 
     @classmethod
     def open(cls, netns: str | None = None) -> GenlSocket:
@@ -175,7 +179,11 @@ class GenlSocket:
 
     def _next_message(self) -> Message:
         while not self._pending:
-            self._pending.extend(codec.decode_messages(self._recv_datagram()))
+            if self._leftover:
+                buf, pos = self._leftover.pop()
+                self._pending.extend(codec.decode_messages(buf[pos:]))
+            else:
+                self._pending.extend(codec.decode_messages(self._recv_datagram()))
         return self._pending.popleft()
 
     # -- requests ---------------------------------------------------------
@@ -190,41 +198,67 @@ class GenlSocket:
     def transact(self, request: bytes, seq: int, operation: str) -> list[Message]:
         """Send *request* and return its replies (without the final ACK/DONE).
 
-        Messages of other sequence numbers are set aside as notifications.
-        Raises :class:`ErrorReply` for an error reply, and
-        :class:`DumpInterrupted` for a dump flagged ``NLM_F_DUMP_INTR``.
+        See :meth:`transact_rows`, which this is with one :class:`Message`
+        made per reply.
         """
+        return self.transact_rows(request, seq, operation, _message_at)
+
+    def transact_rows(
+        self, request: bytes, seq: int, operation: str, row: Callable[[bytes, int, int], T]
+    ) -> list[T]:
+        """Send *request*; call ``row(datagram, start, end)`` for each reply.
+
+        ``datagram[start:end]`` is the reply's payload (after its nlmsghdr).
+        This is the dump hot path: headers are checked in one loop over each
+        datagram and no intermediate objects or copies are made. Messages of
+        other sequence numbers are set aside as notifications (sequence 0) or
+        dropped (replies to an abandoned request). Raises :class:`ErrorReply`
+        for an error reply, :class:`DumpInterrupted` for a dump flagged
+        ``NLM_F_DUMP_INTR`` and :class:`DecodeError` for malformed data.
+        """
+        # Anything parsed before this request was sent cannot answer it.
+        while self._pending:
+            msg = self._pending.popleft()
+            if msg.seq == 0:
+                self._notifications.append(msg)
         self.send(request)
-        replies: list[Message] = []
+        out: list[T] = []
         interrupted = False
+        unpack = codec.NLMSGHDR.unpack_from
+        hdrlen = codec.NLMSGHDR_LEN
         while True:
-            msg = self._next_message()
-            if msg.seq != seq:
-                if msg.seq == 0:
-                    self._notifications.append(msg)
-                continue  # a stale reply to an abandoned request
-            if msg.flags & codec.NLM_F_DUMP_INTR:
-                interrupted = True
-            if msg.type == codec.NLMSG_ERROR:
-                assert msg.error is not None
-                if msg.error.error:
-                    raise ErrorReply(-msg.error.error, operation, msg.error.extack)
-                break
-            if msg.type == codec.NLMSG_DONE:
-                if len(msg.payload) >= 4:
-                    err = int.from_bytes(msg.payload[:4], sys.byteorder, signed=True)
-                    if err < 0:
-                        extack = (
-                            codec.decode_extack(msg.payload, 4)
-                            if msg.flags & codec.NLM_F_ACK_TLVS
-                            else codec.ExtAck()
+            if self._leftover:
+                buf, pos = self._leftover.pop()
+            else:
+                buf, pos = self._recv_datagram(), 0
+            end = len(buf)
+            while pos < end:
+                if end - pos < hdrlen:
+                    raise DecodeError(f"truncated netlink header: {end - pos} bytes at byte {pos}")
+                length, mtype, flags, mseq, _pid = unpack(buf, pos)
+                if length < hdrlen or pos + length > end:
+                    raise DecodeError(
+                        f"netlink message at byte {pos}: length {length} does not fit in "
+                        f"{end - pos} bytes"
+                    )
+                nxt = pos + ((length + 3) & ~3)
+                if mseq != seq:
+                    if mseq == 0:
+                        self._notifications.extend(codec.decode_messages(buf[pos : pos + length]))
+                elif mtype in (codec.NLMSG_ERROR, codec.NLMSG_DONE):
+                    if nxt < end:
+                        self._leftover.append((buf, nxt))
+                    _raise_for_end(buf[pos + hdrlen : pos + length], mtype, flags, operation)
+                    if interrupted or flags & codec.NLM_F_DUMP_INTR:
+                        raise DumpInterrupted(
+                            f"{operation}: the kernel's object list changed during the dump"
                         )
-                        raise ErrorReply(-err, operation, extack)
-                break
-            replies.append(msg)  # a do reply is followed by the ACK we asked for
-        if interrupted:
-            raise DumpInterrupted(f"{operation}: the kernel's object list changed during the dump")
-        return replies
+                    return out
+                else:
+                    if flags & codec.NLM_F_DUMP_INTR:
+                        interrupted = True
+                    out.append(row(buf, pos + hdrlen, pos + length))
+                pos = nxt
 
     # -- families and groups ------------------------------------------------
 
@@ -274,6 +308,29 @@ class GenlSocket:
                     yield msg
         finally:
             self._sock.settimeout(None)
+
+
+def _message_at(buf: bytes, start: int, end: int) -> Message:
+    """The :class:`Message` whose payload is ``buf[start:end]``."""
+    _len, mtype, flags, seq, pid = codec.NLMSGHDR.unpack_from(buf, start - codec.NLMSGHDR_LEN)
+    return Message(mtype, flags, seq, pid, bytes(buf[start:end]))
+
+
+def _raise_for_end(payload: bytes, mtype: int, flags: int, operation: str) -> None:
+    """Raise :class:`ErrorReply` if the ACK or NLMSG_DONE that ends a reply carries an error."""
+    if mtype == codec.NLMSG_ERROR:
+        error = codec.decode_error(payload, flags)
+        if error.error:
+            raise ErrorReply(-error.error, operation, error.extack)
+        return
+    # NLMSG_DONE carries the dump's final status as an int, then extack TLVs.
+    if len(payload) >= 4:
+        err = int.from_bytes(payload[:4], sys.byteorder, signed=True)
+        if err < 0:
+            extack = (
+                codec.decode_extack(payload, 4) if flags & codec.NLM_F_ACK_TLVS else codec.ExtAck()
+            )
+            raise ErrorReply(-err, operation, extack)
 
 
 class ErrorReply(KernelError):
