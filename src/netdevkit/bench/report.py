@@ -299,8 +299,7 @@ def _fmt(sp: Spread | None, digits: int = 1) -> str:
 
 
 _HEADERS = (
-    "workload",
-    "server",
+    "workload/server",
     "mode",
     "load",
     "achieved/s",
@@ -316,8 +315,7 @@ _HEADERS = (
 
 def _cells(r: _Row) -> list[str]:
     return [
-        r.workload,
-        r.server,
+        f"{r.workload}/{r.server}",
         r.mode,
         _load_label(r.load),
         _fmt(r.achieved, 0),
@@ -338,7 +336,7 @@ def rich_table(res: Results) -> Table:
     table = Table(title="netdevkit bench (CPU in cores; sockperf latency is half round trip)")
     for h in _HEADERS:
         table.add_column(
-            h, justify="left" if h in ("workload", "server", "mode", "notes") else "right"
+            h, justify="left" if h in ("workload/server", "mode", "notes") else "right"
         )
     for r in _rows(res):
         table.add_row(*_cells(r))

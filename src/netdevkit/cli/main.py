@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "netdevkit.cli.doctor",
     "netdevkit.cli.tune",
     "netdevkit.cli.attach",
+    "netdevkit.cli.bench",
 )
 
 DESCRIPTION = """\

@@ -1,0 +1,284 @@
+"""The bench's workloads: which server to start, which client drives it, how it is read.
+
+=========  ======================================  ==========================================
+workload   servers (in the server namespace)       client (in the client namespace)
+=========  ======================================  ==========================================
+sockperf   Debian's ``sockperf server`` (epoll)    ``sockperf ping-pong`` / ``under-load``
+echo       ``examples/napi_echo_server.py`` on     the same sockperf client (the servers
+           netdevkit's loop; the same handler on   speak sockperf's framing)
+           stock asyncio and on uvloop
+memcached  Debian's ``memcached -N`` (1 thread)    :mod:`netdevkit.bench.mcload`, open loop
+redis      Debian's ``redis-server``               ``redis-benchmark -c 1 -t get`` (closed
+                                                   loop: ping-pong only)
+=========  ======================================  ==========================================
+
+How each server gets the epoll half of a mode: netdevkit's own loop takes the
+preset on its command line (``--preset``); every other server is unmodified
+and is configured from outside with :func:`netdevkit.attach.attach` once it
+listens (its epoll contexts exist by then).
+
+Timing of the CPU window: the server's CPU is sampled inside the client's
+measured window (after sockperf's 0.4 s warm-up, after mcload's connect,
+preload and warm-up), so start-up does not dilute it. redis-benchmark has no
+warm-up and no fixed duration; its window is the whole run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import NetdevkitError
+from ..testbed import Testbed
+from . import sockperf
+from .cpu import CpuSnapshot, snapshot
+from .results import PING_PONG, Latency
+from .stockecho import default_example_path
+
+__all__ = [
+    "PEERS",
+    "WORKLOADS",
+    "ClientResult",
+    "ServerSpec",
+    "missing_peers",
+    "run_client",
+    "server_specs",
+]
+
+WORKLOADS = ("echo", "sockperf", "memcached", "redis")
+
+#: workload -> (program, Debian package) it needs
+PEERS: dict[str, tuple[tuple[str, str], ...]] = {
+    "echo": (("sockperf", "sockperf"),),
+    "sockperf": (("sockperf", "sockperf"),),
+    "memcached": (("memcached", "memcached"),),
+    "redis": (("redis-server", "redis-server"), ("redis-benchmark", "redis-tools")),
+}
+
+ECHO_SERVERS = ("netdevkit", "asyncio", "uvloop")
+#: fixed rate used for memcached when only ping-pong (0) was asked for
+MEMCACHED_DEFAULT_RATE = 2000
+_REDIS_PCT = re.compile(r"([\d.]+)% <= ([\d.]+) milliseconds \(cumulative count (\d+)\)")
+_REDIS_RPS = re.compile(r"throughput summary: ([\d.]+) requests per second")
+
+
+def missing_peers(workloads: tuple[str, ...]) -> list[str]:
+    """One line per program the workloads need that is not installed."""
+    out = []
+    for w in workloads:
+        for prog, pkg in PEERS.get(w, ()):
+            if shutil.which(prog) is None:
+                out.append(f"{w} needs {prog}: install the Debian package '{pkg}'")
+    if "echo" in workloads and not os.path.exists(default_example_path()):
+        out.append(f"echo needs {default_example_path()} (run from a netdevkit source checkout)")
+    return sorted(set(out))
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSpec:
+    """A server to start: argv inside the server namespace and how to configure it."""
+
+    workload: str
+    server: str
+    argv: list[str]
+    port: int
+    #: True: unmodified, gets the epoll half through netdevkit attach
+    attach: bool
+    #: loads this server is measured at
+    loads: tuple[int, ...]
+
+
+def server_specs(
+    workload: str, tb: Testbed, port: int, mode: str, loads: tuple[int, ...], tmpdir: str
+) -> list[ServerSpec]:
+    """The server(s) of *workload* for *mode*, and the loads each is driven at."""
+    addr = tb.server_addr
+    if workload == "sockperf":
+        feed = sockperf.write_feed_file(tmpdir, addr, port)
+        argv = sockperf.server_argv(addr, port, feed_file=feed)
+        return [ServerSpec(workload, "sockperf", argv, port, True, loads)]
+    if workload == "echo":
+        py = sys.executable
+        nd = [py, default_example_path(), "--protocol", "sockperf", "--host", addr]
+        nd += ["--port", str(port), "--preset", mode, "--mode", "thread"]
+        specs = [ServerSpec(workload, "netdevkit", nd, port, False, loads)]
+        for loop in ("asyncio", "uvloop"):
+            argv = [py, "-m", "netdevkit.bench.stockecho", "--loop", loop]
+            argv += ["--host", addr, "--port", str(port)]
+            specs.append(ServerSpec(workload, loop, argv, port, True, loads))
+        return specs
+    if workload == "memcached":
+        rates = tuple(x for x in loads if x > 0) or (MEMCACHED_DEFAULT_RATE,)
+        argv = [shutil.which("memcached") or "memcached", "-u", "nobody", "-l", addr]
+        argv += ["-p", str(port), "-U", "0", "-t", "1", "-N", "1", "-c", "4096"]
+        return [ServerSpec(workload, "memcached", argv, port, True, rates)]
+    if workload == "redis":
+        argv = [shutil.which("redis-server") or "redis-server", "--bind", addr]
+        argv += ["--port", str(port), "--save", "", "--appendonly", "no"]
+        argv += ["--protected-mode", "no", "--io-threads", "1"]
+        return [ServerSpec(workload, "redis", argv, port, True, (PING_PONG,))]
+    raise NetdevkitError(f"no servers for workload {workload!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class ClientResult:
+    """What a client measured, and the server CPU over its window."""
+
+    latency: Latency
+    achieved_rate: float
+    cpu_before: CpuSnapshot
+    cpu_after: CpuSnapshot
+    client_ceiling: float | None = None
+    client_limited: bool = False
+    notes: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _drive(
+    tb: Testbed,
+    argv: list[str],
+    server_pid: int,
+    lead: float,
+    window: float | None,
+    timeout: float,
+) -> tuple[str, CpuSnapshot, CpuSnapshot]:
+    """Run a client; sample the server's CPU *lead* s after start and *window* s later
+    (``None``: at start and at exit)."""
+    proc = tb.popen("client", argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        if window is None:
+            before = snapshot(server_pid)
+            out, _ = proc.communicate(timeout=timeout)
+            after = snapshot(server_pid)
+        else:
+            time.sleep(lead)
+            before = snapshot(server_pid)
+            time.sleep(window)
+            after = snapshot(server_pid)
+            out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired as err:
+        proc.kill()
+        proc.wait()
+        raise NetdevkitError(f"client {' '.join(argv)} did not finish in {timeout:.0f} s") from err
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    text = out.decode(errors="replace")
+    if proc.returncode != 0:
+        tail = "\n".join(text.strip().splitlines()[-6:])
+        raise NetdevkitError(f"client {argv[0]} exited with status {proc.returncode}:\n{tail}")
+    return text, before, after
+
+
+def _sockperf_client(
+    tb: Testbed, spec: ServerSpec, server_pid: int, load: int, duration: float
+) -> ClientResult:
+    # sockperf measures from 0.4 s after start to just before the end (-t whole seconds)
+    seconds = max(2, math.ceil(duration + 0.45))
+    argv = sockperf.client_argv(tb.server_addr, spec.port, seconds, mps=load)
+    text, before, after = _drive(tb, argv, server_pid, 0.5, seconds - 0.7, seconds + 30)
+    rep = sockperf.parse_report(text)
+    notes = []
+    limited = rep.rate_too_high
+    if limited:
+        notes.append("sockperf: requested rate too high for the client")
+    elif load and rep.received_rate < 0.95 * load:
+        notes.append(f"answered {rep.received_rate:.0f}/s of {load}/s asked")
+    if rep.dropped or rep.out_of_order:
+        notes.append(f"{rep.dropped} dropped, {rep.out_of_order} out of order")
+    return ClientResult(
+        rep.latency(),
+        rep.received_rate,
+        before,
+        after,
+        client_limited=limited,
+        notes=tuple(notes),
+        extra={"sockperf_observations": rep.observations},
+    )
+
+
+def _mcload_client(
+    tb: Testbed, spec: ServerSpec, server_pid: int, load: int, duration: float
+) -> ClientResult:
+    argv = [sys.executable, "-m", "netdevkit.bench.mcload", "--host", tb.server_addr]
+    argv += ["--port", str(spec.port), "--rate", str(load), "--duration", str(duration)]
+    argv += ["--connections", "16", "--warmup", "0.5", "-j"]
+    text, before, after = _drive(tb, argv, server_pid, 1.0, max(0.3, duration - 0.3), duration + 30)
+    rep = json.loads(text.strip().splitlines()[-1])
+    lat = Latency(
+        rep["p50"],
+        rep["p90"],
+        rep["p99"],
+        rep["p999"],
+        "rtt",
+        rep["count"],
+        rep["mean"],
+        rep["max"],
+    )
+    notes = [f"client-limited: {r}" for r in rep["reasons"]]
+    if rep["timeouts"]:
+        notes.append(f"{rep['timeouts']} requests unanswered")
+    return ClientResult(
+        lat,
+        float(rep["achieved_rate"]),
+        before,
+        after,
+        client_ceiling=float(rep["client_ceiling"]),
+        client_limited=bool(rep["client_limited"]),
+        notes=tuple(notes),
+        extra={"mcload_lag_p99_us": rep["lag_p99"], "mcload_client_cpu": rep["client_cpu"]},
+    )
+
+
+def parse_redis_benchmark(text: str) -> tuple[Latency, float]:
+    """Percentiles (us, from the cumulative distribution) and the throughput of
+    ``redis-benchmark`` (non-CSV output)."""
+    rows = [(float(ms) * 1000.0, int(n)) for _, ms, n in _REDIS_PCT.findall(text)]
+    rps = _REDIS_RPS.search(text)
+    if not rows or rps is None:
+        tail = "\n".join(text.strip().splitlines()[-6:])
+        raise NetdevkitError(f"redis-benchmark printed no latency distribution:\n{tail}")
+    total = rows[-1][1]
+
+    def pct(p: float) -> float:
+        need = p / 100.0 * total
+        return next(us for us, n in rows if n >= need)
+
+    lat = Latency(pct(50), pct(90), pct(99), pct(99.9), "rtt", total, None, rows[-1][0])
+    return lat, float(rps.group(1))
+
+
+def _redis_client(
+    tb: Testbed, spec: ServerSpec, server_pid: int, load: int, duration: float
+) -> ClientResult:
+    requests = max(2000, int(duration * 15000))  # about *duration* s at veth ping-pong speed
+    argv = [shutil.which("redis-benchmark") or "redis-benchmark", "-h", tb.server_addr]
+    argv += ["-p", str(spec.port), "-t", "get", "-n", str(requests), "-c", "1", "--precision", "3"]
+    text, before, after = _drive(tb, argv, server_pid, 0.0, None, duration * 10 + 30)
+    lat, rps = parse_redis_benchmark(text)
+    return ClientResult(lat, rps, before, after, notes=("redis-benchmark -c 1 (closed loop)",))
+
+
+_CLIENTS: dict[str, Callable[[Testbed, ServerSpec, int, int, float], ClientResult]] = {
+    "sockperf": _sockperf_client,
+    "echo": _sockperf_client,
+    "memcached": _mcload_client,
+    "redis": _redis_client,
+}
+
+
+def run_client(
+    tb: Testbed, spec: ServerSpec, server_pid: int, load: int, duration: float
+) -> ClientResult:
+    """Drive *spec*'s server at *load* for about *duration* seconds."""
+    return _CLIENTS[spec.workload](tb, spec, server_pid, load, duration)

@@ -1,0 +1,146 @@
+"""``netdevkit bench``: what each NAPI/busy-poll mode buys, measured on this kernel.
+
+Builds a two-namespace veth testbed, runs every (mode, workload, server, load,
+repeat) and writes ``results.json``, three PNG plots and ``report.md`` to
+``--out`` (default ``./bench-out/TIMESTAMP``). Everything it changes is put
+back, also on Ctrl-C and SIGTERM. ``--report FILE`` regenerates the table,
+plots and report from an earlier results.json without measuring.
+
+Only the standard library is imported at top level (start-up time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+
+DESCRIPTION = """\
+Measure what each mode buys on this kernel, without touching your interfaces:
+a veth testbed in two network namespaces, servers in one, clients in the other.
+
+modes      base, defer, napibusy, fullbusy, suspend, threaded (netdevkit tune presets)
+workloads  echo       sockperf-framing echo server on netdevkit's loop, stock asyncio, uvloop
+           sockperf   Debian's sockperf server and client (ping-pong, under-load)
+           memcached  Debian's memcached -N, open-loop mcload client at fixed rates
+           redis      Debian's redis-server, redis-benchmark -c 1 (ping-pong only)
+loads      0 (or pp) is ping-pong: one request in flight; N or Nk is a fixed rate/s
+
+sockperf/echo latencies are half the round trip (sockperf's convention);
+memcached/redis latencies are whole round trips.
+
+examples:
+  netdevkit bench --quick
+  netdevkit bench --modes base,fullbusy,suspend --workload sockperf,memcached \\
+      --load 0,5k,20k --duration 5 --repeat 3 --out bench-out/full
+  netdevkit bench --report bench-out/full/results.json
+"""
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="measure latency and CPU of each NAPI/busy-poll mode in a veth testbed",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--modes", help="comma-separated modes (default: all)")
+    p.add_argument(
+        "--workload",
+        "--workloads",
+        dest="workloads",
+        help="comma-separated (default: echo,sockperf)",
+    )
+    p.add_argument("--load", help="comma-separated rates/s; 0 = ping-pong (default: 0)")
+    p.add_argument("--duration", type=float, help="seconds per sample (default 3; quick 1.5)")
+    p.add_argument("--repeat", type=int, help="repeats per point (default 1)")
+    p.add_argument("--quick", action="store_true", help="all modes, echo+sockperf, short: < 2 min")
+    p.add_argument("--out", help="output directory (default ./bench-out/TIMESTAMP)")
+    p.add_argument("--report", metavar="RESULTS_JSON", help="only re-render an earlier run")
+    p.add_argument("-j", "--json", action="store_true", help="print results.json to stdout")
+    p.set_defaults(func=run_bench_cmd)
+
+
+def _options(args: argparse.Namespace) -> object:
+    from ..bench import runner
+
+    base = runner.QUICK if args.quick else runner.BenchOptions()
+    changes: dict[str, object] = {}
+    if args.modes:
+        changes["modes"] = runner.parse_modes(args.modes)
+    if args.workloads:
+        changes["workloads"] = runner.parse_workloads(args.workloads)
+    if args.load:
+        changes["loads"] = runner.parse_loads(args.load)
+    if args.duration is not None:
+        changes["duration"] = args.duration
+    if args.repeat is not None:
+        changes["repeat"] = args.repeat
+    import dataclasses
+
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+def _render(res: object, out: str, as_json: bool) -> int:
+    from rich.console import Console
+
+    from ..bench.report import evaluate_claims, rich_table, write_report
+    from ..bench.results import Results
+
+    assert isinstance(res, Results)
+    os.makedirs(out, exist_ok=True)
+    res.save(os.path.join(out, "results.json"))
+    path, _plots = write_report(res, out)
+    if as_json:
+        print(res.to_json())
+        return 0
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=170)  # a log file or pipe: do not squeeze the table
+    console.print(rich_table(res))
+    for c in evaluate_claims(res):
+        console.print(f"({c.key}) {c.workload}/{c.server}: [bold]{c.verdict}[/bold] - {c.evidence}")
+    for k in res.skipped:
+        console.print(f"[yellow]not measured[/yellow] {k.mode} {k.workload}: {k.reason}")
+    console.print(f"results, plots and report: {out}  (report: {path})")
+    return 0
+
+
+def run_bench_cmd(args: argparse.Namespace) -> int:
+    from ..bench import runner
+    from ..bench.results import Results
+
+    if args.report:
+        res = Results.load(args.report)
+        out = args.out or os.path.dirname(os.path.abspath(args.report))
+        return _render(res, out, args.json)
+    opts = _options(args)
+    assert isinstance(opts, runner.BenchOptions)
+    runner.validate(opts)  # before any output directory or testbed exists
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = args.out or os.path.join("bench-out", stamp)
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    total = runner.count_steps(opts)
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        transient=True,
+        disable=args.json or not sys.stderr.isatty(),
+        console=None,
+    ) as progress:
+        task = progress.add_task("testbed up", total=total)
+
+        def on_step(step: runner.Step) -> None:
+            desc = step.label
+            if step.sample is not None:
+                s = step.sample
+                desc += f" p50 {s.latency.p50:.1f} us"
+            progress.update(task, completed=step.done, description=desc)
+
+        res = runner.run_bench(opts, on_step)
+    return _render(res, out, args.json)
