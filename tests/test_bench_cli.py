@@ -1,0 +1,166 @@
+"""``netdevkit bench``: bad input, a short real run, and nothing left behind (also after SIGINT).
+
+Other test sessions may create and remove their own namespaces on this
+machine while these tests run, so the "identical before and after" checks
+look at the host's NAPI settings (all of them) and at the bench's own
+namespaces (``ndkbench-PID-*``, PID being the bench process).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from netdevkit.bench import runner
+from netdevkit.bench.results import Results
+from netdevkit.cli.main import main
+from netdevkit.errors import NetdevkitError, RequestError
+from netdevkit.netdev.client import Napi, Netdev
+from netdevkit.netns import list_names
+from netdevkit.testbed import JOURNAL_DIR
+
+BENCH = [sys.executable, "-m", "netdevkit", "bench"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--modes", "base,turbo"], "unknown mode turbo (known: base, defer, napibusy"),
+        (
+            ["--workload", "nginx"],
+            "unknown workload nginx (known: echo, sockperf, memcached, redis)",
+        ),
+        (["--load", "fast"], "load 'fast'"),
+        (["--load", "-5"], "must be 0 (ping-pong)"),
+        (["--duration", "0"], "duration 0.0"),
+        (["--repeat", "0"], "repeat 0"),
+    ],
+)
+def test_bad_input_is_a_clear_error(
+    argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = set(list_names())
+    assert main(["bench", *argv]) == 2
+    err = capsys.readouterr().err
+    assert needle in err
+    assert set(list_names()) <= before  # nothing created
+
+
+def test_missing_peer_names_the_debian_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = shutil.which
+    monkeypatch.setattr("shutil.which", lambda p: None if p == "redis-benchmark" else real(p))
+    with pytest.raises(NetdevkitError, match="install the Debian package 'redis-tools'"):
+        runner.validate(runner.BenchOptions(workloads=("redis",)))
+
+
+def test_not_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    with pytest.raises(NetdevkitError, match="run it as root"):
+        runner.validate(runner.BenchOptions(workloads=("sockperf",)))
+
+
+def test_parse_loads() -> None:
+    assert runner.parse_loads("20k,0,pp,5000") == (0, 5000, 20000)
+    with pytest.raises(RequestError):
+        runner.parse_loads(",")
+
+
+def test_quick_is_all_modes_echo_and_sockperf() -> None:
+    q = runner.QUICK
+    assert q.modes == runner.MODES and set(q.workloads) == {"echo", "sockperf"}
+    # 6 modes x (3 echo servers + sockperf) samples of about 2 s each
+    assert runner.count_steps(q) == 24
+
+
+def _host_napis() -> list[Napi]:
+    with Netdev.open() as nd:
+        return sorted(nd.napi_dump(), key=lambda n: n.id)
+
+
+def _bench_namespaces(pid: int) -> list[str]:
+    return [ns for ns in list_names() if ns.startswith(f"ndkbench-{pid}")]
+
+
+@pytest.mark.kernel
+@pytest.mark.slow
+def test_short_run_results_and_nothing_left_behind(tmp_path: Path) -> None:
+    napis = _host_napis()
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [
+            *BENCH,
+            "--modes",
+            "base,suspend",
+            "--workload",
+            "sockperf",
+            "--duration",
+            "1",
+            "--out",
+            str(out),
+            "-j",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr.decode()
+    res = Results.from_json(stdout.decode())
+    assert res == Results.load(str(out / "results.json"))
+    assert {s.mode for s in res.samples} == {"base", "suspend"}
+    for s in res.samples:
+        assert s.latency.kind == "half-rtt"
+        assert s.latency.p50 > 0 and s.latency.ordered()
+        assert s.achieved_rate > 0 and s.server_cpu > 0
+        assert s.napi["napi_id"] > 0
+    # the mode's NAPI half was in effect while its sample ran
+    by_mode = {s.mode: s for s in res.samples}
+    assert by_mode["suspend"].napi["irq_suspend_timeout"] == 20_000_000
+    assert by_mode["base"].napi["defer_hard_irqs"] == 0
+    for name in ("report.md", "latency_by_mode.png", "cpu_by_mode.png", "latency_vs_load.png"):
+        assert (out / name).stat().st_size > 0
+    assert _bench_namespaces(proc.pid) == []
+    assert not os.path.exists(os.path.join(JOURNAL_DIR, f"ndkbench-{proc.pid}.json"))
+    assert _host_napis() == napis
+
+
+@pytest.mark.kernel
+@pytest.mark.slow
+def test_sigint_mid_run_restores_everything(tmp_path: Path) -> None:
+    napis = _host_napis()
+    proc = subprocess.Popen(
+        [
+            *BENCH,
+            "--modes",
+            "base,defer,suspend",
+            "--workload",
+            "sockperf,echo",
+            "--duration",
+            "2",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    # wait until its testbed exists, then let it measure a little
+    deadline = time.monotonic() + 30
+    while not _bench_namespaces(proc.pid):
+        assert proc.poll() is None, proc.communicate()[1].decode()
+        assert time.monotonic() < deadline, "the bench never built its testbed"
+        time.sleep(0.1)
+    time.sleep(2.5)
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert _bench_namespaces(proc.pid) == [], stderr.decode()
+    assert not os.path.exists(os.path.join(JOURNAL_DIR, f"ndkbench-{proc.pid}.json"))
+    assert _host_napis() == napis
+    assert "Traceback" not in stderr.decode()
