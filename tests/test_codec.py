@@ -8,6 +8,7 @@ arm64), so they check the codec against the ABI rather than against itself.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 
 import pytest
@@ -15,6 +16,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from netdevkit.errors import DecodeError, RequestError
+from netdevkit.netdev.client import (
+    NAPI_FIELDS,
+    QUEUE_FIELDS,
+    Napi,
+    Queue,
+    _napi_row,
+    _queue_row,
+)
 from netdevkit.netdev.family import NETDEV, NapiThreaded, QueueType
 from netdevkit.netlink import codec
 from netdevkit.netlink.spec import UNKNOWN, Codec, attr_path, encode_attrs
@@ -270,3 +279,86 @@ def test_arbitrary_bytes_only_decode_or_raise_decode_error(data: bytes) -> None:
 )
 def test_napi_round_trip(values: dict[str, int]) -> None:
     assert NETDEV_CODEC.decode("napi", encode_attrs(NETDEV, "napi", values)) == values
+
+
+# -- the row decoders behind queue and NAPI dumps ------------------------------
+
+NAPI_ROW = NETDEV_CODEC.row_decoder("napi", NAPI_FIELDS, list)
+QUEUE_ROW = NETDEV_CODEC.row_decoder("queue", QUEUE_FIELDS, list)
+
+
+def test_row_decoder_matches_the_dict_decoder() -> None:
+    row = NAPI_ROW(NAPI_REPLY_ATTRS, 0, len(NAPI_REPLY_ATTRS))
+    d = NETDEV_CODEC.decode("napi", NAPI_REPLY_ATTRS)
+    assert row[:-1] == [d.get(name) for name in NAPI_FIELDS]
+    assert row[-1] == d[UNKNOWN] == [(42, b"\xab\xcd")]
+
+
+def test_napi_object_keeps_unknown_attributes_and_values() -> None:
+    napi = _napi_row(NAPI_ROW(NAPI_REPLY_ATTRS, 0, len(NAPI_REPLY_ATTRS)))
+    assert (napi.id, napi.ifindex, napi.defer_hard_irqs) == (513, 3, 100)
+    assert napi.gro_flush_timeout == 200_000
+    assert napi.irq_suspend_timeout == 2**33
+    assert napi.threaded is NapiThreaded.ENABLED
+    assert napi.irq is None and napi.pid is None
+    assert napi.extra == ((42, b"\xab\xcd"),)
+
+
+def test_unknown_enum_value_stays_an_int() -> None:
+    # threaded 2 ("busy-poll" on kernels after 6.18) and a queue type 7
+    napi = _napi_row(
+        NAPI_ROW(*_whole(bytes.fromhex("080001000300000008000200010200000800080002000000")))
+    )
+    assert napi.threaded == 2 and not isinstance(napi.threaded, NapiThreaded)
+    queue = _queue_row(
+        QUEUE_ROW(*_whole(bytes.fromhex("080001000000000008000200030000000800030007000000")))
+    )
+    assert queue.type == 7 and not isinstance(queue.type, QueueType)
+
+
+def test_reply_without_its_id_is_a_decode_error() -> None:
+    only_ifindex = bytes.fromhex("0800010003000000")
+    with pytest.raises(DecodeError, match="napi reply without"):
+        _napi_row(NAPI_ROW(*_whole(only_ifindex)))
+    with pytest.raises(DecodeError, match="queue reply without"):
+        _queue_row(QUEUE_ROW(*_whole(only_ifindex)))
+
+
+def test_row_decoder_must_cover_the_set() -> None:
+    with pytest.raises(ValueError, match="lacks fields"):
+        NETDEV_CODEC.row_decoder("napi", ("id", "ifindex"), list)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=256))
+def test_row_and_dict_decoders_agree_on_arbitrary_bytes(data: bytes) -> None:
+    try:
+        d = NETDEV_CODEC.decode("queue", data)
+    except DecodeError:
+        with pytest.raises(DecodeError):
+            QUEUE_ROW(data, 0, len(data))
+        return
+    row = QUEUE_ROW(data, 0, len(data))
+    assert row[:-1] == [d.get(name) for name in QUEUE_FIELDS]
+    assert (row[-1] or []) == d.get(UNKNOWN, [])
+
+
+def _whole(data: bytes) -> tuple[bytes, int, int]:
+    return data, 0, len(data)
+
+
+def test_fast_built_objects_are_the_frozen_dataclasses() -> None:
+    napi = _napi_row(NAPI_ROW(NAPI_REPLY_ATTRS, 0, len(NAPI_REPLY_ATTRS)))
+    same = Napi(513, 3, None, None, 100, 200_000, 2**33, NapiThreaded.ENABLED, ((42, b"\xab\xcd"),))
+    assert type(napi) is Napi
+    assert napi == same
+    assert hash(napi) == hash(same)
+    assert repr(napi) == repr(same)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        napi.defer_hard_irqs = 0  # type: ignore[misc]
+    queue = _queue_row([5, 2, 1, 77, None, {}, None, None])
+    assert type(queue) is Queue
+    assert queue == Queue(5, 2, QueueType.TX, 77, None, True, False, ())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        queue.id = 6  # type: ignore[misc]
+    assert dataclasses.replace(queue, id=6).id == 6

@@ -189,9 +189,13 @@ def resolve_target(args: argparse.Namespace) -> Target:
 # -- JSON rows ------------------------------------------------------------------
 
 
-def enum_name(value: enum.Enum | None) -> str | None:
-    """``QueueType.RX`` -> ``"rx"``; None stays None."""
-    return None if value is None or value.name is None else value.name.lower()
+def enum_name(value: enum.Enum | int | None) -> str | None:
+    """``QueueType.RX`` -> ``"rx"``; a value no member names (newer kernel) -> ``"7"``."""
+    if value is None:
+        return None
+    if isinstance(value, enum.Enum) and value.name is not None:
+        return value.name.lower()
+    return str(int(value))
 
 
 def flag_names(value: enum.IntFlag) -> list[str]:

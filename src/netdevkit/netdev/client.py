@@ -18,15 +18,15 @@ the path of the attribute it pointed at.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from ..errors import (
+    DecodeError,
     KernelError,
     NotFoundError,
     PermissionDenied,
@@ -51,6 +51,8 @@ from .family import (
 
 Extra = tuple[tuple[int, bytes], ...]
 T = TypeVar("T")
+#: reads one reply's attributes, ``buf[start:end]``, into a result object
+Reader = Callable[[bytes, int, int], T]
 _DUMP_RETRIES = 3
 _EMPTY: Mapping[str, int] = MappingProxyType({})
 _NO_XDP, _NO_META, _NO_XSK = XdpAct(0), XdpRxMetadata(0), XskFlags(0)
@@ -92,7 +94,8 @@ class PagePoolStats:
 class Queue:
     id: int
     ifindex: int
-    type: QueueType
+    #: a plain int for a type this library does not know yet
+    type: QueueType | int
     napi_id: int | None = None
     dmabuf: int | None = None
     io_uring: bool = False
@@ -112,7 +115,8 @@ class Napi:
     gro_flush_timeout: int | None = None
     #: nanoseconds (Linux 6.13+)
     irq_suspend_timeout: int | None = None
-    threaded: NapiThreaded | None = None
+    #: a plain int for a mode this library does not know yet
+    threaded: NapiThreaded | int | None = None
     extra: Extra = ()
 
 
@@ -121,7 +125,7 @@ class QStats:
     """One row of qstats: per device (queue fields None) or per queue."""
 
     ifindex: int
-    queue_type: QueueType | None = None
+    queue_type: QueueType | int | None = None
     queue_id: int | None = None
     #: counter name (``rx-packets`` ...) -> value, for the counters the driver reports
     counters: Mapping[str, int] = field(default_factory=lambda: _EMPTY)
@@ -173,65 +177,77 @@ def _page_pool_stats(d: Mapping[str, Any]) -> PagePoolStats:
 
 # -- the hot path: queue and NAPI dumps return thousands of objects ------------
 #
-# A frozen dataclass's __init__ sets each field with object.__setattr__; the
-# builders below make the same object (same class, same field values, no
-# __post_init__ to skip) by setting the slots through their descriptors, which
-# takes half the time. Enum members come from a dict instead of an Enum call.
-
-_new = object.__new__
-
-
-def _slot_setters(cls: type) -> tuple[Callable[[object, Any], None], ...]:
-    return tuple(getattr(cls, f.name).__set__ for f in dataclasses.fields(cls))
-
+# A frozen dataclass's __init__ sets each field with object.__setattr__, which
+# costs more than decoding the reply. The builders below fill a mutable twin
+# class that has exactly the same __slots__ with plain (specialised, fast)
+# attribute stores, then give the object its real class. CPython allows the
+# __class__ assignment because both classes have the same base and the same
+# slots; the result *is* a frozen Queue/Napi, equal to one made by __init__
+# (tests/test_codec.py checks both). Enum members come from a dict lookup.
 
 _QUEUE_TYPES: dict[int, QueueType] = {int(t): t for t in QueueType}
 _THREADED: dict[int, NapiThreaded] = {int(t): t for t in NapiThreaded}
-_Q_ID, _Q_IFINDEX, _Q_TYPE, _Q_NAPI, _Q_DMABUF, _Q_IO_URING, _Q_XSK, _Q_EXTRA = _slot_setters(Queue)
-(
-    _N_ID,
-    _N_IFINDEX,
-    _N_IRQ,
-    _N_PID,
-    _N_DEFER,
-    _N_GRO,
-    _N_SUSPEND,
-    _N_THREADED,
-    _N_EXTRA,
-) = _slot_setters(Napi)
+
+#: attribute order of the rows that queue and NAPI replies decode into
+QUEUE_FIELDS = ("id", "ifindex", "type", "napi-id", "dmabuf", "io-uring", "xsk")
+NAPI_FIELDS = (
+    "ifindex",
+    "id",
+    "irq",
+    "pid",
+    "defer-hard-irqs",
+    "gro-flush-timeout",
+    "irq-suspend-timeout",
+    "threaded",
+)
 
 
-def _queue(d: Mapping[str, Any]) -> Queue:
-    get = d.get
-    q: Queue = _new(Queue)
-    _Q_ID(q, d["id"])
-    _Q_IFINDEX(q, d["ifindex"])
-    t = d["type"]
-    _Q_TYPE(q, _QUEUE_TYPES[t] if t in _QUEUE_TYPES else QueueType(t))
-    _Q_NAPI(q, get("napi-id"))
-    _Q_DMABUF(q, get("dmabuf"))
-    _Q_IO_URING(q, "io-uring" in d)
-    _Q_XSK(q, "xsk" in d)
-    _Q_EXTRA(q, tuple(get(UNKNOWN, ())))
-    return q
+class _QueueFill:
+    __slots__ = Queue.__slots__
+
+    def __init__(self, r: list[Any]) -> None:
+        qid, ifindex, qtype, napi_id, dmabuf, io_uring, xsk, extra = r
+        if qid is None or ifindex is None or qtype is None:
+            raise DecodeError("queue reply without its id, ifindex or type attribute")
+        self.id = qid
+        self.ifindex = ifindex
+        # a type this library does not know yet (a newer kernel) stays a plain int
+        self.type = _QUEUE_TYPES.get(qtype, qtype)
+        self.napi_id = napi_id
+        self.dmabuf = dmabuf
+        self.io_uring = io_uring is not None
+        self.xsk = xsk is not None
+        self.extra = tuple(extra) if extra else ()
 
 
-def _napi(d: Mapping[str, Any]) -> Napi:
-    get = d.get
-    threaded = get("threaded")
-    if threaded is not None:
-        threaded = _THREADED[threaded] if threaded in _THREADED else NapiThreaded(threaded)
-    n: Napi = _new(Napi)
-    _N_ID(n, d["id"])
-    _N_IFINDEX(n, d["ifindex"])
-    _N_IRQ(n, get("irq"))
-    _N_PID(n, get("pid"))
-    _N_DEFER(n, get("defer-hard-irqs"))
-    _N_GRO(n, get("gro-flush-timeout"))
-    _N_SUSPEND(n, get("irq-suspend-timeout"))
-    _N_THREADED(n, threaded)
-    _N_EXTRA(n, tuple(get(UNKNOWN, ())))
-    return n
+class _NapiFill:
+    __slots__ = Napi.__slots__
+
+    def __init__(self, r: list[Any]) -> None:
+        ifindex, napi_id, irq, pid, defer, gro, suspend, threaded, extra = r
+        if napi_id is None or ifindex is None:
+            raise DecodeError("napi reply without its id or ifindex attribute")
+        self.id = napi_id
+        self.ifindex = ifindex
+        self.irq = irq
+        self.pid = pid
+        self.defer_hard_irqs = defer
+        self.gro_flush_timeout = gro
+        self.irq_suspend_timeout = suspend
+        self.threaded = None if threaded is None else _THREADED.get(threaded, threaded)
+        self.extra = tuple(extra) if extra else ()
+
+
+def _queue_row(r: list[Any]) -> Queue:
+    q: Any = _QueueFill(r)
+    q.__class__ = Queue
+    return cast(Queue, q)
+
+
+def _napi_row(r: list[Any]) -> Napi:
+    n: Any = _NapiFill(r)
+    n.__class__ = Napi
+    return cast(Napi, n)
 
 
 def _qstats(d: Mapping[str, Any]) -> QStats:
@@ -299,7 +315,15 @@ class Netdev:
     def __init__(self, sock: GenlSocket, info: FamilyInfo) -> None:
         self._sock = sock
         self.info = info
-        self._codec = Codec(NETDEV)
+        self._codec = codec_ = Codec(NETDEV)
+        self._read_queue = codec_.row_decoder("queue", QUEUE_FIELDS, _queue_row)
+        self._read_napi = codec_.row_decoder("napi", NAPI_FIELDS, _napi_row)
+        self._read_dev = self._reader("dev", _dev)
+        self._read_pool = self._reader("page-pool", _page_pool)
+        self._read_pool_stats = self._reader("page-pool-stats", _page_pool_stats)
+        self._read_qstats = self._reader("qstats", _qstats)
+        self._read_napi_dict = self._reader("napi", _as_dict)
+        self._read_dmabuf = self._reader("dmabuf", _as_dict)
 
     @classmethod
     def open(cls, netns: str | None = None) -> Netdev:
@@ -350,23 +374,16 @@ class Netdev:
         attrs: Mapping[str, Any],
         dump: bool,
         what: str,
-        build: Callable[[dict[str, Any]], T],
+        read: Reader[T],
     ) -> list[T]:
-        """Send one request; decode each reply straight from the datagram and *build* it."""
+        """Send one request; *read* each reply's attributes straight from the datagram."""
         payload = encode_attrs(NETDEV, op.attr_set, attrs)
         flags = codec.NLM_F_REQUEST | codec.NLM_F_ACK | (codec.NLM_F_DUMP if dump else 0)
-        decode = self._codec.decode
-        set_name = op.attr_set
-        genl_hdr = codec.GENLMSGHDR_LEN
-
-        def row(buf: bytes, start: int, end: int) -> T:
-            return build(decode(set_name, buf, start + genl_hdr, end))
-
         for attempt in range(_DUMP_RETRIES):
             seq = self._sock.next_seq()
             req = codec.encode_genl(self.info.id, op.id, NETDEV.version, flags, seq, payload)
             try:
-                return self._sock.transact_rows(req, seq, what, row)
+                return self._sock.transact_rows(req, seq, what, read, codec.GENLMSGHDR_LEN)
             except DumpInterrupted:
                 if attempt == _DUMP_RETRIES - 1:
                     raise
@@ -388,10 +405,19 @@ class Netdev:
             return KernelError(e, what, extack.message, path, hint=_EOPNOTSUPP_WHY[op.name])
         return KernelError(e, what, extack.message, path)
 
-    def _get(self, op_name: str, attrs: Mapping[str, Any], what: str) -> dict[str, Any]:
+    def _reader(self, set_name: str, build: Callable[[dict[str, Any]], T]) -> Reader[T]:
+        """A reader that decodes *set_name* into a dict and hands it to *build*."""
+        decode = self._codec.decode
+
+        def read(buf: bytes, start: int, end: int) -> T:
+            return build(decode(set_name, buf, start, end))
+
+        return read
+
+    def _get(self, op_name: str, attrs: Mapping[str, Any], what: str, read: Reader[T]) -> T:
         op = self._op(op_name)
         try:
-            rows = self._request(op, attrs, False, what, _as_dict)
+            rows = self._request(op, attrs, False, what, read)
         except KernelError as err:
             if err.errno in (errno.ENOENT, errno.ENODEV) and not isinstance(err, PermissionDenied):
                 raise NotFoundError(f"{what}: no such object ({err.extack or 'ENOENT'})") from err
@@ -405,9 +431,9 @@ class Netdev:
         op_name: str,
         attrs: Mapping[str, Any],
         what: str,
-        build: Callable[[dict[str, Any]], T],
+        read: Reader[T],
     ) -> list[T]:
-        return self._request(self._op(op_name), attrs, True, what, build)
+        return self._request(self._op(op_name), attrs, True, what, read)
 
     def _ifindex_filter(self, ifindex: int | None) -> dict[str, Any]:
         if ifindex is None:
@@ -419,36 +445,40 @@ class Netdev:
     # -- dev ------------------------------------------------------------------
 
     def dev_get(self, ifindex: int) -> Dev:
-        return _dev(self._get("dev-get", {"ifindex": ifindex}, f"dev-get ifindex {ifindex}"))
+        return self._get(
+            "dev-get", {"ifindex": ifindex}, f"dev-get ifindex {ifindex}", self._read_dev
+        )
 
     def dev_dump(self) -> list[Dev]:
-        return self._dump("dev-get", {}, "dev-get dump", _dev)
+        return self._dump("dev-get", {}, "dev-get dump", self._read_dev)
 
     # -- page pools -----------------------------------------------------------
 
     def page_pool_get(self, pool_id: int) -> PagePool:
-        return _page_pool(self._get("page-pool-get", {"id": pool_id}, f"page-pool {pool_id}"))
+        return self._get("page-pool-get", {"id": pool_id}, f"page-pool {pool_id}", self._read_pool)
 
     def page_pool_dump(self, ifindex: int | None = None) -> list[PagePool]:
-        pools = self._dump("page-pool-get", {}, "page-pool-get dump", _page_pool)
+        pools = self._dump("page-pool-get", {}, "page-pool-get dump", self._read_pool)
         return [p for p in pools if ifindex is None or p.ifindex == ifindex]
 
     def page_pool_stats_get(self, pool_id: int) -> PagePoolStats:
-        d = self._get(
-            "page-pool-stats-get", {"info": {"id": pool_id}}, f"page-pool-stats {pool_id}"
-        )
-        return _page_pool_stats(d)
+        attrs = {"info": {"id": pool_id}}
+        what = f"page-pool-stats {pool_id}"
+        return self._get("page-pool-stats-get", attrs, what, self._read_pool_stats)
 
     def page_pool_stats_dump(self) -> list[PagePoolStats]:
-        return self._dump("page-pool-stats-get", {}, "page-pool-stats-get dump", _page_pool_stats)
+        return self._dump(
+            "page-pool-stats-get", {}, "page-pool-stats-get dump", self._read_pool_stats
+        )
 
     # -- queues ---------------------------------------------------------------
 
-    def queue_get(self, ifindex: int, qtype: QueueType, queue_id: int) -> Queue:
+    def queue_get(self, ifindex: int, qtype: QueueType | int, queue_id: int) -> Queue:
         kind = QueueType(qtype).name.lower()
         what = f"queue-get ifindex {ifindex} {kind} {queue_id}"
         try:
-            d = self._get("queue-get", {"ifindex": ifindex, "type": qtype, "id": queue_id}, what)
+            attrs = {"ifindex": ifindex, "type": qtype, "id": queue_id}
+            return self._get("queue-get", attrs, what, self._read_queue)
         except KernelError as err:
             # The kernel answers EINVAL, without extack, for an index at or
             # above the device's real number of queues of that type.
@@ -458,18 +488,21 @@ class Netdev:
                     "(list them with `netdevkit queue show`)"
                 ) from err
             raise
-        return _queue(d)
 
     def queue_dump(self, ifindex: int | None = None) -> list[Queue]:
-        return self._dump("queue-get", self._ifindex_filter(ifindex), "queue-get dump", _queue)
+        return self._dump(
+            "queue-get", self._ifindex_filter(ifindex), "queue-get dump", self._read_queue
+        )
 
     # -- NAPI -----------------------------------------------------------------
 
     def napi_get(self, napi_id: int) -> Napi:
-        return _napi(self._get("napi-get", {"id": napi_id}, f"napi-get id {napi_id}"))
+        return self._get("napi-get", {"id": napi_id}, f"napi-get id {napi_id}", self._read_napi)
 
     def napi_dump(self, ifindex: int | None = None) -> list[Napi]:
-        return self._dump("napi-get", self._ifindex_filter(ifindex), "napi-get dump", _napi)
+        return self._dump(
+            "napi-get", self._ifindex_filter(ifindex), "napi-get dump", self._read_napi
+        )
 
     def napi_set(
         self,
@@ -496,7 +529,7 @@ class Netdev:
         what = f"napi-set id {napi_id}"
         op = self._op("napi-set")
         try:
-            self._request(op, attrs, False, what, _as_dict)
+            self._request(op, attrs, False, what, self._read_napi_dict)
         except KernelError as err:
             if err.errno == errno.ENOENT:
                 raise NotFoundError(f"{what}: no NAPI instance with id {napi_id}") from err
@@ -508,7 +541,7 @@ class Netdev:
         attrs = self._ifindex_filter(ifindex)
         if per_queue:
             attrs["scope"] = QstatsScope.QUEUE
-        return self._dump("qstats-get", attrs, "qstats-get dump", _qstats)
+        return self._dump("qstats-get", attrs, "qstats-get dump", self._read_qstats)
 
     # -- Device Memory TCP bindings -------------------------------------------
 
@@ -521,13 +554,17 @@ class Netdev:
         if not qlist:
             raise RequestError("bind-rx needs at least one RX queue")
         attrs = {"ifindex": ifindex, "fd": dmabuf_fd, "queues": qlist}
-        d = self._request(self._op("bind-rx"), attrs, False, f"bind-rx ifindex {ifindex}", _as_dict)
+        d = self._request(
+            self._op("bind-rx"), attrs, False, f"bind-rx ifindex {ifindex}", self._read_dmabuf
+        )
         return int(d[0]["id"]) if d and "id" in d[0] else 0
 
     def bind_tx(self, ifindex: int, dmabuf_fd: int) -> int:
         """Bind *dmabuf_fd* for transmit on *ifindex*; returns the binding id."""
         attrs = {"ifindex": ifindex, "fd": dmabuf_fd}
-        d = self._request(self._op("bind-tx"), attrs, False, f"bind-tx ifindex {ifindex}", _as_dict)
+        d = self._request(
+            self._op("bind-tx"), attrs, False, f"bind-tx ifindex {ifindex}", self._read_dmabuf
+        )
         return int(d[0]["id"]) if d and "id" in d[0] else 0
 
     # -- notifications ----------------------------------------------------------

@@ -58,6 +58,8 @@ CTRL_ATTR_MCAST_GRP_NAME = 1
 CTRL_ATTR_MCAST_GRP_ID = 2
 
 _INITIAL_BUFSIZE = 64 * 1024
+#: netlink message types below this are control messages (NOOP, ERROR, DONE, OVERRUN)
+_FIRST_FAMILY_TYPE = 0x10
 T = TypeVar("T")
 
 
@@ -204,11 +206,17 @@ class GenlSocket:
         return self.transact_rows(request, seq, operation, _message_at)
 
     def transact_rows(
-        self, request: bytes, seq: int, operation: str, row: Callable[[bytes, int, int], T]
+        self,
+        request: bytes,
+        seq: int,
+        operation: str,
+        row: Callable[[bytes, int, int], T],
+        skip: int = 0,
     ) -> list[T]:
         """Send *request*; call ``row(datagram, start, end)`` for each reply.
 
-        ``datagram[start:end]`` is the reply's payload (after its nlmsghdr).
+        ``datagram[start:end]`` is the reply's payload after its nlmsghdr and
+        *skip* more bytes (a family header: 4 for generic netlink).
         This is the dump hot path: headers are checked in one loop over each
         datagram and no intermediate objects or copies are made. Messages of
         other sequence numbers are set aside as notifications (sequence 0) or
@@ -226,6 +234,7 @@ class GenlSocket:
         interrupted = False
         unpack = codec.NLMSGHDR.unpack_from
         hdrlen = codec.NLMSGHDR_LEN
+        first = hdrlen + skip
         while True:
             if self._leftover:
                 buf, pos = self._leftover.pop()
@@ -242,7 +251,12 @@ class GenlSocket:
                         f"{end - pos} bytes"
                     )
                 nxt = pos + ((length + 3) & ~3)
-                if mseq != seq:
+                if mseq == seq and mtype >= _FIRST_FAMILY_TYPE:
+                    # the common case: one reply of many (types below 16 are control)
+                    if flags & codec.NLM_F_DUMP_INTR:
+                        interrupted = True
+                    out.append(row(buf, pos + first, pos + length))
+                elif mseq != seq:
                     if mseq == 0:
                         self._notifications.extend(codec.decode_messages(buf[pos : pos + length]))
                 elif mtype in (codec.NLMSG_ERROR, codec.NLMSG_DONE):
@@ -254,10 +268,6 @@ class GenlSocket:
                             f"{operation}: the kernel's object list changed during the dump"
                         )
                     return out
-                else:
-                    if flags & codec.NLM_F_DUMP_INTR:
-                        interrupted = True
-                    out.append(row(buf, pos + hdrlen, pos + length))
                 pos = nxt
 
     # -- families and groups ------------------------------------------------
