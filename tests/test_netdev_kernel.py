@@ -219,7 +219,7 @@ _NON_ROOT_CHILD = textwrap.dedent(
     from netdevkit.netdev.client import Netdev
     from netdevkit.netns import entered
 
-    ns, napi_id = sys.argv[1], int(sys.argv[2])
+    ns, op, napi_id, ifindex = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     # As root: move this thread into the testbed namespace (opens no socket),
     # then drop to nobody, which clears every capability. Keep the context
     # referenced: collecting it would switch the thread back.
@@ -231,20 +231,25 @@ _NON_ROOT_CHILD = textwrap.dedent(
     try:
         with Netdev.open() as nd:
             nd.napi_get(napi_id)  # reading needs nothing
-            nd.napi_set(napi_id, defer_hard_irqs=1)
+            if op == "napi-set":
+                nd.napi_set(napi_id, defer_hard_irqs=1)
+            else:
+                nd.bind_rx(ifindex, os.memfd_create("x"), [0])
     except PermissionDenied as err:
         print(type(err).__name__, err.capability, err.errno, err, sep="|")
         sys.exit(3)
-    print("napi-set succeeded without privileges")
+    print(op, "succeeded without privileges")
     """
 )
 
 
-def test_napi_set_without_cap_net_admin(testbed4: Testbed) -> None:
+@pytest.mark.parametrize("op", ["napi-set", "bind-rx"])
+def test_changes_without_cap_net_admin(testbed4: Testbed, op: str) -> None:
     with Netdev.open(testbed4.server_ns) as nd:
         napi = nd.napi_dump()[0]
+    ifindex = str(testbed4.server_ifindex)
     r = subprocess.run(
-        [sys.executable, "-c", _NON_ROOT_CHILD, testbed4.server_ns, str(napi.id)],
+        [sys.executable, "-c", _NON_ROOT_CHILD, testbed4.server_ns, op, str(napi.id), ifindex],
         capture_output=True,
         text=True,
         timeout=60,
@@ -253,9 +258,62 @@ def test_napi_set_without_cap_net_admin(testbed4: Testbed) -> None:
     assert r.returncode == 3, (r.stdout, r.stderr)
     name, capability, err, message = r.stdout.strip().split("|")
     assert (name, capability, int(err)) == ("PermissionDenied", "CAP_NET_ADMIN", errno.EPERM)
-    assert "CAP_NET_ADMIN" in message and f"napi-set id {napi.id}" in message
+    what = f"napi-set id {napi.id}" if op == "napi-set" else f"bind-rx ifindex {ifindex}"
+    assert "CAP_NET_ADMIN" in message and what in message
     with Netdev.open(testbed4.server_ns) as nd:
         assert nd.napi_get(napi.id) == napi
+        assert all(q.dmabuf is None for q in nd.queue_dump())
+
+
+# -- Device Memory TCP bindings: veth cannot carry devmem ---------------------------
+#
+# Seen on 6.18: veth has neither the queue management API nor netmem TX, so the
+# kernel refuses both bindings before it looks at the dmabuf fd (a memfd here,
+# which is no dmabuf either) and nothing is bound.
+
+
+def test_bind_rx_refused_by_a_driver_without_queue_api(testbed4: Testbed) -> None:
+    memfd = os.memfd_create("not-a-dmabuf")
+    try:
+        with Netdev.open(testbed4.server_ns) as nd:
+            with pytest.raises(KernelError) as exc:
+                nd.bind_rx(testbed4.server_ifindex, memfd, [0, 1])
+            assert exc.value.errno == errno.EOPNOTSUPP
+            assert exc.value.attr_path == "dmabuf.ifindex"
+            assert "queue management API" in str(exc.value)
+            assert all(q.dmabuf is None for q in nd.queue_dump(testbed4.server_ifindex))
+    finally:
+        os.close(memfd)
+
+
+def test_bind_tx_refused_with_the_kernels_reason(testbed4: Testbed) -> None:
+    memfd = os.memfd_create("not-a-dmabuf")
+    try:
+        with Netdev.open(testbed4.server_ns) as nd, pytest.raises(KernelError) as exc:
+            nd.bind_tx(testbed4.server_ifindex, memfd)
+        assert exc.value.errno == errno.EOPNOTSUPP
+        assert exc.value.extack == "Driver does not support netmem TX"
+    finally:
+        os.close(memfd)
+
+
+@pytest.mark.parametrize("op", ["bind-rx", "bind-tx"])
+def test_bind_to_unknown_ifindex_is_not_found(testbed4: Testbed, op: str) -> None:
+    memfd = os.memfd_create("not-a-dmabuf")
+    try:
+        with Netdev.open(testbed4.server_ns) as nd, pytest.raises(NotFoundError) as exc:
+            if op == "bind-rx":
+                nd.bind_rx(9999, memfd, [0])
+            else:
+                nd.bind_tx(9999, memfd)
+        assert "no network device with ifindex 9999 in network namespace" in str(exc.value)
+    finally:
+        os.close(memfd)
+
+
+def test_bind_rx_needs_a_queue(testbed4: Testbed) -> None:
+    with Netdev.open(testbed4.server_ns) as nd, pytest.raises(RequestError, match="one RX queue"):
+        nd.bind_rx(testbed4.server_ifindex, 3, [])
 
 
 # -- notifications ---------------------------------------------------------------

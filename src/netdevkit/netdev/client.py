@@ -388,6 +388,11 @@ class Netdev:
                 if attempt == _DUMP_RETRIES - 1:
                     raise
             except ErrorReply as err:
+                if err.errno == errno.ENODEV and "ifindex" in attrs:
+                    where = f" in network namespace {self.netns!r}" if self.netns else ""
+                    raise NotFoundError(
+                        f"{what}: no network device with ifindex {attrs['ifindex']}{where}"
+                    ) from err
                 raise self._translate(err, op, req, what) from None
         raise AssertionError("unreachable")
 
