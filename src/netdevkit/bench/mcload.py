@@ -47,7 +47,7 @@ import random
 import sys
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
@@ -288,10 +288,11 @@ class _Conn(asyncio.Protocol):
 
 
 class _Generator:
-    def __init__(self, cfg: LoadConfig) -> None:
+    def __init__(self, cfg: LoadConfig, on_window: Callable[[str], None] | None = None) -> None:
         from hdrh.histogram import HdrHistogram
 
         self.cfg = cfg
+        self.on_window = on_window
         self.hist = HdrHistogram(1, _HIST_MAX_US, 3)
         self.lag = HdrHistogram(1, _HIST_MAX_US, 3)
         self.rng = random.Random(cfg.seed)
@@ -372,6 +373,8 @@ class _Generator:
                 in_window = w0 <= sched < w1
                 if in_window and not self.sent_in_window:
                     cpu0 = time.process_time()
+                    if self.on_window is not None:
+                        self.on_window("start")
                 if len(conn.pending) >= _MAX_OUTSTANDING or conn.transport is None:
                     self.gave_up += 1
                 else:
@@ -385,6 +388,8 @@ class _Generator:
             next_i = i
             if i >= total:
                 if not finished.done():
+                    if self.on_window is not None:
+                        self.on_window("end")
                     finished.set_result(None)
                 return
             timer.arm_at(t0 + int(i * interval_ns))
@@ -415,9 +420,13 @@ class _Generator:
         return n
 
 
-async def run_load(cfg: LoadConfig) -> LoadReport:
-    """Connect, preload the keys, send at ``cfg.rate`` for ``cfg.duration`` seconds."""
-    gen = _Generator(cfg)
+async def run_load(cfg: LoadConfig, on_window: Callable[[str], None] | None = None) -> LoadReport:
+    """Connect, preload the keys, send at ``cfg.rate`` for ``cfg.duration`` seconds.
+
+    *on_window* is called with ``"start"`` when the first measured request is
+    sent and ``"end"`` when the last one is (the bench samples CPU there).
+    """
+    gen = _Generator(cfg, on_window)
     try:
         await gen.connect()
         await gen.preload()
@@ -495,6 +504,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=float, default=0.5, help="seconds sent but not measured")
     p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     p.add_argument("-j", "--json", action="store_true", help="print the report as JSON")
+    p.add_argument(
+        "--markers",
+        action="store_true",
+        help="print 'mcload: window start/end' lines to stderr as the measured window opens/closes",
+    )
     return p
 
 
@@ -506,6 +520,10 @@ def _loop_factory(name: str) -> Any:
             return None
         return uvloop.new_event_loop
     return None
+
+
+def _print_marker(what: str) -> None:
+    print(f"mcload: window {what}", file=sys.stderr, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -523,7 +541,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             warmup=args.warmup,
         )
         with asyncio.Runner(loop_factory=_loop_factory(args.loop)) as runner:
-            rep = runner.run(run_load(cfg))
+            rep = runner.run(run_load(cfg, _print_marker if args.markers else None))
     except NetdevkitError as err:
         print(f"mcload: error: {err}", file=sys.stderr)
         return 2 if isinstance(err, RequestError) else 1

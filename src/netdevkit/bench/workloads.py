@@ -17,9 +17,9 @@ preset on its command line (``--preset``); every other server is unmodified
 and is configured from outside with :func:`netdevkit.attach.attach` once it
 listens (its epoll contexts exist by then).
 
-Timing of the CPU window: the server's CPU is sampled inside the client's
-measured window (after sockperf's 0.4 s warm-up, after mcload's connect,
-preload and warm-up), so start-up does not dilute it. redis-benchmark has no
+Timing of the CPU window: the server's CPU is sampled when the client says
+its measured window opens and closes (sockperf's "Starting test..." and
+"Test end" lines, mcload's ``--markers``), so start-up does not dilute it. redis-benchmark has no
 warm-up and no fixed duration; its window is the whole run.
 """
 
@@ -32,7 +32,7 @@ import re
 import shutil
 import subprocess
 import sys
-import time
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -147,36 +147,54 @@ def _drive(
     tb: Testbed,
     argv: list[str],
     server_pid: int,
-    lead: float,
-    window: float | None,
+    markers: tuple[str, str] | None,
     timeout: float,
 ) -> tuple[str, CpuSnapshot, CpuSnapshot]:
-    """Run a client; sample the server's CPU *lead* s after start and *window* s later
-    (``None``: at start and at exit)."""
+    """Run a client, reading its output as it comes; sample the server's CPU when a
+    line contains ``markers[0]`` (measuring starts) and ``markers[1]`` (it ends).
+    Without markers the window is the whole run.
+
+    [seen] sockperf 3.7 spends about 2 s before "Starting test..." (with or
+    without --dontwarmup), so a window timed from the client's start would
+    miss the run; hence the markers.
+    """
     proc = tb.popen("client", argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    watchdog = threading.Timer(timeout, proc.kill)
+    watchdog.start()
+    lines: list[str] = []
+    before = snapshot(server_pid) if markers is None else None
+    after: CpuSnapshot | None = None
     try:
-        if window is None:
-            before = snapshot(server_pid)
-            out, _ = proc.communicate(timeout=timeout)
-            after = snapshot(server_pid)
-        else:
-            time.sleep(lead)
-            before = snapshot(server_pid)
-            time.sleep(window)
-            after = snapshot(server_pid)
-            out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired as err:
-        proc.kill()
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.decode(errors="replace")
+            lines.append(line)
+            if markers is None:
+                continue
+            if before is None and markers[0] in line:
+                before = snapshot(server_pid)
+            elif before is not None and after is None and markers[1] in line:
+                after = snapshot(server_pid)
         proc.wait()
-        raise NetdevkitError(f"client {' '.join(argv)} did not finish in {timeout:.0f} s") from err
     except BaseException:
         proc.kill()
         proc.wait()
         raise
-    text = out.decode(errors="replace")
+    finally:
+        watchdog.cancel()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    text = "".join(lines)
     if proc.returncode != 0:
         tail = "\n".join(text.strip().splitlines()[-6:])
-        raise NetdevkitError(f"client {argv[0]} exited with status {proc.returncode}:\n{tail}")
+        killed = " (killed: no answer in time)" if proc.returncode == -9 else ""
+        raise NetdevkitError(
+            f"client {argv[0]} exited with status {proc.returncode}{killed}:\n{tail}"
+        )
+    if before is None:
+        raise NetdevkitError(f"client {argv[0]} never reported that it started measuring")
+    if after is None:
+        after = snapshot(server_pid)
     return text, before, after
 
 
@@ -184,9 +202,13 @@ def _sockperf_client(
     tb: Testbed, spec: ServerSpec, server_pid: int, load: int, duration: float
 ) -> ClientResult:
     # sockperf measures from 0.4 s after start to just before the end (-t whole seconds)
-    seconds = max(2, math.ceil(duration + 0.45))
+    seconds = max(1, math.ceil(duration + 0.45))
     argv = sockperf.client_argv(tb.server_addr, spec.port, seconds, mps=load)
-    text, before, after = _drive(tb, argv, server_pid, 0.5, seconds - 0.7, seconds + 30)
+    stdbuf = shutil.which("stdbuf")  # line-buffered stdout, so the markers arrive in time
+    if stdbuf is not None:
+        argv = [stdbuf, "-oL", *argv]
+    markers = ("Starting test", "Test end")
+    text, before, after = _drive(tb, argv, server_pid, markers, seconds + 30)
     rep = sockperf.parse_report(text)
     notes = []
     limited = rep.rate_too_high
@@ -212,8 +234,9 @@ def _mcload_client(
 ) -> ClientResult:
     argv = [sys.executable, "-m", "netdevkit.bench.mcload", "--host", tb.server_addr]
     argv += ["--port", str(spec.port), "--rate", str(load), "--duration", str(duration)]
-    argv += ["--connections", "16", "--warmup", "0.5", "-j"]
-    text, before, after = _drive(tb, argv, server_pid, 1.0, max(0.3, duration - 0.3), duration + 30)
+    argv += ["--connections", "16", "--warmup", "0.5", "-j", "--markers"]
+    markers = ("mcload: window start", "mcload: window end")
+    text, before, after = _drive(tb, argv, server_pid, markers, duration + 30)
     rep = json.loads(text.strip().splitlines()[-1])
     lat = Latency(
         rep["p50"],
@@ -264,7 +287,7 @@ def _redis_client(
     requests = max(2000, int(duration * 15000))  # about *duration* s at veth ping-pong speed
     argv = [shutil.which("redis-benchmark") or "redis-benchmark", "-h", tb.server_addr]
     argv += ["-p", str(spec.port), "-t", "get", "-n", str(requests), "-c", "1", "--precision", "3"]
-    text, before, after = _drive(tb, argv, server_pid, 0.0, None, duration * 10 + 30)
+    text, before, after = _drive(tb, argv, server_pid, None, duration * 10 + 30)
     lat, rps = parse_redis_benchmark(text)
     return ClientResult(lat, rps, before, after, notes=("redis-benchmark -c 1 (closed loop)",))
 

@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="comma-separated (default: echo,sockperf)",
     )
     p.add_argument("--load", help="comma-separated rates/s; 0 = ping-pong (default: 0)")
-    p.add_argument("--duration", type=float, help="seconds per sample (default 3; quick 1.5)")
+    p.add_argument("--duration", type=float, help="seconds per sample (default 3; quick 0.5)")
     p.add_argument("--repeat", type=int, help="repeats per point (default 1)")
     p.add_argument("--quick", action="store_true", help="all modes, echo+sockperf, short: < 2 min")
     p.add_argument("--out", help="output directory (default ./bench-out/TIMESTAMP)")
