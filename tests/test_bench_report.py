@@ -81,3 +81,22 @@ def test_table_and_empty_results(results: Results) -> None:
     empty = Results(results.config)
     assert "NOT MEASURED" in markdown_report(empty)
     assert evaluate_claims(empty) == []
+
+
+def test_report_on_a_recorded_quick_run(tmp_path: Path) -> None:
+    """A real ``netdevkit bench --quick`` results.json from the development VM."""
+    res = Results.load(str(FIXTURE.parent / "bench_results_quick_recorded.json"))
+    assert res.config.quick and len(res.samples) == 24
+    claims = evaluate_claims(res)
+    assert {(c.workload, c.server) for c in claims} == {
+        ("echo", "netdevkit"),
+        ("echo", "asyncio"),
+        ("echo", "uvloop"),
+        ("sockperf", "sockperf"),
+    }
+    # every mode ran, so nothing is NOT MEASURED; ping-pong only, so (b) says so
+    assert all(c.verdict in (SHOWN, NOT_SHOWN) for c in claims)
+    assert all("one load level only" in c.evidence for c in claims if c.key == "b")
+    path, plots = write_report(res, str(tmp_path))
+    assert all(Path(p).stat().st_size > 5000 for p in plots)
+    assert "## Claims" in Path(path).read_text()
