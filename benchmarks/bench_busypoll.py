@@ -1,0 +1,556 @@
+"""Busy polling side by side: C sockperf, stock asyncio, uvloop and netdevkit's loop.
+
+Runs on a fresh one-queue veth testbed (NAPI live on both ends). The client is always
+Debian's ``sockperf ping-pong --tcp`` in the client namespace; latency is sockperf's
+half round trip (p50, p99 as sockperf reports them). Server CPU is utime+stime of the
+server process from ``/proc/PID/stat`` over the client's run window, in cores (busy
+polling inside ``epoll_wait``/``recv`` is system time of the server and counts).
+
+Which NAPI matters: a request travels client -> server, so it is delivered by the
+*server-side* veth NAPI (the veth "IRQ" is the client's napi_schedule on it); that is the
+NAPI the server's epoll context busy polls and the one each cell tunes. The client-side
+NAPI (answers) stays at the driver default (no deferral) in every cell, so every cell
+pays the same for the return path. Server and client are pinned to different CPUs.
+
+Loads:
+
+- ``pp``: closed-loop ping-pong as fast as answers come (the latency targets);
+- ``low``: ping-pong paced by sockperf at ``--mps`` with ``--burst`` messages per cycle:
+  with --burst 1 (default) one request every 1/mps seconds (the low-CPU question).
+
+Usage::
+
+    python benchmarks/bench_busypoll.py                  # all cells, writes results
+    python benchmarks/bench_busypoll.py --cells 'nd-*' --duration 3 --no-write
+
+Writes ``benchmarks/results/busypoll.json`` and ``busypoll.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fnmatch
+import itertools
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from netdevkit.busypoll import EpollParams
+from netdevkit.netdev.client import Netdev
+from netdevkit.testbed import Testbed, TestbedConfig
+from netdevkit.tuning.presets import PRESETS, US, NapiSettings
+
+RESULTS = Path(__file__).resolve().parent / "results"
+#: Each server gets a fresh port: sockperf's server does not set SO_REUSEADDR, so the
+#: previous cell's connections in TIME_WAIT would make its bind fail.
+_PORTS = itertools.count(11111)
+SERVER_CPU = "1"
+CLIENT_CPU = "0"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+ServerKind = Literal["sockperf", "rr"]
+Load = Literal["pp", "low"]
+
+BASE_NAPI = NapiSettings(0, 0, 0, False)
+#: The low-CPU mode: IRQ suspension with a short in-kernel spin after each event.
+LOWCPU_NAPI = NapiSettings(100, 20 * US, 20_000_000, False)
+LOWCPU_EPOLL = EpollParams(busy_poll_usecs=50, busy_poll_budget=64, prefer_busy_poll=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """One server configuration measured under one load."""
+
+    name: str
+    label: str
+    server: ServerKind
+    napi: NapiSettings = BASE_NAPI
+    loop: str = ""
+    params: EpollParams | None = None
+    spin_us: int = 0
+    lls: int = 0
+    load: Load = "pp"
+    group: str = ""
+
+
+@dataclass(slots=True)
+class Result:
+    """What one cell measured."""
+
+    name: str
+    label: str
+    group: str
+    load: str
+    p50_us: float | None = None
+    p99_us: float | None = None
+    avg_us: float | None = None
+    observations: int = 0
+    server_cpu: float | None = None
+    cpu_us_per_rt: float | None = None
+    seconds: float = 0.0
+    loadavg: float | None = None
+    error: str = ""
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    cell: dict[str, Any] = field(default_factory=dict)
+
+
+def preset_params(name: str) -> EpollParams | None:
+    ep = PRESETS[name].epoll
+    if not ep.enabled:
+        return None
+    return EpollParams(ep.busy_poll_usecs, ep.busy_poll_budget, ep.prefer_busy_poll)
+
+
+def all_cells() -> list[Cell]:
+    """Every cell of the bench, in table order."""
+    cells = [
+        Cell("c-plain", "sockperf server (C)", "sockperf", group="C"),
+        Cell("c-lls50", "sockperf server (C) --lls 50", "sockperf", lls=50, group="C"),
+        Cell("asyncio", "stock asyncio rr", "rr", loop="asyncio", group="stock"),
+        Cell("uvloop", "uvloop rr", "rr", loop="uvloop", group="stock"),
+    ]
+    for name in ("base", "defer", "napibusy", "fullbusy", "suspend"):
+        preset = PRESETS[name]
+        params = preset_params(name)
+        cells.append(
+            Cell(
+                f"asyncio-{name}",
+                f"stock asyncio, {name} (naive)",
+                "rr",
+                preset.napi,
+                "asyncio",
+                params,
+                group="asyncio+preset",
+            )
+        )
+        cells.append(
+            Cell(
+                f"nd-{name}",
+                f"netdevkit loop, {name}",
+                "rr",
+                preset.napi,
+                "netdevkit",
+                params,
+                group="netdevkit",
+            )
+        )
+        cells.append(
+            Cell(
+                f"uv-{name}",
+                f"uvloop + netdevkit params, {name}",
+                "rr",
+                preset.napi,
+                "uvloop",
+                params,
+                group="uvloop+params",
+            )
+        )
+    cells.append(
+        Cell(
+            "nd-lowcpu",
+            "netdevkit loop, lowcpu (suspend+usecs 50)",
+            "rr",
+            LOWCPU_NAPI,
+            "netdevkit",
+            LOWCPU_EPOLL,
+            group="lowcpu",
+        )
+    )
+    cells.append(
+        Cell(
+            "uv-lowcpu",
+            "uvloop + netdevkit params, lowcpu",
+            "rr",
+            LOWCPU_NAPI,
+            "uvloop",
+            LOWCPU_EPOLL,
+            group="lowcpu",
+        )
+    )
+    # What the earlier measurements tried: user-space re-polls (timeout 0) after activity.
+    cells.append(
+        Cell(
+            "nd-suspend-spin50",
+            "netdevkit loop, suspend + spin_us=50 (user space)",
+            "rr",
+            PRESETS["suspend"].napi,
+            "netdevkit",
+            preset_params("suspend"),
+            spin_us=50,
+            group="netdevkit",
+        )
+    )
+    # Low (paced) load: the CPU question.
+    for base in (
+        "c-lls50",
+        "nd-base",
+        "nd-fullbusy",
+        "nd-suspend",
+        "nd-lowcpu",
+        "uv-fullbusy",
+        "uv-lowcpu",
+    ):
+        cell = next(c for c in cells if c.name == base)
+        cells.append(replace(cell, name=f"low:{base}", load="low", group="low-load"))
+    return cells
+
+
+# -- running one cell --------------------------------------------------------------------
+
+
+def set_server_napi(tb: Testbed, napi: NapiSettings) -> None:
+    """Apply *napi* to every NAPI of the server-side veth."""
+    with Netdev.open(tb.server_ns) as nd:
+        for inst in nd.napi_dump(tb.server_ifindex):
+            nd.napi_set(
+                inst.id,
+                defer_hard_irqs=napi.defer_hard_irqs,
+                gro_flush_timeout=napi.gro_flush_timeout,
+                irq_suspend_timeout=napi.irq_suspend_timeout,
+            )
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of *pid* in seconds (fields 14 and 15 of /proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        stat = f.read()
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def server_argv(tb: Testbed, cell: Cell, ready_file: str, port: int) -> list[str]:
+    pin = ["taskset", "-c", SERVER_CPU]
+    if cell.server == "sockperf":
+        argv = [*pin, "sockperf", "server", "--tcp", "-i", tb.server_addr, "-p", str(port)]
+        if cell.lls:
+            argv += ["--lls", str(cell.lls)]
+        return argv
+    argv = [
+        *pin,
+        sys.executable,
+        "-m",
+        "netdevkit.busypoll.rr",
+        "--host",
+        tb.server_addr,
+        "--port",
+        str(port),
+        "--loop",
+        cell.loop,
+        "--ready-file",
+        ready_file,
+    ]
+    if cell.params is not None:
+        p = cell.params
+        argv += ["--usecs", str(p.busy_poll_usecs), "--budget", str(p.busy_poll_budget)]
+        if p.prefer_busy_poll:
+            argv.append("--prefer")
+    if cell.spin_us:
+        argv += ["--spin-us", str(cell.spin_us)]
+    return argv
+
+
+def client_argv(
+    tb: Testbed, cell: Cell, duration: float, mps: int, burst: int, port: int
+) -> list[str]:
+    argv = [
+        "taskset",
+        "-c",
+        CLIENT_CPU,
+        "sockperf",
+        "ping-pong",
+        "--tcp",
+        "-i",
+        tb.server_addr,
+        "-p",
+        str(port),
+        "-t",
+        str(max(1, round(duration))),
+        "-m",
+        "14",
+    ]
+    if cell.load == "low":
+        argv += ["--mps", str(mps), "--burst", str(burst)]
+    return argv
+
+
+def wait_listening(
+    tb: Testbed, proc: subprocess.Popen[bytes], ready_file: str | None, port: int
+) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before listening")
+        if ready_file is not None:
+            if os.path.exists(ready_file) and os.path.getsize(ready_file):
+                return
+        else:
+            out = tb.run("server", ["ss", "-Hltn", f"sport = :{port}"], capture_output=True)
+            if out.stdout.strip():
+                return
+        time.sleep(0.05)
+    raise RuntimeError("server did not start listening within 10 s")
+
+
+_PCT = re.compile(r"---> percentile\s+([\d.]+)\s*=\s*([\d.]+)")
+_AVG = re.compile(r"Summary: Latency is\s+([\d.]+)")
+_TOTAL = re.compile(r"Total (\d+) observations")
+_RUN = re.compile(r"\[Total Run\] RunTime=[\d.]+ sec; .*ReceivedMessages=(\d+)")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def parse_sockperf(text: str) -> tuple[dict[str, float], float | None, int, int]:
+    """Percentiles (by label, e.g. "50.000"), average, observations and all answers."""
+    text = _ANSI.sub("", text)
+    pct = {m.group(1): float(m.group(2)) for m in _PCT.finditer(text)}
+    avg = _AVG.search(text)
+    total = _TOTAL.search(text)
+    run = _RUN.search(text)
+    return (
+        pct,
+        float(avg.group(1)) if avg else None,
+        int(total.group(1)) if total else 0,
+        int(run.group(1)) if run else 0,
+    )
+
+
+@contextlib.contextmanager
+def server_running(tb: Testbed, cell: Cell, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    with tempfile.TemporaryDirectory(prefix="ndk-bench-") as tmp:
+        ready = os.path.join(tmp, "ready") if cell.server == "rr" else None
+        log = open(os.path.join(tmp, "server.log"), "w+b")  # noqa: SIM115 - closed below
+        proc = tb.popen("server", server_argv(tb, cell, ready or "", port), stdout=log, stderr=log)
+        try:
+            try:
+                wait_listening(tb, proc, ready, port)
+            except RuntimeError as err:
+                log.seek(0)
+                raise RuntimeError(f"{err}: {log.read().decode(errors='replace')[-500:]}") from None
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            log.close()
+
+
+def run_cell(tb: Testbed, cell: Cell, duration: float, mps: int, burst: int) -> Result:
+    res = Result(cell.name, cell.label, cell.group, cell.load, cell=_cell_dict(cell))
+    with open("/proc/loadavg", encoding="ascii") as f:
+        res.loadavg = float(f.read().split()[0])
+    set_server_napi(tb, cell.napi)
+    try:
+        port = next(_PORTS)
+        with server_running(tb, cell, port) as proc:
+            cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+            out = tb.run(
+                "client",
+                client_argv(tb, cell, duration, mps, burst, port),
+                capture_output=True,
+                timeout=duration + 30,
+            )
+            cpu1, t1 = cpu_seconds(proc.pid), time.monotonic()
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as err:
+        res.error = str(err)
+        return res
+    finally:
+        set_server_napi(tb, BASE_NAPI)
+    text = (out.stdout + out.stderr).decode(errors="replace")
+    pct, avg, total, answers = parse_sockperf(text)
+    res.seconds = round(t1 - t0, 3)
+    res.server_cpu = round((cpu1 - cpu0) / (t1 - t0), 3)
+    if answers:
+        res.cpu_us_per_rt = round((cpu1 - cpu0) * 1e6 / answers, 2)
+    res.p50_us, res.p99_us, res.avg_us = pct.get("50.000"), pct.get("99.000"), avg
+    res.observations = total
+    if out.returncode != 0 or res.p50_us is None:
+        res.error = f"sockperf exit {out.returncode}: {text.strip()[-300:]}"
+    return res
+
+
+def _cell_dict(cell: Cell) -> dict[str, Any]:
+    d = asdict(cell)
+    return d
+
+
+def combine(rounds: list[Result]) -> Result:
+    """One row from several rounds of a cell: the median of each number (errors kept)."""
+    ok = [r for r in rounds if not r.error and r.p50_us is not None]
+    first = rounds[0]
+    out = Result(first.name, first.label, first.group, first.load, cell=first.cell)
+    out.rounds = [
+        {
+            k: getattr(r, k)
+            for k in ("p50_us", "p99_us", "server_cpu", "cpu_us_per_rt", "loadavg", "error")
+        }
+        for r in rounds
+    ]
+    if not ok:
+        out.error = first.error
+        return out
+
+    def med(name: str) -> float | None:
+        vals = [v for r in ok if (v := getattr(r, name)) is not None]
+        return round(statistics.median(vals), 3) if vals else None
+
+    out.p50_us, out.p99_us, out.avg_us = med("p50_us"), med("p99_us"), med("avg_us")
+    out.server_cpu, out.cpu_us_per_rt, out.loadavg = (
+        med("server_cpu"),
+        med("cpu_us_per_rt"),
+        med("loadavg"),
+    )
+    out.observations = sum(r.observations for r in ok)
+    out.seconds = sum(r.seconds for r in ok)
+    return out
+
+
+# -- report ------------------------------------------------------------------------------
+
+
+def _fmt(v: float | None, digits: int = 1) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def markdown(results: list[Result], meta: dict[str, Any], verdicts: list[str]) -> str:
+    limit = next((r for r in results if r.name == "c-lls50" and r.p50_us), None)
+    lines = [
+        "# Busy polling: request/response latency and server CPU",
+        "",
+        f"{meta['date']} · Linux {meta['kernel']} · {meta['cpus']} CPUs · "
+        f"{meta['duration']} s per cell, median of {meta['rounds']} interleaved rounds · "
+        "sockperf ping-pong --tcp, 14-byte messages, "
+        "half round trip (us) · server CPU in cores (utime+stime) · ratio = p50/p99 over "
+        "the C busy-polling limit (sockperf server --lls 50) of the same run.",
+        "",
+        "| cell | load | p50 us | p99 us | server CPU (cores) | CPU us/round trip "
+        "| p50 ratio | p99 ratio | notes |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in results:
+        r50 = r99 = None
+        if limit and r.p50_us and r.p99_us and limit.p50_us and limit.p99_us:
+            r50, r99 = r.p50_us / limit.p50_us, r.p99_us / limit.p99_us
+        lines.append(
+            f"| {r.label} | {r.load} | {_fmt(r.p50_us)} | {_fmt(r.p99_us)} | "
+            f"{_fmt(r.server_cpu, 2)} | {_fmt(r.cpu_us_per_rt, 1)} | {_fmt(r50, 2)} | "
+            f"{_fmt(r99, 2)} | {r.error[:80]} |"
+        )
+    lines += ["", "## Targets", "", *[f"- {v}" for v in verdicts], ""]
+    return "\n".join(lines)
+
+
+def verdicts(results: list[Result]) -> list[str]:
+    by = {r.name: r for r in results if r.p50_us is not None and r.p99_us is not None}
+    out: list[str] = []
+    lim = by.get("c-lls50")
+    py = [r for r in by.values() if r.load == "pp" and r.name.startswith(("nd-", "uv-"))]
+    if lim and py and lim.p50_us and lim.p99_us:
+        best = min(py, key=lambda r: r.p50_us or 1e9)
+        assert best.p50_us is not None and best.p99_us is not None
+        r50, r99 = best.p50_us / lim.p50_us, best.p99_us / lim.p99_us
+        ok = r50 <= 1.15 and r99 <= 1.2
+        out.append(
+            f"{'MET' if ok else 'NOT MET'}: fastest Python path ({best.label}) "
+            f"{best.p50_us:.1f}/{best.p99_us:.1f} us vs C --lls 50 "
+            f"{lim.p50_us:.1f}/{lim.p99_us:.1f} us: {r50:.2f}x p50 (<= 1.15), "
+            f"{r99:.2f}x p99 (<= 1.2)"
+        )
+    stock = by.get("asyncio")
+    for name in ("base", "defer", "napibusy", "fullbusy", "suspend"):
+        nd, naive = by.get(f"nd-{name}"), by.get(f"asyncio-{name}")
+        if not (nd and stock and naive):
+            continue
+        assert nd.p50_us and stock.p50_us and naive.p50_us
+        beats_stock = nd.p50_us < stock.p50_us
+        beats_naive = nd.p50_us < naive.p50_us
+        out.append(
+            f"{'MET' if beats_stock else 'NOT MET'}: netdevkit loop {name} p50 "
+            f"{nd.p50_us:.1f} us vs stock asyncio {stock.p50_us:.1f} us "
+            f"(same preset applied naively to stock asyncio: {naive.p50_us:.1f} us, "
+            f"{'beaten' if beats_naive else 'not beaten'})"
+        )
+    full, low = by.get("low:nd-fullbusy"), by.get("low:nd-lowcpu")
+    if full and low and full.server_cpu and low.server_cpu is not None:
+        assert full.p50_us and low.p50_us
+        ok = low.server_cpu < 0.7 * full.server_cpu and low.p50_us <= 1.2 * full.p50_us
+        out.append(
+            f"{'MET' if ok else 'NOT MET'}: low-CPU mode under paced low load: p50 "
+            f"{low.p50_us:.1f} us at {low.server_cpu:.2f} cores vs fullbusy "
+            f"{full.p50_us:.1f} us at {full.server_cpu:.2f} cores"
+        )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--cells", default="*", help="fnmatch pattern(s), comma-separated")
+    ap.add_argument("--duration", type=float, default=4.0, help="seconds per cell")
+    ap.add_argument("--mps", type=int, default=5000, help="low load: messages per second")
+    ap.add_argument("--burst", type=int, default=1, help="low load: messages per burst")
+    ap.add_argument("--rounds", type=int, default=2, help="rounds over all cells (median)")
+    ap.add_argument("--no-write", action="store_true", help="print, do not write results")
+    ap.add_argument("--name", default=f"bbp{os.getpid() % 100000}", help="testbed name")
+    args = ap.parse_args(argv)
+    for tool in ("sockperf", "taskset", "ss"):
+        if shutil.which(tool) is None:
+            print(f"bench_busypoll: {tool} not found", file=sys.stderr)
+            return 2
+    pats = args.cells.split(",")
+    cells = [c for c in all_cells() if any(fnmatch.fnmatchcase(c.name, p) for p in pats)]
+    per_cell: dict[str, list[Result]] = {c.name: [] for c in cells}
+    with Testbed(TestbedConfig(name=args.name, queues=1)) as tb:
+        for rnd in range(args.rounds):  # rounds interleave cells: drift hits all alike
+            for cell in cells:
+                r = run_cell(tb, cell, args.duration, args.mps, args.burst)
+                per_cell[cell.name].append(r)
+                print(
+                    f"{rnd} {r.name:22} {r.load:4} p50 {_fmt(r.p50_us):>7} "
+                    f"p99 {_fmt(r.p99_us):>7} cpu {_fmt(r.server_cpu, 2):>5} "
+                    f"us/rt {_fmt(r.cpu_us_per_rt, 1):>5} load {r.loadavg} {r.error[:100]}",
+                    flush=True,
+                )
+    results = [combine(rs) for rs in per_cell.values()]
+    meta = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "kernel": platform.release(),
+        "cpus": os.cpu_count(),
+        "duration": args.duration,
+        "rounds": args.rounds,
+        "low_load": {"mps": args.mps, "burst": args.burst},
+        "client": "sockperf ping-pong --tcp -m 14 (Debian 3.7), pinned to CPU " + CLIENT_CPU,
+        "server_cpu": SERVER_CPU,
+        "client_napi": "driver default (defer 0, gro 0)",
+    }
+    v = verdicts(results)
+    for line in v:
+        print(line)
+    if not args.no_write:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "version": 1,
+            "meta": meta,
+            "results": [asdict(r) for r in results],
+            "targets": v,
+        }
+        (RESULTS / "busypoll.json").write_text(json.dumps(payload, indent=2) + "\n")
+        (RESULTS / "busypoll.md").write_text(markdown(results, meta, v))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
