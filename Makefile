@@ -44,11 +44,15 @@ pytest: venv debian-peers
 
 test: lint typecheck pytest
 
-demo: venv
-	$(BIN)/netdevkit demo
+# The main job: every mode against real servers in a throw-away veth testbed,
+# about 2 minutes; prints the table and where the report, plots and JSON are.
+demo: venv debian-peers
+	$(BIN)/netdevkit bench --quick
 
+# The speed targets of benchmarks/ (results in benchmarks/results/).
 bench: venv debian-peers
 	$(BIN)/python benchmarks/bench_dump.py
+	$(BIN)/python benchmarks/bench_busypoll.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .mypy_cache .ruff_cache .pytest_cache
