@@ -49,6 +49,7 @@ from typing import Any, Literal
 
 from netdevkit.busypoll import EpollParams
 from netdevkit.netdev.client import Netdev
+from netdevkit.procs import stop
 from netdevkit.testbed import Testbed, TestbedConfig
 from netdevkit.tuning.presets import PRESETS, US, NapiSettings
 
@@ -339,13 +340,7 @@ def server_running(tb: Testbed, cell: Cell, port: int) -> Iterator[subprocess.Po
                 raise RuntimeError(f"{err}: {log.read().decode(errors='replace')[-500:]}") from None
             yield proc
         finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop(proc)
             log.close()
 
 

@@ -39,6 +39,7 @@ from netdevkit.attach import (
 from netdevkit.attach.core import Target
 from netdevkit.busypoll.epoll import EpollParams, get_params
 from netdevkit.errors import NotFoundError, PermissionDenied, RequestError, UnsupportedError
+from netdevkit.procs import stop
 from netdevkit.testbed import Testbed
 
 SUSPEND = EpollParams(0, 64, True)
@@ -437,16 +438,6 @@ def _memcached_round_trip(sock: socket.socket, key: bytes) -> None:
     assert sock.recv(100) == b"VALUE " + key + b" 0 5\r\nhello\r\nEND\r\n"
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 @needs_root
 @pytest.mark.skipif(shutil.which("memcached") is None, reason="memcached is not installed")
 def test_memcached_keeps_serving_with_busy_polling_attached() -> None:
@@ -468,7 +459,7 @@ def test_memcached_keeps_serving_with_busy_polling_attached() -> None:
             assert _read_back(mc.pid, epolls) == [DEFAULT] * len(epolls)
             _memcached_round_trip(s, b"detached")
     finally:
-        _stop(mc)
+        stop(mc)
 
 
 @needs_root
@@ -508,7 +499,7 @@ def test_memcached_napi_ids_gives_each_worker_one_napi(testbed4: Testbed) -> Non
     finally:
         for c in clients:
             c.close()
-        _stop(mc)
+        stop(mc)
 
 
 def _redis(sock: socket.socket, *words: bytes) -> bytes:
@@ -540,7 +531,7 @@ def test_redis_keeps_serving_with_busy_polling_attached(tmp_path: Path) -> None:
             detach(result)
             assert _read_back(redis.pid, epolls) == [DEFAULT] * len(epolls)
     finally:
-        _stop(redis)
+        stop(redis)
 
 
 # --- the watcher, and the CLI --------------------------------------------------------------

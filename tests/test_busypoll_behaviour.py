@@ -39,6 +39,7 @@ from contextlib import contextmanager
 import pytest
 
 from netdevkit.netdev.client import Netdev
+from netdevkit.procs import stop
 from netdevkit.testbed import Testbed
 from netdevkit.tuning.presets import PRESETS, US
 
@@ -134,13 +135,7 @@ def _server(tb: Testbed, argv: list[str], ready: str) -> Iterator[subprocess.Pop
             time.sleep(0.05)
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc)
         if proc.stdout:
             proc.stdout.close()
 
