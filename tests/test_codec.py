@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import socket
 import sys
 
 import pytest
@@ -20,12 +21,14 @@ from netdevkit.netdev.client import (
     NAPI_FIELDS,
     QUEUE_FIELDS,
     Napi,
+    Netdev,
     Queue,
     _napi_row,
     _queue_row,
 )
 from netdevkit.netdev.family import NETDEV, NapiThreaded, QueueType
 from netdevkit.netlink import codec
+from netdevkit.netlink.socket import FamilyInfo, GenlSocket
 from netdevkit.netlink.spec import UNKNOWN, Codec, attr_path, encode_attrs
 
 pytestmark = pytest.mark.skipif(sys.byteorder != "little", reason="tables are little-endian")
@@ -362,3 +365,15 @@ def test_fast_built_objects_are_the_frozen_dataclasses() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         queue.id = 6  # type: ignore[misc]
     assert dataclasses.replace(queue, id=6).id == 6
+
+
+def test_dict_built_reply_without_a_required_attribute_is_a_decode_error() -> None:
+    # a dev-get reply with only xdp-features: no ifindex
+    reply = bytes.fromhex("0c0003000100000000000000")
+    info = FamilyInfo("netdev", 20, 1, 0, frozenset({1}), {})
+    sock = GenlSocket(socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM))
+    with (
+        Netdev(sock, info) as nd,
+        pytest.raises(DecodeError, match="dev reply without its ifindex"),
+    ):
+        nd._read_dev(reply, 0, len(reply))

@@ -255,7 +255,7 @@ def _qstats(d: Mapping[str, Any]) -> QStats:
     counters = {name: d[name] for _i, name, _d in QSTATS_COUNTERS if name in d}
     return QStats(
         d["ifindex"],
-        None if qtype is None else QueueType(qtype),
+        None if qtype is None else _QUEUE_TYPES.get(qtype, qtype),
         d.get("queue-id"),
         counters,
         _extra(d),
@@ -415,7 +415,10 @@ class Netdev:
         decode = self._codec.decode
 
         def read(buf: bytes, start: int, end: int) -> T:
-            return build(decode(set_name, buf, start, end))
+            try:
+                return build(decode(set_name, buf, start, end))
+            except KeyError as err:
+                raise DecodeError(f"{set_name} reply without its {err.args[0]} attribute") from None
 
         return read
 
