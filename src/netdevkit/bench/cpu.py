@@ -25,11 +25,23 @@ hex: processed, dropped, time_squeeze, ...) and the NET_RX/NET_TX rows of
 namespace: the bench runs nothing else, so the deltas are the bench's own
 traffic plus background noise.
 
+Two more per-server counters explain *how* the server spent its CPU:
+
+- ``server_sleeps``: voluntary context switches of the server's threads
+  (``voluntary_ctxt_switches`` in ``/proc/PID/task/TID/status``): how often
+  it blocked, e.g. in ``epoll_wait`` after a busy poll found nothing.
+- ``server_busypoll_rx`` and ``server_ip_in``: ``TcpExt: BusyPollRxPackets``
+  and ``Ip: InReceives`` of the server's namespace (``/proc/PID/net/netstat``
+  and ``snmp`` are per network namespace): the packets delivered by busy
+  polling (LINUX_MIB_BUSYPOLLRXPACKETS, counted by ``napi_busy_loop``) and
+  all IPv4 packets received there.
+
 Parsers take text and do no I/O; the ``read_*`` functions do the reading.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterable, Mapping
@@ -41,11 +53,13 @@ __all__ = [
     "CpuSnapshot",
     "CpuUsage",
     "descendants",
+    "parse_proc_net_pairs",
     "parse_proc_stat",
     "parse_softirqs",
     "parse_softnet_stat",
     "parse_stat_line",
     "process_cpu_seconds",
+    "server_counters",
     "snapshot",
 ]
 
@@ -99,6 +113,24 @@ def parse_softnet_stat(text: str) -> dict[str, int]:
     return {"processed": processed, "dropped": dropped, "time_squeeze": squeeze}
 
 
+def parse_proc_net_pairs(text: str) -> dict[str, int]:
+    """``/proc/net/netstat`` or ``/proc/net/snmp`` (a header line of names and a
+    line of values per protocol) as {"TcpExt:BusyPollRxPackets": n, ...}."""
+    out: dict[str, int] = {}
+    lines = text.splitlines()
+    for head, vals in zip(lines[::2], lines[1::2], strict=False):
+        proto, _, names = head.partition(":")
+        vproto, _, values = vals.partition(":")
+        if proto != vproto:
+            continue
+        for name, value in zip(names.split(), values.split(), strict=False):
+            try:
+                out[f"{proto}:{name}"] = int(value)
+            except ValueError:
+                continue
+    return out
+
+
 def _read(path: str) -> str:
     with open(path, encoding="ascii", errors="replace") as f:
         return f.read()
@@ -140,6 +172,38 @@ def _runtime_seconds(pid: int) -> float:
             raise
     _, ut, st = parse_stat_line(_read(f"/proc/{pid}/stat"))
     return (ut + st) / CLK_TCK
+
+
+def _voluntary_switches(pid: int) -> int:
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            for line in _read(f"/proc/{pid}/task/{tid}/status").splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    total += int(line.split()[1])
+        except FileNotFoundError:
+            continue
+    return total
+
+
+def server_counters(pid: int) -> dict[str, int]:
+    """Sleeps (voluntary switches, process and live descendants) and the busy-poll /
+    IPv4 receive counters of *pid*'s network namespace; {} if *pid* is gone."""
+    try:
+        sleeps = _voluntary_switches(pid)
+        for child in descendants(pid):
+            with contextlib.suppress(OSError, ValueError):
+                sleeps += _voluntary_switches(child)
+        netstat = parse_proc_net_pairs(_read(f"/proc/{pid}/net/netstat"))
+        snmp = parse_proc_net_pairs(_read(f"/proc/{pid}/net/snmp"))
+    except (FileNotFoundError, ProcessLookupError):
+        return {}
+    out = {"server_sleeps": sleeps}
+    if "TcpExt:BusyPollRxPackets" in netstat:
+        out["server_busypoll_rx"] = netstat["TcpExt:BusyPollRxPackets"]
+    if "Ip:InReceives" in snmp:
+        out["server_ip_in"] = snmp["Ip:InReceives"]
+    return out
 
 
 def process_cpu_seconds(pid: int, *, with_descendants: bool = True) -> float:
@@ -206,4 +270,6 @@ def snapshot(pid: int | None = None) -> CpuSnapshot:
     softirqs = parse_softirqs(_read("/proc/softirqs"))
     counters = {f"softnet_{k}": v for k, v in softnet.items()}
     counters.update({f"softirqs_{k.lower()}": v for k, v in softirqs.items()})
+    if pid is not None:
+        counters.update(server_counters(pid))
     return CpuSnapshot(time.monotonic(), proc, parse_proc_stat(_read("/proc/stat")), counters)

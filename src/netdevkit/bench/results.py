@@ -80,6 +80,10 @@ class RunConfig:
     cpus: int = 0
     started: str = ""
     netdevkit_version: str = ""
+    #: CPU placement asked for (``server=1,client=0,napi=1``); "" is no pinning
+    placement: str = ""
+    #: per-workload loads that replaced :attr:`loads` for those workloads
+    workload_loads: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +115,9 @@ class Sample:
     duration: float = 0.0
     napi: Mapping[str, float] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    #: role -> cpulist the kernel allowed while the sample ran (read back from
+    #: /proc/PID/task/*/status Cpus_allowed_list): "server", "client", "napi"
+    placement: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, str, str, int]:
@@ -219,6 +226,9 @@ class Results:
             cfg = dict(data["config"])
             for name in ("modes", "workloads", "loads"):
                 cfg[name] = tuple(cfg[name])
+            cfg["workload_loads"] = tuple(
+                (str(w), tuple(int(x) for x in loads)) for w, loads in cfg.get("workload_loads", ())
+            )
             return cls(
                 config=RunConfig(**cfg),
                 samples=tuple(_sample_from_dict(s) for s in data["samples"]),
@@ -252,6 +262,7 @@ def _sample_to_dict(s: Sample) -> dict[str, Any]:
     d = asdict(s)
     d["napi"] = dict(s.napi)
     d["notes"] = list(s.notes)
+    d["placement"] = dict(s.placement)
     return d
 
 
@@ -260,4 +271,5 @@ def _sample_from_dict(d: Mapping[str, Any]) -> Sample:
     d["latency"] = Latency(**d["latency"])
     d["napi"] = {str(k): v for k, v in dict(d.get("napi", {})).items()}
     d["notes"] = tuple(d.get("notes", ()))
+    d["placement"] = {str(k): str(v) for k, v in dict(d.get("placement", {})).items()}
     return Sample(**d)

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 from ..errors import NetdevkitError, RequestError
 from ..testbed import Testbed, TestbedConfig
+from ..testbed.core import CpuPlacement, affinity_of, format_cpu_list
 from ..tuning.presets import PRESETS, Preset
 from .results import PING_PONG, Results, RunConfig, Sample, Skip
 from .workloads import WORKLOADS, ServerSpec, missing_peers, run_client, server_specs
@@ -63,6 +64,14 @@ class BenchOptions:
     repeat: int = 1
     quick: bool = False
     testbed_name: str = ""
+    #: pin server programs, client programs and NAPI kthreads; None: no pinning
+    cpus: CpuPlacement | None = None
+    #: per-workload loads overriding :attr:`loads`, e.g. (("echo", (0,)),)
+    workload_loads: tuple[tuple[str, tuple[int, ...]], ...] = ()
+
+    def loads_of(self, workload: str) -> tuple[int, ...]:
+        """The loads *workload* is driven at (before the workload's own limits)."""
+        return dict(self.workload_loads).get(workload, self.loads)
 
 
 #: ``--quick``: every mode, echo and sockperf, ping-pong, 24 samples. A 0.5 s
@@ -101,6 +110,14 @@ def parse_workloads(value: str) -> tuple[str, ...]:
     return _parse_list(value, WORKLOADS, "workload")
 
 
+def parse_workload_loads(value: str) -> tuple[str, tuple[int, ...]]:
+    """``sockperf=0,5k,20k`` -> ('sockperf', (0, 5000, 20000))."""
+    name, eq, loads = value.partition("=")
+    if not eq:
+        raise RequestError(f"{value!r}: WORKLOAD=LOADS, e.g. sockperf=0,5k,20k")
+    return _parse_list(name, WORKLOADS, "workload")[0], parse_loads(loads)
+
+
 def parse_loads(value: str) -> tuple[int, ...]:
     """``0,5000,20k`` -> (0, 5000, 20000); 0 or ``pp`` is ping-pong."""
     out = []
@@ -134,6 +151,12 @@ def validate(opts: BenchOptions) -> None:
         raise RequestError(f"repeat {opts.repeat}: must be 1..100")
     if not opts.loads or any(x < 0 for x in opts.loads):
         raise RequestError("loads must be >= 0 (0 is ping-pong)")
+    for workload, loads in opts.workload_loads:
+        _parse_list(workload, WORKLOADS, "workload")
+        if not loads or any(x < 0 for x in loads):
+            raise RequestError(f"{workload} loads must be >= 0 (0 is ping-pong)")
+    if opts.cpus is not None:
+        opts.cpus.check_machine()
     missing = missing_peers(opts.workloads)
     if missing:
         raise NetdevkitError("missing peer programs: " + "; ".join(missing))
@@ -157,7 +180,7 @@ def count_steps(opts: BenchOptions) -> int:
     per_mode = 0
     for w in opts.workloads:
         servers = 3 if w == "echo" else 1
-        per_mode += servers * len(_loads_for(w, opts.loads)) * opts.repeat
+        per_mode += servers * len(_loads_for(w, opts.loads_of(w))) * opts.repeat
     return per_mode * len(opts.modes)
 
 
@@ -235,6 +258,22 @@ def _napi_state(tb: Testbed) -> dict[str, float]:
                 out[name] = v
         if n.threaded is not None:
             out["threaded"] = int(n.threaded)
+        if n.pid:
+            out["napi_kthread_pid"] = n.pid
+    return out
+
+
+def _derived(counters: dict[str, float], wall: float) -> dict[str, float]:
+    """Rates that explain the server's CPU: sleeps/s, and the share of the
+    packets received in the server namespace that busy polling delivered
+    (BusyPollRxPackets counts packets before GRO and InReceives after it,
+    so the share is capped at 1)."""
+    out: dict[str, float] = {}
+    if "server_sleeps" in counters and wall > 0:
+        out["server_sleeps_per_s"] = counters["server_sleeps"] / wall
+    ip_in = counters.get("server_ip_in", 0.0)
+    if "server_busypoll_rx" in counters and ip_in > 0:
+        out["busy_polled_share"] = min(1.0, counters["server_busypoll_rx"] / ip_in)
     return out
 
 
@@ -251,8 +290,14 @@ def _sample(
     res = run_client(tb, spec, pid, load, opts.duration)
     usage = res.cpu_after.usage_since(res.cpu_before)
     napi: dict[str, float] = {k: float(v) for k, v in usage.counters.items()}
+    napi.update(_derived(napi, usage.wall))
     napi.update(_napi_state(tb))
     napi.update({k: float(v) for k, v in res.extra.items()})
+    placement = dict(res.placement)
+    kthread = int(napi.get("napi_kthread_pid", 0))
+    if kthread:
+        with contextlib.suppress(OSError):  # threaded NAPI was turned off meanwhile
+            placement["napi"] = format_cpu_list(affinity_of(kthread))
     return Sample(
         mode=mode,
         workload=spec.workload,
@@ -268,6 +313,7 @@ def _sample(
         duration=usage.wall,
         napi=napi,
         notes=tuple(notes) + res.notes,
+        placement=placement,
     )
 
 
@@ -288,6 +334,8 @@ def _run_config(opts: BenchOptions) -> RunConfig:
         cpus=os.cpu_count() or 0,
         started=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         netdevkit_version=str(version),
+        placement=opts.cpus.describe() if opts.cpus is not None else "",
+        workload_loads=opts.workload_loads,
     )
 
 
@@ -314,7 +362,7 @@ def run_bench(opts: BenchOptions, progress: Callable[[Step], None] | None = None
     name = opts.testbed_name or f"ndkbench-{os.getpid()}"
     with (
         tempfile.TemporaryDirectory(prefix="ndk-bench-") as tmp,
-        Testbed(TestbedConfig(name=name, queues=1)) as tb,
+        Testbed(TestbedConfig(name=name, queues=1, cpus=opts.cpus)) as tb,
     ):
         for mode in opts.modes:
             preset = PRESETS[mode]
@@ -322,8 +370,10 @@ def run_bench(opts: BenchOptions, progress: Callable[[Step], None] | None = None
             try:
                 tuned = tuning_context.tuned(tb.server_if, preset=mode, netns=tb.server_ns)
                 with tuned:
+                    # threaded NAPI's kthreads exist once the mode turned it on
+                    tb.pin_napi_threads("server")
                     for workload in opts.workloads:
-                        loads = _loads_for(workload, opts.loads)
+                        loads = _loads_for(workload, opts.loads_of(workload))
                         specs = server_specs(workload, tb, SERVER_PORT, mode, loads, tmp)
                         for spec in specs:
                             label = f"{mode} {workload}/{spec.server}"

@@ -39,6 +39,7 @@ from typing import Any
 
 from ..errors import NetdevkitError
 from ..testbed import Testbed
+from ..testbed.core import affinity_of, format_cpu_list
 from . import sockperf
 from .cpu import CpuSnapshot, snapshot
 from .results import PING_PONG, Latency
@@ -141,6 +142,19 @@ class ClientResult:
     client_limited: bool = False
     notes: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    #: CPUs the server and client could run on, read back while the client measured
+    placement: dict[str, str] = field(default_factory=dict)
+
+
+def _read_placement(server_pid: int, client_pid: int) -> dict[str, str]:
+    """Cpus_allowed_list (all threads) of the server and the client, as cpulists."""
+    out: dict[str, str] = {}
+    for role, pid in (("server", server_pid), ("client", client_pid)):
+        try:
+            out[role] = format_cpu_list(affinity_of(pid))
+        except (OSError, NetdevkitError):
+            continue  # exited
+    return out
 
 
 def _drive(
@@ -149,7 +163,7 @@ def _drive(
     server_pid: int,
     markers: tuple[str, str] | None,
     timeout: float,
-) -> tuple[str, CpuSnapshot, CpuSnapshot]:
+) -> tuple[str, CpuSnapshot, CpuSnapshot, dict[str, str]]:
     """Run a client, reading its output as it comes; sample the server's CPU when a
     line contains ``markers[0]`` (measuring starts) and ``markers[1]`` (it ends).
     Without markers the window is the whole run.
@@ -163,6 +177,7 @@ def _drive(
     watchdog.start()
     lines: list[str] = []
     before = snapshot(server_pid) if markers is None else None
+    placement = _read_placement(server_pid, proc.pid) if markers is None else {}
     after: CpuSnapshot | None = None
     try:
         assert proc.stdout is not None
@@ -173,6 +188,7 @@ def _drive(
                 continue
             if before is None and markers[0] in line:
                 before = snapshot(server_pid)
+                placement = _read_placement(server_pid, proc.pid)
             elif before is not None and after is None and markers[1] in line:
                 after = snapshot(server_pid)
         proc.wait()
@@ -195,7 +211,7 @@ def _drive(
         raise NetdevkitError(f"client {argv[0]} never reported that it started measuring")
     if after is None:
         after = snapshot(server_pid)
-    return text, before, after
+    return text, before, after, placement
 
 
 def _sockperf_client(
@@ -208,7 +224,7 @@ def _sockperf_client(
     if stdbuf is not None:
         argv = [stdbuf, "-oL", *argv]
     markers = ("Starting test", "Test end")
-    text, before, after = _drive(tb, argv, server_pid, markers, seconds + 30)
+    text, before, after, placement = _drive(tb, argv, server_pid, markers, seconds + 30)
     rep = sockperf.parse_report(text)
     notes = []
     limited = rep.rate_too_high
@@ -226,6 +242,7 @@ def _sockperf_client(
         client_limited=limited,
         notes=tuple(notes),
         extra={"sockperf_observations": rep.observations},
+        placement=placement,
     )
 
 
@@ -236,7 +253,7 @@ def _mcload_client(
     argv += ["--port", str(spec.port), "--rate", str(load), "--duration", str(duration)]
     argv += ["--connections", "16", "--warmup", "0.5", "-j", "--markers"]
     markers = ("mcload: window start", "mcload: window end")
-    text, before, after = _drive(tb, argv, server_pid, markers, duration + 30)
+    text, before, after, placement = _drive(tb, argv, server_pid, markers, duration + 30)
     rep = json.loads(text.strip().splitlines()[-1])
     lat = Latency(
         rep["p50"],
@@ -260,6 +277,7 @@ def _mcload_client(
         client_limited=bool(rep["client_limited"]),
         notes=tuple(notes),
         extra={"mcload_lag_p99_us": rep["lag_p99"], "mcload_client_cpu": rep["client_cpu"]},
+        placement=placement,
     )
 
 
@@ -287,9 +305,10 @@ def _redis_client(
     requests = max(2000, int(duration * 15000))  # about *duration* s at veth ping-pong speed
     argv = [shutil.which("redis-benchmark") or "redis-benchmark", "-h", tb.server_addr]
     argv += ["-p", str(spec.port), "-t", "get", "-n", str(requests), "-c", "1", "--precision", "3"]
-    text, before, after = _drive(tb, argv, server_pid, None, duration * 10 + 30)
+    text, before, after, placement = _drive(tb, argv, server_pid, None, duration * 10 + 30)
     lat, rps = parse_redis_benchmark(text)
-    return ClientResult(lat, rps, before, after, notes=("redis-benchmark -c 1 (closed loop)",))
+    notes = ("redis-benchmark -c 1 (closed loop)",)
+    return ClientResult(lat, rps, before, after, notes=notes, placement=placement)
 
 
 _CLIENTS: dict[str, Callable[[Testbed, ServerSpec, int, int, float], ClientResult]] = {

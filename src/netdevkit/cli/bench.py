@@ -30,10 +30,20 @@ loads      0 (or pp) is ping-pong: one request in flight; N or Nk is a fixed rat
 sockperf/echo latencies are half the round trip (sockperf's convention);
 memcached/redis latencies are whole round trips.
 
+CPU placement (default: none, the scheduler decides):
+  --cpus server=1,client=0,napi=1   server programs on CPU 1, clients on CPU 0,
+                                    threaded-NAPI kthreads on CPU 1
+  --cpus server=2-3,client=0,1      a role takes a cpulist; "0,1" after client= is {0, 1}
+  --cpus auto                       server and NAPI on the last CPU, client on CPU 0
+  Softirq has no placement on veth: the "IRQ" is the sender's napi_schedule, so a NAPI
+  that is not threaded or busy polled is polled on the sending process's CPU.
+
 examples:
   netdevkit bench --quick
   netdevkit bench --modes base,fullbusy,suspend --workload sockperf,memcached \\
       --load 0,5k,20k --duration 5 --repeat 3 --out bench-out/full
+  netdevkit bench --workload echo,sockperf,memcached --load 0 \\
+      --load-for sockperf=0,5k,20k --load-for memcached=5k,20k --cpus auto
   netdevkit bench --report bench-out/full/results.json
 """
 
@@ -53,6 +63,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="comma-separated (default: echo,sockperf)",
     )
     p.add_argument("--load", help="comma-separated rates/s; 0 = ping-pong (default: 0)")
+    p.add_argument(
+        "--load-for",
+        action="append",
+        metavar="WORKLOAD=LOADS",
+        help="loads for one workload, replacing --load for it (repeatable)",
+    )
+    p.add_argument(
+        "--cpus",
+        metavar="PLACEMENT",
+        help="pin server,client,napi: e.g. server=1,client=0,napi=1 or auto (default: no pinning)",
+    )
     p.add_argument("--duration", type=float, help="seconds per sample (default 3; quick 0.5)")
     p.add_argument("--repeat", type=int, help="repeats per point (default 1)")
     p.add_argument("--quick", action="store_true", help="all modes, echo+sockperf, short: < 2 min")
@@ -77,6 +98,12 @@ def _options(args: argparse.Namespace) -> object:
         changes["duration"] = args.duration
     if args.repeat is not None:
         changes["repeat"] = args.repeat
+    if args.load_for:
+        changes["workload_loads"] = tuple(runner.parse_workload_loads(x) for x in args.load_for)
+    if args.cpus:
+        from ..testbed.core import CpuPlacement
+
+        changes["cpus"] = CpuPlacement.parse(args.cpus)
     import dataclasses
 
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]

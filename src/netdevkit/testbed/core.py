@@ -18,6 +18,20 @@ ones about the veth data path are in :mod:`netdevkit.testbed.datapath`:
   reference; the namespace and its veth end die once no process or socket
   holds it. That is why ``down()`` first stops the processes it started and
   deletes the veth pair explicitly.
+
+Optional CPU placement (:class:`CpuPlacement`, ``TestbedConfig(cpus=...)``):
+every program started with :meth:`Testbed.popen` on a side is pinned to that
+side's CPUs, and :meth:`Testbed.pin_napi_threads` pins the threaded-NAPI
+kthreads. Facts it relies on:
+
+- ``sched_setaffinity`` acts on one thread; a thread created later inherits
+  its creator's mask, and the mask survives ``execve`` (so pinning ``ip netns
+  exec`` before it execs the program pins the program).
+- NAPI kthreads (``napi/<dev>-<id>``, pid in napi-get while threaded) are
+  ordinary kthreads, not per-CPU ones: their affinity can be set.
+- There is no CPU to place the veth "IRQ" on: it is the sender's
+  ``napi_schedule``, so a NAPI that is neither threaded nor busy polled runs
+  in softirq on the CPU of the process that sent the packet.
 """
 
 from __future__ import annotations
@@ -42,7 +56,7 @@ from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
 
 from .. import netns as ndk_netns
-from ..errors import NetdevkitError, RequestError, UnsupportedError
+from ..errors import NetdevkitError, NotFoundError, RequestError, UnsupportedError
 from .datapath import _udp_napi_id, get_offloads, set_offloads, socket_in_netns
 from .journal import (
     _alias,
@@ -76,6 +90,8 @@ class TestbedConfig:
     server_addr: str = "10.201.0.1"
     client_addr: str = "10.201.0.2"
     mtu: int = 1500
+    #: pin the server's and client's programs (and NAPI kthreads); None: no pinning
+    cpus: CpuPlacement | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
@@ -102,6 +118,8 @@ class TestbedConfig:
             raise RequestError(
                 f"server_addr {srv} and client_addr {cli} are not in the same /24 ({net})"
             )
+        if self.cpus is not None and not isinstance(self.cpus, CpuPlacement):
+            raise RequestError(f"cpus={self.cpus!r}: must be a CpuPlacement (or None)")
 
     @property
     def server_ns(self) -> str:
@@ -125,6 +143,190 @@ def _parse_host_addr(field: str, value: object) -> ipaddress.IPv4Address:
     if host in (0, 255):
         raise RequestError(f"{field}={value}: network or broadcast address of its /24")
     return addr
+
+
+# --- CPU placement -----------------------------------------------------------
+
+PLACEMENT_ROLES = ("server", "client", "napi")
+
+
+def parse_cpu_list(text: str) -> frozenset[int]:
+    """``"0-2,5"`` -> {0, 1, 2, 5} (the kernel's cpulist format, as in
+    ``Cpus_allowed_list`` and ``taskset -c``)."""
+    cpus: set[int] = set()
+    for part in (x.strip() for x in text.split(",")):
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-")
+        try:
+            first, last = int(lo), int(hi) if sep else int(lo)
+        except ValueError:
+            raise RequestError(f"CPU list {text!r}: {part!r} is not N or N-M") from None
+        if first < 0 or last < first:
+            raise RequestError(f"CPU list {text!r}: {part!r} is not a valid range")
+        cpus.update(range(first, last + 1))
+    if not cpus:
+        raise RequestError(f"CPU list {text!r} is empty")
+    return frozenset(cpus)
+
+
+def format_cpu_list(cpus: frozenset[int] | set[int]) -> str:
+    """{0, 1, 2, 5} -> ``"0-2,5"``."""
+    runs: list[list[int]] = []
+    for c in sorted(cpus):
+        if runs and c == runs[-1][1] + 1:
+            runs[-1][1] = c
+        else:
+            runs.append([c, c])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+@dataclass(frozen=True, slots=True)
+class CpuPlacement:
+    """Which CPUs the server's programs, the client's programs and the NAPI
+    kthreads may run on; ``None`` leaves a role unpinned.
+
+    Written ``server=1,client=0,napi=1`` (:meth:`parse`); a role takes a
+    cpulist, and a comma-separated item without ``role=`` continues the
+    previous role's list: ``server=1,3,client=0`` is server {1, 3}, client {0}.
+    """
+
+    server: frozenset[int] | None = None
+    client: frozenset[int] | None = None
+    napi: frozenset[int] | None = None
+
+    def __post_init__(self) -> None:
+        for role in PLACEMENT_ROLES:
+            cpus = getattr(self, role)
+            if cpus is None:
+                continue
+            if not isinstance(cpus, frozenset) or not cpus:
+                raise RequestError(f"{role} CPUs {cpus!r}: a non-empty frozenset of CPU numbers")
+            if any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in cpus):
+                raise RequestError(f"{role} CPUs {sorted(cpus)}: CPU numbers are ints >= 0")
+
+    @classmethod
+    def parse(cls, text: str, *, cpu_count: int | None = None) -> CpuPlacement:
+        """Parse ``server=1,client=0,napi=1``; ``auto`` is the last CPU for the
+        server and its NAPI, CPU 0 for the client (needs 2 CPUs; *cpu_count*
+        defaults to ``os.cpu_count()``)."""
+        text = text.strip()
+        if text == "auto":
+            n = cpu_count if cpu_count is not None else (os.cpu_count() or 1)
+            if n < 2:
+                raise RequestError(
+                    f"--cpus auto puts server and client on different CPUs: this machine "
+                    f"has {n} CPU, it needs at least 2 (run without --cpus)"
+                )
+            last = frozenset({n - 1})
+            return cls(server=last, client=frozenset({0}), napi=last)
+        lists: dict[str, list[str]] = {}
+        role = ""
+        for item in (x.strip() for x in text.split(",")):
+            if not item:
+                continue
+            name, eq, value = item.partition("=")
+            if eq:
+                role = name.strip()
+                if role not in PLACEMENT_ROLES:
+                    raise RequestError(
+                        f"CPU placement {text!r}: unknown role {role!r} "
+                        f"(roles: {', '.join(PLACEMENT_ROLES)}; e.g. server=1,client=0,napi=1)"
+                    )
+                if role in lists:
+                    raise RequestError(f"CPU placement {text!r}: {role} given twice")
+                lists[role] = [value]
+            elif not role:
+                raise RequestError(
+                    f"CPU placement {text!r}: start with a role, e.g. server=1,client=0,napi=1"
+                )
+            else:
+                lists[role].append(item)
+        if not lists:
+            raise RequestError(f"CPU placement {text!r}: e.g. server=1,client=0,napi=1 or auto")
+        kw = {r: parse_cpu_list(",".join(v)) for r, v in lists.items()}
+        return cls(**kw)
+
+    def for_role(self, role: str) -> frozenset[int] | None:
+        if role not in PLACEMENT_ROLES:
+            raise RequestError(f"role {role!r}: one of {', '.join(PLACEMENT_ROLES)}")
+        cpus: frozenset[int] | None = getattr(self, role)
+        return cpus
+
+    def describe(self) -> str:
+        """The :meth:`parse` form, e.g. ``server=1,client=0,napi=1`` (``""``: no pinning)."""
+        parts = []
+        for role in PLACEMENT_ROLES:
+            cpus = getattr(self, role)
+            if cpus is not None:
+                parts.append(f"{role}={format_cpu_list(cpus)}")
+        return ",".join(parts)
+
+    def check_machine(self, usable: frozenset[int] | None = None) -> None:
+        """Raise :class:`RequestError` if a CPU is not one this process may use
+        (*usable* defaults to ``os.sched_getaffinity(0)``: online CPUs minus
+        cpuset/taskset limits), saying how many the machine has."""
+        avail = usable if usable is not None else frozenset(os.sched_getaffinity(0))
+        total = os.cpu_count() or len(avail)
+        for role in PLACEMENT_ROLES:
+            cpus = getattr(self, role)
+            if cpus is None:
+                continue
+            bad = sorted(cpus - avail)
+            if bad:
+                raise RequestError(
+                    f"{role}={format_cpu_list(cpus)}: CPU {format_cpu_list(set(bad))} is not "
+                    f"available; this machine has {total} CPU{'s' if total != 1 else ''} and "
+                    f"this process may use {format_cpu_list(avail)}"
+                )
+
+
+def set_affinity(pid: int, cpus: frozenset[int]) -> list[int]:
+    """Pin every thread of process *pid* to *cpus* (``taskset -a -p``); return the tids.
+
+    The main thread goes first so that threads it creates from then on
+    inherit the mask; the thread list is re-read until a pass finds no
+    thread it had not pinned, which closes the race with threads created
+    while we were pinning. Raises :class:`NotFoundError` if *pid* is gone.
+    """
+    done: set[int] = set()
+    try:
+        os.sched_setaffinity(pid, cpus)
+        done.add(pid)
+        while True:
+            try:
+                tids = {int(t) for t in os.listdir(f"/proc/{pid}/task")}
+            except FileNotFoundError:
+                raise ProcessLookupError(pid) from None
+            new = tids - done
+            if not new:
+                return sorted(done)
+            for tid in new:
+                with contextlib.suppress(ProcessLookupError):  # thread exited meanwhile
+                    os.sched_setaffinity(tid, cpus)
+                done.add(tid)
+    except ProcessLookupError:
+        raise NotFoundError(f"cannot pin process {pid} to CPUs {cpus}: it exited") from None
+    except OSError as err:
+        raise NetdevkitError(
+            f"cannot pin process {pid} to CPUs {format_cpu_list(cpus)}: {err.strerror} "
+            "(a CPU offline or outside this cgroup's cpuset?)"
+        ) from err
+
+
+def affinity_of(pid: int) -> frozenset[int]:
+    """The union of ``Cpus_allowed_list`` over every thread of *pid*, from /proc
+    (what the kernel will let the process run on, read back)."""
+    out: set[int] = set()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status", encoding="ascii") as f:
+                for line in f:
+                    if line.startswith("Cpus_allowed_list:"):
+                        out |= parse_cpu_list(line.split(":", 1)[1])
+        except FileNotFoundError:
+            continue
+    return frozenset(out)
 
 
 @contextlib.contextmanager
@@ -238,6 +440,8 @@ class Testbed:
         if self._is_up:
             return self
         _require_privileges()
+        if self.config.cpus is not None:
+            self.config.cpus.check_machine()
         for ns in (self.server_ns, self.client_ns):
             if ndk_netns.exists(ns):
                 raise NetdevkitError(
@@ -483,11 +687,50 @@ class Testbed:
 
     def popen(self, side: Side, argv: list[str], **kw: Any) -> subprocess.Popen[bytes]:
         """Start *argv* inside a side's namespace. ``down()`` terminates it
-        (SIGTERM, then SIGKILL after 2 s) if it is still running."""
+        (SIGTERM, then SIGKILL after 2 s) if it is still running.
+
+        With a :class:`CpuPlacement` for the side, the process and all its
+        threads are pinned right after it starts (see :func:`set_affinity`);
+        a pin that fails stops the process and raises."""
         self._procs = [p for p in self._procs if p.poll() is None]
         p: subprocess.Popen[bytes] = subprocess.Popen(self._ns_argv(side, argv), **kw)
         self._procs.append(p)
+        cpus = self.cpus_of(side)
+        if cpus is not None:
+            try:
+                set_affinity(p.pid, cpus)
+            except NotFoundError:
+                pass  # it exited before it could be pinned: the caller sees its status
+            except NetdevkitError:
+                p.kill()
+                p.wait()
+                raise
         return p
+
+    def cpus_of(self, role: str) -> frozenset[int] | None:
+        """The CPUs *role* ("server", "client", "napi") is placed on; None: unpinned."""
+        cpus = self.config.cpus
+        return None if cpus is None else cpus.for_role(role)
+
+    def pin_napi_threads(self, side: Side = "server") -> dict[int, int]:
+        """Pin the NAPI kthreads of one end to the placement's ``napi`` CPUs.
+
+        Only threaded NAPIs have a kthread; call this after turning threaded
+        NAPI on. Returns {napi id: kthread pid} of what was pinned (empty
+        without a ``napi`` placement or without threaded NAPIs)."""
+        cpus = self.cpus_of("napi")
+        if cpus is None:
+            return {}
+        from ..netdev.client import Netdev
+
+        with Netdev.open(self.ns_of(side)) as nd:
+            napis = nd.napi_dump(ifindex=self._index(side))
+        pinned: dict[int, int] = {}
+        for n in napis:
+            if n.pid:
+                set_affinity(n.pid, cpus)
+                pinned[n.id] = n.pid
+        return pinned
 
     def run(self, side: Side, argv: list[str], **kw: Any) -> subprocess.CompletedProcess[bytes]:
         """Run *argv* to completion inside a side's namespace (``subprocess.run``)."""
