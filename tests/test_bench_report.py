@@ -38,13 +38,22 @@ def test_claims_verdicts(results: Results) -> None:
         ("sockperf", "a"): SHOWN,
         ("sockperf", "b"): SHOWN,
         ("sockperf", "c"): SHOWN,
+        ("sockperf", "d"): SHOWN,
         ("memcached", "a"): NOT_SHOWN,
         ("memcached", "b"): NOT_SHOWN,
         ("memcached", "c"): MEASURED_NOT,
+        ("memcached", "d"): MEASURED_NOT,
     }
     # the numbers are in the evidence: medians across the two repeats
-    assert "suspend p50 9.6 us, fullbusy p50 8.6 us" in got[("sockperf", "a")].evidence
-    assert "defer p50 80.1 us, base p50 25.1 us" in got[("sockperf", "c")].evidence
+    # low load is the lowest open-loop rate; ping-pong is added to the evidence
+    assert (
+        "at 10000/s: suspend p50 14.3 us, fullbusy p50 12.8 us" in got[("sockperf", "a")].evidence
+    )
+    assert "ping-pong: suspend 9.6 us, fullbusy 8.6 us" in got[("sockperf", "a")].evidence
+    assert "at 10000/s: defer p50 120.1 us, base p50 37.6 us" in got[("sockperf", "c")].evidence
+    # napibusy has no 10000/s sample, so (d) compares every polling mode at ping-pong
+    assert "p99 at ping-pong (us): base 52.7" in got[("sockperf", "d")].evidence
+    assert "slowest of all modes run: defer" in got[("sockperf", "d")].evidence
     assert "defer was not run" in got[("memcached", "c")].evidence
     # client-limited fullbusy at 20000/s is ignored: only 5000/s is compared
     assert "20000/s" not in got[("memcached", "b")].evidence
