@@ -77,3 +77,20 @@ def test_missing_process() -> None:
         cpu.process_cpu_seconds(2**22 + 7)
     assert cpu.snapshot(2**22 + 7).process is None
     assert os.getpid() not in cpu.descendants(os.getpid())
+
+
+def test_parse_proc_net_pairs() -> None:
+    from netdevkit.bench.cpu import parse_proc_net_pairs
+
+    text = (
+        "TcpExt: SyncookiesSent BusyPollRxPackets\n"
+        "TcpExt: 0 19075\n"
+        "IpExt: InNoRoutes\n"
+        "IpExt: 3\n"
+        "Ip: Forwarding DefaultTTL InReceives\n"
+        "Ip: 2 64 19127\n"
+    )
+    got = parse_proc_net_pairs(text)
+    assert got["TcpExt:BusyPollRxPackets"] == 19075
+    assert got["Ip:InReceives"] == 19127 and got["IpExt:InNoRoutes"] == 3
+    assert parse_proc_net_pairs("TcpExt: A\nIpExt: 1\n") == {}  # mismatched pair skipped

@@ -51,6 +51,9 @@ def test_claims_verdicts(results: Results) -> None:
     )
     assert "ping-pong: suspend 9.6 us, fullbusy 8.6 us" in got[("sockperf", "a")].evidence
     assert "at 10000/s: defer p50 120.1 us, base p50 37.6 us" in got[("sockperf", "c")].evidence
+    # (b) judges the open-loop curve; ping-pong is only quoted
+    assert "10000/s: suspend 0.40, fullbusy 0.99 cores" in got[("sockperf", "b")].evidence
+    assert "ping-pong, not judged: suspend 0.30" in got[("sockperf", "b")].evidence
     # napibusy has no 10000/s sample, so (d) compares every polling mode at ping-pong
     assert "p99 at ping-pong (us): base 52.7" in got[("sockperf", "d")].evidence
     assert "slowest of all modes run: defer" in got[("sockperf", "d")].evidence

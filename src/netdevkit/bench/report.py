@@ -11,7 +11,8 @@ MEASURED with the numbers that decided it:
     ``fullbusy`` keeps the server near a whole core (>= 0.8) at every load,
     and ``suspend`` uses less than half of fullbusy's CPU at the lowest
     load (with two or more load levels, suspend must also use less than
-    fullbusy at every level);
+    fullbusy at every level); the loads are the open-loop rates when any
+    were measured (ping-pong is then only quoted);
 (c) ``defer`` alone adds latency at low load: defer's p50 is more than 10%
     above ``base``'s p50 at the lowest load;
 (d) ``base`` is the slowest at the tail: its p99 is at least that of every
@@ -197,6 +198,16 @@ def _claim_b(res: Results, workload: str, server: str) -> Claim:
         return Claim(
             "b", title, workload, server, MEASURED_NOT, _missing(res, workload, server, modes)
         )
+    # The load curve is the open-loop rates; ping-pong (as fast as one request in
+    # flight allows) is not a point on it, so it is judged only without rates.
+    rates = [x for x in common if x != PING_PONG]
+    pp_note = ""
+    if rates and PING_PONG in common:
+        sus_pp = _value(res, "suspend", workload, server, PING_PONG, _cpu)
+        full_pp = _value(res, "fullbusy", workload, server, PING_PONG, _cpu)
+        assert sus_pp is not None and full_pp is not None
+        pp_note = f" (ping-pong, not judged: suspend {sus_pp:.2f}, fullbusy {full_pp:.2f} cores)"
+    common = rates or common
     rows = []
     full_near_core = True
     suspend_below = True
@@ -220,7 +231,7 @@ def _claim_b(res: Results, workload: str, server: str) -> Claim:
         why.append(f"suspend not under {SUSPEND_CPU_FRACTION:.0%} of fullbusy at the lowest load")
     if not suspend_below:
         why.append("suspend not below fullbusy at every load")
-    ev = "; ".join(rows)
+    ev = "; ".join(rows) + pp_note
     if len(common) == 1:
         ev += " (one load level only: the trend with load is not measured)"
     if why:
