@@ -2,9 +2,11 @@
 
 Runs on a fresh one-queue veth testbed (NAPI live on both ends). The client is always
 Debian's ``sockperf ping-pong --tcp`` in the client namespace; latency is sockperf's
-half round trip (p50, p99 as sockperf reports them). Server CPU is utime+stime of the
-server process from ``/proc/PID/stat`` over the client's run window, in cores (busy
-polling inside ``epoll_wait``/``recv`` is system time of the server and counts).
+half round trip (p50, p99 as sockperf reports them). Server CPU is the scheduler's runtime
+of every server thread (``/proc/PID/task/*/schedstat`` field 1, ns; tick-sampled
+utime+stime miss a server that runs in short bursts) over sockperf's own measuring window
+(opened at its "Starting test" line, closed at "Test end"), in cores; busy polling inside
+``epoll_wait``/``recv`` is the server's system time and counts.
 
 Which NAPI matters: a request travels client -> server, so it is delivered by the
 *server-side* veth NAPI (the veth "IRQ" is the client's napi_schedule on it); that is the
@@ -41,13 +43,16 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from netdevkit.bench.cpu import process_cpu_seconds
 from netdevkit.busypoll import EpollParams
+from netdevkit.busypoll.rr import default_adaptive_us
 from netdevkit.netdev.client import Netdev
 from netdevkit.procs import stop
 from netdevkit.testbed import Testbed, TestbedConfig
@@ -59,7 +64,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 _PORTS = itertools.count(11111)
 SERVER_CPU = "1"
 CLIENT_CPU = "0"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+MARKERS = ("Starting test", "Test end")  # sockperf's own measuring window
 
 ServerKind = Literal["sockperf", "rr"]
 Load = Literal["pp", "low"]
@@ -68,6 +73,9 @@ BASE_NAPI = NapiSettings(0, 0, 0, False)
 #: The low-CPU mode: IRQ suspension with a short in-kernel spin after each event.
 LOWCPU_NAPI = NapiSettings(100, 20 * US, 20_000_000, False)
 LOWCPU_EPOLL = EpollParams(busy_poll_usecs=50, busy_poll_budget=64, prefer_busy_poll=True)
+#: Hybrid (sleep-then-poll) on the FastLoop: NAPI at the driver default (IRQs on while the
+#: loop sleeps), window 50 us with budget 64 and prefer while it polls.
+HYBRID_EPOLL = EpollParams(busy_poll_usecs=0, busy_poll_budget=64, prefer_busy_poll=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +89,9 @@ class Cell:
     loop: str = ""
     params: EpollParams | None = None
     spin_us: int = 0
+    adaptive_us: int = 0
+    hybrid: bool = False
+    sock_busy_poll: int = 0
     lls: int = 0
     load: Load = "pp"
     group: str = ""
@@ -114,6 +125,14 @@ def preset_params(name: str) -> EpollParams | None:
     return EpollParams(ep.busy_poll_usecs, ep.busy_poll_budget, ep.prefer_busy_poll)
 
 
+def _rr(name: str, label: str, loop: str, preset: str, group: str, **kw: Any) -> Cell:
+    """An rr-server cell on *loop* with *preset* (NAPI half on the server's NAPI, epoll half
+    on the loop); netdevkit's loops get their default adaptive window unless told."""
+    params = preset_params(preset)
+    kw.setdefault("adaptive_us", default_adaptive_us(loop, params))
+    return Cell(name, label, "rr", PRESETS[preset].napi, loop, params, group=group, **kw)
+
+
 def all_cells() -> list[Cell]:
     """Every cell of the bench, in table order."""
     cells = [
@@ -123,76 +142,97 @@ def all_cells() -> list[Cell]:
         Cell("uvloop", "uvloop rr", "rr", loop="uvloop", group="stock"),
     ]
     for name in ("base", "defer", "napibusy", "fullbusy", "suspend"):
-        preset = PRESETS[name]
-        params = preset_params(name)
+        adaptive = " (adaptive 50 us)" if name == "suspend" else ""
+        cells += [
+            _rr(f"asyncio-{name}", f"stock asyncio, {name} (naive)", "asyncio", name, "naive"),
+            _rr(f"nd-{name}", f"netdevkit loop, {name}{adaptive}", "netdevkit", name, "nd"),
+            _rr(f"uv-{name}", f"uvloop + netdevkit params, {name}", "uvloop", name, "uv"),
+        ]
+    for name in ("napibusy", "fullbusy", "suspend"):
+        adaptive = " (adaptive 50 us)" if name == "suspend" else ""
         cells.append(
-            Cell(
-                f"asyncio-{name}",
-                f"stock asyncio, {name} (naive)",
-                "rr",
-                preset.napi,
-                "asyncio",
-                params,
-                group="asyncio+preset",
-            )
+            _rr(f"fast-{name}", f"netdevkit FastLoop, {name}{adaptive}", "fast", name, "fast")
         )
-        cells.append(
-            Cell(
-                f"nd-{name}",
-                f"netdevkit loop, {name}",
-                "rr",
-                preset.napi,
-                "netdevkit",
-                params,
-                group="netdevkit",
-            )
-        )
-        cells.append(
-            Cell(
-                f"uv-{name}",
-                f"uvloop + netdevkit params, {name}",
-                "rr",
-                preset.napi,
-                "uvloop",
-                params,
-                group="uvloop+params",
-            )
-        )
-    cells.append(
+    cells += [
+        # SO_BUSY_POLL on the accepted socket instead of epoll parameters (C's --lls way).
+        _rr(
+            "fast-sockbp50",
+            "netdevkit FastLoop, SO_BUSY_POLL 50",
+            "fast",
+            "base",
+            "fast",
+            sock_busy_poll=50,
+        ),
+        # sockperf's own way in Python: a thread per connection, blocking busy-polling reads.
+        Cell(
+            "thr-lls50",
+            "netdevkit threads server, SO_BUSY_POLL 50 (like --lls 50)",
+            "rr",
+            BASE_NAPI,
+            "threads",
+            sock_busy_poll=50,
+            group="threads",
+        ),
+        Cell(
+            "fast-hybrid",
+            "netdevkit FastLoop, hybrid sleep-then-poll (window 50 us)",
+            "rr",
+            BASE_NAPI,
+            "fast",
+            HYBRID_EPOLL,
+            adaptive_us=50,
+            hybrid=True,
+            group="fast",
+        ),
+        Cell(
+            "nd-hybrid",
+            "netdevkit loop, hybrid sleep-then-poll (window 50 us)",
+            "rr",
+            BASE_NAPI,
+            "netdevkit",
+            HYBRID_EPOLL,
+            adaptive_us=50,
+            hybrid=True,
+            group="nd",
+        ),
+        # What the adaptive window replaces: suspend as is, and a fixed in-kernel window.
+        _rr(
+            "nd-suspend-plain",
+            "netdevkit loop, suspend (no adaptive window)",
+            "netdevkit",
+            "suspend",
+            "nd",
+            adaptive_us=0,
+        ),
         Cell(
             "nd-lowcpu",
-            "netdevkit loop, lowcpu (suspend+usecs 50)",
+            "netdevkit loop, suspend NAPI + fixed usecs 50",
             "rr",
             LOWCPU_NAPI,
             "netdevkit",
             LOWCPU_EPOLL,
-            group="lowcpu",
-        )
-    )
-    cells.append(
+            group="fixed window",
+        ),
         Cell(
             "uv-lowcpu",
-            "uvloop + netdevkit params, lowcpu",
+            "uvloop + netdevkit params, suspend NAPI + fixed usecs 50",
             "rr",
             LOWCPU_NAPI,
             "uvloop",
             LOWCPU_EPOLL,
-            group="lowcpu",
-        )
-    )
-    # What the earlier measurements tried: user-space re-polls (timeout 0) after activity.
-    cells.append(
-        Cell(
+            group="fixed window",
+        ),
+        # What the earlier measurements tried: user-space re-polls (timeout 0) after activity.
+        _rr(
             "nd-suspend-spin50",
             "netdevkit loop, suspend + spin_us=50 (user space)",
-            "rr",
-            PRESETS["suspend"].napi,
             "netdevkit",
-            preset_params("suspend"),
+            "suspend",
+            "nd",
             spin_us=50,
-            group="netdevkit",
-        )
-    )
+            adaptive_us=0,
+        ),
+    ]
     # Low (paced) load: the CPU question.
     for base in (
         "c-lls50",
@@ -200,8 +240,12 @@ def all_cells() -> list[Cell]:
         "nd-fullbusy",
         "nd-suspend",
         "nd-lowcpu",
+        "fast-fullbusy",
+        "fast-suspend",
+        "fast-hybrid",
+        "nd-hybrid",
+        "thr-lls50",
         "uv-fullbusy",
-        "uv-lowcpu",
     ):
         cell = next(c for c in cells if c.name == base)
         cells.append(replace(cell, name=f"low:{base}", load="low", group="low-load"))
@@ -221,14 +265,6 @@ def set_server_napi(tb: Testbed, napi: NapiSettings) -> None:
                 gro_flush_timeout=napi.gro_flush_timeout,
                 irq_suspend_timeout=napi.irq_suspend_timeout,
             )
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of *pid* in seconds (fields 14 and 15 of /proc/PID/stat)."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        stat = f.read()
-    fields = stat[stat.rindex(b")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def server_argv(tb: Testbed, cell: Cell, ready_file: str, port: int) -> list[str]:
@@ -259,6 +295,12 @@ def server_argv(tb: Testbed, cell: Cell, ready_file: str, port: int) -> list[str
             argv.append("--prefer")
     if cell.spin_us:
         argv += ["--spin-us", str(cell.spin_us)]
+    if cell.loop in ("netdevkit", "fast"):
+        argv += ["--adaptive-us", str(cell.adaptive_us)]
+    if cell.hybrid:
+        argv.append("--hybrid")
+    if cell.sock_busy_poll:
+        argv += ["--sock-busy-poll", str(cell.sock_busy_poll)]
     return argv
 
 
@@ -266,6 +308,8 @@ def client_argv(
     tb: Testbed, cell: Cell, duration: float, mps: int, burst: int, port: int
 ) -> list[str]:
     argv = [
+        "stdbuf",
+        "-oL",  # line-buffered: the window lines arrive when printed
         "taskset",
         "-c",
         CLIENT_CPU,
@@ -352,30 +396,64 @@ def run_cell(tb: Testbed, cell: Cell, duration: float, mps: int, burst: int) -> 
     try:
         port = next(_PORTS)
         with server_running(tb, cell, port) as proc:
-            cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
-            out = tb.run(
-                "client",
-                client_argv(tb, cell, duration, mps, burst, port),
-                capture_output=True,
-                timeout=duration + 30,
-            )
-            cpu1, t1 = cpu_seconds(proc.pid), time.monotonic()
+            argv = client_argv(tb, cell, duration, mps, burst, port)
+            returncode, text, window = run_client(tb, argv, proc.pid, duration + 30)
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as err:
         res.error = str(err)
         return res
     finally:
         set_server_napi(tb, BASE_NAPI)
-    text = (out.stdout + out.stderr).decode(errors="replace")
     pct, avg, total, answers = parse_sockperf(text)
-    res.seconds = round(t1 - t0, 3)
-    res.server_cpu = round((cpu1 - cpu0) / (t1 - t0), 3)
-    if answers:
-        res.cpu_us_per_rt = round((cpu1 - cpu0) * 1e6 / answers, 2)
+    if window is not None:
+        (cpu0, t0), (cpu1, t1) = window
+        res.seconds = round(t1 - t0, 3)
+        res.server_cpu = round((cpu1 - cpu0) / (t1 - t0), 3)
+        if answers:
+            res.cpu_us_per_rt = round((cpu1 - cpu0) * 1e6 / answers, 2)
     res.p50_us, res.p99_us, res.avg_us = pct.get("50.000"), pct.get("99.000"), avg
     res.observations = total
-    if out.returncode != 0 or res.p50_us is None:
-        res.error = f"sockperf exit {out.returncode}: {text.strip()[-300:]}"
+    if returncode != 0 or res.p50_us is None or window is None:
+        res.error = f"sockperf exit {returncode}: {text.strip()[-300:]}"
     return res
+
+
+Sample = tuple[float, float]  # (server CPU seconds, time.monotonic())
+
+
+def run_client(
+    tb: Testbed, argv: list[str], server_pid: int, timeout: float
+) -> tuple[int, str, tuple[Sample, Sample] | None]:
+    """Run sockperf, reading its lines as they come; sample the server's CPU (schedstat
+    runtime of all its threads) at sockperf's "Starting test" and "Test end" lines.
+
+    [seen] sockperf 3.7 idles about 2 s before "Starting test...", so a window opened at
+    process start would dilute the CPU figure.
+    """
+    proc = tb.popen("client", argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    watchdog = threading.Timer(timeout, proc.kill)
+    watchdog.start()
+    lines: list[str] = []
+    start: Sample | None = None
+    end: Sample | None = None
+    try:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.decode(errors="replace")
+            lines.append(line)
+            if start is None and MARKERS[0] in line:
+                start = (process_cpu_seconds(server_pid), time.monotonic())
+            elif start is not None and end is None and MARKERS[1] in line:
+                end = (process_cpu_seconds(server_pid), time.monotonic())
+        proc.wait(timeout=10)
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    window = (start, end) if start is not None and end is not None else None
+    return proc.returncode, "".join(lines), window
 
 
 def _cell_dict(cell: Cell) -> dict[str, Any]:
@@ -429,7 +507,8 @@ def markdown(results: list[Result], meta: dict[str, Any], verdicts: list[str]) -
         f"{meta['date']} · Linux {meta['kernel']} · {meta['cpus']} CPUs · "
         f"{meta['duration']} s per cell, median of {meta['rounds']} interleaved rounds · "
         "sockperf ping-pong --tcp, 14-byte messages, "
-        "half round trip (us) · server CPU in cores (utime+stime) · ratio = p50/p99 over "
+        "half round trip (us) · server CPU in cores (schedstat runtime of all server threads "
+        "over sockperf's measuring window) · ratio = p50/p99 over "
         "the C busy-polling limit (sockperf server --lls 50) of the same run.",
         "",
         "| cell | load | p50 us | p99 us | server CPU (cores) | CPU us/round trip "
@@ -450,43 +529,61 @@ def markdown(results: list[Result], meta: dict[str, Any], verdicts: list[str]) -
 
 
 def verdicts(results: list[Result]) -> list[str]:
+    """The issue's three speed targets, each MET or NOT MET with its numbers."""
     by = {r.name: r for r in results if r.p50_us is not None and r.p99_us is not None}
     out: list[str] = []
     lim = by.get("c-lls50")
-    py = [r for r in by.values() if r.load == "pp" and r.name.startswith(("nd-", "uv-"))]
+    python = ("nd-", "uv-", "fast-", "thr-")
+    py = [r for r in by.values() if r.load == "pp" and r.name.startswith(python)]
     if lim and py and lim.p50_us and lim.p99_us:
         best = min(py, key=lambda r: r.p50_us or 1e9)
         assert best.p50_us is not None and best.p99_us is not None
         r50, r99 = best.p50_us / lim.p50_us, best.p99_us / lim.p99_us
         ok = r50 <= 1.15 and r99 <= 1.2
         out.append(
-            f"{'MET' if ok else 'NOT MET'}: fastest Python path ({best.label}) "
+            f"{'MET' if ok else 'NOT MET'}: (1) fastest Python path ({best.label}) "
             f"{best.p50_us:.1f}/{best.p99_us:.1f} us vs C --lls 50 "
             f"{lim.p50_us:.1f}/{lim.p99_us:.1f} us: {r50:.2f}x p50 (<= 1.15), "
             f"{r99:.2f}x p99 (<= 1.2)"
         )
+        both = [
+            r.label
+            for r in py
+            if r.p50_us
+            and r.p99_us
+            and r.p50_us <= 1.15 * lim.p50_us
+            and r.p99_us <= 1.2 * lim.p99_us
+        ]
+        if both and not ok:
+            out.append(f"    (within both bounds, though not the lowest p50: {', '.join(both)})")
     stock = by.get("asyncio")
-    for name in ("base", "defer", "napibusy", "fullbusy", "suspend"):
+    for name in ("napibusy", "fullbusy", "suspend"):
         nd, naive = by.get(f"nd-{name}"), by.get(f"asyncio-{name}")
         if not (nd and stock and naive):
             continue
         assert nd.p50_us and stock.p50_us and naive.p50_us
-        beats_stock = nd.p50_us < stock.p50_us
-        beats_naive = nd.p50_us < naive.p50_us
+        # "Beat stock asyncio instead of losing to it": faster than the untuned stock loop,
+        # and not slower than the naive application of the same preset (a tie within 5%,
+        # the run-to-run noise of this machine, is not losing; it is called a tie).
+        vs = nd.p50_us / naive.p50_us
+        rel = "faster" if vs < 0.95 else "a tie (within 5%)" if vs <= 1.05 else "SLOWER"
+        ok = nd.p50_us < stock.p50_us and vs <= 1.05
         out.append(
-            f"{'MET' if beats_stock else 'NOT MET'}: netdevkit loop {name} p50 "
-            f"{nd.p50_us:.1f} us vs stock asyncio {stock.p50_us:.1f} us "
-            f"(same preset applied naively to stock asyncio: {naive.p50_us:.1f} us, "
-            f"{'beaten' if beats_naive else 'not beaten'})"
+            f"{'MET' if ok else 'NOT MET'}: (2) {nd.label}: p50 {nd.p50_us:.1f} us vs untuned "
+            f"stock asyncio {stock.p50_us:.1f} us; vs the same preset applied naively to stock "
+            f"asyncio {naive.p50_us:.1f} us: {rel}"
         )
-    full, low = by.get("low:nd-fullbusy"), by.get("low:nd-lowcpu")
-    if full and low and full.server_cpu and low.server_cpu is not None:
+    for loop in ("fast", "nd"):
+        full, low = by.get(f"low:{loop}-fullbusy"), by.get(f"low:{loop}-hybrid")
+        if not (full and low and full.server_cpu and low.server_cpu is not None):
+            continue
         assert full.p50_us and low.p50_us
         ok = low.server_cpu < 0.7 * full.server_cpu and low.p50_us <= 1.2 * full.p50_us
         out.append(
-            f"{'MET' if ok else 'NOT MET'}: low-CPU mode under paced low load: p50 "
-            f"{low.p50_us:.1f} us at {low.server_cpu:.2f} cores vs fullbusy "
-            f"{full.p50_us:.1f} us at {full.server_cpu:.2f} cores"
+            f"{'MET' if ok else 'NOT MET'}: (3) low-CPU mode under paced low load "
+            f"({low.label}): p50 {low.p50_us:.1f} us at {low.server_cpu:.2f} cores vs full busy "
+            f"polling on the same loop {full.p50_us:.1f} us at {full.server_cpu:.2f} cores "
+            "(wanted: p50 <= 1.2x, CPU < 0.7x)"
         )
     return out
 
@@ -494,10 +591,10 @@ def verdicts(results: list[Result]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--cells", default="*", help="fnmatch pattern(s), comma-separated")
-    ap.add_argument("--duration", type=float, default=4.0, help="seconds per cell")
+    ap.add_argument("--duration", type=float, default=3.0, help="seconds per cell")
     ap.add_argument("--mps", type=int, default=5000, help="low load: messages per second")
     ap.add_argument("--burst", type=int, default=1, help="low load: messages per burst")
-    ap.add_argument("--rounds", type=int, default=2, help="rounds over all cells (median)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds over all cells (median)")
     ap.add_argument("--no-write", action="store_true", help="print, do not write results")
     ap.add_argument("--name", default=f"bbp{os.getpid() % 100000}", help="testbed name")
     args = ap.parse_args(argv)

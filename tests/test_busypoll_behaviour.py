@@ -191,13 +191,24 @@ def test_busy_poll_loop_beats_interrupt_deferral(testbed: Testbed) -> None:
     )
 
 
-def test_sockperf_client_measures_rr_server(testbed: Testbed) -> None:
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--loop", "netdevkit", "--preset", "napibusy"],
+        ["--loop", "netdevkit", "--preset", "suspend"],  # adaptive window by default
+        ["--loop", "fast", "--preset", "fullbusy"],
+        ["--loop", "fast", "--usecs", "0", "--budget", "64", "--prefer", "--hybrid"],
+        ["--loop", "threads", "--sock-busy-poll", "50"],
+    ],
+    ids=["netdevkit-napibusy", "netdevkit-suspend", "fast-fullbusy", "fast-hybrid", "threads"],
+)
+def test_sockperf_client_measures_rr_server(testbed: Testbed, extra: list[str]) -> None:
     _require_sockperf()
     tb = testbed
     with tempfile.TemporaryDirectory(prefix="ndk-rr-") as tmp:
         ready = os.path.join(tmp, "ready")
         argv = [sys.executable, "-m", "netdevkit.busypoll.rr", "--host", tb.server_addr]
-        argv += ["--port", str(PORT), "--loop", "netdevkit", "--preset", "napibusy"]
+        argv += ["--port", str(PORT), *extra]
         with _server(tb, [*argv, "--ready-file", ready], ready) as proc:
             pct, total, text = _sockperf(tb, 2)
             proc.terminate()
@@ -207,3 +218,5 @@ def test_sockperf_client_measures_rr_server(testbed: Testbed) -> None:
     assert 0 < pct["50.000"] <= pct["99.000"] < 100_000
     assert proc.returncode == 0, out.decode(errors="replace")
     assert b"rr: stopped:" in out
+    if "suspend" in extra:  # the default window of netdevkit's loop for IRQ suspension
+        assert b"adaptive_us=50" in out

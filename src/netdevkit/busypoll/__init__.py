@@ -7,10 +7,18 @@
 - :mod:`.selector` - :class:`BusyPollSelector`, a drop-in ``selectors`` epoll selector.
 - :mod:`.aio` - :class:`BusyPollEventLoop`, :func:`loop_factory` and :func:`apply_to_loop`
   for stock asyncio and uvloop.
+- :mod:`.adaptive` - the adaptive in-kernel busy-poll window (:class:`AdaptiveWindow`) and
+  hybrid sleep-then-poll (:class:`GapPredictor`) that the loops use.
+- :mod:`.fastloop` - :class:`FastLoop`, a minimal callback loop on one busy-polling epoll.
+- :mod:`.rr` / :mod:`.rrthreads` - the sockperf-compatible request/response server on every
+  loop, and with a thread per connection (blocking, busy-polling reads).
+
+The design and the measurements behind it: ``docs/busypoll.md``.
 """
 
 from __future__ import annotations
 
+from .adaptive import AdaptiveWindow, GapPredictor
 from .aio import (
     BusyPollEventLoop,
     apply_to_loop,
@@ -29,6 +37,7 @@ from .epoll import (
     set_params,
     validate_params,
 )
+from .fastloop import FastLoop
 from .selector import BusyPollSelector
 from .sockopt import (
     SO_BUSY_POLL,
@@ -52,9 +61,12 @@ __all__ = [
     "SO_BUSY_POLL_BUDGET",
     "SO_INCOMING_NAPI_ID",
     "SO_PREFER_BUSY_POLL",
+    "AdaptiveWindow",
     "BusyPollEventLoop",
     "BusyPollSelector",
     "EpollParams",
+    "FastLoop",
+    "GapPredictor",
     "ParamsMismatchError",
     "SocketBusyPoll",
     "apply_to_loop",

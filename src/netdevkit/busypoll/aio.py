@@ -25,17 +25,18 @@ callbacks are ready and otherwise the time to the next timer (or blocks); only t
 or timed waits busy poll (see :mod:`netdevkit.busypoll.selector`). With IRQ suspension
 (``prefer_busy_poll=1``, ``busy_poll_usecs=0``, budget 64) IRQs stay suspended while those
 waits keep finding events; a request/response server whose next request is not there yet
-finds nothing, resumes IRQs and falls back to the NAPI's deferral. Two knobs address that:
-``busy_poll_usecs`` (the kernel spins polling the NAPI for that long inside each wait that
-would otherwise sleep) and the selector's ``spin_us`` (user-space re-polls with timeout 0
-after activity; cheaper wake-ups when softirq delivers the packets).
+finds nothing, resumes IRQs and falls back to the NAPI's deferral. ``adaptive_us`` fixes
+that: the context carries ``busy_poll_usecs = adaptive_us`` while waits keep ending within
+it, and drops back when traffic thins out (:mod:`netdevkit.busypoll.adaptive`). The
+selector's ``spin_us`` (user-space re-polls with timeout 0) was tried first and made the
+suspend preset slower: a timeout-0 wait never polls the NAPI, so with IRQs suspended the
+request waits for the spin to end.
 
-First look on the 6.18 veth testbed (NAPI defer 100 / gro 200 us / suspend 20 ms, a stock
-asyncio echo server, a Python client, 2000 round trips, one run per variant, noisy): stock
-loop p50 ~230 us; netdevkit's loop with the suspend preset 86-290 us; suspend with
-``spin_us=50`` 69-101 us; ``busy_poll_usecs=50`` with prefer 64-76 us. Whether ``spin_us``
-beats ``busy_poll_usecs`` is for the benchmarks (sockperf client) to settle; it is off by
-default.
+What netdevkit's loop does beyond stock asyncio (docs/busypoll.md has the numbers): its
+socket transports read 64 KiB at a time instead of 256 KiB (avoids an mmap/mremap/munmap
+per read, see :class:`BusyPollEventLoop`), and an iteration that blocked in the selector
+runs the I/O callbacks it found without the ready-queue round trip
+(:meth:`BusyPollEventLoop._run_once`). Streams, protocols and servers run unchanged.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ import socket
 from collections.abc import Callable
 
 from ..errors import RequestError, UnsupportedError
+from .adaptive import AdaptiveWindow
 from .epoll import EpollParams, is_epoll_fd, set_params, validate_params
 from .selector import BusyPollSelector
 
@@ -59,18 +61,40 @@ __all__ = [
 ]
 
 
+#: Bytes one read of netdevkit's loop asks for (stock asyncio: 256 KiB).
+READ_SIZE = 64 * 1024
+
+
 class BusyPollEventLoop(asyncio.SelectorEventLoop):
-    """A ``SelectorEventLoop`` whose epoll context busy polls with *params*."""
+    """A ``SelectorEventLoop`` whose epoll context busy polls with *params*.
+
+    One change to the data path besides the selector: socket transports read
+    :data:`READ_SIZE` (64 KiB) at a time instead of asyncio's 256 KiB. ``sock.recv(n)``
+    allocates an n-byte ``bytes`` and shrinks it to what arrived; 256 KiB is above glibc's
+    mmap threshold (128 KiB), so every read of a small message paid for a fresh mapping:
+    [measured] 14.9 us for send + ``recv(262144)`` of 14 bytes on a socketpair against
+    2.3 us with ``recv(65536)`` on the 2-vCPU VM. uvloop reads into 64 KiB buffers too.
+    Protocols see the same ``data_received(bytes)`` calls; bulk transfers take more reads.
+    """
 
     def __init__(
         self,
         params: EpollParams | None = None,
         *,
         spin_us: int = 0,
+        adaptive_us: int = 0,
+        hybrid: bool = False,
         selector: BusyPollSelector | None = None,
     ) -> None:
         if selector is None:
-            selector = BusyPollSelector(params, spin_us=spin_us)
+            try:
+                selector = BusyPollSelector(
+                    params, spin_us=spin_us, adaptive_us=adaptive_us, hybrid=hybrid
+                )
+            except BaseException:
+                # Nothing was opened; marks the half-made loop closed for its __del__.
+                self._closed = True
+                raise
         elif params is not None:
             selector.set_params(params)
         self._busypoll_selector = selector
@@ -79,6 +103,57 @@ class BusyPollEventLoop(asyncio.SelectorEventLoop):
     @property
     def selector(self) -> BusyPollSelector:
         return self._busypoll_selector
+
+    # asyncio's private transport factory (3.11-3.13 signature), wrapped to set the size
+    # of each read on the transport it makes.
+    def _make_socket_transport(  # type: ignore[no-untyped-def]
+        self, sock, protocol, waiter=None, *, extra=None, server=None
+    ):
+        transport = super()._make_socket_transport(  # type: ignore[misc]
+            sock, protocol, waiter, extra=extra, server=server
+        )
+        transport.max_size = READ_SIZE
+        return transport
+
+    def _run_once(self) -> None:
+        """One iteration; with nothing ready, no timers and no debug mode, a leaner one.
+
+        asyncio's iteration queues each I/O callback on the ready deque and then runs the
+        deque; when that deque was empty before the wait (the common case for a server:
+        it blocked in ``epoll_wait``, the wait the kernel busy polls in), the handles
+        found by the wait are run straight from a local list instead, in the same order
+        and with the same checks (cancelled handles skipped, cancelled registrations
+        removed before any callback runs). Callbacks they schedule run on the next
+        iteration, as in asyncio. If a callback raises ``SystemExit`` or
+        ``KeyboardInterrupt`` the handles not yet run go to the head of the ready deque,
+        where asyncio would have left them.
+        """
+        if self._ready or self._scheduled or self._stopping or self._debug:  # type: ignore[attr-defined]
+            super()._run_once()  # type: ignore[misc]
+            return
+        handles = []
+        for key, mask in self._busypoll_selector.select(None):
+            fileobj, (reader, writer) = key.fileobj, key.data
+            if mask & selectors.EVENT_READ and reader is not None:
+                if reader._cancelled:
+                    self._remove_reader(fileobj)  # type: ignore[attr-defined]
+                else:
+                    handles.append(reader)
+            if mask & selectors.EVENT_WRITE and writer is not None:
+                if writer._cancelled:
+                    self._remove_writer(fileobj)  # type: ignore[attr-defined]
+                else:
+                    handles.append(writer)
+        for i, handle in enumerate(handles):
+            if handle._cancelled:
+                continue
+            try:
+                handle._run()
+            except BaseException:
+                # asyncio would have them at the head of the deque, before anything the
+                # callbacks that ran have scheduled.
+                self._ready.extendleft(reversed(handles[i + 1 :]))  # type: ignore[attr-defined]
+                raise
 
     @property
     def params(self) -> EpollParams:
@@ -90,20 +165,29 @@ class BusyPollEventLoop(asyncio.SelectorEventLoop):
 
 
 def loop_factory(
-    params: EpollParams | None = None, *, spin_us: int = 0
+    params: EpollParams | None = None,
+    *,
+    spin_us: int = 0,
+    adaptive_us: int = 0,
+    hybrid: bool = False,
 ) -> Callable[[], BusyPollEventLoop]:
     """A zero-argument callable making a :class:`BusyPollEventLoop` with *params*.
 
     The parameters are validated now, so a bad value fails here and not inside
     ``asyncio.run``; each call makes a new loop with its own epoll context.
+    ``adaptive_us`` and ``hybrid``: see :class:`~netdevkit.busypoll.selector.BusyPollSelector`.
     """
     if params is not None:
         validate_params(params)
     if not isinstance(spin_us, int) or isinstance(spin_us, bool) or spin_us < 0:
         raise RequestError(f"spin_us={spin_us!r} must be a non-negative int")
+    if adaptive_us:
+        AdaptiveWindow(adaptive_us)  # validates it
+    if hybrid and (not adaptive_us or spin_us):
+        raise RequestError("hybrid polling needs adaptive_us > 0 and no spin_us")
 
     def make_loop() -> BusyPollEventLoop:
-        return BusyPollEventLoop(params, spin_us=spin_us)
+        return BusyPollEventLoop(params, spin_us=spin_us, adaptive_us=adaptive_us, hybrid=hybrid)
 
     return make_loop
 

@@ -17,8 +17,11 @@ The framing, as sockperf 3.7's client sends it (checked by capturing its message
 
 :class:`RrFramer` is that logic without I/O (bytes in, replies out); :class:`RrProtocol` is
 the thin asyncio adapter around it with a fast path for the common case of exactly one
-whole message per read (no copy into the framer's buffer). :func:`serve_rr` runs a server
-until SIGTERM/SIGINT or a stop event; ``python -m netdevkit.busypoll.rr`` is the command.
+whole message per read (no copy into the framer's buffer). :class:`RrConnection` is the
+same on netdevkit's :class:`~netdevkit.busypoll.fastloop.FastLoop` (``--loop fast``): one
+``recv_into`` into a per-connection buffer, the flag flipped in place, one ``send`` of the
+same bytes. :func:`serve_rr` runs a server until SIGTERM/SIGINT or a stop event;
+``python -m netdevkit.busypoll.rr`` is the command.
 """
 
 from __future__ import annotations
@@ -34,21 +37,27 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, cast, get_args
+from typing import Any, Literal, cast, get_args
 
 from ..errors import NetdevkitError, RequestError
+from .adaptive import AdaptiveWindow
 from .aio import BusyPollEventLoop, apply_to_loop
 from .epoll import EpollParams, validate_params
+from .fastloop import FastLoop
+from .sockopt import set_busy_poll
 
 __all__ = [
+    "DEFAULT_ADAPTIVE_US",
     "FLAG_CLIENT",
     "FLAG_PONG_REQUEST",
     "FLAG_WARMUP",
     "HEADER",
     "LoopKind",
+    "RrConnection",
     "RrFramer",
     "RrProtocol",
     "RrStats",
+    "default_adaptive_us",
     "main",
     "make_loop",
     "params_from_preset",
@@ -62,10 +71,11 @@ FLAG_PONG_REQUEST = 0x2
 FLAG_WARMUP = 0x4
 #: The flags' low byte is byte 9 of the message (u16 big-endian at offset 8).
 _FLAGS_LO = 9
+_LENGTH = struct.Struct(">I").unpack_from  # total length, at offset 10
 #: sockperf's own limit on a message (MAX_PAYLOAD_SIZE is 65507 bytes plus the header).
 MAX_MESSAGE = 65536
 
-LoopKind = Literal["asyncio", "netdevkit", "uvloop"]
+LoopKind = Literal["asyncio", "netdevkit", "uvloop", "fast", "threads"]
 LOOP_KINDS: tuple[str, ...] = get_args(LoopKind)
 
 
@@ -81,6 +91,8 @@ class RrStats:
     messages: int = 0
     replies: int = 0
     framing_errors: int = 0
+    #: Times netdevkit's adaptive busy-poll window opened or closed (netdevkit/fast loops).
+    adaptive_switches: int = 0
 
 
 def _answer_one(msg: bytes | bytearray | memoryview) -> bytearray | None:
@@ -197,6 +209,89 @@ class RrProtocol(asyncio.Protocol):
         self._transport = None
 
 
+class RrConnection:
+    """One connection of the server on a :class:`FastLoop` (nonblocking socket).
+
+    Fast path: a ``recv_into`` that holds exactly one whole message (ping-pong always does)
+    is answered by flipping the flag in the receive buffer and sending the same bytes;
+    anything else goes through :class:`RrFramer`. A short send (a full socket buffer, never
+    seen with request/response traffic) finishes with a blocking ``sendall`` (5 s timeout).
+    """
+
+    __slots__ = ("_buf", "_framer", "_loop", "_on_close", "_sock", "_stats", "_view")
+
+    def __init__(
+        self,
+        loop: FastLoop,
+        sock: socket.socket,
+        stats: RrStats,
+        on_close: Callable[[RrConnection], None] | None = None,
+    ) -> None:
+        self._loop = loop
+        self._sock = sock
+        self._stats = stats
+        self._on_close = on_close
+        self._framer = RrFramer()
+        self._buf = bytearray(MAX_MESSAGE)
+        self._view = memoryview(self._buf)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def on_readable(self) -> None:
+        try:
+            n = self._sock.recv_into(self._buf)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close()
+            return
+        if not n:
+            self.close()
+            return
+        buf = self._buf
+        stats = self._stats
+        if n >= HEADER.size and not self._framer.pending and _LENGTH(buf, 10)[0] == n:
+            stats.messages += 1
+            if buf[_FLAGS_LO] & FLAG_PONG_REQUEST:
+                buf[_FLAGS_LO] &= ~FLAG_CLIENT & 0xFF
+                stats.replies += 1
+                self._send(self._view[:n])
+            return
+        framer = self._framer
+        before_m, before_r = framer.messages, framer.replies
+        try:
+            out = framer.feed(self._view[:n])
+        except FramingError:
+            stats.framing_errors += 1
+            self.close()
+            return
+        stats.messages += framer.messages - before_m
+        stats.replies += framer.replies - before_r
+        if out:
+            self._send(out)
+
+    def _send(self, data: bytes | memoryview) -> None:
+        try:
+            sent = self._sock.send(data)
+            if sent < len(data):
+                self._sock.settimeout(5.0)
+                try:
+                    self._sock.sendall(data[sent:])
+                finally:
+                    self._sock.setblocking(False)
+        except OSError:
+            self.close()
+
+    def close(self) -> None:
+        if self._sock.fileno() < 0:
+            return
+        self._loop.remove_reader(self._sock.fileno())
+        self._sock.close()
+        if self._on_close is not None:
+            self._on_close(self)
+
+
 async def start_rr_server(
     host: str,
     port: int,
@@ -229,24 +324,58 @@ def params_from_preset(name: str) -> EpollParams:
     )
 
 
+#: The adaptive window netdevkit's loops open for an IRQ-suspension context (usecs 0,
+#: prefer): longer than a request/response round trip on the veth testbed (~20-30 us) so
+#: back-to-back requests are caught by the spin, short enough that an idle server stops
+#: spinning after two waits. [measured: docs/busypoll.md]
+DEFAULT_ADAPTIVE_US = 50
+
+
+def default_adaptive_us(loop_kind: str, params: EpollParams | None) -> int:
+    """The adaptive window the CLI uses unless told otherwise.
+
+    :data:`DEFAULT_ADAPTIVE_US` for netdevkit's own loops (``netdevkit``, ``fast``) when the
+    parameters ask for IRQ suspension without a busy-poll window (``prefer_busy_poll`` and
+    ``busy_poll_usecs`` 0: the suspend preset), where a plain wait would resume IRQs after
+    every answer; 0 otherwise.
+    """
+    if loop_kind not in ("netdevkit", "fast") or params is None:
+        return 0
+    if params.prefer_busy_poll and params.busy_poll_usecs == 0:
+        return DEFAULT_ADAPTIVE_US
+    return 0
+
+
 def make_loop(
-    loop_kind: LoopKind, params: EpollParams | None = None, *, spin_us: int = 0
+    loop_kind: LoopKind,
+    params: EpollParams | None = None,
+    *,
+    spin_us: int = 0,
+    adaptive_us: int = 0,
+    hybrid: bool = False,
 ) -> asyncio.AbstractEventLoop:
-    """A new event loop of *loop_kind* with *params* on its epoll context.
+    """A new asyncio event loop of *loop_kind* with *params* on its epoll context.
 
     ``asyncio``: a stock ``SelectorEventLoop`` (params, if given, set on its selector's epoll
-    fd: the "naive" way); ``netdevkit``: :class:`BusyPollEventLoop` (``spin_us`` applies
-    only here); ``uvloop``: ``uvloop.new_event_loop()`` with :func:`apply_to_loop`.
+    fd: the "naive" way); ``netdevkit``: :class:`BusyPollEventLoop` (``spin_us`` and
+    ``adaptive_us`` apply only here); ``uvloop``: ``uvloop.new_event_loop()`` with
+    :func:`apply_to_loop`. ``fast`` is not an asyncio loop: :func:`serve_rr` runs it.
     """
     if loop_kind not in LOOP_KINDS:
         raise RequestError(f"loop kind {loop_kind!r}: use one of {', '.join(LOOP_KINDS)}")
+    if loop_kind in ("fast", "threads"):
+        raise RequestError(f"loop kind {loop_kind!r} is not an asyncio loop: use serve_rr")
     if params is not None:
         validate_params(params)
     if spin_us and loop_kind != "netdevkit":
         raise RequestError(f"spin_us applies to the netdevkit loop only, not {loop_kind!r}")
+    if (adaptive_us or hybrid) and loop_kind != "netdevkit":
+        raise RequestError(
+            f"adaptive_us and hybrid apply to the netdevkit and fast loops only, not {loop_kind!r}"
+        )
     loop: asyncio.AbstractEventLoop
     if loop_kind == "netdevkit":
-        return BusyPollEventLoop(params, spin_us=spin_us)
+        return BusyPollEventLoop(params, spin_us=spin_us, adaptive_us=adaptive_us, hybrid=hybrid)
     if loop_kind == "uvloop":
         try:
             import uvloop
@@ -273,6 +402,9 @@ def serve_rr(
     params: EpollParams | None = None,
     *,
     spin_us: int = 0,
+    adaptive_us: int = 0,
+    hybrid: bool = False,
+    sock_busy_poll_us: int = 0,
     ready: Callable[[tuple[str, int]], None] | None = None,
     stop: threading.Event | None = None,
     handle_signals: bool = True,
@@ -282,12 +414,43 @@ def serve_rr(
     Stops on SIGTERM/SIGINT (when *handle_signals* and called in the main thread) or when
     *stop* is set (checked every 50 ms; lets a test run the server in a thread). *ready* is
     called with the bound address once listening (port 0 picks a free port). Returns the
-    counters. The loop is closed on every exit path.
+    counters. The loop is closed on every exit path. ``adaptive_us``: the adaptive
+    busy-poll window of the netdevkit and fast loops; ``hybrid``: sleep-then-poll with that
+    window (netdevkit and fast loops, see :class:`FastLoop`); ``sock_busy_poll_us``: SO_BUSY_POLL on
+    each accepted socket (fast loop, and ``threads``: a thread per connection whose
+    blocking reads busy poll, see :mod:`netdevkit.busypoll.rrthreads`).
     """
-    loop = make_loop(loop_kind, params, spin_us=spin_us)
+    if loop_kind == "threads":
+        if params is not None or adaptive_us or hybrid or spin_us:
+            raise RequestError(
+                "loop 'threads' has no epoll: its reads busy poll with sock_busy_poll_us only"
+            )
+        from .rrthreads import serve_threads  # imports this module: import it late
+
+        return serve_threads(
+            host,
+            port,
+            busy_poll_us=sock_busy_poll_us,
+            ready=ready,
+            stop=stop,
+            handle_signals=handle_signals,
+        )
+    if hybrid and loop_kind not in ("fast", "netdevkit"):
+        raise RequestError("hybrid applies to the netdevkit and fast loops only")
+    if sock_busy_poll_us and loop_kind != "fast":
+        raise RequestError("sock_busy_poll_us applies to the fast and threads loops only")
+    if loop_kind == "fast":
+        if spin_us:
+            raise RequestError("spin_us applies to the netdevkit loop only, not 'fast'")
+        return _serve_fast(
+            host, port, params, adaptive_us, hybrid, sock_busy_poll_us, ready, stop, handle_signals
+        )
+    loop = make_loop(loop_kind, params, spin_us=spin_us, adaptive_us=adaptive_us, hybrid=hybrid)
     stats = RrStats()
     try:
         loop.run_until_complete(_serve(loop, host, port, stats, ready, stop, handle_signals))
+        if isinstance(loop, BusyPollEventLoop):
+            stats.adaptive_switches = loop.selector.adaptive_switches
     finally:
         with contextlib.suppress(Exception):
             loop.run_until_complete(loop.shutdown_asyncgens())
@@ -332,6 +495,78 @@ async def _serve(
         await server.wait_closed()
 
 
+def _serve_fast(
+    host: str,
+    port: int,
+    params: EpollParams | None,
+    adaptive_us: int,
+    hybrid: bool,
+    sock_busy_poll_us: int,
+    ready: Callable[[tuple[str, int]], None] | None,
+    stop: threading.Event | None,
+    handle_signals: bool,
+) -> RrStats:
+    if adaptive_us:
+        AdaptiveWindow(adaptive_us)  # validate before anything is created
+    stats = RrStats()
+    conns: set[RrConnection] = set()
+    loop = FastLoop(params, adaptive_us=adaptive_us, hybrid=hybrid)
+    listener: socket.socket | None = None
+    previous: dict[signal.Signals, Any] = {}
+    watcher: threading.Thread | None = None
+    try:
+        listener = socket.create_server((host, port), backlog=128)
+        listener.setblocking(False)
+        lsock = listener
+
+        def on_accept() -> None:
+            while True:
+                try:
+                    sock, _ = lsock.accept()
+                except (BlockingIOError, InterruptedError):
+                    return
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if sock_busy_poll_us:
+                    set_busy_poll(sock, sock_busy_poll_us)
+                conn = RrConnection(loop, sock, stats, conns.discard)
+                loop.add_reader(sock.fileno(), conn.on_readable)
+                conns.add(conn)
+                stats.connections += 1
+
+        loop.add_reader(listener.fileno(), on_accept)
+        if handle_signals and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous[sig] = signal.signal(sig, lambda _s, _f: loop.stop())
+        if stop is not None:
+            stop_event = stop
+
+            def watch() -> None:
+                stop_event.wait()
+                loop.stop()
+
+            watcher = threading.Thread(target=watch, daemon=True)
+            watcher.start()
+        addr = listener.getsockname()
+        if ready is not None:
+            ready((str(addr[0]), int(addr[1])))
+        loop.run()
+        stats.adaptive_switches = loop.adaptive_switches
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for conn in list(conns):
+            conn.close()
+        if listener is not None:
+            loop.remove_reader(listener.fileno())
+            listener.close()
+        if watcher is not None and stop is not None:
+            stop.set()
+            watcher.join(timeout=5)
+        loop.close()
+    return stats
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m netdevkit.busypoll.rr",
@@ -346,6 +581,24 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--budget", type=int, help="busy_poll_budget (0: kernel default 8)")
     p.add_argument("--prefer", action="store_true", help="prefer_busy_poll")
     p.add_argument("--spin-us", type=int, default=0, help="netdevkit loop: user-space spin")
+    p.add_argument(
+        "--adaptive-us",
+        type=int,
+        default=None,
+        help="netdevkit/fast loop: adaptive in-kernel busy-poll window (default: 50 with a "
+        "preset whose busy_poll_usecs is 0 and prefer_busy_poll is set, e.g. suspend; else 0)",
+    )
+    p.add_argument(
+        "--hybrid",
+        action="store_true",
+        help="netdevkit/fast loop: sleep-then-poll for paced traffic (needs an adaptive window)",
+    )
+    p.add_argument(
+        "--sock-busy-poll",
+        type=int,
+        default=0,
+        help="fast/threads loops: SO_BUSY_POLL usecs on each accepted socket",
+    )
     p.add_argument("--ready-file", help="touch this file once listening")
     args = p.parse_args(argv)
     explicit = args.usecs is not None or args.budget is not None or args.prefer
@@ -368,10 +621,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 prefer_busy_poll=bool(args.prefer),
             )
 
+        adaptive_us = args.adaptive_us
+        if adaptive_us is None:
+            adaptive_us = default_adaptive_us(args.loop, params)
+
         def on_ready(addr: tuple[str, int]) -> None:
             print(
                 f"rr: listening on {addr[0]}:{addr[1]} loop={args.loop} params={params} "
-                f"spin_us={args.spin_us} pid={os.getpid()}",
+                f"spin_us={args.spin_us} adaptive_us={adaptive_us} "
+                f"hybrid={args.hybrid} sock_busy_poll={args.sock_busy_poll} pid={os.getpid()}",
                 flush=True,
             )
             if args.ready_file:
@@ -379,14 +637,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f.write(f"{addr[0]} {addr[1]}\n")
 
         stats = serve_rr(
-            args.host, args.port, args.loop, params, spin_us=args.spin_us, ready=on_ready
+            args.host,
+            args.port,
+            args.loop,
+            params,
+            spin_us=args.spin_us,
+            adaptive_us=adaptive_us,
+            hybrid=args.hybrid,
+            sock_busy_poll_us=args.sock_busy_poll,
+            ready=on_ready,
         )
     except (NetdevkitError, OSError) as err:
         print(f"rr: error: {err}", file=sys.stderr)
         return 1
     print(
         f"rr: stopped: {stats.connections} connections, {stats.messages} messages, "
-        f"{stats.replies} replies",
+        f"{stats.replies} replies, {stats.adaptive_switches} adaptive switches",
         flush=True,
     )
     return 0

@@ -35,7 +35,9 @@ import selectors
 import time
 
 from ..errors import RequestError
+from .adaptive import AdaptiveWindow, GapPredictor, WindowSwitch
 from .epoll import EpollParams, get_params, set_params, validate_params
+from .fastloop import TimerFd
 
 __all__ = ["BusyPollSelector"]
 
@@ -55,23 +57,51 @@ class BusyPollSelector(selectors.EpollSelector):
     _selector: select.epoll
     _fd_to_key: dict[int, selectors.SelectorKey]
 
-    def __init__(self, params: EpollParams | None = None, *, spin_us: int = 0) -> None:
+    def __init__(
+        self,
+        params: EpollParams | None = None,
+        *,
+        spin_us: int = 0,
+        adaptive_us: int = 0,
+        hybrid: bool = False,
+    ) -> None:
         if params is not None:
             validate_params(params)
         if not isinstance(spin_us, int) or isinstance(spin_us, bool) or spin_us < 0:
             raise RequestError(f"spin_us={spin_us!r} must be a non-negative int")
+        policy = AdaptiveWindow(adaptive_us) if adaptive_us else None  # validates it
+        if hybrid and (not adaptive_us or spin_us):
+            raise RequestError("hybrid polling needs adaptive_us > 0 and no spin_us")
+        self._predictor = GapPredictor(adaptive_us) if hybrid else None
+        self._timer: TimerFd | None = None
+        self.sleeps = 0  # hybrid: waits that began with a sleep phase
         super().__init__()
         self._spin_ns = spin_us * 1000
         self._spin_until = 0  # time.monotonic_ns() deadline of the current spin window
         self.spin_polls = 0
         self.spin_hits = 0
         self._params = EpollParams()
-        if params is not None:
-            try:
+        self._switch: WindowSwitch | None = None
+        try:
+            if params is not None:
                 self._params = set_params(self.fileno(), params)
-            except BaseException:
-                self.close()
-                raise
+            if policy is not None:
+                # Hybrid: the sleep phase must keep the NAPI id (see WindowSwitch).
+                idle = EpollParams(0, self._params.busy_poll_budget, False) if hybrid else None
+                self._switch = WindowSwitch(self.fileno(), self._params, policy, idle=idle)
+            if hybrid:
+                # Watched by the epoll but not a selector key: _poll() never reports it.
+                self._timer = TimerFd()
+                self._selector.register(self._timer.fd, select.EPOLLIN)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        super().close()
+        if self._timer is not None:
+            self._timer.close()
+            self._timer = None
 
     @property
     def params(self) -> EpollParams:
@@ -82,9 +112,32 @@ class BusyPollSelector(selectors.EpollSelector):
     def spin_us(self) -> int:
         return self._spin_ns // 1000
 
+    @property
+    def adaptive_us(self) -> int:
+        """The adaptive busy-poll window in microseconds (0: off)."""
+        return self._switch.policy.window_us if self._switch is not None else 0
+
+    @property
+    def adaptive_busy(self) -> bool:
+        """Whether the adaptive window is open now (the context carries usecs = window)."""
+        return self._switch is not None and self._switch.policy.busy
+
+    @property
+    def adaptive_switches(self) -> int:
+        """How many times the adaptive window opened or closed."""
+        return self._switch.switches if self._switch is not None else 0
+
     def set_params(self, params: EpollParams) -> EpollParams:
-        """Set the epoll context's busy-poll parameters; returns what the kernel reads back."""
-        self._params = set_params(self.fileno(), params)
+        """Set the epoll context's busy-poll parameters; returns what the kernel reads back.
+
+        With an adaptive window, *params* become the idle set (and the window is closed).
+        """
+        if self._switch is not None:
+            idle = None if self._predictor is None else EpollParams(0, params.busy_poll_budget)
+            self._switch = WindowSwitch(self.fileno(), params, self._switch.policy, idle=idle)
+            self._params = self._switch.idle_params
+        else:
+            self._params = set_params(self.fileno(), params)
         return self._params
 
     def read_params(self) -> EpollParams:
@@ -133,6 +186,46 @@ class BusyPollSelector(selectors.EpollSelector):
         return [], max(timeout - (now - start) / 1e9, 0.0)
 
     def select(self, timeout: float | None = None) -> _SelectResult:
+        switch = self._switch
+        if switch is None or (timeout is not None and timeout <= 0):
+            return self._select(timeout)  # timeout 0 never busy polls: nothing to adapt
+        if self._predictor is not None:
+            return self._select_hybrid(switch, self._predictor, timeout)
+        start = time.monotonic_ns()
+        ready = self._select(timeout)
+        switch.observe(time.monotonic_ns() - start)
+        return ready
+
+    def _select_hybrid(
+        self, switch: WindowSwitch, predictor: GapPredictor, timeout: float | None
+    ) -> _SelectResult:
+        """A wait with a sleep phase before the window when events come paced (see
+        :class:`~netdevkit.busypoll.adaptive.GapPredictor`)."""
+        timer = self._timer
+        assert timer is not None
+        sleep = predictor.sleep_ns()
+        start = time.monotonic_ns()
+        if sleep and (timeout is None or timeout * 1e9 > sleep):
+            self.sleeps += 1
+            switch.set(False)
+            timer.arm(sleep)
+            ready = self._select(timeout)
+            timer.arm(0)  # disarm; also clears an expiry not yet seen
+            woke = time.monotonic_ns() - start
+            if not ready and (timeout is None or woke < timeout * 1e9):
+                # The timer ended the sleep (it is not a key): open the window and wait on.
+                predictor.observe_wake(woke - sleep)
+                switch.set(True)
+                left = None if timeout is None else max(timeout - woke / 1e9, 0.001)
+                ready = self._select(left)
+        else:
+            switch.set(predictor.spin())
+            ready = self._select(timeout)
+        if ready:  # an empty, timed-out wait says nothing about the gap
+            predictor.observe(time.monotonic_ns() - start)
+        return ready
+
+    def _select(self, timeout: float | None) -> _SelectResult:
         if timeout is not None and timeout <= 0:
             ready = self._poll(0)
         else:

@@ -1,0 +1,277 @@
+"""``FastLoop``: netdevkit's minimal callback loop on one busy-polling epoll context.
+
+For servers whose per-request Python budget matters more than asyncio's API: no futures,
+no handles, no ready queue, no timers. A ready fd's callback is called straight from the
+``epoll_wait`` result, and every wait blocks (timeout -1), so every wait is one the kernel
+busy polls in (a timeout-0 ``epoll_wait`` never does: see
+:mod:`netdevkit.busypoll.selector`). What is left per request is ``epoll_wait``, the
+callback's own ``recv``/``send`` and a dictionary lookup.
+
+It has the same busy-poll knobs as netdevkit's asyncio loop: ``params`` for the context and
+``adaptive_us`` for the adaptive window (:mod:`netdevkit.busypoll.adaptive`), plus
+``hybrid``: sleep-then-poll for paced traffic (:class:`~netdevkit.busypoll.adaptive.GapPredictor`
+says how long to sleep; a timerfd in the same epoll ends the sleep, a request that comes
+early ends it too, through the NAPI's IRQ). Python 3.11 has no ``os.timerfd_*``, so the
+timerfd is made with ``ctypes`` (``timerfd_create``/``timerfd_settime`` from libc).
+:func:`netdevkit.busypoll.rr.serve_rr` with ``loop_kind="fast"`` runs the sockperf
+request/response server on it.
+
+[measured, docs/busypoll.md] On the 2-vCPU veth testbed (sockperf ping-pong) it answers
+in 15-19 us p50 with the fullbusy preset, like uvloop with the same parameters and ahead of
+netdevkit's asyncio loop; the C server with socket busy polling answers in ~9 us. The gap is
+not this loop's Python: the epoll path (``epoll_wait`` busy polls, returns, then ``recv``)
+is a few microseconds longer than a blocking ``recv`` that busy polls itself, and on that
+VM a reply a microsecond later finds the client's vCPU halted (about +10 us per round
+trip). :mod:`netdevkit.busypoll.rrthreads` takes the blocking-``recv`` path instead.
+
+:meth:`FastLoop.stop` is safe from other threads and from signal handlers: it writes an
+eventfd that the loop watches (Python runs a signal handler when ``epoll_wait`` returns
+EINTR, then PEP 475 retries the wait, which finds the eventfd ready).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import select
+import time
+from collections.abc import Callable
+
+from ..errors import RequestError, UnsupportedError
+from .adaptive import AdaptiveWindow, GapPredictor, WindowSwitch
+from .epoll import EpollParams, get_params, set_params, validate_params
+
+__all__ = ["FastLoop", "TimerFd"]
+
+
+class TimerFd:
+    """A CLOCK_MONOTONIC timerfd (nonblocking, close-on-exec) armed in relative ns."""
+
+    __slots__ = ("_settime", "_spec", "fd")
+
+    def __init__(self) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        try:
+            create, self._settime = libc.timerfd_create, libc.timerfd_settime
+        except AttributeError as err:
+            raise UnsupportedError("hybrid polling needs timerfd_create in libc") from err
+        fd = create(time.CLOCK_MONOTONIC, os.O_NONBLOCK | os.O_CLOEXEC)
+        if fd < 0:
+            code = ctypes.get_errno()
+            raise OSError(code, f"timerfd_create: {os.strerror(code)}")
+        self.fd: int = fd
+        # struct itimerspec {timespec it_interval; timespec it_value;}: four longs.
+        self._spec = (ctypes.c_long * 4)()
+
+    def arm(self, ns: int) -> None:
+        """Fire once, *ns* from now (0 disarms and clears a pending expiry)."""
+        spec = self._spec
+        spec[2], spec[3] = divmod(ns, 1_000_000_000)
+        if self._settime(self.fd, 0, spec, None) < 0:
+            code = ctypes.get_errno()
+            raise OSError(code, f"timerfd_settime: {os.strerror(code)}")
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class FastLoop:
+    """A callback loop: ``add_reader(fd, callback)``, then ``run()`` until ``stop()``.
+
+    Level-triggered: a callback that does not drain its fd is called again on the next
+    iteration. Callbacks run in the loop's thread; an exception in one propagates out of
+    :meth:`run` (nothing is swallowed).
+    """
+
+    __slots__ = (
+        "_ep",
+        "_max_events",
+        "_params",
+        "_predictor",
+        "_readers",
+        "_switch",
+        "_timer",
+        "_wake",
+        "early",
+        "sleeps",
+        "waits",
+    )
+
+    def __init__(
+        self,
+        params: EpollParams | None = None,
+        *,
+        adaptive_us: int = 0,
+        hybrid: bool = False,
+        max_events: int = 64,
+    ) -> None:
+        if params is not None:
+            validate_params(params)
+        policy = AdaptiveWindow(adaptive_us) if adaptive_us else None  # validates it
+        if hybrid and not adaptive_us:
+            raise RequestError("hybrid polling needs an adaptive window (adaptive_us > 0)")
+        self._predictor = GapPredictor(adaptive_us) if hybrid else None
+        self._timer: TimerFd | None = None
+        self.sleeps = 0  # hybrid: waits that began with a sleep phase
+        self.early = 0  # hybrid: sleep phases ended by an event before the timer
+        if not isinstance(max_events, int) or isinstance(max_events, bool) or max_events < 1:
+            raise RequestError(f"max_events={max_events!r} must be an int >= 1")
+        self._max_events = max_events
+        self._readers: dict[int, Callable[[], None]] = {}
+        self._switch: WindowSwitch | None = None
+        self._params = EpollParams()
+        self.waits = 0
+        self._ep = select.epoll()
+        self._wake = -1
+        try:
+            if params is not None:
+                self._params = set_params(self._ep.fileno(), params)
+            if policy is not None:
+                # Hybrid: the sleep phase must keep the NAPI id (see WindowSwitch).
+                idle = EpollParams(0, self._params.busy_poll_budget, False) if hybrid else None
+                self._switch = WindowSwitch(self._ep.fileno(), self._params, policy, idle=idle)
+            self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            self._ep.register(self._wake, select.EPOLLIN)
+            if hybrid:
+                self._timer = TimerFd()
+                self._ep.register(self._timer.fd, select.EPOLLIN)
+        except BaseException:
+            self.close()
+            raise
+
+    def fileno(self) -> int:
+        """The epoll fd (its busy-poll parameters are this loop's)."""
+        return self._ep.fileno()
+
+    @property
+    def params(self) -> EpollParams:
+        """The parameters set (with an adaptive window: the idle set)."""
+        return self._params
+
+    def read_params(self) -> EpollParams:
+        """The parameters as the kernel has them now."""
+        return get_params(self._ep.fileno())
+
+    @property
+    def adaptive_busy(self) -> bool:
+        """Whether the adaptive window is open now."""
+        return self._switch is not None and self._switch.policy.busy
+
+    @property
+    def adaptive_switches(self) -> int:
+        return self._switch.switches if self._switch is not None else 0
+
+    @property
+    def predicted_gap_us(self) -> float:
+        """Hybrid polling's average gap between waits and events (0: none yet or off)."""
+        return self._predictor.gap_ns / 1000 if self._predictor is not None else 0.0
+
+    def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
+        """Call *callback* whenever *fd* is readable (or has hung up / failed)."""
+        if fd in self._readers or fd == self._wake or (self._timer and fd == self._timer.fd):
+            raise RequestError(f"fd {fd} is already watched by this loop")
+        self._ep.register(fd, select.EPOLLIN)  # raises before any bookkeeping
+        self._readers[fd] = callback
+
+    def remove_reader(self, fd: int) -> bool:
+        """Stop watching *fd*; False if it was not watched. Call before closing the fd."""
+        if self._readers.pop(fd, None) is None:
+            return False
+        # Closed already: the kernel dropped it from the interest list.
+        with contextlib.suppress(OSError):
+            self._ep.unregister(fd)
+        return True
+
+    def stop(self) -> None:
+        """Make :meth:`run` return after the current iteration (thread and signal safe)."""
+        if self._wake >= 0:
+            os.eventfd_write(self._wake, 1)
+
+    def run(self) -> None:
+        """Wait and dispatch until :meth:`stop`."""
+        if self._predictor is not None:
+            self._run_hybrid()
+            return
+        poll = self._ep.poll
+        readers = self._readers
+        wake = self._wake
+        max_events = self._max_events
+        switch = self._switch
+        clock = time.monotonic_ns
+        while True:
+            self.waits += 1
+            if switch is None:
+                events = poll(-1, max_events)
+            else:
+                start = clock()
+                events = poll(-1, max_events)
+                switch.observe(clock() - start)
+            for fd, _ in events:
+                callback = readers.get(fd)
+                if callback is not None:
+                    callback()
+                elif fd == wake:
+                    with contextlib.suppress(BlockingIOError):
+                        os.eventfd_read(wake)
+                    return
+
+    def _run_hybrid(self) -> None:
+        """:meth:`run` with a sleep phase before the window when traffic is paced."""
+        poll = self._ep.poll
+        readers = self._readers
+        wake = self._wake
+        max_events = self._max_events
+        switch, predictor, timer = self._switch, self._predictor, self._timer
+        assert switch is not None and predictor is not None and timer is not None
+        tfd = timer.fd
+        clock = time.monotonic_ns
+        while True:
+            self.waits += 1
+            sleep = predictor.sleep_ns()
+            start = clock()
+            if sleep:
+                # Phase 1: window closed (a wait that finds nothing sleeps at once, IRQs
+                # on), woken by the timer or by a request that comes early.
+                self.sleeps += 1
+                switch.set(False)
+                timer.arm(sleep)
+                events = poll(-1, max_events)
+                timer.arm(0)  # disarm; also clears an expiry not yet read
+                if len(events) == 1 and events[0][0] == tfd:
+                    # Phase 2: the request is due: busy poll for up to the window.
+                    predictor.observe_wake(clock() - start - sleep)
+                    switch.set(True)
+                    events = poll(-1, max_events)
+                else:
+                    self.early += 1
+            else:
+                switch.set(predictor.spin())
+                events = poll(-1, max_events)
+            predictor.observe(clock() - start)
+            for fd, _ in events:
+                callback = readers.get(fd)
+                if callback is not None:
+                    callback()
+                elif fd == wake:
+                    with contextlib.suppress(BlockingIOError):
+                        os.eventfd_read(wake)
+                    return
+
+    def close(self) -> None:
+        """Close the epoll fd and the wake-up eventfd (watched fds stay open: yours)."""
+        self._readers.clear()
+        if self._timer is not None:
+            self._timer.close()
+        if self._wake >= 0:
+            os.close(self._wake)
+            self._wake = -1
+        self._ep.close()
+
+    def __enter__(self) -> FastLoop:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
