@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ..errors import NetdevkitError, RequestError
+from ..procs import stop
 from ..testbed import Testbed, TestbedConfig
 from ..testbed.core import CpuPlacement, affinity_of, format_cpu_list
 from ..tuning.presets import PRESETS, Preset
@@ -232,13 +233,7 @@ def _server(tb: Testbed, spec: ServerSpec, preset: Preset) -> Iterator[tuple[int
             notes += list(result.warnings)
         yield proc.pid, notes
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc, timeout=3)
         if proc.stderr is not None:
             proc.stderr.close()
 

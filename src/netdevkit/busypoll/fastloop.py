@@ -196,8 +196,6 @@ class FastLoop:
             self._run_hybrid()
             return
         poll = self._ep.poll
-        readers = self._readers
-        wake = self._wake
         max_events = self._max_events
         switch = self._switch
         clock = time.monotonic_ns
@@ -209,20 +207,26 @@ class FastLoop:
                 start = clock()
                 events = poll(-1, max_events)
                 switch.observe(clock() - start)
-            for fd, _ in events:
-                callback = readers.get(fd)
-                if callback is not None:
-                    callback()
-                elif fd == wake:
-                    with contextlib.suppress(BlockingIOError):
-                        os.eventfd_read(wake)
-                    return
+            if self._dispatch(events):
+                return
+
+    def _dispatch(self, events: list[tuple[int, int]]) -> bool:
+        """Run the callbacks of ready fds; True when the wake-up eventfd says stop."""
+        readers = self._readers
+        wake = self._wake
+        for fd, _ in events:
+            callback = readers.get(fd)
+            if callback is not None:
+                callback()
+            elif fd == wake:
+                with contextlib.suppress(BlockingIOError):
+                    os.eventfd_read(wake)
+                return True
+        return False
 
     def _run_hybrid(self) -> None:
         """:meth:`run` with a sleep phase before the window when traffic is paced."""
         poll = self._ep.poll
-        readers = self._readers
-        wake = self._wake
         max_events = self._max_events
         switch, predictor, timer = self._switch, self._predictor, self._timer
         assert switch is not None and predictor is not None and timer is not None
@@ -251,14 +255,8 @@ class FastLoop:
                 switch.set(predictor.spin())
                 events = poll(-1, max_events)
             predictor.observe(clock() - start)
-            for fd, _ in events:
-                callback = readers.get(fd)
-                if callback is not None:
-                    callback()
-                elif fd == wake:
-                    with contextlib.suppress(BlockingIOError):
-                        os.eventfd_read(wake)
-                    return
+            if self._dispatch(events):
+                return
 
     def close(self) -> None:
         """Close the epoll fd and the wake-up eventfd (watched fds stay open: yours)."""

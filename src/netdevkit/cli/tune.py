@@ -114,9 +114,7 @@ def register(sub: SubParsers) -> None:
         "compared through the NAPI now at its position on the same device.",
         formatter_class=_FMT,
     )
-    p.add_argument("--netns", metavar="NAME", help="only entries of network namespace NAME")
-    p.add_argument("--ifname", metavar="NAME", help="only entries of interface NAME")
-    p.add_argument("-j", "--json", action="store_true", help="print JSON")
+    _journal_filter(p)
     p.set_defaults(func=run_diff)
 
     p = sub.add_parser(
@@ -142,9 +140,7 @@ def register(sub: SubParsers) -> None:
         "that could not be restored stay in the journal (exit status 1).",
         formatter_class=_FMT,
     )
-    p.add_argument("--netns", metavar="NAME", help="only entries of network namespace NAME")
-    p.add_argument("--ifname", metavar="NAME", help="only entries of interface NAME")
-    p.add_argument("-j", "--json", action="store_true", help="print JSON")
+    _journal_filter(p)
     p.set_defaults(func=run_restore)
 
     p = sub.add_parser(
@@ -157,6 +153,13 @@ def register(sub: SubParsers) -> None:
     )
     p.add_argument("-j", "--json", action="store_true", help="print JSON")
     p.set_defaults(func=run_presets)
+
+
+def _journal_filter(p: argparse.ArgumentParser) -> None:
+    """The options of the commands that read the journal (`napi diff`, `restore`)."""
+    p.add_argument("--netns", metavar="NAME", help="only entries of network namespace NAME")
+    p.add_argument("--ifname", metavar="NAME", help="only entries of interface NAME")
+    p.add_argument("-j", "--json", action="store_true", help="print JSON")
 
 
 def _common(p: argparse.ArgumentParser, *, dry_run: bool) -> None:
