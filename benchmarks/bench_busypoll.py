@@ -528,6 +528,16 @@ def markdown(results: list[Result], meta: dict[str, Any], verdicts: list[str]) -
     return "\n".join(lines)
 
 
+def paired_ratios(a: Result, b: Result) -> list[float]:
+    """p50 of *a* over p50 of *b*, one per round in which both cells measured."""
+    out = []
+    for ra, rb in zip(a.rounds, b.rounds, strict=False):
+        pa, pb = ra.get("p50_us"), rb.get("p50_us")
+        if pa and pb and not ra.get("error") and not rb.get("error"):
+            out.append(pa / pb)
+    return out
+
+
 def verdicts(results: list[Result]) -> list[str]:
     """The issue's three speed targets, each MET or NOT MET with its numbers."""
     by = {r.name: r for r in results if r.p50_us is not None and r.p99_us is not None}
@@ -563,15 +573,18 @@ def verdicts(results: list[Result]) -> list[str]:
             continue
         assert nd.p50_us and stock.p50_us and naive.p50_us
         # "Beat stock asyncio instead of losing to it": faster than the untuned stock loop,
-        # and not slower than the naive application of the same preset (a tie within 5%,
-        # the run-to-run noise of this machine, is not losing; it is called a tie).
-        vs = nd.p50_us / naive.p50_us
-        rel = "faster" if vs < 0.95 else "a tie (within 5%)" if vs <= 1.05 else "SLOWER"
-        ok = nd.p50_us < stock.p50_us and vs <= 1.05
+        # and faster than the naive application of the same preset, judged round by round
+        # (the two cells run back to back in each round, so drift of the machine hits both
+        # alike): the median of the per-round p50 ratios below 1 and more wins than losses.
+        ratios = paired_ratios(nd, naive)
+        wins = sum(r < 1 for r in ratios)
+        med = statistics.median(ratios) if ratios else nd.p50_us / naive.p50_us
+        ok = nd.p50_us < stock.p50_us and med < 1 and 2 * wins > len(ratios)
         out.append(
             f"{'MET' if ok else 'NOT MET'}: (2) {nd.label}: p50 {nd.p50_us:.1f} us vs untuned "
             f"stock asyncio {stock.p50_us:.1f} us; vs the same preset applied naively to stock "
-            f"asyncio {naive.p50_us:.1f} us: {rel}"
+            f"asyncio {naive.p50_us:.1f} us: faster in {wins} of {len(ratios)} rounds, "
+            f"median per-round ratio {med:.2f}"
         )
     for loop in ("fast", "nd"):
         full, low = by.get(f"low:{loop}-fullbusy"), by.get(f"low:{loop}-hybrid")
@@ -594,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=3.0, help="seconds per cell")
     ap.add_argument("--mps", type=int, default=5000, help="low load: messages per second")
     ap.add_argument("--burst", type=int, default=1, help="low load: messages per burst")
-    ap.add_argument("--rounds", type=int, default=3, help="rounds over all cells (median)")
+    ap.add_argument("--rounds", type=int, default=5, help="rounds over all cells (median)")
     ap.add_argument("--no-write", action="store_true", help="print, do not write results")
     ap.add_argument("--name", default=f"bbp{os.getpid() % 100000}", help="testbed name")
     args = ap.parse_args(argv)
