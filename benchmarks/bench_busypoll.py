@@ -163,6 +163,16 @@ def all_cells() -> list[Cell]:
             "fast",
             sock_busy_poll=50,
         ),
+        # FastLoop spinning on the hot socket: each nonblocking read polls its NAPI once.
+        _rr(
+            "fast-spin50",
+            "netdevkit FastLoop, hot-socket spin 50 us + SO_BUSY_POLL 50",
+            "fast",
+            "base",
+            "fast",
+            spin_us=50,
+            sock_busy_poll=50,
+        ),
         # sockperf's own way in Python: a thread per connection, blocking busy-polling reads.
         Cell(
             "thr-lls50",

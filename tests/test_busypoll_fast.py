@@ -264,6 +264,45 @@ def test_fastloop_dispatches_and_stops_from_another_thread(
 
 
 @pytest.mark.kernel
+def test_fastloop_spin_reads_the_hot_fd_again_without_waiting(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    a, b = pair
+    b.setblocking(False)
+    got: list[bytes] = []
+    with FastLoop(spin_us=1_000_000) as loop:  # a 1 s spin: only stop() can end it early
+
+        def on_read() -> bool:
+            try:
+                data = b.recv(64)
+            except BlockingIOError:
+                return False
+            got.append(data)
+            if len(got) < 5:
+                a.send(b"m%d" % len(got))  # there before the next speculative read
+            else:
+                loop.stop()  # seen by the spin's own epoll check, long before 1 s
+            return True
+
+        loop.add_reader(b.fileno(), on_read)
+        a.send(b"m0")
+        start = time.monotonic()
+        loop.run()
+        assert time.monotonic() - start < 0.5
+        assert got == [b"m0", b"m1", b"m2", b"m3", b"m4"]
+        # One blocking wait found m0; m1..m4 were read by the spin, not by epoll_wait.
+        assert loop.waits == 1
+        assert loop.spin_hits == 4 and loop.spin_calls >= 4
+
+
+def test_fastloop_refuses_bad_spins() -> None:
+    with pytest.raises(RequestError, match="spin_us"):
+        FastLoop(spin_us=-1)
+    with pytest.raises(RequestError, match="excludes"):
+        FastLoop(SUSPEND, adaptive_us=WINDOW, spin_us=50)
+
+
+@pytest.mark.kernel
 def test_fastloop_window_switches(pair: tuple[socket.socket, socket.socket]) -> None:
     a, b = pair
     with FastLoop(SUSPEND, adaptive_us=WINDOW) as loop:
@@ -336,10 +375,11 @@ def _message(seq: int, flags: int, size: int = 14) -> bytes:
     return HEADER.pack(seq, flags, size) + bytes(size - HEADER.size)
 
 
-@pytest.fixture(params=["fast", "threads"])
+@pytest.fixture(params=["fast", "fast-spin", "threads"])
 def fast_server(request: pytest.FixtureRequest) -> Iterator[tuple[str, int]]:
-    """The rr server on a FastLoop (suspend + window), or with a thread per connection
-    (SO_BUSY_POLL 50), run in a thread; stopped by its event."""
+    """The rr server on a FastLoop (suspend + window, or spinning on the hot socket with
+    SO_BUSY_POLL 50), or with a thread per connection (SO_BUSY_POLL 50), run in a thread;
+    stopped by its event."""
     kind = request.param
     stop = threading.Event()
     ready = threading.Event()
@@ -354,6 +394,16 @@ def fast_server(request: pytest.FixtureRequest) -> Iterator[tuple[str, int]]:
         if kind == "fast":
             stats = serve_rr(
                 "127.0.0.1", 0, "fast", SUSPEND, adaptive_us=WINDOW, ready=on_ready, stop=stop
+            )
+        elif kind == "fast-spin":
+            stats = serve_rr(
+                "127.0.0.1",
+                0,
+                "fast",
+                spin_us=50,
+                sock_busy_poll_us=50,
+                ready=on_ready,
+                stop=stop,
             )
         else:
             stats = serve_rr(

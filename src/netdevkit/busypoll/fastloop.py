@@ -16,13 +16,21 @@ timerfd is made with ``ctypes`` (``timerfd_create``/``timerfd_settime`` from lib
 :func:`netdevkit.busypoll.rr.serve_rr` with ``loop_kind="fast"`` runs the sockperf
 request/response server on it.
 
-[measured, docs/busypoll.md] On the 2-vCPU veth testbed (sockperf ping-pong) it answers
-in 15-19 us p50 with the fullbusy preset, like uvloop with the same parameters and ahead of
-netdevkit's asyncio loop; the C server with socket busy polling answers in ~9 us. The gap is
-not this loop's Python: the epoll path (``epoll_wait`` busy polls, returns, then ``recv``)
-is a few microseconds longer than a blocking ``recv`` that busy polls itself, and on that
-VM a reply a microsecond later finds the client's vCPU halted (about +10 us per round
-trip). :mod:`netdevkit.busypoll.rrthreads` takes the blocking-``recv`` path instead.
+``spin_us`` is the fastest mode for a few hot connections: after a callback ran, the loop
+calls it again and again without ``epoll_wait`` until ``spin_us`` pass without work
+(:meth:`FastLoop._run_spin`). With ``SO_BUSY_POLL`` on the sockets each of those
+nonblocking reads polls the socket's NAPI once (``tcp_recvmsg`` calls ``sk_busy_loop`` with
+``MSG_DONTWAIT``, which ``recvfrom`` sets for an O_NONBLOCK socket: one poll, no loop), so
+the loop busy polls from user space and answers from the very read that found the request.
+
+[measured, benchmarks/results/busypoll.md] On the 2-vCPU veth testbed (sockperf ping-pong)
+the epoll path answers in 15-19 us p50 with the fullbusy preset, like uvloop with the same
+parameters; the C server with socket busy polling answers in ~9 us. The gap is not this
+loop's Python: ``epoll_wait`` busy polls, returns, then ``recv`` runs, a few microseconds
+longer than a read that busy polls itself, and on that VM a reply a microsecond later finds
+the client's vCPU halted (about +10 us per round trip). The hot-socket spin takes the
+read-that-polls path and answers in ~10 us p50, within 1.15x of C. So does
+:mod:`netdevkit.busypoll.rrthreads`, with a blocking ``recv`` per thread.
 
 :meth:`FastLoop.stop` is safe from other threads and from signal handlers: it writes an
 eventfd that the loop watches (Python runs a signal handler when ``epoll_wait`` returns
@@ -43,6 +51,9 @@ from .adaptive import AdaptiveWindow, GapPredictor, WindowSwitch
 from .epoll import EpollParams, get_params, set_params, validate_params
 
 __all__ = ["FastLoop", "TimerFd"]
+
+#: Hot-fd spinning (``spin_us``) checks the epoll for other ready fds every this many rounds.
+_SPIN_CHECK = 16
 
 
 class TimerFd:
@@ -92,11 +103,14 @@ class FastLoop:
         "_params",
         "_predictor",
         "_readers",
+        "_spin_ns",
         "_switch",
         "_timer",
         "_wake",
         "early",
         "sleeps",
+        "spin_calls",
+        "spin_hits",
         "waits",
     )
 
@@ -106,10 +120,18 @@ class FastLoop:
         *,
         adaptive_us: int = 0,
         hybrid: bool = False,
+        spin_us: int = 0,
         max_events: int = 64,
     ) -> None:
         if params is not None:
             validate_params(params)
+        if not isinstance(spin_us, int) or isinstance(spin_us, bool) or spin_us < 0:
+            raise RequestError(f"spin_us={spin_us!r} must be a non-negative int")
+        if spin_us and (adaptive_us or hybrid):
+            raise RequestError("spin_us excludes adaptive_us and hybrid")
+        self._spin_ns = spin_us * 1000
+        self.spin_calls = 0  # speculative callback calls (spin_us)
+        self.spin_hits = 0  # ... that did work
         policy = AdaptiveWindow(adaptive_us) if adaptive_us else None  # validates it
         if hybrid and not adaptive_us:
             raise RequestError("hybrid polling needs an adaptive window (adaptive_us > 0)")
@@ -120,7 +142,7 @@ class FastLoop:
         if not isinstance(max_events, int) or isinstance(max_events, bool) or max_events < 1:
             raise RequestError(f"max_events={max_events!r} must be an int >= 1")
         self._max_events = max_events
-        self._readers: dict[int, Callable[[], None]] = {}
+        self._readers: dict[int, Callable[[], object]] = {}
         self._switch: WindowSwitch | None = None
         self._params = EpollParams()
         self.waits = 0
@@ -169,8 +191,17 @@ class FastLoop:
         """Hybrid polling's average gap between waits and events (0: none yet or off)."""
         return self._predictor.gap_ns / 1000 if self._predictor is not None else 0.0
 
-    def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
-        """Call *callback* whenever *fd* is readable (or has hung up / failed)."""
+    @property
+    def spin_us(self) -> int:
+        return self._spin_ns // 1000
+
+    def add_reader(self, fd: int, callback: Callable[[], object]) -> None:
+        """Call *callback* whenever *fd* is readable (or has hung up / failed).
+
+        With ``spin_us`` the callback is also called speculatively (see :meth:`run`): it
+        must read without blocking, tolerate finding nothing, and return a true value when
+        it did work.
+        """
         if fd in self._readers or fd == self._wake or (self._timer and fd == self._timer.fd):
             raise RequestError(f"fd {fd} is already watched by this loop")
         self._ep.register(fd, select.EPOLLIN)  # raises before any bookkeeping
@@ -195,6 +226,9 @@ class FastLoop:
         if self._predictor is not None:
             self._run_hybrid()
             return
+        if self._spin_ns:
+            self._run_spin()
+            return
         poll = self._ep.poll
         max_events = self._max_events
         switch = self._switch
@@ -209,6 +243,57 @@ class FastLoop:
                 switch.observe(clock() - start)
             if self._dispatch(events):
                 return
+
+    def _run_spin(self) -> None:
+        """:meth:`run` with hot-fd spinning: after an event, call its callback again and
+        again (no ``epoll_wait`` in between) until ``spin_us`` pass without work.
+
+        Why: a nonblocking ``recv`` on a socket with ``SO_BUSY_POLL`` polls the socket's
+        NAPI once (``tcp_recvmsg`` -> ``sk_busy_loop`` with ``MSG_DONTWAIT``), so spinning
+        on the hot socket's read busy polls its NAPI from user space and answers straight
+        from the read that found the request: no ``epoll_wait`` return, and no second
+        syscall, between the packet and the callback. Every :data:`_SPIN_CHECK` rounds the
+        spin polls the epoll with timeout 0, so other fds (new connections, :meth:`stop`)
+        are served while it spins; a long spin on one connection delays the others by at
+        most one round.
+        """
+        poll = self._ep.poll
+        max_events = self._max_events
+        readers = self._readers
+        spin_ns = self._spin_ns
+        clock = time.monotonic_ns
+        hot: list[int] = []
+        while True:
+            self.waits += 1
+            events = poll(-1, max_events)
+            while True:
+                if self._dispatch(events):
+                    return
+                hot = [fd for fd, _ in events if fd in readers]
+                events = []
+                if not hot:
+                    break
+                deadline = clock() + spin_ns
+                rounds = 0
+                while not events:
+                    worked = False
+                    for fd in hot:
+                        callback = readers.get(fd)
+                        if callback is not None:
+                            self.spin_calls += 1
+                            if callback():
+                                worked = True
+                                self.spin_hits += 1
+                    rounds += 1
+                    if rounds % _SPIN_CHECK == 0:
+                        events = poll(0, max_events)
+                    now = clock()
+                    if worked:
+                        deadline = now + spin_ns
+                    elif now >= deadline:
+                        break
+                if not events:
+                    break
 
     def _dispatch(self, events: list[tuple[int, int]]) -> bool:
         """Run the callbacks of ready fds; True when the wake-up eventfd says stop."""

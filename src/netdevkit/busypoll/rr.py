@@ -238,17 +238,18 @@ class RrConnection:
     def fileno(self) -> int:
         return self._sock.fileno()
 
-    def on_readable(self) -> None:
+    def on_readable(self) -> bool:
+        """Read once and answer; False when nothing was there to read (or it closed)."""
         try:
             n = self._sock.recv_into(self._buf)
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError:
             self.close()
-            return
+            return False
         if not n:
             self.close()
-            return
+            return False
         buf = self._buf
         stats = self._stats
         if n >= HEADER.size and not self._framer.pending and _LENGTH(buf, 10)[0] == n:
@@ -257,7 +258,7 @@ class RrConnection:
                 buf[_FLAGS_LO] &= ~FLAG_CLIENT & 0xFF
                 stats.replies += 1
                 self._send(self._view[:n])
-            return
+            return True
         framer = self._framer
         before_m, before_r = framer.messages, framer.replies
         try:
@@ -265,11 +266,12 @@ class RrConnection:
         except FramingError:
             stats.framing_errors += 1
             self.close()
-            return
+            return False
         stats.messages += framer.messages - before_m
         stats.replies += framer.replies - before_r
         if out:
             self._send(out)
+        return True
 
     def _send(self, data: bytes | memoryview) -> None:
         try:
@@ -416,9 +418,11 @@ def serve_rr(
     called with the bound address once listening (port 0 picks a free port). Returns the
     counters. The loop is closed on every exit path. ``adaptive_us``: the adaptive
     busy-poll window of the netdevkit and fast loops; ``hybrid``: sleep-then-poll with that
-    window (netdevkit and fast loops, see :class:`FastLoop`); ``sock_busy_poll_us``: SO_BUSY_POLL on
-    each accepted socket (fast loop, and ``threads``: a thread per connection whose
-    blocking reads busy poll, see :mod:`netdevkit.busypoll.rrthreads`).
+    window (netdevkit and fast loops, see :class:`FastLoop`); ``spin_us``: on the netdevkit
+    loop, user-space epoll re-polls (see :class:`BusyPollSelector`), on the fast loop,
+    re-reads of the hot socket (see :meth:`FastLoop._run_spin`); ``sock_busy_poll_us``:
+    SO_BUSY_POLL on each accepted socket (fast loop, and ``threads``: a thread per
+    connection whose blocking reads busy poll, see :mod:`netdevkit.busypoll.rrthreads`).
     """
     if loop_kind == "threads":
         if params is not None or adaptive_us or hybrid or spin_us:
@@ -440,10 +444,17 @@ def serve_rr(
     if sock_busy_poll_us and loop_kind != "fast":
         raise RequestError("sock_busy_poll_us applies to the fast and threads loops only")
     if loop_kind == "fast":
-        if spin_us:
-            raise RequestError("spin_us applies to the netdevkit loop only, not 'fast'")
         return _serve_fast(
-            host, port, params, adaptive_us, hybrid, sock_busy_poll_us, ready, stop, handle_signals
+            host,
+            port,
+            params,
+            adaptive_us,
+            hybrid,
+            spin_us,
+            sock_busy_poll_us,
+            ready,
+            stop,
+            handle_signals,
         )
     loop = make_loop(loop_kind, params, spin_us=spin_us, adaptive_us=adaptive_us, hybrid=hybrid)
     stats = RrStats()
@@ -501,6 +512,7 @@ def _serve_fast(
     params: EpollParams | None,
     adaptive_us: int,
     hybrid: bool,
+    spin_us: int,
     sock_busy_poll_us: int,
     ready: Callable[[tuple[str, int]], None] | None,
     stop: threading.Event | None,
@@ -510,7 +522,7 @@ def _serve_fast(
         AdaptiveWindow(adaptive_us)  # validate before anything is created
     stats = RrStats()
     conns: set[RrConnection] = set()
-    loop = FastLoop(params, adaptive_us=adaptive_us, hybrid=hybrid)
+    loop = FastLoop(params, adaptive_us=adaptive_us, hybrid=hybrid, spin_us=spin_us)
     listener: socket.socket | None = None
     previous: dict[signal.Signals, Any] = {}
     watcher: threading.Thread | None = None
@@ -580,7 +592,14 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--usecs", type=int, help="busy_poll_usecs")
     p.add_argument("--budget", type=int, help="busy_poll_budget (0: kernel default 8)")
     p.add_argument("--prefer", action="store_true", help="prefer_busy_poll")
-    p.add_argument("--spin-us", type=int, default=0, help="netdevkit loop: user-space spin")
+    p.add_argument(
+        "--spin-us",
+        type=int,
+        default=0,
+        help="netdevkit loop: user-space epoll re-polls for this long after an event; fast "
+        "loop: re-read the hot socket for this long (with --sock-busy-poll each read polls "
+        "its NAPI: the fastest epoll-based mode)",
+    )
     p.add_argument(
         "--adaptive-us",
         type=int,
