@@ -89,6 +89,7 @@ class Cell:
     loop: str = ""
     params: EpollParams | None = None
     spin_us: int = 0
+    hot_spin_us: int = 0
     adaptive_us: int = 0
     hybrid: bool = False
     sock_busy_poll: int = 0
@@ -166,12 +167,19 @@ def all_cells() -> list[Cell]:
         # FastLoop spinning on the hot socket: each nonblocking read polls its NAPI once.
         _rr(
             "fast-spin50",
-            "netdevkit FastLoop, hot-socket spin 50 us + SO_BUSY_POLL 50",
+            "netdevkit FastLoop, hot-socket spin 50 us (SO_BUSY_POLL 50)",
             "fast",
             "base",
             "fast",
-            spin_us=50,
-            sock_busy_poll=50,
+            hot_spin_us=50,
+        ),
+        _rr(
+            "nd-spin50",
+            "netdevkit loop, hot-socket spin 50 us (SO_BUSY_POLL 50)",
+            "netdevkit",
+            "base",
+            "nd",
+            hot_spin_us=50,
         ),
         # sockperf's own way in Python: a thread per connection, blocking busy-polling reads.
         Cell(
@@ -305,6 +313,8 @@ def server_argv(tb: Testbed, cell: Cell, ready_file: str, port: int) -> list[str
             argv.append("--prefer")
     if cell.spin_us:
         argv += ["--spin-us", str(cell.spin_us)]
+    if cell.hot_spin_us:
+        argv += ["--hot-spin-us", str(cell.hot_spin_us)]
     if cell.loop in ("netdevkit", "fast"):
         argv += ["--adaptive-us", str(cell.adaptive_us)]
     if cell.hybrid:

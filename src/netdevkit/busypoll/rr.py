@@ -355,6 +355,7 @@ def make_loop(
     spin_us: int = 0,
     adaptive_us: int = 0,
     hybrid: bool = False,
+    hot_spin_us: int = 0,
 ) -> asyncio.AbstractEventLoop:
     """A new asyncio event loop of *loop_kind* with *params* on its epoll context.
 
@@ -371,13 +372,23 @@ def make_loop(
         validate_params(params)
     if spin_us and loop_kind != "netdevkit":
         raise RequestError(f"spin_us applies to the netdevkit loop only, not {loop_kind!r}")
+    if hot_spin_us and loop_kind != "netdevkit":
+        raise RequestError(
+            f"hot_spin_us applies to the netdevkit and fast loops only, not {loop_kind!r}"
+        )
     if (adaptive_us or hybrid) and loop_kind != "netdevkit":
         raise RequestError(
             f"adaptive_us and hybrid apply to the netdevkit and fast loops only, not {loop_kind!r}"
         )
     loop: asyncio.AbstractEventLoop
     if loop_kind == "netdevkit":
-        return BusyPollEventLoop(params, spin_us=spin_us, adaptive_us=adaptive_us, hybrid=hybrid)
+        return BusyPollEventLoop(
+            params,
+            spin_us=spin_us,
+            adaptive_us=adaptive_us,
+            hybrid=hybrid,
+            hot_spin_us=hot_spin_us,
+        )
     if loop_kind == "uvloop":
         try:
             import uvloop
@@ -406,6 +417,7 @@ def serve_rr(
     spin_us: int = 0,
     adaptive_us: int = 0,
     hybrid: bool = False,
+    hot_spin_us: int = 0,
     sock_busy_poll_us: int = 0,
     ready: Callable[[tuple[str, int]], None] | None = None,
     stop: threading.Event | None = None,
@@ -418,14 +430,16 @@ def serve_rr(
     called with the bound address once listening (port 0 picks a free port). Returns the
     counters. The loop is closed on every exit path. ``adaptive_us``: the adaptive
     busy-poll window of the netdevkit and fast loops; ``hybrid``: sleep-then-poll with that
-    window (netdevkit and fast loops, see :class:`FastLoop`); ``spin_us``: on the netdevkit
-    loop, user-space epoll re-polls (see :class:`BusyPollSelector`), on the fast loop,
-    re-reads of the hot socket (see :meth:`FastLoop._run_spin`); ``sock_busy_poll_us``:
-    SO_BUSY_POLL on each accepted socket (fast loop, and ``threads``: a thread per
-    connection whose blocking reads busy poll, see :mod:`netdevkit.busypoll.rrthreads`).
+    window (netdevkit and fast loops, see :class:`FastLoop`); ``spin_us``: user-space epoll
+    re-polls of the netdevkit loop (see :class:`BusyPollSelector`); ``hot_spin_us``: spin on
+    the hot sockets, each read polling their NAPI (netdevkit loop: see
+    :class:`BusyPollEventLoop`; fast loop: ``FastLoop(spin_us=)`` plus SO_BUSY_POLL on each
+    accepted socket); ``sock_busy_poll_us``: SO_BUSY_POLL on each accepted socket (fast
+    loop, and ``threads``: a thread per connection whose blocking reads busy poll, see
+    :mod:`netdevkit.busypoll.rrthreads`).
     """
     if loop_kind == "threads":
-        if params is not None or adaptive_us or hybrid or spin_us:
+        if params is not None or adaptive_us or hybrid or spin_us or hot_spin_us:
             raise RequestError(
                 "loop 'threads' has no epoll: its reads busy poll with sock_busy_poll_us only"
             )
@@ -444,19 +458,28 @@ def serve_rr(
     if sock_busy_poll_us and loop_kind != "fast":
         raise RequestError("sock_busy_poll_us applies to the fast and threads loops only")
     if loop_kind == "fast":
+        if spin_us:
+            raise RequestError("spin_us applies to the netdevkit loop only: use hot_spin_us")
         return _serve_fast(
             host,
             port,
             params,
             adaptive_us,
             hybrid,
-            spin_us,
-            sock_busy_poll_us,
+            hot_spin_us,
+            sock_busy_poll_us or hot_spin_us,
             ready,
             stop,
             handle_signals,
         )
-    loop = make_loop(loop_kind, params, spin_us=spin_us, adaptive_us=adaptive_us, hybrid=hybrid)
+    loop = make_loop(
+        loop_kind,
+        params,
+        spin_us=spin_us,
+        adaptive_us=adaptive_us,
+        hybrid=hybrid,
+        hot_spin_us=hot_spin_us,
+    )
     stats = RrStats()
     try:
         loop.run_until_complete(_serve(loop, host, port, stats, ready, stop, handle_signals))
@@ -512,7 +535,7 @@ def _serve_fast(
     params: EpollParams | None,
     adaptive_us: int,
     hybrid: bool,
-    spin_us: int,
+    hot_spin_us: int,
     sock_busy_poll_us: int,
     ready: Callable[[tuple[str, int]], None] | None,
     stop: threading.Event | None,
@@ -522,7 +545,7 @@ def _serve_fast(
         AdaptiveWindow(adaptive_us)  # validate before anything is created
     stats = RrStats()
     conns: set[RrConnection] = set()
-    loop = FastLoop(params, adaptive_us=adaptive_us, hybrid=hybrid, spin_us=spin_us)
+    loop = FastLoop(params, adaptive_us=adaptive_us, hybrid=hybrid, spin_us=hot_spin_us)
     listener: socket.socket | None = None
     previous: dict[signal.Signals, Any] = {}
     watcher: threading.Thread | None = None
@@ -596,9 +619,16 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--spin-us",
         type=int,
         default=0,
-        help="netdevkit loop: user-space epoll re-polls for this long after an event; fast "
-        "loop: re-read the hot socket for this long (with --sock-busy-poll each read polls "
-        "its NAPI: the fastest epoll-based mode)",
+        help="netdevkit loop: user-space epoll re-polls (timeout 0) for this long after an event",
+    )
+    p.add_argument(
+        "--hot-spin-us",
+        type=int,
+        default=0,
+        help="netdevkit/fast loop: after a request, re-read (fast) or peek at (netdevkit) the "
+        "connection's socket for this long before waiting in epoll; sets SO_BUSY_POLL on "
+        "accepted sockets so each of those reads polls the NAPI (the fastest mode, at a "
+        "full CPU)",
     )
     p.add_argument(
         "--adaptive-us",
@@ -647,7 +677,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         def on_ready(addr: tuple[str, int]) -> None:
             print(
                 f"rr: listening on {addr[0]}:{addr[1]} loop={args.loop} params={params} "
-                f"spin_us={args.spin_us} adaptive_us={adaptive_us} "
+                f"spin_us={args.spin_us} hot_spin_us={args.hot_spin_us} "
+                f"adaptive_us={adaptive_us} "
                 f"hybrid={args.hybrid} sock_busy_poll={args.sock_busy_poll} pid={os.getpid()}",
                 flush=True,
             )
@@ -661,6 +692,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.loop,
             params,
             spin_us=args.spin_us,
+            hot_spin_us=args.hot_spin_us,
             adaptive_us=adaptive_us,
             hybrid=args.hybrid,
             sock_busy_poll_us=args.sock_busy_poll,
