@@ -41,7 +41,7 @@ from typing import Any, Literal, cast, get_args
 
 from ..errors import NetdevkitError, RequestError
 from .adaptive import AdaptiveWindow
-from .aio import BusyPollEventLoop, apply_to_loop
+from .aio import BusyPollEventLoop, apply_to_loop, loop_factory
 from .epoll import EpollParams, validate_params
 from .fastloop import FastLoop
 from .sockopt import set_busy_poll
@@ -382,13 +382,10 @@ def make_loop(
         )
     loop: asyncio.AbstractEventLoop
     if loop_kind == "netdevkit":
-        return BusyPollEventLoop(
-            params,
-            spin_us=spin_us,
-            adaptive_us=adaptive_us,
-            hybrid=hybrid,
-            hot_spin_us=hot_spin_us,
+        factory = loop_factory(
+            params, spin_us=spin_us, adaptive_us=adaptive_us, hybrid=hybrid, hot_spin_us=hot_spin_us
         )
+        return factory()
     if loop_kind == "uvloop":
         try:
             import uvloop
