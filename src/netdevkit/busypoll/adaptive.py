@@ -36,7 +36,14 @@ import dataclasses
 import fcntl
 
 from ..errors import RequestError
-from .epoll import EPIOCSPARAMS, S32_MAX, EpollParams, set_params, validate_params
+from .epoll import (
+    EPIOCSPARAMS,
+    S32_MAX,
+    EpollParams,
+    check_int_at_least,
+    set_params,
+    validate_params,
+)
 
 __all__ = ["AdaptiveWindow", "GapPredictor", "WindowSwitch"]
 
@@ -53,14 +60,12 @@ class AdaptiveWindow:
     def __init__(
         self, window_us: int, *, idle_after: int = 2, busy_within_us: int | None = None
     ) -> None:
-        for name, value, low in (("window_us", window_us, 1), ("idle_after", idle_after, 1)):
-            if not isinstance(value, int) or isinstance(value, bool) or not low <= value:
-                raise RequestError(f"{name}={value!r} must be an int >= {low}")
+        check_int_at_least("window_us", window_us, 1)
+        check_int_at_least("idle_after", idle_after, 1)
         if window_us > S32_MAX:
             raise RequestError(f"window_us={window_us} is out of range: must be 1..{S32_MAX}")
         within = 2 * window_us if busy_within_us is None else busy_within_us
-        if not isinstance(within, int) or isinstance(within, bool) or within < 0:
-            raise RequestError(f"busy_within_us={busy_within_us!r} must be an int >= 0")
+        check_int_at_least("busy_within_us", within)
         self._window_ns = window_us * 1000
         self._busy_within_ns = within * 1000
         self._idle_after = idle_after
@@ -94,8 +99,8 @@ class WindowSwitch:
 
     *base* is what the context carries while idle (e.g. the suspend preset: usecs 0,
     budget 64, prefer); while busy it carries the same with ``busy_poll_usecs`` = the
-    window. *idle* overrides the idle set (hybrid polling uses usecs 0 without
-    ``prefer_busy_poll``: such a wait never busy polls, so it keeps the context's NAPI id,
+    window. With *hybrid* the idle set is usecs 0 with *base*'s budget and without
+    ``prefer_busy_poll`` instead (such a wait never busy polls, so it keeps the context's NAPI id,
     which a ``prefer_busy_poll`` wait that finds nothing drops until a socket becomes ready
     again -- and without a NAPI id the window that follows would not poll at all).
     Construction sets both (read back, so a refused value fails here) and leaves the idle
@@ -118,14 +123,12 @@ class WindowSwitch:
         base: EpollParams,
         policy: AdaptiveWindow,
         *,
-        idle: EpollParams | None = None,
+        hybrid: bool = False,
     ) -> None:
         validate_params(base)
-        if idle is not None:
-            validate_params(idle)
         self._epfd = epfd
         self.policy = policy
-        self.idle_params = base if idle is None else idle
+        self.idle_params = EpollParams(0, base.busy_poll_budget, False) if hybrid else base
         self.busy_params = dataclasses.replace(base, busy_poll_usecs=policy.window_us)
         set_params(epfd, self.busy_params)
         set_params(epfd, self.idle_params)
@@ -177,8 +180,7 @@ class GapPredictor:
 
     def __init__(self, window_us: int, *, max_sleep_us: int = 5000) -> None:
         AdaptiveWindow(window_us)  # validates the window
-        if not isinstance(max_sleep_us, int) or isinstance(max_sleep_us, bool) or max_sleep_us < 1:
-            raise RequestError(f"max_sleep_us={max_sleep_us!r} must be an int >= 1")
+        check_int_at_least("max_sleep_us", max_sleep_us, 1)
         self._window_ns = window_us * 1000
         self._max_ns = max_sleep_us * 1000
         self._gap_ns = 0  # 0: no estimate yet

@@ -51,7 +51,7 @@ from collections.abc import Callable
 
 from ..errors import NetdevkitError, RequestError, UnsupportedError
 from .adaptive import AdaptiveWindow
-from .epoll import EpollParams, is_epoll_fd, set_params, validate_params
+from .epoll import EpollParams, check_int_at_least, is_epoll_fd, set_params, validate_params
 from .selector import BusyPollSelector
 from .sockopt import set_busy_poll
 
@@ -68,11 +68,6 @@ __all__ = [
 READ_SIZE = 64 * 1024
 #: The hot-socket spin checks the epoll for other ready fds every this many rounds.
 _SPIN_CHECK = 16
-
-
-def _check_hot_spin(hot_spin_us: int) -> None:
-    if not isinstance(hot_spin_us, int) or isinstance(hot_spin_us, bool) or hot_spin_us < 0:
-        raise RequestError(f"hot_spin_us={hot_spin_us!r} must be a non-negative int")
 
 
 class BusyPollEventLoop(asyncio.SelectorEventLoop):
@@ -109,7 +104,7 @@ class BusyPollEventLoop(asyncio.SelectorEventLoop):
         selector: BusyPollSelector | None = None,
     ) -> None:
         try:
-            _check_hot_spin(hot_spin_us)
+            check_int_at_least("hot_spin_us", hot_spin_us)
         except BaseException:
             self._closed = True  # nothing opened; for the half-made loop's __del__
             raise
@@ -274,13 +269,12 @@ def loop_factory(
     """
     if params is not None:
         validate_params(params)
-    if not isinstance(spin_us, int) or isinstance(spin_us, bool) or spin_us < 0:
-        raise RequestError(f"spin_us={spin_us!r} must be a non-negative int")
+    check_int_at_least("spin_us", spin_us)
     if adaptive_us:
         AdaptiveWindow(adaptive_us)  # validates it
     if hybrid and (not adaptive_us or spin_us):
         raise RequestError("hybrid polling needs adaptive_us > 0 and no spin_us")
-    _check_hot_spin(hot_spin_us)
+    check_int_at_least("hot_spin_us", hot_spin_us)
 
     def make_loop() -> BusyPollEventLoop:
         return BusyPollEventLoop(

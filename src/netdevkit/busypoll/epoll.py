@@ -140,6 +140,13 @@ def _check_int(name: str, value: object, high: int) -> None:
         raise RequestError(f"{name}={value} is out of range: must be 0..{high}")
 
 
+def check_int_at_least(name: str, value: object, low: int = 0) -> None:
+    """Raise :class:`RequestError` unless *value* is an int (not a bool) >= *low*."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        want = "a non-negative int" if low == 0 else f"an int >= {low}"
+        raise RequestError(f"{name}={value!r} must be {want}")
+
+
 def validate_params(params: EpollParams, *, has_cap_net_admin: bool | None = None) -> None:
     """Apply the kernel's ``EPIOCSPARAMS`` rules without calling it.
 

@@ -48,7 +48,7 @@ from collections.abc import Callable
 
 from ..errors import RequestError, UnsupportedError
 from .adaptive import AdaptiveWindow, GapPredictor, WindowSwitch
-from .epoll import EpollParams, get_params, set_params, validate_params
+from .epoll import EpollParams, check_int_at_least, get_params, set_params, validate_params
 
 __all__ = ["FastLoop", "TimerFd"]
 
@@ -125,8 +125,7 @@ class FastLoop:
     ) -> None:
         if params is not None:
             validate_params(params)
-        if not isinstance(spin_us, int) or isinstance(spin_us, bool) or spin_us < 0:
-            raise RequestError(f"spin_us={spin_us!r} must be a non-negative int")
+        check_int_at_least("spin_us", spin_us)
         if spin_us and (adaptive_us or hybrid):
             raise RequestError("spin_us excludes adaptive_us and hybrid")
         self._spin_ns = spin_us * 1000
@@ -139,8 +138,7 @@ class FastLoop:
         self._timer: TimerFd | None = None
         self.sleeps = 0  # hybrid: waits that began with a sleep phase
         self.early = 0  # hybrid: sleep phases ended by an event before the timer
-        if not isinstance(max_events, int) or isinstance(max_events, bool) or max_events < 1:
-            raise RequestError(f"max_events={max_events!r} must be an int >= 1")
+        check_int_at_least("max_events", max_events, 1)
         self._max_events = max_events
         self._readers: dict[int, Callable[[], object]] = {}
         self._switch: WindowSwitch | None = None
@@ -152,9 +150,7 @@ class FastLoop:
             if params is not None:
                 self._params = set_params(self._ep.fileno(), params)
             if policy is not None:
-                # Hybrid: the sleep phase must keep the NAPI id (see WindowSwitch).
-                idle = EpollParams(0, self._params.busy_poll_budget, False) if hybrid else None
-                self._switch = WindowSwitch(self._ep.fileno(), self._params, policy, idle=idle)
+                self._switch = WindowSwitch(self._ep.fileno(), self._params, policy, hybrid=hybrid)
             self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
             self._ep.register(self._wake, select.EPOLLIN)
             if hybrid:

@@ -28,7 +28,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import RequestError
+from .epoll import check_int_at_least
 from .rr import (
     _FLAGS_LO,
     FLAG_CLIENT,
@@ -118,8 +118,7 @@ def serve_threads(
     connections are shut down and their threads joined. Returns the counters of all
     connections.
     """
-    if not isinstance(busy_poll_us, int) or isinstance(busy_poll_us, bool) or busy_poll_us < 0:
-        raise RequestError(f"busy_poll_us={busy_poll_us!r} must be a non-negative int")
+    check_int_at_least("busy_poll_us", busy_poll_us)
     finished: list[RrStats] = []
     workers: list[tuple[threading.Thread, socket.socket]] = []
     previous: dict[signal.Signals, Any] = {}

@@ -36,7 +36,7 @@ import time
 
 from ..errors import RequestError
 from .adaptive import AdaptiveWindow, GapPredictor, WindowSwitch
-from .epoll import EpollParams, get_params, set_params, validate_params
+from .epoll import EpollParams, check_int_at_least, get_params, set_params, validate_params
 from .fastloop import TimerFd
 
 __all__ = ["BusyPollSelector"]
@@ -67,8 +67,7 @@ class BusyPollSelector(selectors.EpollSelector):
     ) -> None:
         if params is not None:
             validate_params(params)
-        if not isinstance(spin_us, int) or isinstance(spin_us, bool) or spin_us < 0:
-            raise RequestError(f"spin_us={spin_us!r} must be a non-negative int")
+        check_int_at_least("spin_us", spin_us)
         policy = AdaptiveWindow(adaptive_us) if adaptive_us else None  # validates it
         if hybrid and (not adaptive_us or spin_us):
             raise RequestError("hybrid polling needs adaptive_us > 0 and no spin_us")
@@ -86,9 +85,7 @@ class BusyPollSelector(selectors.EpollSelector):
             if params is not None:
                 self._params = set_params(self.fileno(), params)
             if policy is not None:
-                # Hybrid: the sleep phase must keep the NAPI id (see WindowSwitch).
-                idle = EpollParams(0, self._params.busy_poll_budget, False) if hybrid else None
-                self._switch = WindowSwitch(self.fileno(), self._params, policy, idle=idle)
+                self._switch = WindowSwitch(self.fileno(), self._params, policy, hybrid=hybrid)
             if hybrid:
                 # Watched by the epoll but not a selector key: _poll() never reports it.
                 self._timer = TimerFd()
@@ -133,8 +130,8 @@ class BusyPollSelector(selectors.EpollSelector):
         With an adaptive window, *params* become the idle set (and the window is closed).
         """
         if self._switch is not None:
-            idle = None if self._predictor is None else EpollParams(0, params.busy_poll_budget)
-            self._switch = WindowSwitch(self.fileno(), params, self._switch.policy, idle=idle)
+            hybrid = self._predictor is not None
+            self._switch = WindowSwitch(self.fileno(), params, self._switch.policy, hybrid=hybrid)
             self._params = self._switch.idle_params
         else:
             self._params = set_params(self.fileno(), params)
