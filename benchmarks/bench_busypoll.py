@@ -50,6 +50,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from netdevkit.bench import sockperf
 from netdevkit.bench.cpu import process_cpu_seconds
 from netdevkit.busypoll import EpollParams
 from netdevkit.busypoll.rr import default_adaptive_us
@@ -288,10 +289,7 @@ def set_server_napi(tb: Testbed, napi: NapiSettings) -> None:
 def server_argv(tb: Testbed, cell: Cell, ready_file: str, port: int) -> list[str]:
     pin = ["taskset", "-c", SERVER_CPU]
     if cell.server == "sockperf":
-        argv = [*pin, "sockperf", "server", "--tcp", "-i", tb.server_addr, "-p", str(port)]
-        if cell.lls:
-            argv += ["--lls", str(cell.lls)]
-        return argv
+        return [*pin, *sockperf.server_argv(tb.server_addr, port, lls_usecs=cell.lls)]
     argv = [
         *pin,
         sys.executable,
