@@ -52,6 +52,7 @@ from collections.abc import Callable
 from ..errors import NetdevkitError, RequestError, UnsupportedError
 from .adaptive import AdaptiveWindow
 from .epoll import EpollParams, check_int_at_least, is_epoll_fd, set_params, validate_params
+from .fastloop import SPIN_CHECK_ROUNDS
 from .selector import BusyPollSelector
 from .sockopt import set_busy_poll
 
@@ -66,8 +67,6 @@ __all__ = [
 
 #: Bytes one read of netdevkit's loop asks for (stock asyncio: 256 KiB).
 READ_SIZE = 64 * 1024
-#: The hot-socket spin checks the epoll for other ready fds every this many rounds.
-_SPIN_CHECK = 16
 
 
 class BusyPollEventLoop(asyncio.SelectorEventLoop):
@@ -238,7 +237,7 @@ class BusyPollEventLoop(asyncio.SelectorEventLoop):
                 deadline = clock() + spin_ns
                 continue
             rounds += 1
-            if rounds % _SPIN_CHECK == 0 and poll(0, 1):
+            if rounds % SPIN_CHECK_ROUNDS == 0 and poll(0, 1):
                 return  # other fds are ready: the normal iteration serves them
             if clock() >= deadline:
                 return

@@ -52,8 +52,9 @@ from .epoll import EpollParams, check_int_at_least, get_params, set_params, vali
 
 __all__ = ["FastLoop", "TimerFd"]
 
-#: Hot-fd spinning (``spin_us``) checks the epoll for other ready fds every this many rounds.
-_SPIN_CHECK = 16
+#: A spin (FastLoop ``spin_us``, BusyPollEventLoop ``hot_spin_us``) checks the epoll for
+#: other ready fds every this many rounds.
+SPIN_CHECK_ROUNDS = 16
 
 
 class TimerFd:
@@ -248,7 +249,7 @@ class FastLoop:
         NAPI once (``tcp_recvmsg`` -> ``sk_busy_loop`` with ``MSG_DONTWAIT``), so spinning
         on the hot socket's read busy polls its NAPI from user space and answers straight
         from the read that found the request: no ``epoll_wait`` return, and no second
-        syscall, between the packet and the callback. Every :data:`_SPIN_CHECK` rounds the
+        syscall, between the packet and the callback. Every :data:`SPIN_CHECK_ROUNDS` rounds the
         spin polls the epoll with timeout 0, so other fds (new connections, :meth:`stop`)
         are served while it spins; a long spin on one connection delays the others by at
         most one round.
@@ -281,7 +282,7 @@ class FastLoop:
                                 worked = True
                                 self.spin_hits += 1
                     rounds += 1
-                    if rounds % _SPIN_CHECK == 0:
+                    if rounds % SPIN_CHECK_ROUNDS == 0:
                         events = poll(0, max_events)
                     now = clock()
                     if worked:
