@@ -257,40 +257,46 @@ class FastLoop:
         poll = self._ep.poll
         max_events = self._max_events
         readers = self._readers
-        spin_ns = self._spin_ns
-        clock = time.monotonic_ns
-        hot: list[int] = []
         while True:
             self.waits += 1
             events = poll(-1, max_events)
-            while True:
+            # Dispatch, spin on what was dispatched; a spin that ends because other fds
+            # are ready hands their events straight to the next dispatch.
+            while events:
                 if self._dispatch(events):
                     return
                 hot = [fd for fd, _ in events if fd in readers]
-                events = []
-                if not hot:
-                    break
-                deadline = clock() + spin_ns
-                rounds = 0
-                while not events:
-                    worked = False
-                    for fd in hot:
-                        callback = readers.get(fd)
-                        if callback is not None:
-                            self.spin_calls += 1
-                            if callback():
-                                worked = True
-                                self.spin_hits += 1
-                    rounds += 1
-                    if rounds % SPIN_CHECK_ROUNDS == 0:
-                        events = poll(0, max_events)
-                    now = clock()
-                    if worked:
-                        deadline = now + spin_ns
-                    elif now >= deadline:
-                        break
-                if not events:
-                    break
+                events = self._spin(hot) if hot else []
+
+    def _spin(self, hot: list[int]) -> list[tuple[int, int]]:
+        """Call the callbacks of *hot* until ``spin_us`` pass without work; returns the
+        events of other ready fds if the periodic epoll check found some (else [])."""
+        poll = self._ep.poll
+        max_events = self._max_events
+        readers = self._readers
+        spin_ns = self._spin_ns
+        clock = time.monotonic_ns
+        deadline = clock() + spin_ns
+        rounds = 0
+        while True:
+            worked = False
+            for fd in hot:
+                callback = readers.get(fd)
+                if callback is not None:
+                    self.spin_calls += 1
+                    if callback():
+                        worked = True
+                        self.spin_hits += 1
+            rounds += 1
+            if rounds % SPIN_CHECK_ROUNDS == 0:
+                events = poll(0, max_events)
+                if events:
+                    return events
+            now = clock()
+            if worked:
+                deadline = now + spin_ns
+            elif now >= deadline:
+                return []
 
     def _dispatch(self, events: list[tuple[int, int]]) -> bool:
         """Run the callbacks of ready fds; True when the wake-up eventfd says stop."""
