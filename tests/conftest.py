@@ -12,6 +12,7 @@ import itertools
 import os
 import sys
 from collections.abc import Generator
+from pathlib import Path
 
 import pytest
 
@@ -41,6 +42,14 @@ def pytest_runtest_makereport(
         report.outcome = "failed"
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.longrepr = f"kernel test skipped under NETDEVKIT_REQUIRE_KERNEL=1: {reason}"
+
+
+@pytest.fixture(autouse=True)
+def _private_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test (and every netdevkit process it starts) journals and records testbeds in
+    a directory of its own, never in the machine's /run/netdevkit: other test runs share
+    this machine. Tests that look at the state directory set their own."""
+    monkeypatch.setenv("NETDEVKIT_STATE_DIR", str(tmp_path / "ndk-state"))
 
 
 # --- testbed fixtures (netdevkit.testbed) ------------------------------------

@@ -13,6 +13,7 @@ import importlib
 import signal
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from ..errors import NetdevkitError, RequestError
 
@@ -35,8 +36,22 @@ and -j/--json for machine-readable output where it prints anything.
 """
 
 
+class UsageError(Exception):
+    """A command line argparse refused; main() prints it as one line and returns 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one line on stderr (usage is in --help).
+
+    Subcommand parsers are made with the same class (argparse's ``parser_class`` default).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="netdevkit",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -50,7 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as err:
+        print(f"netdevkit: error: {err}", file=sys.stderr)
+        return 2
     try:
         rc: int | None = args.func(args)
     except RequestError as err:
@@ -66,6 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 128 + int(signum)
     except BrokenPipeError:
         return 0
+    except OSError as err:  # the system refused something the library did not translate
+        print(f"netdevkit: error: {err}", file=sys.stderr)
+        return 1
     return rc or 0
 
 
