@@ -18,7 +18,7 @@ import pytest
 
 from netdevkit.netns import list_names as netns_list_names
 from netdevkit.testbed import Testbed, TestbedConfig
-from netdevkit.testbed import down_all as testbed_down_all
+from netdevkit.testbed.journal import end_processes, ns_pids, remove_namespace
 
 REQUIRE_KERNEL = os.environ.get("NETDEVKIT_REQUIRE_KERNEL") == "1"
 
@@ -103,7 +103,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     removed: list[str] = []
     if os.geteuid() == 0:
-        removed = testbed_down_all(TESTBED_PREFIX, include_live=True)
+        # Each test had its own state directory (gone now): remove by name.
+        for ns in leftovers:
+            end_processes(ns_pids(ns))
+            if remove_namespace(ns):
+                removed.append(ns)
     message = (
         f"\nLEAKED TESTBED NAMESPACES: {', '.join(leftovers)} were left behind by this "
         f"test session (removed now: {', '.join(removed) or 'none'}). Some test or "

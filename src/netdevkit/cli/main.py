@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "netdevkit.cli.tune",
     "netdevkit.cli.attach",
     "netdevkit.cli.bench",
+    "netdevkit.cli.testbed",
 )
 
 DESCRIPTION = """\

@@ -293,7 +293,7 @@ def run_restore(args: argparse.Namespace) -> int:
         print(o.message if o.status != "failed" else f"FAILED: {o.message}")
     if leftovers:
         print(
-            f"leftover testbed(s) {', '.join(leftovers)} (their owner is gone): remove with "
+            f"testbeds still up: {', '.join(leftovers)}; remove them with "
             "`netdevkit testbed down NAME` or `netdevkit testbed down --all`"
         )
     if failed:
@@ -302,12 +302,15 @@ def run_restore(args: argparse.Namespace) -> int:
 
 
 def _leftover_testbeds() -> list[str]:
-    """Names of testbeds whose owner is gone (restore does not remove them: it says how)."""
-    try:
-        from ..testbed.journal import leftover_testbeds
-    except ImportError:  # pragma: no cover - the testbed needs pyroute2, a core dependency
-        return []
-    return leftover_testbeds()
+    """Testbeds of this state directory whose owner is gone, as ``NAME (why)``: restore
+    does not remove them (they are not settings), it says how."""
+    from ..testbed.journal import testbeds
+
+    return [
+        f"{t.name} ({'kept by `testbed up`' if t.status == 'kept' else 'left over'})"
+        for t in testbeds()
+        if t.status != "running"
+    ]
 
 
 def run_diff(args: argparse.Namespace) -> int:
