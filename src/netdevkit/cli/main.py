@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -48,6 +49,8 @@ class Parser(argparse.ArgumentParser):
     """
 
     def error(self, message: str) -> NoReturn:
+        # argparse quotes the bad value whole: keep a line readable for any input
+        message = re.sub(r"'([^']{40})[^']{20,}'", r"'\1...'", message)
         raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
 
 

@@ -258,6 +258,10 @@ def run_apply(args: argparse.Namespace) -> int:
 def _match(args: argparse.Namespace) -> Callable[[Record], bool] | None:
     """The record filter of `restore`/`napi diff`: --netns, --ifname, --kind."""
     netns, ifname, kind = args.netns, args.ifname, getattr(args, "kind", None)
+    if netns is not None:
+        from ..netns import path_of
+
+        path_of(netns)  # a name no namespace can have is a usage error, not "no entries"
     if netns is None and ifname is None and kind is None:
         return None
 
@@ -318,10 +322,11 @@ def run_diff(args: argparse.Namespace) -> int:
     from ..tuning.journal import KIND
     from ..tuning.napi import Tuner
 
+    m = _match(args)
+
     with Tuner("auto") as tuner:
         rows = tuner.diff(netns=args.netns, ifname=args.ifname)
         path = tuner.journal.path if tuner.journal is not None else ""
-    m = _match(args)
     others = diff_all(match=lambda r: r.kind != KIND and (m is None or m(r)))
     if args.json:
         _print_json([r.to_json() for r in rows] + [o.to_json() for o in others])

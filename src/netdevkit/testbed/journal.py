@@ -42,7 +42,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from .. import netns as ndk_netns
 from .._signals import blocked
-from ..errors import KernelError, NetdevkitError, NotFoundError
+from ..errors import KernelError, NetdevkitError, NotFoundError, RequestError
 from ..journal import state_dir
 
 if TYPE_CHECKING:
@@ -257,7 +257,7 @@ def ns_pids(ns: str) -> list[int]:
     """Processes whose network namespace is *ns* (compared by nsfs inode), sorted."""
     try:
         st = os.stat(ndk_netns.path_of(ns))
-    except (FileNotFoundError, NotFoundError):
+    except (FileNotFoundError, NotFoundError, RequestError):
         return []
     want = f"net:[{st.st_ino}]"
     me = os.getpid()
