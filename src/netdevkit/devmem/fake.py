@@ -283,7 +283,10 @@ class FakeKernel(Kernel):
             iov[out : out + n] = self._data[start : start + n]
             out += n
             room -= n
-            self._consume(1 if self._head_used + n == self._size[0] else 0, n)
+            if self._head_used + n == self._size[0]:
+                self._consume(1, 0)
+            else:
+                self._consume(0, n)
         return out
 
     def _recv_devmem(
@@ -371,21 +374,21 @@ class FakeKernel(Kernel):
 
     # -- SO_DEVMEM_DONTNEED -------------------------------------------------------
 
-    def dontneed(self, fd: int, ranges: npt.NDArray[np.void]) -> int:
+    def dontneed(self, fd: int, ranges: npt.NDArray[np.void] | bytes) -> int:
         t0 = time.perf_counter()
         try:
-            return self._dontneed(np.ascontiguousarray(ranges))
+            return self._dontneed(ranges if isinstance(ranges, bytes) else ranges.tobytes())
         finally:
             self.time_in_kernel += time.perf_counter() - t0
 
-    def _dontneed(self, ranges: npt.NDArray[np.void]) -> int:
+    def _dontneed(self, optval: bytes) -> int:
         self.dontneed_calls += 1
         if self._event < 0:
             raise _oserror(errno.EBADF)
-        nbytes = ranges.nbytes
+        nbytes = len(optval)
         if nbytes < 4 or nbytes % 8 or nbytes > 8 * MAX_DONTNEED_TOKENS:
             raise _oserror(errno.EINVAL)
-        flat = np.frombuffer(ranges.tobytes(), np.uint32).reshape(-1, 2).astype(np.int64)
+        flat = np.frombuffer(optval, np.uint32).reshape(-1, 2).astype(np.int64)
         starts, counts = flat[:, 0], flat[:, 1]
         # the kernel stops after inspecting max_dontneed_frags frags
         cum = np.cumsum(counts)

@@ -42,7 +42,7 @@ class Kernel(Protocol):
         """Receive into *iov*; returns (bytes, control bytes used, msg_flags)."""
         ...
 
-    def dontneed(self, fd: int, ranges: npt.NDArray[np.void]) -> int:
+    def dontneed(self, fd: int, ranges: npt.NDArray[np.void] | bytes) -> int:
         """SO_DEVMEM_DONTNEED with *ranges* (``dmabuf_token`` records); returns frags freed."""
         ...
 
@@ -98,7 +98,7 @@ class Libc(Kernel):
             ctypes.c_int,
             ctypes.c_int,
             ctypes.c_int,
-            ctypes.c_void_p,
+            ctypes.c_char_p,
             ctypes.c_uint32,
         )
         self._setsockopt.restype = ctypes.c_int
@@ -131,9 +131,9 @@ class Libc(Kernel):
             if err != errno.EINTR:
                 raise OSError(err, os.strerror(err))
 
-    def dontneed(self, fd: int, ranges: npt.NDArray[np.void]) -> int:
-        arr = np.ascontiguousarray(ranges)
-        n = self._setsockopt(fd, SOL_SOCKET, SO_DEVMEM_DONTNEED, arr.ctypes.data, arr.nbytes)
+    def dontneed(self, fd: int, ranges: npt.NDArray[np.void] | bytes) -> int:
+        buf = ranges if isinstance(ranges, bytes) else np.ascontiguousarray(ranges).tobytes()
+        n = self._setsockopt(fd, SOL_SOCKET, SO_DEVMEM_DONTNEED, buf, len(buf))
         if n < 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err))
@@ -176,8 +176,7 @@ class Libc(Kernel):
                 raise OSError(err, os.strerror(err))
 
     def enable_zerocopy(self, fd: int) -> None:
-        one = ctypes.c_int(1)
-        if self._setsockopt(fd, SOL_SOCKET, SO_ZEROCOPY, ctypes.addressof(one), 4) < 0:
+        if self._setsockopt(fd, SOL_SOCKET, SO_ZEROCOPY, (1).to_bytes(4, "little"), 4) < 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err))
 
