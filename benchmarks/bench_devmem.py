@@ -40,7 +40,6 @@ from typing import Any
 
 import numpy as np
 
-from netdevkit.devmem.cmsg import TOKEN_DTYPE
 from netdevkit.devmem.fake import PAGE, FakeKernel
 from netdevkit.devmem.rx import DevmemReceiver
 from netdevkit.devmem.uapi import (

@@ -11,6 +11,7 @@ import errno
 import struct
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -29,6 +30,7 @@ from netdevkit.devmem.rx import (
     DevmemReceiver,
     Fragment,
     OutstandingLimit,
+    RxBatch,
     TokenReturnError,
 )
 from netdevkit.devmem.uapi import MSG_SOCK_DEVMEM
@@ -199,8 +201,10 @@ def test_every_token_returned_exactly_once_and_stream_reproduced(
     calls: list[tuple[int, int]] = []
     real = fk.dontneed
 
-    def spy(fd: int, ranges: np.ndarray) -> int:  # type: ignore[type-arg]
-        calls.append((len(ranges), int(ranges["count"].sum())))
+    def spy(fd: int, ranges: npt.NDArray[np.void] | bytes) -> int:
+        raw = ranges if isinstance(ranges, bytes) else ranges.tobytes()
+        arr = np.frombuffer(raw, TOKEN_DTYPE)
+        calls.append((len(arr), int(arr["count"].sum())))
         return real(fd, ranges)
 
     fk.dontneed = spy  # type: ignore[method-assign]
@@ -350,7 +354,7 @@ def test_async_receiver_waits_for_data_and_for_releases() -> None:
         loop.call_later(0.02, fk.deliver, b"1" * (20 * PAGE))
         loop.call_later(0.05, fk.shutdown)
         out = bytearray()
-        held = []
+        held: list[RxBatch] = []
         async with AsyncDevmemReceiver(
             fk, kernel=fk, source=fk, auto_release=False, max_outstanding=6
         ) as arx:
