@@ -429,8 +429,7 @@ class FakeKernel(Kernel):
         binding_id = _devmem_binding_id(control)
         if binding_id is not None:
             if not (flags & MSG_ZEROCOPY and self.zerocopy):
-                # without zerocopy the kernel reads iov_base as a pointer
-                raise _oserror(errno.EFAULT)
+                raise _oserror(errno.EINVAL)  # [seen on 6.18] devmem cmsg without zerocopy
             b = self.tx_bindings.get(binding_id)
             if b is None:
                 raise _oserror(errno.EINVAL)
