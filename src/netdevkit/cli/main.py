@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -58,9 +59,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NetdevkitError as err:
         print(f"netdevkit: error: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("netdevkit: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        # Interrupted (a signal stopped a change at a safe point) says what was undone.
+        signum = getattr(err, "signum", signal.SIGINT)
+        print(f"netdevkit: interrupted{f': {err}' if str(err) else ''}", file=sys.stderr)
+        return 128 + int(signum)
     except BrokenPipeError:
         return 0
     return rc or 0

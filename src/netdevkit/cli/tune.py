@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING, Any
 from .show import napi_subparsers
 
 if TYPE_CHECKING:
-    from ..tuning.napi import Outcome
+    from collections.abc import Callable
+
+    from ..journal import DiffOutcome, Record
     from ..tuning.presets import NapiSettings
     from .show import SubParsers
 
@@ -159,6 +161,7 @@ def _journal_filter(p: argparse.ArgumentParser) -> None:
     """The options of the commands that read the journal (`napi diff`, `restore`)."""
     p.add_argument("--netns", metavar="NAME", help="only entries of network namespace NAME")
     p.add_argument("--ifname", metavar="NAME", help="only entries of interface NAME")
+    p.add_argument("--kind", metavar="KIND", help="only entries of one kind (napi, epoll, ...)")
     p.add_argument("-j", "--json", action="store_true", help="print JSON")
 
 
@@ -252,43 +255,93 @@ def run_apply(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_restore(args: argparse.Namespace) -> int:
-    from ..tuning.napi import Tuner
+def _match(args: argparse.Namespace) -> Callable[[Record], bool] | None:
+    """The record filter of `restore`/`napi diff`: --netns, --ifname, --kind."""
+    netns, ifname, kind = args.netns, args.ifname, getattr(args, "kind", None)
+    if netns is None and ifname is None and kind is None:
+        return None
 
-    with Tuner() as tuner:
-        outcomes = tuner.restore(netns=args.netns, ifname=args.ifname)
-        path = tuner.journal.path if tuner.journal is not None else ""
+    def match(r: Record) -> bool:
+        return (
+            (netns is None or r.info.get("netns") == netns)
+            and (ifname is None or r.info.get("ifname") == ifname)
+            and (kind is None or r.kind == kind)
+        )
+
+    return match
+
+
+def run_restore(args: argparse.Namespace) -> int:
+    from ..journal import Journal, restore_all
+
+    journal = Journal()
+    outcomes = restore_all(journal, match=_match(args))
+    leftovers = _leftover_testbeds()
     failed = any(o.status == "failed" for o in outcomes)
     if args.json:
-        _print_json({"journal": path, "results": [o.to_json() for o in outcomes]})
+        _print_json(
+            {
+                "journal": journal.path,
+                "results": [o.to_json() for o in outcomes],
+                "leftover_testbeds": leftovers,
+            }
+        )
         return 1 if failed else 0
     if not outcomes:
-        print(f"nothing to restore: the journal ({path}) lists no changes")
+        print(f"nothing to restore: the journal ({journal.path}) lists no changes")
     for o in outcomes:
-        print(_outcome_line(o))
+        print(o.message if o.status != "failed" else f"FAILED: {o.message}")
+    if leftovers:
+        print(
+            f"leftover testbed(s) {', '.join(leftovers)} (their owner is gone): remove with "
+            "`netdevkit testbed down NAME` or `netdevkit testbed down --all`"
+        )
     if failed:
         print("some entries could not be restored and stay in the journal", file=sys.stderr)
     return 1 if failed else 0
 
 
-def _outcome_line(o: Outcome) -> str:
-    return o.message if o.status != "failed" else f"FAILED: {o.message}"
+def _leftover_testbeds() -> list[str]:
+    """Names of testbeds whose owner is gone (restore does not remove them: it says how)."""
+    try:
+        from ..testbed.journal import leftover_testbeds
+    except ImportError:  # pragma: no cover - the testbed needs pyroute2, a core dependency
+        return []
+    return leftover_testbeds()
 
 
 def run_diff(args: argparse.Namespace) -> int:
+    from ..journal import diff_all
+    from ..tuning.journal import KIND
     from ..tuning.napi import Tuner
 
-    with Tuner() as tuner:
+    with Tuner("auto") as tuner:
         rows = tuner.diff(netns=args.netns, ifname=args.ifname)
         path = tuner.journal.path if tuner.journal is not None else ""
+    m = _match(args)
+    others = diff_all(match=lambda r: r.kind != KIND and (m is None or m(r)))
     if args.json:
-        _print_json([r.to_json() for r in rows])
+        _print_json([r.to_json() for r in rows] + [o.to_json() for o in others])
         return 0
-    if not rows:
+    if not rows and not others:
         print(f"no differences: the journal ({path}) lists no changes")
     for r in rows:
         print(r.line())
+    for o in others:
+        print(_diff_line(o))
     return 0
+
+
+def _diff_line(o: DiffOutcome) -> str:
+    head = str(o.record.info.get("label") or f"{o.record.kind} {o.record.key}")
+    if o.error:
+        return f"{head}: cannot compare ({o.error})"
+    if o.current is None:
+        return f"{head}: gone"
+    if not o.differs:
+        return f"{head}: at its value before netdevkit"
+    changes = ", ".join(f"{k} {b} -> {a}" for k, (b, a) in o.differs.items())
+    return f"{head}: {changes} (before -> now)"
 
 
 def run_presets(args: argparse.Namespace) -> int:

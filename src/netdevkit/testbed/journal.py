@@ -258,3 +258,14 @@ def down_all(prefix: str | None = None, *, include_live: bool = False) -> list[s
     if failed:
         raise NetdevkitError("could not remove testbed namespaces: " + "; ".join(failed))
     return removed
+
+
+def leftover_testbeds(prefix: str | None = None) -> list[str]:
+    """Names of testbeds whose owning process is gone but whose record or namespaces
+    remain, sorted (``testbed down NAME`` or ``--all`` removes them)."""
+    names = {
+        name
+        for name, (_namespaces, owner) in _read_journals().items()
+        if (prefix is None or name.startswith(prefix)) and not _owner_alive(owner)
+    }
+    return sorted(names)
