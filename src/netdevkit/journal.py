@@ -63,6 +63,7 @@ FORMAT_VERSION = 2
 KIND_MODULES: tuple[str, ...] = (
     "netdevkit.tuning.records",
     "netdevkit.attach.records",
+    "netdevkit.devmem.records",
 )
 
 
