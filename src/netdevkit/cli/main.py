@@ -22,6 +22,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "netdevkit.cli.tune",
     "netdevkit.cli.attach",
     "netdevkit.cli.bench",
+    "netdevkit.cli.top",
+    "netdevkit.cli.monitor",
+    "netdevkit.cli.exporter",
 )
 
 DESCRIPTION = """\
