@@ -235,6 +235,7 @@ def render(sample: Sample, sort: str, paused: bool) -> Any:
 
     from ..observe.top import sorted_links, sorted_napis, sorted_queues
     from ..units import format_duration_ns
+    from .show import enum_name
 
     r = sample.rates
 
@@ -313,7 +314,7 @@ def render(sample: Sample, sort: str, paused: bool) -> Any:
                 str(t.defer_hard_irqs),
                 format_duration_ns(t.gro_flush_timeout),
                 format_duration_ns(t.irq_suspend_timeout),
-                "-" if t.threaded is None else str(int(t.threaded)),
+                enum_name(t.threaded) or "-",
                 str(t.pid or "-"),
                 "-" if n.kthread_cpu is None else f"{100 * n.kthread_cpu:.1f}",
             )
