@@ -13,7 +13,8 @@ Kernel facts relied on (Linux 6.18, [seen]):
 - When a netlink socket's receive queue is full the kernel drops the
   multicast messages and the next ``recv`` fails once with ENOBUFS; the
   socket stays usable. Whatever was dropped is unknowable: the only way back
-  to a true picture is a fresh dump, which :class:`Monitor` makes at once and
+  to a true picture is a fresh dump, which :class:`Monitor` makes at once (on
+  a second socket, so that a new overflow cannot cut it short) and
   yields as ``resync`` events (one per device and page pool), closed by a
   ``resynced`` event.
 """
@@ -78,9 +79,13 @@ class Monitor:
 
     def resync(self) -> Iterator[Event]:
         """The current devices and page pools, then ``resynced``."""
-        for d in self._nd.dev_dump():
+        # A socket of its own: the subscribed one may overflow again while the
+        # dump runs (ENOBUFS would then cut the dump short).
+        with Netdev.open(self.netns) as nd:
+            devs, pools = nd.dev_dump(), nd.page_pool_dump()
+        for d in devs:
             yield Event("resync", "dev", d, time.time())
-        for p in self._nd.page_pool_dump():
+        for p in pools:
             yield Event("resync", "page-pool", p, time.time())
         yield Event("resynced", "resynced", None, time.time())
 

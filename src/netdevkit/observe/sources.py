@@ -4,7 +4,7 @@ Sources, per network namespace:
 
 - queue statistics of the netdev family (``qstats-get``), per device and per
   queue, for the drivers that report them;
-- rtnetlink link counters (``IFLA_STATS64`` via pyroute2) for every link:
+- rtnetlink link counters (``IFLA_STATS64``, :mod:`.rtnl`) for every link:
   the fallback where a driver reports no qstats (veth);
 - per-queue ethtool statistics (:mod:`.ethtool`) for links without qstats,
   when asked for (``qstats balance``, ``top``);
@@ -47,6 +47,7 @@ from ..netdev.client import Napi, Netdev, PagePool, QStats
 from ..netdev.family import QueueType
 from ..netns import entered, path_of
 from .ethtool import EthtoolReader
+from .rtnl import LinkDumper, LinkRow
 
 _EMPTY: Mapping[str, int] = MappingProxyType({})
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -272,18 +273,9 @@ def _queue_from_qstats(s: QStats) -> QueueCounters | None:
     return QueueCounters(s.ifindex, qtype, s.queue_id, "qstats", counters)
 
 
-def _link(msg: Any) -> Link:
-    stats = msg.get_attr("IFLA_STATS64") or {}
-    info = msg.get_attr("IFLA_LINKINFO")
-    kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
-    counters = {k: int(stats[k]) for k in LINK_COUNTERS if k in stats}
-    return Link(
-        int(msg["index"]),
-        str(msg.get_attr("IFLA_IFNAME")),
-        kind,
-        str(msg.get_attr("IFLA_OPERSTATE") or "UNKNOWN"),
-        counters,
-    )
+def _link(row: LinkRow) -> Link:
+    counters = {k: row.counters[k] for k in LINK_COUNTERS if k in row.counters}
+    return Link(row.ifindex, row.ifname, row.kind, row.operstate, counters)
 
 
 class NamespaceReader:
@@ -308,7 +300,7 @@ class NamespaceReader:
         self.ifindex = ifindex
         self.state_dir = state_dir
         self._nd: Netdev | None = None
-        self._ipr: Any = None
+        self._rtnl: LinkDumper | None = None
         self._eth: EthtoolReader | None = None
         self._inode: int | None = None
 
@@ -323,14 +315,11 @@ class NamespaceReader:
             raise NamespaceGone(f"network namespace {self.netns!r} is gone") from None
 
     def open(self) -> None:
-        from pyroute2 import IPRoute
-
         self.close()
         self._inode = self._ns_inode()
         self._nd = Netdev.open(self.netns)
         try:
-            with entered(self.netns):
-                self._ipr = IPRoute()
+            self._rtnl = LinkDumper(self.netns)
             if self.ethtool_queues:
                 self._eth = EthtoolReader(self.netns)
         except BaseException:
@@ -338,10 +327,10 @@ class NamespaceReader:
             raise
 
     def close(self) -> None:
-        for obj in (self._nd, self._ipr, self._eth):
+        for obj in (self._nd, self._rtnl, self._eth):
             if obj is not None:
                 obj.close()
-        self._nd = self._ipr = self._eth = None
+        self._nd = self._rtnl = self._eth = None
 
     def __enter__(self) -> NamespaceReader:
         return self
@@ -400,9 +389,10 @@ class NamespaceReader:
             return default
 
     def _links(self, errors: list[str]) -> dict[int, Link]:
+        assert self._rtnl is not None
         try:
-            return {link.ifindex: link for link in map(_link, self._ipr.get_links())}
-        except Exception as err:  # pyroute2 raises its own NetlinkError family
+            return {link.ifindex: link for link in map(_link, self._rtnl.dump())}
+        except (NetdevkitError, OSError) as err:
             errors.append(f"rtnetlink link dump: {err}")
             return {}
 
