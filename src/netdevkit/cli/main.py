@@ -26,6 +26,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "netdevkit.cli.attach",
     "netdevkit.cli.bench",
     "netdevkit.cli.testbed",
+    "netdevkit.cli.top",
+    "netdevkit.cli.monitor",
+    "netdevkit.cli.exporter",
 )
 
 DESCRIPTION = """\
