@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Generator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -94,6 +95,15 @@ def testbed() -> Generator[Testbed, None, None]:
 def testbed4() -> Generator[Testbed, None, None]:
     """A testbed with four queues (four NAPIs per side), torn down after the test."""
     yield from _make_testbed(4)
+
+
+#: lines the fault-injection tests report (points per command, residue found)
+FAULT_SUMMARY: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for line in FAULT_SUMMARY:
+        terminalreporter.write_line(line)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -477,6 +477,7 @@ def _detach_one(target: Target, ctx: ContextReport) -> str | None:
                 return None  # already back (another fd of the same instance, or by hand)
             if now != ctx.new:
                 return f"changed since attach (now {now}); left alone"
+            _fault.point("epoll-restore")
             set_params(dup, ctx.old)
             return None
     except FdGone:

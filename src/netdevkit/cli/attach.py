@@ -369,13 +369,7 @@ def run_attach(args: argparse.Namespace) -> int:
     if args.hold:
         return _hold(args, params)
     journal = Journal()
-    try:
-        result = attach(args.pid, params, journal=journal)
-    except Exception as err:
-        # main() prints str(err) only; the notes say what was rolled back.
-        for note in getattr(err, "__notes__", ()):
-            print(f"netdevkit: {note}", file=sys.stderr)
-        raise
+    result = attach(args.pid, params, journal=journal)  # main() prints the notes too
     path = journal.path
     if args.json:
         print(json.dumps(result.to_dict()))

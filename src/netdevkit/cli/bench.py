@@ -81,6 +81,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--out", help="output directory (default ./bench-out/TIMESTAMP); checked before the run"
     )
     p.add_argument("--report", metavar="RESULTS_JSON", help="only re-render an earlier run")
+    p.add_argument(
+        "--testbed-name",
+        metavar="NAME",
+        help="name of the bench's testbed (default ndkbench-PID; `netdevkit testbed show`)",
+    )
     p.add_argument("-j", "--json", action="store_true", help="print results.json to stdout")
     p.set_defaults(func=run_bench_cmd)
 
@@ -106,6 +111,11 @@ def _options(args: argparse.Namespace) -> object:
         from ..testbed.core import CpuPlacement
 
         changes["cpus"] = CpuPlacement.parse(args.cpus)
+    if args.testbed_name:
+        from ..testbed import TestbedConfig
+
+        TestbedConfig(name=args.testbed_name)  # validates the name before anything runs
+        changes["testbed_name"] = args.testbed_name
     import dataclasses
 
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]

@@ -70,30 +70,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _with_notes(err: BaseException) -> str:
+    """The error and its notes (what was rolled back, what to do) as one message."""
+    return "; ".join([str(err), *getattr(err, "__notes__", ())])
+
+
+def _say(message: str) -> None:
+    """One line on stderr, whatever the message holds (a value with a newline, a NUL...)."""
+    line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+    print(f"netdevkit: {line}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except UsageError as err:
-        print(f"netdevkit: error: {err}", file=sys.stderr)
+        _say(f"error: {err}")
         return 2
     try:
         rc: int | None = args.func(args)
     except RequestError as err:
-        print(f"netdevkit: error: {err}", file=sys.stderr)
+        _say(f"error: {_with_notes(err)}")
         return 2
     except NetdevkitError as err:
-        print(f"netdevkit: error: {err}", file=sys.stderr)
+        _say(f"error: {_with_notes(err)}")
         return 1
     except KeyboardInterrupt as err:
         # Interrupted (a signal stopped a change at a safe point) says what was undone.
         signum = getattr(err, "signum", signal.SIGINT)
-        print(f"netdevkit: interrupted{f': {err}' if str(err) else ''}", file=sys.stderr)
+        _say(f"interrupted{f': {err}' if str(err) else ''}")
         return 128 + int(signum)
     except BrokenPipeError:
         return 0
     except OSError as err:  # the system refused something the library did not translate
-        print(f"netdevkit: error: {err}", file=sys.stderr)
+        _say(f"error: {err}")
         return 1
     return rc or 0
 

@@ -612,6 +612,9 @@ class Testbed:
         self._in_down = True
         start = time.monotonic()
         problems: list[str] = []
+        # SIGINT/SIGTERM/SIGHUP wait until the teardown is complete (a KeyboardInterrupt
+        # half-way would leave a namespace behind with nobody to remove it).
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, set(_STOP_SIGNALS))
         try:
             self._stop_procs()
             # Anything else still running inside (a server's own children, a program
@@ -627,6 +630,7 @@ class Testbed:
                     ipr.link("del", ifname=SERVER_IF)
             for ns in list(self._created):
                 try:
+                    _fault.point("netns-remove")
                     _remove_ns(ns)
                     self._created.remove(ns)
                 except OSError as err:
@@ -642,6 +646,7 @@ class Testbed:
             self._remove_handlers()
             self._in_down = False
             self.down_seconds = time.monotonic() - start
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         if self._sigterm_pending:
             self._sigterm_pending = False
             raise SystemExit(128 + (self._terminated or signal.SIGTERM))
