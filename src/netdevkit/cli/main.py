@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "netdevkit.cli.tune",
     "netdevkit.cli.attach",
     "netdevkit.cli.bench",
+    "netdevkit.cli.devmem",
 )
 
 DESCRIPTION = """\
