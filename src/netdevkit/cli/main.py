@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "netdevkit.cli.top",
     "netdevkit.cli.monitor",
     "netdevkit.cli.exporter",
+    "netdevkit.cli.devmem",
 )
 
 DESCRIPTION = """\

@@ -58,6 +58,10 @@ assert CMSG_DTYPE.itemsize == DEVMEM_CMSG_SPACE
 #: struct dmabuf_token as a numpy record
 TOKEN_DTYPE = np.dtype([("start", "<u4"), ("count", "<u4")])
 _DEVMEM_LEN = cmsg_len(DMABUF_CMSG.size)
+#: the same 40 bytes seen as (cmsg_len, level and type in one u64, payload)
+_HEAD_DTYPE = np.dtype([("len", "<u8"), ("level_type", "<u8"), ("body", "V24")])
+_LINEAR_KEY = SOL_SOCKET | (SCM_DEVMEM_LINEAR << 32)
+_DMABUF_KEY = SOL_SOCKET | (SCM_DEVMEM_DMABUF << 32)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,21 +101,13 @@ def parse_control(control: bytes | bytearray | memoryview, length: int) -> Parse
     if length == 0:
         return EMPTY
     if length % DEVMEM_CMSG_SPACE == 0:
-        rec = np.frombuffer(control, CMSG_DTYPE, length // DEVMEM_CMSG_SPACE)
-        types = rec["type"]
-        linear = types == SCM_DEVMEM_LINEAR
-        if (
-            (rec["len"] == _DEVMEM_LEN).all()
-            and (rec["level"] == SOL_SOCKET).all()
-            and (linear | (types == SCM_DEVMEM_DMABUF)).all()
-        ):
-            return Parsed(
-                linear,
-                rec["offset"].copy(),
-                rec["size"].copy(),
-                rec["token"].copy(),
-                rec["dmabuf_id"].copy(),
-            )
+        # one copy of the used bytes (the kernel reuses the buffer), then views into it
+        rec = np.frombuffer(bytes(control[:length]), CMSG_DTYPE)
+        head = rec.view(_HEAD_DTYPE)
+        kind = head["level_type"]
+        linear = kind == _LINEAR_KEY
+        if (head["len"] == _DEVMEM_LEN).all() and (linear | (kind == _DMABUF_KEY)).all():
+            return Parsed(linear, rec["offset"], rec["size"], rec["token"], rec["dmabuf_id"])
     return parse_control_slow(bytes(control[:length]))
 
 

@@ -73,6 +73,7 @@ SKB_FRAGS = 17
 _READ, _LIN, _FRAG = 0, 1, 2
 _DEVMEM_LEN = cmsg_len(24)
 _U32 = struct.Struct("=I")
+_TOKEN = struct.Struct("=II")
 
 
 def _oserror(err: int) -> OSError:
@@ -388,6 +389,10 @@ class FakeKernel(Kernel):
         nbytes = len(optval)
         if nbytes < 4 or nbytes % 8 or nbytes > 8 * MAX_DONTNEED_TOKENS:
             raise _oserror(errno.EINVAL)
+        if nbytes == 8:  # one range: the common per-fragment call, without numpy
+            start, count = _TOKEN.unpack(optval)
+            if count == 1:
+                return self._dontneed_one(start)
         flat = np.frombuffer(optval, np.uint32).reshape(-1, 2).astype(np.int64)
         starts, counts = flat[:, 0], flat[:, 1]
         # the kernel stops after inspecting max_dontneed_frags frags
@@ -417,6 +422,18 @@ class FakeKernel(Kernel):
         self._release_pages(pages)
         self.returned += len(uniq)
         return len(uniq)
+
+    def _dontneed_one(self, token: int) -> int:
+        if not 0 < token < len(self._tok_page) or self._tok_page[token] < 0:
+            self.bad_returns += 1
+            return 0
+        page = int(self._tok_page[token])
+        self._tok_page[token] = -1
+        self._refs[page] -= 1
+        if self._refs[page] == 0:
+            self._page_free[page] = True
+        self.returned += 1
+        return 1
 
     # -- send side ----------------------------------------------------------------
 

@@ -121,8 +121,7 @@ class RxBatch:
         self.size = parsed.size
         self.token = parsed.token
         self.dmabuf_id = parsed.dmabuf_id
-        for arr in (self.linear, self.offset, self.size, self.token, self.dmabuf_id):
-            arr.flags.writeable = False
+        self.linear.flags.writeable = False  # the others are views of read-only bytes
         self.data = data
         self.nbytes = nbytes
         self.readable = len(parsed) == 0
@@ -139,6 +138,8 @@ class RxBatch:
 
     def frag_tokens(self) -> npt.NDArray[np.uint32]:
         """The tokens of the fragments (linear chunks carry none)."""
+        if self.frag_count == len(self.token):
+            return self.token
         return self.token[~self.linear]
 
     def release(self) -> None:

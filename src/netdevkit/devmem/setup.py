@@ -101,9 +101,12 @@ def _try(fn: Callable[[], object]) -> tuple[object | None, str]:
 
 
 def requirements(
-    nic: Nic, ifname: str, queues: Sequence[int]
+    nic: Nic, ifname: str, queues: Sequence[int] | None
 ) -> tuple[list[Requirement], dict[str, object]]:
-    """The per-requirement lines for *ifname*, and what was read (for :func:`plan`)."""
+    """The per-requirement lines for *ifname*, and what was read (for :func:`plan`).
+
+    *queues* None leaves out the ``queues`` line (``doctor`` asks no queues).
+    """
     drv = nic.driver(ifname)
     out: list[Requirement] = []
     if drv in DEVMEM_DRIVERS:
@@ -156,7 +159,9 @@ def requirements(
     else:
         out.append(Requirement("RSS", False, rss_err or "no RSS indirection table"))
     chans, chans_err = _try(lambda: nic.channels_get(ifname))
-    if isinstance(chans, Channels):
+    if queues is None:
+        pass
+    elif isinstance(chans, Channels):
         n = chans.rx_queues
         bad = [q for q in queues if q >= n]
         if not queues:

@@ -103,19 +103,25 @@ class Libc(Kernel):
         )
         self._setsockopt.restype = ctypes.c_int
         # one msghdr per (iov, control) pair, reused for every call
-        self._hdrs: dict[tuple[int, int], tuple[_Msghdr, _Iovec]] = {}
+        self._hdrs: dict[tuple[int, int], tuple[_Msghdr, _Iovec, object, object]] = {}
 
     def _hdr(self, iov: bytearray, control: bytearray) -> tuple[_Msghdr, _Iovec]:
         key = (id(iov), id(control))
         got = self._hdrs.get(key)
         if got is None or got[1].iov_len != len(iov):
-            vec = _Iovec(_address(iov) if iov else None, len(iov))
+            # the ctypes views pin both buffers (a bytearray cannot be resized while
+            # exported) and keep them alive as long as the cache entry lives
+            iov_c = (ctypes.c_char * len(iov)).from_buffer(iov)
+            ctl_c = (ctypes.c_char * len(control)).from_buffer(control)
+            vec = _Iovec(ctypes.addressof(iov_c), len(iov))
             hdr = _Msghdr()
             hdr.msg_iov = ctypes.pointer(vec)
             hdr.msg_iovlen = 1
-            hdr.msg_control = _address(control) if control else None
-            got = self._hdrs[key] = (hdr, vec)
-        return got
+            hdr.msg_control = ctypes.addressof(ctl_c)
+            if len(self._hdrs) >= _MAX_CACHED:
+                self._hdrs.pop(next(iter(self._hdrs)))
+            got = self._hdrs[key] = (hdr, vec, iov_c, ctl_c)
+        return got[0], got[1]
 
     def recvmsg(
         self, fd: int, iov: bytearray, control: bytearray, control_len: int, flags: int
@@ -182,6 +188,8 @@ class Libc(Kernel):
 
 
 _LIBC: Libc | None = None
+#: msghdrs kept for reuse (one per receiver buffer pair)
+_MAX_CACHED = 64
 
 
 def libc() -> Libc:
