@@ -500,3 +500,54 @@ def test_exporter_other_namespace_needs_root(testbed_name: str) -> None:
     assert r.returncode == 1, r.stderr
     lines = r.stderr.splitlines()
     assert len(lines) == 1 and "root" in lines[0], r.stderr
+
+
+# -- top's live view on a terminal -----------------------------------------------------------
+
+
+def test_top_live_view_sorts_pauses_and_quits_on_keys(testbed: Testbed) -> None:
+    import pty
+
+    master, slave = pty.openpty()
+    env = {**os.environ, "COLUMNS": "150", "LINES": "60"}
+    argv = [
+        sys.executable,
+        "-m",
+        "netdevkit",
+        "top",
+        "--netns",
+        testbed.server_ns,
+        "--interval",
+        "200ms",
+    ]
+    p = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    seen = b""
+
+    def until(text: bytes, timeout: float = 15.0) -> None:
+        nonlocal seen
+        import select
+
+        end = time.monotonic() + timeout
+        start = len(seen)
+        while text not in seen[start:] and time.monotonic() < end:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                seen += os.read(master, 65536)
+        assert text in seen[start:], seen[-2000:].decode(errors="replace")
+
+    try:
+        until(b"sorted by packets")
+        until(b"NAPIS")
+        os.write(master, b"d")
+        until(b"sorted by drops")
+        os.write(master, b" ")
+        until(b"PAUSED")
+        os.write(master, b"q")
+        assert p.wait(10) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        os.close(master)
+    assert testbed.server_if.encode() in seen

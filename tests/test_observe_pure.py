@@ -309,3 +309,24 @@ def test_cli_option_parsers_reject_bad_input() -> None:
     for bad in ("1ms", "soon", "-1s"):
         with pytest.raises(RequestError):
             parse_interval(bad)
+
+
+def test_rtnetlink_link_payload_decodes_name_kind_state_and_stats() -> None:
+    import struct
+
+    from netdevkit.netlink.codec import NLA_F_NESTED, encode_attr
+    from netdevkit.observe.rtnl import IFINFOMSG, parse_link
+
+    stats = struct.pack("=8Q", 10, 20, 1000, 2000, 1, 2, 3, 4) + bytes(8 * 16)
+    payload = (
+        IFINFOMSG.pack(0, 1, 7, 0x1043, 0)
+        + encode_attr(3, b"veth7\0")
+        + encode_attr(16, bytes([6]))
+        + encode_attr(18 | NLA_F_NESTED, encode_attr(1, b"veth\0"))
+        + encode_attr(23, stats)
+    )
+    row = parse_link(payload)
+    assert (row.ifindex, row.ifname, row.kind, row.operstate) == (7, "veth7", "veth", "UP")
+    assert row.counters["rx_packets"] == 10 and row.counters["tx_dropped"] == 4
+    bare = parse_link(IFINFOMSG.pack(0, 1, 9, 0, 0) + encode_attr(3, b"lo\0"))
+    assert (bare.kind, bare.operstate, bare.counters) == (None, "UNKNOWN", {})

@@ -56,8 +56,8 @@ ALIASES: Mapping[str, Mapping[str, str]] = {
     "veth": {"xdp_packets": "packets", "xdp_bytes": "bytes"},
 }
 
-#: (index into the statistics, queue type, queue id, counter name)
-Plan = tuple[tuple[int, str, int, str], ...]
+#: per queue: (queue type, queue id, ((index into the statistics, counter name), ...))
+Plan = tuple[tuple[str, int, tuple[tuple[int, str], ...]], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,25 +120,27 @@ def stat_values(sock: socket.socket, ifname: str, count: int) -> array.array[int
     return values
 
 
-def queue_plan(names: list[str], kind: str | None) -> Plan:
-    """Which statistics are per-queue counters, under their normalised names."""
+def queue_plan(names: list[str], kind: str | None, wanted: frozenset[str] | None = None) -> Plan:
+    """Which statistics are per-queue counters, under their normalised names
+    (only those in *wanted*, if given), grouped by queue."""
     alias = ALIASES.get(kind or "", {})
-    plan = []
+    queues: dict[tuple[str, int], list[tuple[int, str]]] = {}
     for i, name in enumerate(names):
         m = _QUEUE_STAT.match(name)
         if m:
-            what = m.group(3)
-            plan.append((i, m.group(1), int(m.group(2)), alias.get(what, what)))
-    return tuple(plan)
+            what = alias.get(m.group(3), m.group(3))
+            if wanted is None or what in wanted:
+                queues.setdefault((m.group(1), int(m.group(2))), []).append((i, what))
+    return tuple((t, q, tuple(items)) for (t, q), items in queues.items())
 
 
 def group_queues(plan: Plan, values: array.array[int]) -> list[EthtoolQueueStats]:
-    """The values of *plan* grouped per queue (pure)."""
-    rows: dict[tuple[str, int], dict[str, int]] = {}
-    for i, qtype, qid, name in plan:
-        if i < len(values):
-            rows.setdefault((qtype, qid), {})[name] = values[i]
-    return [EthtoolQueueStats(t, q, c) for (t, q), c in rows.items()]
+    """The values of *plan*, one row per queue (pure)."""
+    n = len(values)
+    return [
+        EthtoolQueueStats(qtype, qid, {name: values[i] for i, name in items if i < n})
+        for qtype, qid, items in plan
+    ]
 
 
 class EthtoolReader:
@@ -148,8 +150,9 @@ class EthtoolReader:
     plan while its count of statistics stays the same.
     """
 
-    def __init__(self, netns: str | None) -> None:
+    def __init__(self, netns: str | None, wanted: frozenset[str] | None = None) -> None:
         self.netns = netns
+        self.wanted = wanted
         with entered(netns):
             self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._plans: dict[str, tuple[int, Plan]] = {}
@@ -162,7 +165,7 @@ class EthtoolReader:
         count = stat_count(self._sock, ifname)
         cached = self._plans.get(ifname)
         if cached is None or cached[0] != count:
-            cached = (count, queue_plan(stat_names(self._sock, ifname, count), kind))
+            cached = (count, queue_plan(stat_names(self._sock, ifname, count), kind, self.wanted))
             self._plans[ifname] = cached
         plan = cached[1]
         if not plan:

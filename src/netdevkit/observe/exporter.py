@@ -22,17 +22,17 @@ Two ways out, producing the same families:
 
 from __future__ import annotations
 
+import functools
 import http.server
-import math
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import NetdevkitError
-from .sources import EpollContext, NamespaceReader, Snapshot, read_attached_epolls
+from .sources import EpollContext, NamespaceReader, Snapshot, gc_paused, read_attached_epolls
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DEFAULT_LISTEN = ("127.0.0.1", 9417)
@@ -56,6 +56,10 @@ LINK_METRICS = {
 }
 
 
+#: label values and value of one sample
+Sample = tuple[tuple[str, ...], float]
+
+
 @dataclass(slots=True)
 class Family:
     """One metric family: name (without ``_total``), type, help, label names, samples."""
@@ -64,7 +68,17 @@ class Family:
     type: str
     help: str
     labels: tuple[str, ...]
-    samples: list[tuple[tuple[str, ...], float]] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
+    #: exposition lines written directly by a fast builder (the NAPI families) ...
+    lines: list[str] = field(default_factory=list)
+    #: ... whose samples, for the prometheus-client collector, these make on demand
+    deferred: list[Callable[[], list[Sample]]] = field(default_factory=list)
+
+    def all_samples(self) -> list[Sample]:
+        out = list(self.samples)
+        for make in self.deferred:
+            out += make()
+        return out
 
 
 class Families:
@@ -72,6 +86,18 @@ class Families:
 
     def __init__(self) -> None:
         self.by_name: dict[str, Family] = {}
+        #: id(label values tuple) -> its ``{k="v",...}`` text; every tuple in a
+        #: sample is kept alive by that sample, so the ids stay unique
+        self.texts: dict[int, str] = {}
+
+    def label(
+        self, keys: tuple[str, ...], values: tuple[str, ...], text: str | None = None
+    ) -> None:
+        """Remember the text of *values* (computed unless given)."""
+        if text is None:
+            pairs = ",".join(f'{k}="{_escape(v)}"' for k, v in zip(keys, values, strict=True))
+            text = "{" + pairs + "}" if pairs else ""
+        self.texts[id(values)] = text
 
     def get(self, name: str, type_: str, help_: str, labels: tuple[str, ...]) -> Family:
         fam = self.by_name.get(name)
@@ -89,6 +115,8 @@ class Families:
         value: float,
     ) -> None:
         self.get(name, type_, help_, labels).samples.append((values, value))
+        if id(values) not in self.texts:
+            self.label(labels, values)
 
     def __iter__(self) -> Iterator[Family]:
         return iter(self.by_name.values())
@@ -97,49 +125,79 @@ class Families:
 # -- families of one snapshot --------------------------------------------------
 
 
-def _napi_families(fs: Families, snap: Snapshot, ns: str) -> None:
-    defer = fs.get(
+_NAPI_GAUGES = (
+    (
         "netdevkit_napi_defer_hard_irqs",
-        "gauge",
         "Empty polls before the NAPI re-enables its IRQ (napi_defer_hard_irqs)",
-        NAPI_LABELS,
-    ).samples
-    gro = fs.get(
+        "defer_hard_irqs",
+    ),
+    (
         "netdevkit_napi_gro_flush_timeout_seconds",
-        "gauge",
         "Timer that holds the IRQ back after a poll (gro_flush_timeout)",
-        NAPI_LABELS,
-    ).samples
-    suspend = fs.get(
+        "gro_flush_timeout",
+    ),
+    (
         "netdevkit_napi_irq_suspend_timeout_seconds",
-        "gauge",
         "Longest IRQ suspension while busy polling finds events (irq_suspend_timeout)",
-        NAPI_LABELS,
-    ).samples
-    threaded = fs.get(
+        "irq_suspend_timeout",
+    ),
+    (
         "netdevkit_napi_threaded",
-        "gauge",
         "Threaded mode of the NAPI: 0 softirq, 1 kthread, 2 busy-polling kthread",
-        NAPI_LABELS,
-    ).samples
+        "threaded",
+    ),
+)
+
+
+def _napi_samples(snap: Snapshot, ns: str, attr: str) -> list[Sample]:
+    """The samples of one NAPI gauge (the collector's slow path)."""
     names = {i: link.ifname for i, link in snap.links.items()}
+    out: list[Sample] = []
     for n in snap.napis:
-        lv = (ns, names.get(n.ifindex, ""), str(n.ifindex), str(n.id))
+        v = getattr(n, attr)
+        if v is not None:
+            value = v / 1e9 if attr.endswith("timeout") else int(v)
+            out.append(((ns, names.get(n.ifindex, ""), str(n.ifindex), str(n.id)), value))
+    return out
+
+
+def _napi_families(fs: Families, snap: Snapshot, ns: str) -> None:
+    """Per-NAPI settings: 4 x 2048 lines on a big veth namespace, hence
+    written straight into exposition lines (one f-string each)."""
+    fams = [fs.get(name, "gauge", help_, NAPI_LABELS) for name, help_, _attr in _NAPI_GAUGES]
+    for f, (_name, _help, attr) in zip(fams, _NAPI_GAUGES, strict=True):
+        f.deferred.append(functools.partial(_napi_samples, snap, ns, attr))
+    defer, gro, suspend, threaded = (f.lines for f in fams)
+    names = {i: link.ifname for i, link in snap.links.items()}
+    heads: dict[int, str] = {}  # ifindex -> the label text before napi_id
+    seconds: dict[int, str] = {0: "0"}  # nanoseconds -> seconds, as text
+    ns_text = _escape(ns)
+    for n in snap.napis:
+        head = heads.get(n.ifindex)
+        if head is None:
+            ifname = _escape(names.get(n.ifindex, ""))
+            head = heads[n.ifindex] = (
+                f'{{netns="{ns_text}",ifname="{ifname}",ifindex="{n.ifindex}",napi_id="'
+            )
+        labels = f'{head}{n.id}"}} '
         if n.defer_hard_irqs is not None:
-            defer.append((lv, n.defer_hard_irqs))
-        if n.gro_flush_timeout is not None:
-            gro.append((lv, n.gro_flush_timeout / 1e9))
-        if n.irq_suspend_timeout is not None:
-            suspend.append((lv, n.irq_suspend_timeout / 1e9))
+            defer.append(f"netdevkit_napi_defer_hard_irqs{labels}{n.defer_hard_irqs}\n")
+        g, t = n.gro_flush_timeout, n.irq_suspend_timeout
+        if g is not None:
+            text = seconds.get(g) or seconds.setdefault(g, repr(g / 1e9))
+            gro.append(f"netdevkit_napi_gro_flush_timeout_seconds{labels}{text}\n")
+        if t is not None:
+            text = seconds.get(t) or seconds.setdefault(t, repr(t / 1e9))
+            suspend.append(f"netdevkit_napi_irq_suspend_timeout_seconds{labels}{text}\n")
         if n.threaded is not None:
-            threaded.append((lv, int(n.threaded)))
+            threaded.append(f"netdevkit_napi_threaded{labels}{int(n.threaded)}\n")
         if n.pid and n.pid in snap.kthread_cpu:
             fs.add(
                 "netdevkit_napi_kthread_cpu_seconds",
                 "counter",
                 "CPU time of the NAPI's kthread (threaded NAPIs only)",
                 NAPI_LABELS,
-                lv,
+                (ns, names.get(n.ifindex, ""), str(n.ifindex), str(n.id)),
                 snap.kthread_cpu[n.pid],
             )
 
@@ -334,32 +392,21 @@ def _escape(value: str) -> str:
     return value
 
 
-def _number(value: float) -> str:
-    if isinstance(value, int):
-        return str(value)
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(value)
+def render(families: Families) -> bytes:
+    """The Prometheus text exposition format (0.0.4) of *families*.
 
-
-def render(families: Sequence[Family] | Families) -> bytes:
-    """The Prometheus text exposition format (0.0.4) of *families*."""
+    Values are the kernel's integers or finite floats made from them (no NaN
+    or infinities), written as Python writes them, which Prometheus parses.
+    """
     out: list[str] = []
-    cache: dict[tuple[str, ...], str] = {}
+    texts = families.texts
     for f in families:
-        if not f.samples:
+        if not f.samples and not f.lines:
             continue
         sample = f.name + "_total" if f.type == "counter" else f.name
         out.append(f"# HELP {sample} {f.help}\n# TYPE {sample} {f.type}\n")
-        keys = f.labels
-        for values, value in f.samples:
-            text = cache.get(values)
-            if text is None:
-                pairs = ",".join(f'{k}="{_escape(v)}"' for k, v in zip(keys, values, strict=True))
-                text = cache[values] = "{" + pairs + "}" if pairs else ""
-            out.append(f"{sample}{text} {_number(value)}\n")
+        out += [f"{sample}{texts[id(v)]} {x}\n" for v, x in f.samples]
+        out += f.lines
     return "".join(out).encode()
 
 
@@ -438,7 +485,8 @@ class Exporter:
         return fs
 
     def render(self) -> bytes:
-        return render(self.scrape())
+        with gc_paused():
+            return render(self.scrape())
 
 
 class NetdevkitCollector:
@@ -455,11 +503,12 @@ class NetdevkitCollector:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         for f in self.exporter.scrape():
-            if not f.samples:
+            samples = f.all_samples()
+            if not samples:
                 continue
             kind = CounterMetricFamily if f.type == "counter" else GaugeMetricFamily
             mf = kind(f.name, f.help, labels=list(f.labels))
-            for values, value in f.samples:
+            for values, value in samples:
                 mf.add_metric(list(values), value)
             yield mf
 
@@ -469,6 +518,7 @@ class NetdevkitCollector:
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     exporter: Exporter
+    protocol_version = "HTTP/1.1"  # keep-alive: Prometheus reuses its connections
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]

@@ -21,7 +21,8 @@ Kernel facts relied on:
   and a socket keeps its namespace alive after ``ip netns del``: so each
   read first checks that the name still points at the namespace the
   sockets were made in (the inode of ``/run/netns/NAME``).
-- ``/proc/thread-self/net/*`` shows the calling thread's namespace.
+- ``/proc/thread-self/net/*`` shows the calling thread's namespace, and an
+  open file of it keeps showing that namespace (re-read from offset 0).
 - ``qstats-get`` filtered by ifindex fails with EOPNOTSUPP on drivers
   without qstats (veth, lo on 6.18): only unfiltered dumps are made.
 - ``/proc/PID/stat``: after the ``(comm)`` field, utime and stime are the
@@ -33,11 +34,13 @@ Kernel facts relied on:
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import itertools
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -64,6 +67,20 @@ LINK_COUNTERS = (
     "tx_errors",
 )
 
+#: the per-queue counters read from ethtool statistics (those rates use)
+QUEUE_COUNTERS = frozenset(
+    {
+        "packets",
+        "bytes",
+        "drops",
+        "alloc_fail",
+        "hw_drops",
+        "hw_drop_overruns",
+        "hw_drop_ratelimits",
+        "hw_drop_errors",
+    }
+)
+
 #: machine-wide sysctls shown by ``top`` and exported (all in microseconds or counts)
 SYSCTLS = (
     "net.core.busy_poll",
@@ -71,6 +88,25 @@ SYSCTLS = (
     "net.core.netdev_budget",
     "net.core.netdev_budget_usecs",
 )
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Run the body with Python's cyclic garbage collector paused.
+
+    One read of a big namespace makes tens of thousands of short-lived,
+    acyclic objects (rows, strings); reference counting frees them all. With
+    the collector running, its generation passes over them took about as
+    long as the kernel dumps themselves (see docs/observe.md), so the readers
+    pause it for the read; it runs again afterwards as usual.
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 class NamespaceGone(NotFoundError):
@@ -301,6 +337,7 @@ class NamespaceReader:
         self.state_dir = state_dir
         self._nd: Netdev | None = None
         self._rtnl: LinkDumper | None = None
+        self._netstat: int | None = None
         self._eth: EthtoolReader | None = None
         self._inode: int | None = None
 
@@ -320,8 +357,11 @@ class NamespaceReader:
         self._nd = Netdev.open(self.netns)
         try:
             self._rtnl = LinkDumper(self.netns)
+            with entered(self.netns):
+                # bound to the namespace at open: no setns on every read
+                self._netstat = os.open("/proc/thread-self/net/netstat", os.O_RDONLY | os.O_CLOEXEC)
             if self.ethtool_queues:
-                self._eth = EthtoolReader(self.netns)
+                self._eth = EthtoolReader(self.netns, QUEUE_COUNTERS)
         except BaseException:
             self.close()
             raise
@@ -331,6 +371,9 @@ class NamespaceReader:
             if obj is not None:
                 obj.close()
         self._nd = self._rtnl = self._eth = None
+        if self._netstat is not None:
+            os.close(self._netstat)
+            self._netstat = None
 
     def __enter__(self) -> NamespaceReader:
         return self
@@ -447,10 +490,16 @@ class NamespaceReader:
         return out
 
     def _busy_poll_rx(self, errors: list[str]) -> int | None:
+        if self._netstat is None:
+            return None
         try:
-            with entered(self.netns):
-                text = _read("/proc/thread-self/net/netstat")
-        except (OSError, NetdevkitError) as err:
+            os.lseek(self._netstat, 0, os.SEEK_SET)
+            chunks = []
+            while chunk := os.read(self._netstat, 65536):
+                chunks.append(chunk)
+        except OSError as err:
             errors.append(f"/proc/net/netstat: {err}")
             return None
-        return parse_netstat(text, "TcpExt", "BusyPollRxPackets")
+        return parse_netstat(
+            b"".join(chunks).decode("ascii", "replace"), "TcpExt", "BusyPollRxPackets"
+        )

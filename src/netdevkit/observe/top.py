@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .rates import LinkRate, NapiRow, QueueRate, Rates, compute
-from .sources import EpollContext, NamespaceReader, Snapshot
+from .sources import EpollContext, NamespaceReader, Snapshot, gc_paused
 
 #: key -> (sort name, description); the sort orders rows by that, largest first
 SORT_KEYS: dict[str, tuple[str, str]] = {
@@ -81,12 +81,13 @@ class Sampler:
         self._prev = self.reader.read()
 
     def next(self) -> Sample:
-        cur = self.reader.read()
-        prev = self._prev if self._prev is not None else cur
-        self._prev = cur
-        epolls: list[EpollContext] = self.reader.epolls()
-        gone = self.reader.ifindex is not None and self.reader.ifindex not in cur.links
-        return Sample(compute(prev, cur, epolls), gone)
+        with gc_paused():
+            cur = self.reader.read()
+            prev = self._prev if self._prev is not None else cur
+            self._prev = cur
+            epolls: list[EpollContext] = self.reader.epolls()
+            gone = self.reader.ifindex is not None and self.reader.ifindex not in cur.links
+            return Sample(compute(prev, cur, epolls), gone)
 
     def reset(self) -> None:
         """Forget the previous read (after the namespace came back)."""
