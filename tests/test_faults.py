@@ -345,3 +345,61 @@ def test_bench_quick(world: World, testbed_name: str) -> None:
     start = time.monotonic()
     sweep(world, "bench --quick (suspend, echo, 50 ms samples)", run, recover)
     FAULT_SUMMARY.append(f"fault injection: bench sweep took {time.monotonic() - start:.0f} s")
+
+
+# --- the Ctrl-C race on hundreds of NAPIs -------------------------------------------------
+
+
+def _journaled_ids(state: Path) -> set[int]:
+    path = state / "journal.json"
+    if not path.exists():
+        return set()
+    return {e["info"]["napi_id"] for e in json.loads(path.read_text())["entries"]}
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_napi_set_on_256_napis(world: World, testbed_name: str) -> None:
+    """SIGINT from outside at staggered moments over the second half of a run (the real
+    race, no injection point): after each run either every NAPI changed and the journal
+    lists them all (exit 0, or 130 saying they stay), or none did
+    and the journal is empty (exit 130, "nothing changed") -- never a changed NAPI the
+    journal does not know, never "interrupted" with changes left."""
+    from netdevkit.testbed import TestbedConfig
+
+    with Testbed(TestbedConfig(name=testbed_name, queues=256)) as tb:
+        argv = [sys.executable, "-m", "netdevkit", "napi", "set", "--netns", tb.server_ns]
+        argv += ["--ifname", IF, "--defer-hard-irqs", "7"]
+        outcomes: Counter[str] = Counter()
+        start = time.monotonic()
+        assert world.cli(*argv[3:]).returncode == 0  # how long a whole run takes here
+        whole = time.monotonic() - start
+        assert world.cli("restore").returncode == 0
+        runs = 16
+        for i in range(runs):
+            p = subprocess.Popen(
+                argv, env=world.environ({}), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+            time.sleep(whole * (0.4 + 0.8 * i / runs))  # the writes come after start-up
+            p.send_signal(signal.SIGINT)
+            _out, err = p.communicate(timeout=60)
+            with Netdev.open(tb.server_ns) as nd:
+                changed = {n.id for n in nd.napi_dump(tb.server_ifindex) if n.defer_hard_irqs}
+            assert changed <= _journaled_ids(world.state), "a changed NAPI the journal lacks"
+            assert b"Traceback" not in err and err.count(b"\n") <= 1, err
+            if p.returncode == 0:
+                assert len(changed) == 256
+                outcomes["completed"] += 1
+            elif b"they stay" in err:  # the signal came after the last change: it says so
+                assert p.returncode == 128 + signal.SIGINT, err
+                assert len(changed) == 256
+                outcomes["interrupted after completing"] += 1
+            else:
+                assert p.returncode == 128 + signal.SIGINT, err
+                assert b"nothing changed" in err, err
+                assert changed == set() and _journaled_ids(world.state) == set(), err
+                outcomes["rolled back" if b"rolled back" in err else "before any change"] += 1
+            assert world.cli("restore").returncode == 0
+        FAULT_SUMMARY.append(
+            f"Ctrl-C during napi set on 256 NAPIs ({whole:.2f} s a run), {runs} runs: "
+            f"{dict(outcomes)}"
+        )

@@ -13,6 +13,7 @@ import importlib
 import re
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -83,12 +84,38 @@ def _say(message: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    """Run one command; returns the exit status (0, 1 refused, 2 bad input, 128+N signal N).
+
+    Called as the program (*argv* None), a signal that arrives once the command has
+    finished is ignored: its work is done and reported, and the status says how it went.
+    """
     try:
+        return _run(argv)
+    finally:
+        if argv is None and threading.current_thread() is threading.main_thread():
+            for sig in _STOP_SIGNALS:
+                signal.signal(sig, signal.SIG_IGN)
+            # CPython 3.11/3.12 remember a KeyboardInterrupt that escaped code run from a
+            # string (exec/eval: dataclasses and namedtuples build methods that way) even
+            # when we caught it later, and then exit by SIGINT instead of our status. A
+            # string executed without one clears that memory (pythonrun.c,
+            # run_eval_code_obj).
+            exec("pass")
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    try:
+        parser = build_parser()
         args = parser.parse_args(argv)
     except UsageError as err:
         _say(f"error: {err}")
         return 2
+    except KeyboardInterrupt:
+        _say("interrupted before the command started: nothing changed")
+        return 128 + signal.SIGINT
     try:
         rc: int | None = args.func(args)
     except RequestError as err:

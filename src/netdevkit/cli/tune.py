@@ -15,8 +15,11 @@ level; the tuning library is imported by the command that runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from .show import napi_subparsers
@@ -25,6 +28,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ..journal import DiffOutcome, Record
+    from ..tuning.model import Plan
+    from ..tuning.napi import Tuner
     from ..tuning.presets import NapiSettings
     from .show import SubParsers
 
@@ -215,50 +220,77 @@ def _settings(args: argparse.Namespace) -> NapiSettings:
     return overlay(base, settings_from_mapping(given))
 
 
-def run_set(args: argparse.Namespace) -> int:
-    from ..tuning.napi import Tuner
+@contextlib.contextmanager
+def _honest_interrupt(tuners: list[Tuner]) -> Iterator[None]:
+    """A Ctrl-C outside apply's own safe points says whether the changes stand.
 
-    settings = _settings(args)  # bad values fail here, before any lookup
-    ids = _ids(args.id) if args.id is not None else None
-    with Tuner(args.backend) as tuner:
-        plan = tuner.plan_for(settings, netns=args.netns, ifname=args.ifname, napi_ids=ids)
-        if not args.dry_run:
-            tuner.apply(plan)
-        journal = None if tuner.journal is None else tuner.journal.path
-    if args.json:
-        _print_json({"dry_run": args.dry_run, "journal": journal, "changes": plan.to_json()})
-        return 0
-    for line in plan.lines():
-        print(line)
-    if args.dry_run:
-        print("dry run: nothing changed")
-    elif not plan.empty:
-        print(f"previous values journaled in {journal}; undo with `netdevkit restore`")
+    apply() rolls back and says so itself (``Interrupted``); a plain KeyboardInterrupt
+    came before it started (nothing changed) or after it completed (the changes stay,
+    journaled).
+    """
+    from .._signals import Interrupted
+
+    try:
+        yield
+    except KeyboardInterrupt as err:
+        if isinstance(err, Interrupted):
+            raise
+        done = tuners[0].completed if tuners else None
+        if done is not None and done.changes:
+            raise Interrupted(
+                signal.SIGINT,
+                f"after all {len(done.changes)} change(s) were made: they stay, journaled "
+                "(undo with `netdevkit restore`)",
+            ) from None
+        raise Interrupted(signal.SIGINT, "before any change: nothing changed") from None
+
+
+def run_set(args: argparse.Namespace) -> int:
+    tuners: list[Tuner] = []
+    with _honest_interrupt(tuners):
+        from ..tuning.napi import Tuner
+
+        settings = _settings(args)  # bad values fail here, before any lookup
+        ids = _ids(args.id) if args.id is not None else None
+        tuners.append(Tuner(args.backend))
+        with tuners[0] as tuner:
+            plan = tuner.plan_for(settings, netns=args.netns, ifname=args.ifname, napi_ids=ids)
+            if not args.dry_run:
+                tuner.apply(plan)
+        _report(args, plan, tuner)
     return 0
 
 
 def run_apply(args: argparse.Namespace) -> int:
-    from ..tuning.napi import Tuner
-    from ..tuning.profile import load_profile, plan_profile
+    tuners: list[Tuner] = []
+    with _honest_interrupt(tuners):
+        from ..tuning.napi import Tuner
+        from ..tuning.profile import load_profile, plan_profile
 
-    profile = load_profile(args.profile)
-    with Tuner(args.backend or profile.backend) as tuner:
-        plan = plan_profile(tuner, profile)
-        if not args.dry_run:
-            tuner.apply(plan)
-        journal = None if tuner.journal is None else tuner.journal.path
+        profile = load_profile(args.profile)
+        tuners.append(Tuner(args.backend or profile.backend))
+        with tuners[0] as tuner:
+            plan = plan_profile(tuner, profile)
+            if not args.dry_run:
+                tuner.apply(plan)
+        _report(args, plan, tuner)
+    return 0
+
+
+def _report(args: argparse.Namespace, plan: Plan, tuner: Tuner) -> None:
+    """What `napi set` and `apply` print once the plan is applied (or dry-run)."""
+    journal = None if tuner.journal is None else tuner.journal.path
     if args.json:
         _print_json({"dry_run": args.dry_run, "journal": journal, "changes": plan.to_json()})
-        return 0
+        return
     for line in plan.lines():
         print(line)
     if plan.empty:
-        return 0
+        return
     if args.dry_run:
         print("dry run: nothing changed")
     else:
         print(f"previous values journaled in {journal}; undo with `netdevkit restore`")
-    return 0
 
 
 def _match(args: argparse.Namespace) -> Callable[[Record], bool] | None:

@@ -188,6 +188,9 @@ class Tuner:
         )
         self._netlink: NetlinkBackend | None = None
         self._sysfs: SysfsBackend | None = None
+        #: what the last :meth:`apply` completed (all its changes made), else None: a
+        #: caller that gets a KeyboardInterrupt can tell whether the changes stand
+        self.completed: Applied | None = None
 
     def __enter__(self) -> Tuner:
         return self
@@ -283,6 +286,7 @@ class Tuner:
         :class:`~netdevkit._signals.Interrupted` saying so. The journal keeps any target
         whose rollback failed, so ``restore`` can finish the job.
         """
+        self.completed = None
         todo = plan.effective
         if not todo:
             return Applied(plan, (), ())
@@ -309,8 +313,9 @@ class Tuner:
                     raise
                 done.append(change)
             _fault.point("napi-applied")  # not a change: where a late signal lands
+            self.completed = Applied(plan, tuple(done), tuple(added))
             self._check_signal(signals, done, added, len(todo))
-        return Applied(plan, tuple(done), tuple(added))
+        return self.completed
 
     def _forget(self, added: list[Target], stuck: set[tuple[Any, ...]]) -> None:
         if self.journal is not None:
@@ -323,6 +328,7 @@ class Tuner:
         signum = signals.take()
         if signum is None:
             return
+        self.completed = None
         rolled, failures, stuck = self._rollback(done)
         self._forget(added, stuck)
         name = signal.Signals(signum).name
