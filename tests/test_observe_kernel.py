@@ -551,3 +551,57 @@ def test_top_live_view_sorts_pauses_and_quits_on_keys(testbed: Testbed) -> None:
             p.wait()
         os.close(master)
     assert testbed.server_if.encode() in seen
+
+
+# -- vanishing things and missing features, through the library ---------------------------
+
+
+def test_reader_reports_a_deleted_namespace_and_reopens_a_recreated_one(testbed_name: str) -> None:
+    from netdevkit.observe.sources import NamespaceGone, NamespaceReader
+
+    ns = testbed_name
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        with NamespaceReader(ns) as reader:
+            assert {link.ifname for link in reader.read().links.values()} == {"lo"}
+            subprocess.run(["ip", "netns", "del", ns], check=True)
+            with pytest.raises(NamespaceGone, match="is gone"):
+                reader.read()
+            subprocess.run(["ip", "netns", "add", ns], check=True)
+            _ip(ns, "link", "add", "name", "again0", "type", "bridge")
+            assert "again0" in {link.ifname for link in reader.read().links.values()}
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def test_top_sampler_says_when_its_interface_vanishes(testbed_name: str) -> None:
+    from netdevkit.observe.sources import NamespaceReader
+    from netdevkit.observe.top import Sampler, rates_json
+
+    with namespace(testbed_name) as ns:
+        _ip(ns, "link", "add", "name", "van-a", "type", "veth", "peer", "name", "van-b")
+        ifindex = {n: i for i, n in ifnames(ns).items()}["van-a"]
+        with NamespaceReader(ns, ethtool_queues=True, ifindex=ifindex) as reader:
+            sampler = Sampler(reader)
+            sampler.first()
+            assert not sampler.next().target_gone
+            _ip(ns, "link", "del", "van-a")
+            out = rates_json(sampler.next())
+    assert out["interface_gone"] is True
+    assert all(row["ifindex"] != ifindex for row in out["interfaces"] + out["queues"])
+
+
+def test_a_kernel_without_qstats_falls_back_to_link_counters(
+    testbed: Testbed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Simulated: this 6.18 kernel has qstats-get, so the test hides it."""
+    from netdevkit.observe.sources import NamespaceReader
+
+    real = Netdev.supports
+    monkeypatch.setattr(Netdev, "supports", lambda self, op: op != "qstats-get" and real(self, op))
+    with NamespaceReader(testbed.server_ns) as reader:
+        snap = reader.read()
+    assert any("no queue statistics" in n for n in snap.notes)
+    assert snap.errors == ()
+    assert snap.links[testbed.server_ifindex].counters["rx_packets"] >= 1  # the probe
+    assert snap.napis
