@@ -605,3 +605,25 @@ def test_a_kernel_without_qstats_falls_back_to_link_counters(
     assert snap.errors == ()
     assert snap.links[testbed.server_ifindex].counters["rx_packets"] >= 1  # the probe
     assert snap.napis
+
+
+def test_top_sampler_follows_renumbered_napis(testbed: Testbed) -> None:
+    """veth gives its NAPIs new ids on link down/up; the next sample shows the new ones."""
+    from netdevkit.observe.sources import NamespaceReader
+    from netdevkit.observe.top import Sampler, rates_json
+
+    ns, ifname = testbed.server_ns, testbed.server_if
+    with NamespaceReader(ns, ethtool_queues=True) as reader:
+        sampler = Sampler(reader)
+        sampler.first()
+        before = {n["id"] for n in rates_json(sampler.next())["napis"]}
+        _ip(ns, "link", "set", "dev", ifname, "down")
+        _ip(ns, "link", "set", "dev", ifname, "up")
+        out = rates_json(sampler.next())
+    with Netdev.open(ns) as nd:
+        now = {n.id for n in nd.napi_dump()}
+    after = {n["id"] for n in out["napis"]}
+    assert after == now and before and after and not before & after
+    assert out["errors"] == []
+    (row,) = [i for i in out["interfaces"] if i["ifname"] == ifname]
+    assert row["rx_packets_per_s"] is not None

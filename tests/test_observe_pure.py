@@ -330,3 +330,41 @@ def test_rtnetlink_link_payload_decodes_name_kind_state_and_stats() -> None:
     assert row.counters["rx_packets"] == 10 and row.counters["tx_dropped"] == 4
     bare = parse_link(IFINFOMSG.pack(0, 1, 9, 0, 0) + encode_attr(3, b"lo\0"))
     assert (bare.kind, bare.operstate, bare.counters) == (None, "UNKNOWN", {})
+
+
+def test_attach_records_give_epoll_contexts_and_metrics(tmp_path: Any) -> None:
+    import json
+    import os
+
+    from netdevkit.observe.exporter import machine_families
+    from netdevkit.observe.sources import _start_time, read_attached_epolls
+
+    folder = tmp_path / "attach"
+    folder.mkdir()
+    me = os.getpid()
+    ctx = {
+        "tid": me,
+        "fd": 5,
+        "old": {"busy_poll_usecs": 0, "busy_poll_budget": 0, "prefer_busy_poll": False},
+        "new": {"busy_poll_usecs": 64, "busy_poll_budget": 16, "prefer_busy_poll": True},
+        "napi_ids": [513],
+    }
+    (folder / f"{me}.json").write_text(
+        json.dumps({"pid": me, "start_time": _start_time(me), "contexts": [ctx]})
+    )
+    (folder / "1.json").write_text(json.dumps({"pid": 1, "start_time": -5, "contexts": [ctx]}))
+    (folder / "broken.json").write_text("{")
+    got = {e.pid: e for e in read_attached_epolls(str(tmp_path))}
+    assert set(got) == {me, 1}
+    assert got[me].alive and not got[1].alive  # pid 1 never had that start time
+    assert (got[me].busy_poll_usecs, got[me].busy_poll_budget, got[me].napi_ids) == (64, 16, (513,))
+    fs = Families()
+    machine_families(fs, snap(0.0, {}), list(got.values()))
+    fams = {f.name: f for f in text_string_to_metric_families(render(fs).decode())}
+    alive = {s.labels["pid"]: s.value for s in fams["netdevkit_epoll_attached"].samples}
+    assert alive == {str(me): 1, "1": 0}
+    (usecs,) = [
+        s for s in fams["netdevkit_epoll_busy_poll_seconds"].samples if s.labels["pid"] == str(me)
+    ]
+    assert usecs.value == pytest.approx(64e-6)
+    assert read_attached_epolls(str(tmp_path / "nowhere")) == []
