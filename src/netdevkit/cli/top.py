@@ -44,7 +44,8 @@ A live view of one network namespace, refreshed in place every --interval:
               (softnet_stat); epoll contexts `netdevkit attach` configured.
 
 Rows are sorted by rate, largest first. Keys (on a terminal): p packets/s,
-b bytes/s, d drops/s, n name, space pauses/resumes, q quits.
+b bytes/s, d drops/s, n name, space pauses/resumes, q quits. When stdout is
+not a terminal, one view is printed after the other.
 --once prints one sample taken over one interval and exits; -j prints JSON
 (with --once one object, otherwise one object per line and interval).
 An interface or namespace that vanishes is reported in the view, which keeps
@@ -106,10 +107,12 @@ def run(args: argparse.Namespace) -> int:
             else:
                 from rich.console import Console
 
-                Console(highlight=False).print(render(sample, "packets", False))
+                Console(highlight=False).print(render(sample, "packets", False), soft_wrap=True)
             return 0
         if args.json:
             return _json_lines(reader, interval)
+        if not sys.stdout.isatty():
+            return _printed(reader, interval)
         return _live(reader, interval)
 
 
@@ -122,6 +125,25 @@ def _json_lines(reader: Any, interval: float) -> int:
         while True:
             time.sleep(interval)
             sys.stdout.write(json.dumps(rates_json(sampler.next())) + "\n")
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        return 0
+
+
+def _printed(reader: Any, interval: float) -> int:
+    """Not on a terminal: one view per interval, one after the other."""
+    from rich.console import Console
+
+    from ..observe.top import Sampler
+
+    console = Console(highlight=False)
+    sampler = Sampler(reader)
+    sampler.first()
+    try:
+        while True:
+            time.sleep(interval)
+            console.print(render(sampler.next(), "packets", False), soft_wrap=True)
+            console.print()
             sys.stdout.flush()
     except KeyboardInterrupt:
         return 0
