@@ -295,8 +295,9 @@ def render(sample: Sample, sort: str, paused: bool) -> Any:
         ],
     )
     if r.queues:
-        qs = sorted_queues(r.queues, sort)
-        more = f" (top {_QUEUE_ROWS} of {len(qs)})" if len(qs) > _QUEUE_ROWS else ""
+        qs = sorted_queues(r.queues, sort, _QUEUE_ROWS)
+        total = len(r.queues)
+        more = f" (top {_QUEUE_ROWS} of {total})" if total > _QUEUE_ROWS else ""
         lines += _rows(
             f"QUEUES{more}",
             ["IFNAME", "TYPE", "QUEUE", "SOURCE", "PKT/S", "B/S", "DROP/S", "ALLOCFAIL/S"],
@@ -312,12 +313,13 @@ def render(sample: Sample, sort: str, paused: bool) -> Any:
                     _n(q.drops_ps),
                     _n(q.alloc_fail_ps),
                 ]
-                for q in qs[:_QUEUE_ROWS]
+                for q in qs
             ],
         )
     if r.napis:
-        ns = sorted_napis(r.napis)
-        more = f" (top {_NAPI_ROWS} of {len(ns)})" if len(ns) > _NAPI_ROWS else ""
+        ns = sorted_napis(r.napis, _NAPI_ROWS)
+        total = len(r.napis)
+        more = f" (top {_NAPI_ROWS} of {total})" if total > _NAPI_ROWS else ""
         lines += _rows(
             f"NAPIS{more}",
             ["IFNAME", "NAPI", "DEFER", "GRO-FLUSH", "IRQ-SUSPEND", "THREADED", "PID", "CPU%"],
@@ -333,7 +335,7 @@ def render(sample: Sample, sort: str, paused: bool) -> Any:
                     _s(n.napi.pid),
                     "-" if n.kthread_cpu is None else f"{100 * n.kthread_cpu:.1f}",
                 ]
-                for n in ns[:_NAPI_ROWS]
+                for n in ns
             ],
         )
     if r.pools:
