@@ -588,6 +588,7 @@ def test_top_sampler_says_when_its_interface_vanishes(testbed_name: str) -> None
             _ip(ns, "link", "del", "van-a")
             out = rates_json(sampler.next())
     assert out["interface_gone"] is True
+    assert out["errors"] == []  # gone is not an error of a source
     assert all(row["ifindex"] != ifindex for row in out["interfaces"] + out["queues"])
 
 

@@ -301,11 +301,11 @@ def _queue_from_qstats(s: QStats) -> QueueCounters | None:
     if s.queue_id is None or s.queue_type is None:
         return None
     qtype = "rx" if s.queue_type == QueueType.RX else "tx" if s.queue_type == QueueType.TX else "?"
-    strip = qtype + "_"
-    counters = {
-        k.replace("-", "_")[len(strip) :] if k.startswith(qtype + "-") else k.replace("-", "_"): v
-        for k, v in s.counters.items()
-    }
+    prefix = qtype + "-"
+    counters = {}
+    for name, value in s.counters.items():  # rx-alloc-fail on an rx queue -> alloc_fail
+        short = name[len(prefix) :] if name.startswith(prefix) else name
+        counters[short.replace("-", "_")] = value
     return QueueCounters(s.ifindex, qtype, s.queue_id, "qstats", counters)
 
 
@@ -399,8 +399,13 @@ class NamespaceReader:
         dev_qstats, queues = self._qstats(nd, errors, notes)
         if self.ethtool_queues:
             queues += self._ethtool(links, dev_qstats, errors)
-        napis = self._guard(errors, "napi-get", lambda: nd.napi_dump(self.ifindex), [])
-        pools = self._guard(errors, "page-pool-get", lambda: nd.page_pool_dump(self.ifindex), [])
+        if self.ifindex is not None and links and self.ifindex not in links:
+            napis, pools = [], []  # the interface asked for is gone: nothing to filter for
+        else:
+            napis = self._guard(errors, "napi-get", lambda: nd.napi_dump(self.ifindex), [])
+            pools = self._guard(
+                errors, "page-pool-get", lambda: nd.page_pool_dump(self.ifindex), []
+            )
         pids = [n.pid for n in napis if n.pid]
         return Snapshot(
             self.netns,
