@@ -368,3 +368,21 @@ def test_attach_records_give_epoll_contexts_and_metrics(tmp_path: Any) -> None:
     ]
     assert usecs.value == pytest.approx(64e-6)
     assert read_attached_epolls(str(tmp_path / "nowhere")) == []
+
+
+def test_monitor_lines_name_the_event_and_the_object() -> None:
+    from netdevkit.cli.monitor import _line, event_json
+    from netdevkit.netdev.client import Dev
+    from netdevkit.netdev.family import XdpAct
+    from netdevkit.observe.monitor import Event
+
+    add = Event("notification", "dev-add-ntf", Dev(7, XdpAct.BASIC | XdpAct.REDIRECT), 0.0)
+    assert _line(add).endswith("dev-add-ntf ifindex=7 xdp_features=basic,redirect")
+    assert event_json(add)["object"]["xdp_features"] == ["basic", "redirect"]
+    assert "OVERRUN" in _line(Event("overrun", "enobufs", None, 0.0))
+    assert event_json(Event("resynced", "resynced", None, 1.5)) == {
+        "time": 1.5,
+        "event": "resynced",
+        "name": "resynced",
+        "object": None,
+    }
