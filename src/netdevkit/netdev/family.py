@@ -203,6 +203,7 @@ _SETS = (
             _a(2, "queues", NEST, "queues to bind", nested="queue-id", multi=True),
             _a(3, "fd", U32, "dmabuf file descriptor"),
             _a(4, "id", U32, "binding id"),
+            _a(5, "rx-page-size", U32, "size of the RX buffers carved from the dmabuf (7.3)"),
         ),
     ),
 )
