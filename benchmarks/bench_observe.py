@@ -44,12 +44,12 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
 
+from netdevkit.journal import state_dir
 from netdevkit.netdev.client import Netdev
 from netdevkit.netns import entered
 from netdevkit.observe.rtnl import LinkDumper
 from netdevkit.observe.sources import read_attached_epolls, read_softnet, read_sysctls
 from netdevkit.testbed import set_offloads
-from netdevkit.tuning.journal import state_dir
 
 QUEUES = 1024
 IF_A, IF_B = "ndko-a", "ndko-b"

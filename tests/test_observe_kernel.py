@@ -628,3 +628,35 @@ def test_top_sampler_follows_renumbered_napis(testbed: Testbed) -> None:
     assert out["errors"] == []
     (row,) = [i for i in out["interfaces"] if i["ifname"] == ifname]
     assert row["rx_packets_per_s"] is not None
+
+
+def test_top_and_the_exporter_show_the_epoll_contexts_attach_set(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from netdevkit.observe.exporter import Exporter
+
+    monkeypatch.setenv("NETDEVKIT_STATE_DIR", str(tmp_path))
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import select, time; e = select.epoll(); time.sleep(60)"]
+    )
+    try:
+        time.sleep(0.3)
+        r = cli("attach", "--pid", str(child.pid), "--usecs", "64", "--budget", "16", "--prefer")
+        assert r.returncode == 0, r.stderr
+        out = json.loads(cli("top", "--once", "-j", "--interval", "100ms").stdout)
+        (ctx,) = [c for c in out["busy_poll"]["epoll_contexts"] if c["pid"] == child.pid]
+        assert ctx["busy_poll_usecs"] == 64 and ctx["prefer_busy_poll"] and ctx["alive"]
+        exp = Exporter([None], state_dir=str(tmp_path))
+        try:
+            fams = {f.name: f for f in text_string_to_metric_families(exp.render().decode())}
+        finally:
+            exp.close()
+        pid = str(child.pid)
+        assert _value(fams, "netdevkit_epoll_attached", pid=pid) == 1
+        assert _value(fams, "netdevkit_epoll_busy_poll_budget_packets", pid=pid) == 16
+        assert cli("detach", "--pid", str(child.pid)).returncode == 0
+        out = json.loads(cli("top", "--once", "-j", "--interval", "100ms").stdout)
+        assert [c for c in out["busy_poll"]["epoll_contexts"] if c["pid"] == child.pid] == []
+    finally:
+        child.kill()
+        child.wait()

@@ -332,32 +332,35 @@ def test_rtnetlink_link_payload_decodes_name_kind_state_and_stats() -> None:
     assert (bare.kind, bare.operstate, bare.counters) == (None, "UNKNOWN", {})
 
 
-def test_attach_records_give_epoll_contexts_and_metrics(tmp_path: Any) -> None:
-    import json
+def test_journal_epoll_records_give_epoll_contexts_and_metrics(tmp_path: Any) -> None:
     import os
 
+    from netdevkit.journal import Journal, Record
     from netdevkit.observe.exporter import machine_families
     from netdevkit.observe.sources import _start_time, read_attached_epolls
 
-    folder = tmp_path / "attach"
-    folder.mkdir()
     me = os.getpid()
-    ctx = {
-        "tid": me,
-        "fd": 5,
-        "old": {"busy_poll_usecs": 0, "busy_poll_budget": 0, "prefer_busy_poll": False},
-        "new": {"busy_poll_usecs": 64, "busy_poll_budget": 16, "prefer_busy_poll": True},
-        "napi_ids": [513],
-    }
-    (folder / f"{me}.json").write_text(
-        json.dumps({"pid": me, "start_time": _start_time(me), "contexts": [ctx]})
-    )
-    (folder / "1.json").write_text(json.dumps({"pid": 1, "start_time": -5, "contexts": [ctx]}))
-    (folder / "broken.json").write_text("{")
+
+    def record(pid: int, started: int | None) -> Record:
+        return Record(
+            "epoll",
+            f"{pid}/{started}/{pid}/5",
+            {"busy_poll_usecs": 0, "busy_poll_budget": 0, "prefer_busy_poll": False},
+            {
+                "pid": pid,
+                "start_time": started,
+                "tid": pid,
+                "fd": 5,
+                "new": {"busy_poll_usecs": 64, "busy_poll_budget": 16, "prefer_busy_poll": True},
+            },
+        )
+
+    with Journal(str(tmp_path)).intent([record(me, _start_time(me)), record(1, 5)]):
+        pass
     got = {e.pid: e for e in read_attached_epolls(str(tmp_path))}
     assert set(got) == {me, 1}
     assert got[me].alive and not got[1].alive  # pid 1 never had that start time
-    assert (got[me].busy_poll_usecs, got[me].busy_poll_budget, got[me].napi_ids) == (64, 16, (513,))
+    assert (got[me].fd, got[me].busy_poll_usecs, got[me].busy_poll_budget) == (5, 64, 16)
     fs = Families()
     machine_families(fs, snap(0.0, {}), list(got.values()))
     fams = {f.name: f for f in text_string_to_metric_families(render(fs).decode())}
@@ -368,6 +371,8 @@ def test_attach_records_give_epoll_contexts_and_metrics(tmp_path: Any) -> None:
     ]
     assert usecs.value == pytest.approx(64e-6)
     assert read_attached_epolls(str(tmp_path / "nowhere")) == []
+    (tmp_path / "journal.json").write_text("{")  # unreadable: no contexts, no exception
+    assert read_attached_epolls(str(tmp_path)) == []
 
 
 def test_monitor_lines_name_the_event_and_the_object() -> None:

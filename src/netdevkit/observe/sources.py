@@ -13,7 +13,7 @@ Sources, per network namespace:
 
 and machine-wide: ``/proc/net/softnet_stat`` (per CPU), the NAPI kthreads'
 CPU time (``/proc/PID/stat``), the busy-poll sysctls and the epoll contexts
-netdevkit has attached to (``netdevkit attach`` records).
+netdevkit has attached to (the journal's ``epoll`` records).
 
 Kernel facts relied on:
 
@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import itertools
-import json
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -253,40 +252,41 @@ def _start_time(pid: int) -> int | None:
 
 
 def read_attached_epolls(state_dir: str) -> list[EpollContext]:
-    """The epoll contexts of the ``netdevkit attach`` records under *state_dir*.
+    """The epoll contexts ``netdevkit attach`` changed and has not restored.
 
-    Reads ``STATE_DIR/attach/PID.json`` (the records ``netdevkit attach``
-    writes). Kept in this one function so that a move of the records into
-    another journal changes only this reader.
+    Reads the ``epoll`` records of the journal under *state_dir* (see
+    :mod:`netdevkit.attach.records`: ``info`` holds pid, start_time, tid, fd
+    and the ``new`` parameters). Kept in this one function so that a change
+    of where attach keeps its records changes only this reader. A journal
+    that cannot be read gives no contexts (the journal's own commands report
+    it); so does a record of another shape.
     """
-    folder = os.path.join(state_dir, "attach")
+    from ..journal import Journal
+
     try:
-        names = sorted(n for n in os.listdir(folder) if n.endswith(".json"))
-    except OSError:
+        records = Journal(state_dir).records("epoll")
+    except (NetdevkitError, OSError):
         return []
     out = []
-    for name in names:
+    for rec in records:
         try:
-            with open(os.path.join(folder, name), encoding="utf-8") as f:
-                rec: dict[str, Any] = json.load(f)
-            pid = int(rec["pid"])
-            alive = _start_time(pid) == int(rec.get("start_time", -1))
-            for c in rec.get("contexts", ()):
-                new = c["new"]
-                out.append(
-                    EpollContext(
-                        pid,
-                        int(c["tid"]),
-                        int(c["fd"]),
-                        int(new["busy_poll_usecs"]),
-                        int(new["busy_poll_budget"]),
-                        bool(new["prefer_busy_poll"]),
-                        tuple(int(i) for i in c.get("napi_ids", ())),
-                        alive,
-                    )
+            info = rec.info
+            new = info["new"]
+            pid = int(info["pid"])
+            out.append(
+                EpollContext(
+                    pid,
+                    int(info["tid"]),
+                    int(info["fd"]),
+                    int(new["busy_poll_usecs"]),
+                    int(new["busy_poll_budget"]),
+                    bool(new["prefer_busy_poll"]),
+                    tuple(int(i) for i in info.get("napi_ids", ())),
+                    _start_time(pid) == int(info["start_time"]),
                 )
-        except (OSError, ValueError, KeyError, TypeError):
-            continue  # a record being written or from another version
+            )
+        except (KeyError, TypeError, ValueError):
+            continue
     return out
 
 
@@ -424,7 +424,7 @@ class NamespaceReader:
         )
 
     def epolls(self) -> list[EpollContext]:
-        from ..tuning.journal import state_dir
+        from ..journal import state_dir
 
         return read_attached_epolls(self.state_dir or state_dir())
 
