@@ -5,9 +5,10 @@ queues on each end and GRO on both ends (veth has one NAPI per RX queue
 while GRO is on): 2048 NAPIs and 4096 queues (plus lo). Then, in one run:
 
 1. Scrape against dumps, in interleaved rounds (median over rounds):
-   - "dumps": the kernel reads one scrape needs, through netdevkit's
-     clients: NAPI dump, qstats dumps (per device and per queue), page-pool
-     dump, rtnetlink link dump, /proc/net/netstat, softnet_stat;
+   - "dumps": the reads one scrape needs, through netdevkit's clients: NAPI
+     dump, qstats dumps (per device and per queue), page-pool dump, rtnetlink
+     link dump, /proc/net/netstat, softnet_stat, the busy-poll sysctls and the
+     attach records' directory;
    - "scrape": an HTTP GET of /metrics from a running ``netdevkit exporter``
      process over one kept-alive connection, as Prometheus scrapes (reads,
      metric families and exposition text: 8192 NAPI samples and more).
@@ -43,10 +44,11 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
 
+from netdevkit.journal import state_dir
 from netdevkit.netdev.client import Netdev
 from netdevkit.netns import entered
 from netdevkit.observe.rtnl import LinkDumper
-from netdevkit.observe.sources import read_softnet
+from netdevkit.observe.sources import read_attached_epolls, read_softnet, read_sysctls
 from netdevkit.testbed import set_offloads
 
 QUEUES = 1024
@@ -115,6 +117,8 @@ def measure_scrape(ns: str, rounds: int) -> dict[str, Any]:
             n += len(nd.page_pool_dump()) + len(links.dump())
             _reread(netstat)
             read_softnet()
+            read_sysctls()
+            read_attached_epolls(state_dir())
             return n
 
         def scrape() -> int:
@@ -224,7 +228,7 @@ def write_results(res: dict[str, Any]) -> None:
         "",
         "| what | median ms | best ms |",
         "|---|---:|---:|",
-        f"| dumps (NAPI, qstats x2, page pools, links, netstat, softnet) "
+        f"| dumps and reads (NAPI, qstats x2, page pools, links, netstat, softnet, sysctls) "
         f"| {s['dumps_ms']['median_ms']:.1f} | {s['dumps_ms']['best_ms']:.1f} |",
         f"| HTTP scrape of `netdevkit exporter` ({s['scrape_bytes'] // 1024} KiB) "
         f"| {s['scrape_ms']['median_ms']:.1f} | {s['scrape_ms']['best_ms']:.1f} |",

@@ -551,3 +551,112 @@ def test_top_live_view_sorts_pauses_and_quits_on_keys(testbed: Testbed) -> None:
             p.wait()
         os.close(master)
     assert testbed.server_if.encode() in seen
+
+
+# -- vanishing things and missing features, through the library ---------------------------
+
+
+def test_reader_reports_a_deleted_namespace_and_reopens_a_recreated_one(testbed_name: str) -> None:
+    from netdevkit.observe.sources import NamespaceGone, NamespaceReader
+
+    ns = testbed_name
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        with NamespaceReader(ns) as reader:
+            assert {link.ifname for link in reader.read().links.values()} == {"lo"}
+            subprocess.run(["ip", "netns", "del", ns], check=True)
+            with pytest.raises(NamespaceGone, match="is gone"):
+                reader.read()
+            subprocess.run(["ip", "netns", "add", ns], check=True)
+            _ip(ns, "link", "add", "name", "again0", "type", "bridge")
+            assert "again0" in {link.ifname for link in reader.read().links.values()}
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def test_top_sampler_says_when_its_interface_vanishes(testbed_name: str) -> None:
+    from netdevkit.observe.sources import NamespaceReader
+    from netdevkit.observe.top import Sampler, rates_json
+
+    with namespace(testbed_name) as ns:
+        _ip(ns, "link", "add", "name", "van-a", "type", "veth", "peer", "name", "van-b")
+        ifindex = {n: i for i, n in ifnames(ns).items()}["van-a"]
+        with NamespaceReader(ns, ethtool_queues=True, ifindex=ifindex) as reader:
+            sampler = Sampler(reader)
+            sampler.first()
+            assert not sampler.next().target_gone
+            _ip(ns, "link", "del", "van-a")
+            out = rates_json(sampler.next())
+    assert out["interface_gone"] is True
+    assert out["errors"] == []  # gone is not an error of a source
+    assert all(row["ifindex"] != ifindex for row in out["interfaces"] + out["queues"])
+
+
+def test_a_kernel_without_qstats_falls_back_to_link_counters(
+    testbed: Testbed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Simulated: this 6.18 kernel has qstats-get, so the test hides it."""
+    from netdevkit.observe.sources import NamespaceReader
+
+    real = Netdev.supports
+    monkeypatch.setattr(Netdev, "supports", lambda self, op: op != "qstats-get" and real(self, op))
+    with NamespaceReader(testbed.server_ns) as reader:
+        snap = reader.read()
+    assert any("no queue statistics" in n for n in snap.notes)
+    assert snap.errors == ()
+    assert snap.links[testbed.server_ifindex].counters["rx_packets"] >= 1  # the probe
+    assert snap.napis
+
+
+def test_top_sampler_follows_renumbered_napis(testbed: Testbed) -> None:
+    """veth gives its NAPIs new ids on link down/up; the next sample shows the new ones."""
+    from netdevkit.observe.sources import NamespaceReader
+    from netdevkit.observe.top import Sampler, rates_json
+
+    ns, ifname = testbed.server_ns, testbed.server_if
+    with NamespaceReader(ns, ethtool_queues=True) as reader:
+        sampler = Sampler(reader)
+        sampler.first()
+        before = {n["id"] for n in rates_json(sampler.next())["napis"]}
+        _ip(ns, "link", "set", "dev", ifname, "down")
+        _ip(ns, "link", "set", "dev", ifname, "up")
+        out = rates_json(sampler.next())
+    with Netdev.open(ns) as nd:
+        now = {n.id for n in nd.napi_dump()}
+    after = {n["id"] for n in out["napis"]}
+    assert after == now and before and after and not before & after
+    assert out["errors"] == []
+    (row,) = [i for i in out["interfaces"] if i["ifname"] == ifname]
+    assert row["rx_packets_per_s"] is not None
+
+
+def test_top_and_the_exporter_show_the_epoll_contexts_attach_set(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from netdevkit.observe.exporter import Exporter
+
+    monkeypatch.setenv("NETDEVKIT_STATE_DIR", str(tmp_path))
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import select, time; e = select.epoll(); time.sleep(60)"]
+    )
+    try:
+        time.sleep(0.3)
+        r = cli("attach", "--pid", str(child.pid), "--usecs", "64", "--budget", "16", "--prefer")
+        assert r.returncode == 0, r.stderr
+        out = json.loads(cli("top", "--once", "-j", "--interval", "100ms").stdout)
+        (ctx,) = [c for c in out["busy_poll"]["epoll_contexts"] if c["pid"] == child.pid]
+        assert ctx["busy_poll_usecs"] == 64 and ctx["prefer_busy_poll"] and ctx["alive"]
+        exp = Exporter([None], state_dir=str(tmp_path))
+        try:
+            fams = {f.name: f for f in text_string_to_metric_families(exp.render().decode())}
+        finally:
+            exp.close()
+        pid = str(child.pid)
+        assert _value(fams, "netdevkit_epoll_attached", pid=pid) == 1
+        assert _value(fams, "netdevkit_epoll_busy_poll_budget_packets", pid=pid) == 16
+        assert cli("detach", "--pid", str(child.pid)).returncode == 0
+        out = json.loads(cli("top", "--once", "-j", "--interval", "100ms").stdout)
+        assert [c for c in out["busy_poll"]["epoll_contexts"] if c["pid"] == child.pid] == []
+    finally:
+        child.kill()
+        child.wait()

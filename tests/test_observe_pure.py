@@ -330,3 +330,64 @@ def test_rtnetlink_link_payload_decodes_name_kind_state_and_stats() -> None:
     assert row.counters["rx_packets"] == 10 and row.counters["tx_dropped"] == 4
     bare = parse_link(IFINFOMSG.pack(0, 1, 9, 0, 0) + encode_attr(3, b"lo\0"))
     assert (bare.kind, bare.operstate, bare.counters) == (None, "UNKNOWN", {})
+
+
+def test_journal_epoll_records_give_epoll_contexts_and_metrics(tmp_path: Any) -> None:
+    import os
+
+    from netdevkit.journal import Journal, Record
+    from netdevkit.observe.exporter import machine_families
+    from netdevkit.observe.sources import _start_time, read_attached_epolls
+
+    me = os.getpid()
+
+    def record(pid: int, started: int | None) -> Record:
+        return Record(
+            "epoll",
+            f"{pid}/{started}/{pid}/5",
+            {"busy_poll_usecs": 0, "busy_poll_budget": 0, "prefer_busy_poll": False},
+            {
+                "pid": pid,
+                "start_time": started,
+                "tid": pid,
+                "fd": 5,
+                "new": {"busy_poll_usecs": 64, "busy_poll_budget": 16, "prefer_busy_poll": True},
+            },
+        )
+
+    with Journal(str(tmp_path)).intent([record(me, _start_time(me)), record(1, 5)]):
+        pass
+    got = {e.pid: e for e in read_attached_epolls(str(tmp_path))}
+    assert set(got) == {me, 1}
+    assert got[me].alive and not got[1].alive  # pid 1 never had that start time
+    assert (got[me].fd, got[me].busy_poll_usecs, got[me].busy_poll_budget) == (5, 64, 16)
+    fs = Families()
+    machine_families(fs, snap(0.0, {}), list(got.values()))
+    fams = {f.name: f for f in text_string_to_metric_families(render(fs).decode())}
+    alive = {s.labels["pid"]: s.value for s in fams["netdevkit_epoll_attached"].samples}
+    assert alive == {str(me): 1, "1": 0}
+    (usecs,) = [
+        s for s in fams["netdevkit_epoll_busy_poll_seconds"].samples if s.labels["pid"] == str(me)
+    ]
+    assert usecs.value == pytest.approx(64e-6)
+    assert read_attached_epolls(str(tmp_path / "nowhere")) == []
+    (tmp_path / "journal.json").write_text("{")  # unreadable: no contexts, no exception
+    assert read_attached_epolls(str(tmp_path)) == []
+
+
+def test_monitor_lines_name_the_event_and_the_object() -> None:
+    from netdevkit.cli.monitor import _line, event_json
+    from netdevkit.netdev.client import Dev
+    from netdevkit.netdev.family import XdpAct
+    from netdevkit.observe.monitor import Event
+
+    add = Event("notification", "dev-add-ntf", Dev(7, XdpAct.BASIC | XdpAct.REDIRECT), 0.0)
+    assert _line(add).endswith("dev-add-ntf ifindex=7 xdp_features=basic,redirect")
+    assert event_json(add)["object"]["xdp_features"] == ["basic", "redirect"]
+    assert "OVERRUN" in _line(Event("overrun", "enobufs", None, 0.0))
+    assert event_json(Event("resynced", "resynced", None, 1.5)) == {
+        "time": 1.5,
+        "event": "resynced",
+        "name": "resynced",
+        "object": None,
+    }

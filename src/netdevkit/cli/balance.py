@@ -95,6 +95,11 @@ def run(args: argparse.Namespace) -> int:
     ]
     columns = ["IFNAME", "TYPE", "QUEUES>", "PKT/S>", "CV>", "BUSIEST", "IDLEST", "SOURCE"]
     print_table(columns, rows, "no per-queue counters here")
+    for ifname in sorted({b.ifname for b in found if b.source == "ethtool"}):
+        print(
+            f"{ifname}: the driver reports no queue statistics (qstats); the per-queue "
+            "counters above are its ethtool statistics"
+        )
     covered = {b.ifindex for b in found}
     for ifindex, link in sorted(cur.links.items()):
         if link.ifname == "lo" or ifindex in covered:

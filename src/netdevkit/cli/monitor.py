@@ -78,7 +78,11 @@ def _line(e: Event) -> str:
     if e.kind == "resynced":
         return f"{stamp} resynced: the lines above are the current state"
     obj = event_json(e)["object"] or {}
-    detail = " ".join(f"{k}={v}" for k, v in obj.items() if v not in (None, [], False))
+    detail = " ".join(
+        f"{k}={','.join(v) if isinstance(v, list) else v}"
+        for k, v in obj.items()
+        if v not in (None, [], False)
+    )
     return f"{stamp} {e.name} {detail}"
 
 

@@ -44,7 +44,8 @@ A live view of one network namespace, refreshed in place every --interval:
               (softnet_stat); epoll contexts `netdevkit attach` configured.
 
 Rows are sorted by rate, largest first. Keys (on a terminal): p packets/s,
-b bytes/s, d drops/s, n name, space pauses/resumes, q quits.
+b bytes/s, d drops/s, n name, space pauses/resumes, q quits. When stdout is
+not a terminal, one view is printed after the other.
 --once prints one sample taken over one interval and exits; -j prints JSON
 (with --once one object, otherwise one object per line and interval).
 An interface or namespace that vanishes is reported in the view, which keeps
@@ -106,10 +107,12 @@ def run(args: argparse.Namespace) -> int:
             else:
                 from rich.console import Console
 
-                Console(highlight=False).print(render(sample, "packets", False))
+                Console(highlight=False).print(render(sample, "packets", False), soft_wrap=True)
             return 0
         if args.json:
             return _json_lines(reader, interval)
+        if not sys.stdout.isatty():
+            return _printed(reader, interval)
         return _live(reader, interval)
 
 
@@ -122,6 +125,25 @@ def _json_lines(reader: Any, interval: float) -> int:
         while True:
             time.sleep(interval)
             sys.stdout.write(json.dumps(rates_json(sampler.next())) + "\n")
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        return 0
+
+
+def _printed(reader: Any, interval: float) -> int:
+    """Not on a terminal: one view per interval, one after the other."""
+    from rich.console import Console
+
+    from ..observe.top import Sampler
+
+    console = Console(highlight=False)
+    sampler = Sampler(reader)
+    sampler.first()
+    try:
+        while True:
+            time.sleep(interval)
+            console.print(render(sampler.next(), "packets", False), soft_wrap=True)
+            console.print()
             sys.stdout.flush()
     except KeyboardInterrupt:
         return 0
@@ -273,8 +295,9 @@ def render(sample: Sample, sort: str, paused: bool) -> Any:
         ],
     )
     if r.queues:
-        qs = sorted_queues(r.queues, sort)
-        more = f" (top {_QUEUE_ROWS} of {len(qs)})" if len(qs) > _QUEUE_ROWS else ""
+        qs = sorted_queues(r.queues, sort, _QUEUE_ROWS)
+        total = len(r.queues)
+        more = f" (top {_QUEUE_ROWS} of {total})" if total > _QUEUE_ROWS else ""
         lines += _rows(
             f"QUEUES{more}",
             ["IFNAME", "TYPE", "QUEUE", "SOURCE", "PKT/S", "B/S", "DROP/S", "ALLOCFAIL/S"],
@@ -290,12 +313,13 @@ def render(sample: Sample, sort: str, paused: bool) -> Any:
                     _n(q.drops_ps),
                     _n(q.alloc_fail_ps),
                 ]
-                for q in qs[:_QUEUE_ROWS]
+                for q in qs
             ],
         )
     if r.napis:
-        ns = sorted_napis(r.napis)
-        more = f" (top {_NAPI_ROWS} of {len(ns)})" if len(ns) > _NAPI_ROWS else ""
+        ns = sorted_napis(r.napis, _NAPI_ROWS)
+        total = len(r.napis)
+        more = f" (top {_NAPI_ROWS} of {total})" if total > _NAPI_ROWS else ""
         lines += _rows(
             f"NAPIS{more}",
             ["IFNAME", "NAPI", "DEFER", "GRO-FLUSH", "IRQ-SUSPEND", "THREADED", "PID", "CPU%"],
@@ -311,7 +335,7 @@ def render(sample: Sample, sort: str, paused: bool) -> Any:
                     _s(n.napi.pid),
                     "-" if n.kthread_cpu is None else f"{100 * n.kthread_cpu:.1f}",
                 ]
-                for n in ns[:_NAPI_ROWS]
+                for n in ns
             ],
         )
     if r.pools:

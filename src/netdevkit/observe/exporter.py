@@ -436,7 +436,7 @@ class Exporter:
 
     def scrape(self) -> Families:
         """Read every namespace now; a failing one is reported, the others served."""
-        from ..tuning.journal import state_dir
+        from ..journal import state_dir
 
         fs = Families()
         last: Snapshot | None = None

@@ -13,7 +13,7 @@ Sources, per network namespace:
 
 and machine-wide: ``/proc/net/softnet_stat`` (per CPU), the NAPI kthreads'
 CPU time (``/proc/PID/stat``), the busy-poll sysctls and the epoll contexts
-netdevkit has attached to (``netdevkit attach`` records).
+netdevkit has attached to (the journal's ``epoll`` records).
 
 Kernel facts relied on:
 
@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import itertools
-import json
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -253,40 +252,41 @@ def _start_time(pid: int) -> int | None:
 
 
 def read_attached_epolls(state_dir: str) -> list[EpollContext]:
-    """The epoll contexts of the ``netdevkit attach`` records under *state_dir*.
+    """The epoll contexts ``netdevkit attach`` changed and has not restored.
 
-    Reads ``STATE_DIR/attach/PID.json`` (the records ``netdevkit attach``
-    writes). Kept in this one function so that a move of the records into
-    another journal changes only this reader.
+    Reads the ``epoll`` records of the journal under *state_dir* (see
+    :mod:`netdevkit.attach.records`: ``info`` holds pid, start_time, tid, fd
+    and the ``new`` parameters). Kept in this one function so that a change
+    of where attach keeps its records changes only this reader. A journal
+    that cannot be read gives no contexts (the journal's own commands report
+    it); so does a record of another shape.
     """
-    folder = os.path.join(state_dir, "attach")
+    from ..journal import Journal
+
     try:
-        names = sorted(n for n in os.listdir(folder) if n.endswith(".json"))
-    except OSError:
+        records = Journal(state_dir).records("epoll")
+    except (NetdevkitError, OSError):
         return []
     out = []
-    for name in names:
+    for rec in records:
         try:
-            with open(os.path.join(folder, name), encoding="utf-8") as f:
-                rec: dict[str, Any] = json.load(f)
-            pid = int(rec["pid"])
-            alive = _start_time(pid) == int(rec.get("start_time", -1))
-            for c in rec.get("contexts", ()):
-                new = c["new"]
-                out.append(
-                    EpollContext(
-                        pid,
-                        int(c["tid"]),
-                        int(c["fd"]),
-                        int(new["busy_poll_usecs"]),
-                        int(new["busy_poll_budget"]),
-                        bool(new["prefer_busy_poll"]),
-                        tuple(int(i) for i in c.get("napi_ids", ())),
-                        alive,
-                    )
+            info = rec.info
+            new = info["new"]
+            pid = int(info["pid"])
+            out.append(
+                EpollContext(
+                    pid,
+                    int(info["tid"]),
+                    int(info["fd"]),
+                    int(new["busy_poll_usecs"]),
+                    int(new["busy_poll_budget"]),
+                    bool(new["prefer_busy_poll"]),
+                    tuple(int(i) for i in info.get("napi_ids", ())),
+                    _start_time(pid) == int(info["start_time"]),
                 )
-        except (OSError, ValueError, KeyError, TypeError):
-            continue  # a record being written or from another version
+            )
+        except (KeyError, TypeError, ValueError):
+            continue
     return out
 
 
@@ -301,11 +301,11 @@ def _queue_from_qstats(s: QStats) -> QueueCounters | None:
     if s.queue_id is None or s.queue_type is None:
         return None
     qtype = "rx" if s.queue_type == QueueType.RX else "tx" if s.queue_type == QueueType.TX else "?"
-    strip = qtype + "_"
-    counters = {
-        k.replace("-", "_")[len(strip) :] if k.startswith(qtype + "-") else k.replace("-", "_"): v
-        for k, v in s.counters.items()
-    }
+    prefix = qtype + "-"
+    counters = {}
+    for name, value in s.counters.items():  # rx-alloc-fail on an rx queue -> alloc_fail
+        short = name[len(prefix) :] if name.startswith(prefix) else name
+        counters[short.replace("-", "_")] = value
     return QueueCounters(s.ifindex, qtype, s.queue_id, "qstats", counters)
 
 
@@ -399,8 +399,13 @@ class NamespaceReader:
         dev_qstats, queues = self._qstats(nd, errors, notes)
         if self.ethtool_queues:
             queues += self._ethtool(links, dev_qstats, errors)
-        napis = self._guard(errors, "napi-get", lambda: nd.napi_dump(self.ifindex), [])
-        pools = self._guard(errors, "page-pool-get", lambda: nd.page_pool_dump(self.ifindex), [])
+        if self.ifindex is not None and links and self.ifindex not in links:
+            napis, pools = [], []  # the interface asked for is gone: nothing to filter for
+        else:
+            napis = self._guard(errors, "napi-get", lambda: nd.napi_dump(self.ifindex), [])
+            pools = self._guard(
+                errors, "page-pool-get", lambda: nd.page_pool_dump(self.ifindex), []
+            )
         pids = [n.pid for n in napis if n.pid]
         return Snapshot(
             self.netns,
@@ -419,7 +424,7 @@ class NamespaceReader:
         )
 
     def epolls(self) -> list[EpollContext]:
-        from ..tuning.journal import state_dir
+        from ..journal import state_dir
 
         return read_attached_epolls(self.state_dir or state_dir())
 

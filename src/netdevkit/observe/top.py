@@ -9,6 +9,7 @@ only draws and reads keys.
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,15 +53,31 @@ def sorted_links(links: tuple[LinkRate, ...], sort: str) -> list[LinkRate]:
     return sorted(links, key=lambda r: (_KEYS[sort](r), r.ifname))
 
 
-def sorted_queues(queues: tuple[QueueRate, ...], sort: str) -> list[QueueRate]:
+def _queue_key(sort: str) -> Callable[[QueueRate], Any]:
     if sort == "name":
-        return sorted(queues, key=lambda r: (r.ifname, r.queue_type, r.queue_id))
-    return sorted(queues, key=lambda r: (_KEYS[sort](r), r.ifname, r.queue_type, r.queue_id))
+        return lambda r: (r.ifname, r.queue_type, r.queue_id)
+    by = _KEYS[sort]
+    return lambda r: (by(r), r.ifname, r.queue_type, r.queue_id)
 
 
-def sorted_napis(napis: tuple[NapiRow, ...]) -> list[NapiRow]:
-    """Busiest kthreads first, then by interface and id."""
-    return sorted(napis, key=lambda r: (-(r.kthread_cpu or 0.0), r.ifname, r.napi.id))
+def _napi_key(r: NapiRow) -> Any:
+    return (-(r.kthread_cpu or 0.0), r.ifname, r.napi.id)
+
+
+def sorted_queues(
+    queues: tuple[QueueRate, ...], sort: str, first: int | None = None
+) -> list[QueueRate]:
+    """Queues in *sort* order; only the *first* ones if given (cheaper than sorting all)."""
+    if first is not None:
+        return heapq.nsmallest(first, queues, key=_queue_key(sort))
+    return sorted(queues, key=_queue_key(sort))
+
+
+def sorted_napis(napis: tuple[NapiRow, ...], first: int | None = None) -> list[NapiRow]:
+    """Busiest kthreads first, then by interface and id (only the *first* ones if given)."""
+    if first is not None:
+        return heapq.nsmallest(first, napis, key=_napi_key)
+    return sorted(napis, key=_napi_key)
 
 
 @dataclass(frozen=True, slots=True)
