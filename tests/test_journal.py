@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -107,9 +108,16 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next(tmp_path: Path) 
     assert sorted(os.listdir(tmp_path)) == ["journal.json", "journal.lock"]
 
 
+@pytest.mark.parametrize("other_thread", [False, True], ids=["one-thread", "threaded"])
 def test_signal_during_the_write_is_handled_after_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, other_thread: bool
 ) -> None:
+    # With another thread alive the kernel hands a process-directed signal to that
+    # thread (it does not block it), and Python would run the handler mid-write.
+    stop = threading.Event()
+    helper = threading.Thread(target=stop.wait, daemon=True)
+    if other_thread:
+        helper.start()
     j = Journal(str(tmp_path))
     real_fsync = os.fsync
     sent: list[int] = []
@@ -125,6 +133,7 @@ def test_signal_during_the_write_is_handled_after_it(
         j.add([rec("a", 1)])
     assert sent
     # the interrupt came after the journal was whole and in place
+    stop.set()
     assert [r.key for r in j.records()] == ["a"]
     assert not (tmp_path / "journal.json.tmp").exists()
 

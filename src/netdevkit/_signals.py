@@ -33,12 +33,19 @@ _Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 @contextlib.contextmanager
 def blocked(signals: tuple[signal.Signals, ...] = DEFERRED) -> Iterator[None]:
-    """Block *signals* in this thread for the body; they are delivered when it ends."""
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, set(signals))
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    """Hold *signals* back for the body; they are acted on when it ends.
+
+    Blocking them in this thread is not enough in a process with other threads: the kernel
+    then delivers a process-directed signal to a thread that does not block it, and Python
+    runs the handler in the main thread mid-body. So in the main thread the body also runs
+    under a :class:`Deferral`, which records such a signal and re-raises it at the end.
+    """
+    with Deferral(signals):
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, set(signals))
+        try:
+            yield
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 class Interrupted(KeyboardInterrupt):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from .. import _fault
 from ..busypoll.epoll import EpollParams, get_params, is_epoll_fd, set_params
 from ..errors import NotFoundError
 from ..journal import Record, RestoreOutcome, key_of, register_kind
@@ -119,6 +120,7 @@ class EpollRestorer:
                 return RestoreOutcome(
                     record, "kept", f"{label}: changed since attach (now {now}); left alone"
                 )
+            _fault.point("epoll-restore")
             set_params(dup, old)
             return RestoreOutcome(record, "restored", f"{label}: restored {new} -> {old}")
         finally:

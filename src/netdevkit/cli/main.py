@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import signal
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from ..errors import NetdevkitError, RequestError
 
@@ -23,6 +25,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "netdevkit.cli.tune",
     "netdevkit.cli.attach",
     "netdevkit.cli.bench",
+    "netdevkit.cli.testbed",
+    "netdevkit.cli.top",
+    "netdevkit.cli.monitor",
+    "netdevkit.cli.exporter",
     "netdevkit.cli.devmem",
 )
 
@@ -36,8 +42,24 @@ and -j/--json for machine-readable output where it prints anything.
 """
 
 
+class UsageError(Exception):
+    """A command line argparse refused; main() prints it as one line and returns 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one line on stderr (usage is in --help).
+
+    Subcommand parsers are made with the same class (argparse's ``parser_class`` default).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        # argparse quotes the bad value whole: keep a line readable for any input
+        message = re.sub(r"'([^']{40})[^']{20,}'", r"'\1...'", message)
+        raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="netdevkit",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -49,24 +71,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _with_notes(err: BaseException) -> str:
+    """The error and its notes (what was rolled back, what to do) as one message."""
+    return "; ".join([str(err), *getattr(err, "__notes__", ())])
+
+
+def _say(message: str) -> None:
+    """One line on stderr, whatever the message holds (a value with a newline, a NUL...)."""
+    line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+    print(f"netdevkit: {line}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as err:
+        _say(f"error: {err}")
+        return 2
     try:
         rc: int | None = args.func(args)
     except RequestError as err:
-        print(f"netdevkit: error: {err}", file=sys.stderr)
+        _say(f"error: {_with_notes(err)}")
         return 2
     except NetdevkitError as err:
-        print(f"netdevkit: error: {err}", file=sys.stderr)
+        _say(f"error: {_with_notes(err)}")
         return 1
     except KeyboardInterrupt as err:
         # Interrupted (a signal stopped a change at a safe point) says what was undone.
         signum = getattr(err, "signum", signal.SIGINT)
-        print(f"netdevkit: interrupted{f': {err}' if str(err) else ''}", file=sys.stderr)
+        _say(f"interrupted{f': {err}' if str(err) else ''}")
         return 128 + int(signum)
     except BrokenPipeError:
         return 0
+    except OSError as err:  # the system refused something the library did not translate
+        _say(f"error: {err}")
+        return 1
     return rc or 0
 
 

@@ -45,8 +45,10 @@ SAFETY_HELP = """\
 safety: every value is checked and every target looked up before anything
 changes; the previous values are written to the journal ($NETDEVKIT_STATE_DIR,
 default /run/netdevkit/journal.json) before the first change; if the kernel
-refuses one change, those before it are rolled back. `netdevkit restore` puts
-everything back, `netdevkit napi diff` shows what differs from before.
+refuses one change, those before it are rolled back; Ctrl-C, SIGTERM or SIGHUP
+roll back every change made (nothing changed). `netdevkit restore` puts
+everything back (also after a SIGKILL), `netdevkit napi diff` shows what
+differs from before. Timeouts above 120s are refused (see docs/tuning.md).
 
 backends: per-NAPI netlink (napi-set) where the kernel has it, else the
 device-wide sysfs knobs /sys/class/net/DEV/{napi_defer_hard_irqs,
@@ -111,9 +113,10 @@ def register(sub: SubParsers) -> None:
     p = napi.add_parser(
         "diff",
         help="what differs now from the values before netdevkit changed them",
-        description="Compare every journaled NAPI (or device) with its baseline, the values\n"
-        "it had before netdevkit first changed it. A NAPI whose id vanished is\n"
-        "compared through the NAPI now at its position on the same device.",
+        description="Compare every journaled object with its value before netdevkit first\n"
+        "changed it: NAPIs (or devices), and every other kind in the journal (epoll\n"
+        "parameters set by `attach`, ...). A NAPI whose id vanished is compared\n"
+        "through the NAPI now at its position on the same device.",
         formatter_class=_FMT,
     )
     _journal_filter(p)
@@ -135,11 +138,14 @@ def register(sub: SubParsers) -> None:
 
     p = sub.add_parser(
         "restore",
-        help="put back every NAPI setting netdevkit changed (from the journal)",
-        description="Put every journaled NAPI (or device) back to its baseline and empty the\n"
-        "journal. Works from any process, also after the one that made the changes\n"
-        "crashed. NAPIs that vanished (device reset) are reported, not failed; entries\n"
-        "that could not be restored stay in the journal (exit status 1).",
+        help="put back everything netdevkit changed (NAPI settings, epoll parameters, ...)",
+        description="Put every journaled change back -- NAPI settings, the epoll parameters\n"
+        "`attach` set, and every other kind in the journal -- and empty it. Works from\n"
+        "any process, also after the one that made the changes was killed (SIGKILL).\n"
+        "Objects that vanished (a NAPI after a device reset, a process that exited)\n"
+        "are reported, not failed; entries that could not be restored stay in the\n"
+        "journal (exit status 1). Testbeds still up are named, with the command that\n"
+        "removes them (`netdevkit testbed down --all`).",
         formatter_class=_FMT,
     )
     _journal_filter(p)
@@ -258,6 +264,10 @@ def run_apply(args: argparse.Namespace) -> int:
 def _match(args: argparse.Namespace) -> Callable[[Record], bool] | None:
     """The record filter of `restore`/`napi diff`: --netns, --ifname, --kind."""
     netns, ifname, kind = args.netns, args.ifname, getattr(args, "kind", None)
+    if netns is not None:
+        from ..netns import path_of
+
+        path_of(netns)  # a name no namespace can have is a usage error, not "no entries"
     if netns is None and ifname is None and kind is None:
         return None
 
@@ -293,7 +303,7 @@ def run_restore(args: argparse.Namespace) -> int:
         print(o.message if o.status != "failed" else f"FAILED: {o.message}")
     if leftovers:
         print(
-            f"leftover testbed(s) {', '.join(leftovers)} (their owner is gone): remove with "
+            f"testbeds still up: {', '.join(leftovers)}; remove them with "
             "`netdevkit testbed down NAME` or `netdevkit testbed down --all`"
         )
     if failed:
@@ -302,12 +312,15 @@ def run_restore(args: argparse.Namespace) -> int:
 
 
 def _leftover_testbeds() -> list[str]:
-    """Names of testbeds whose owner is gone (restore does not remove them: it says how)."""
-    try:
-        from ..testbed.journal import leftover_testbeds
-    except ImportError:  # pragma: no cover - the testbed needs pyroute2, a core dependency
-        return []
-    return leftover_testbeds()
+    """Testbeds of this state directory whose owner is gone, as ``NAME (why)``: restore
+    does not remove them (they are not settings), it says how."""
+    from ..testbed.journal import testbeds
+
+    return [
+        f"{t.name} ({'kept by `testbed up`' if t.status == 'kept' else 'left over'})"
+        for t in testbeds()
+        if t.status != "running"
+    ]
 
 
 def run_diff(args: argparse.Namespace) -> int:
@@ -315,10 +328,11 @@ def run_diff(args: argparse.Namespace) -> int:
     from ..tuning.journal import KIND
     from ..tuning.napi import Tuner
 
+    m = _match(args)
+
     with Tuner("auto") as tuner:
         rows = tuner.diff(netns=args.netns, ifname=args.ifname)
         path = tuner.journal.path if tuner.journal is not None else ""
-    m = _match(args)
     others = diff_all(match=lambda r: r.kind != KIND and (m is None or m(r)))
     if args.json:
         _print_json([r.to_json() for r in rows] + [o.to_json() for o in others])

@@ -349,6 +349,10 @@ class Netdev:
     def close(self) -> None:
         self._sock.close()
 
+    def fileno(self) -> int:
+        """The netlink socket's descriptor (for select, or SO_RCVBUF)."""
+        return self._sock.fileno()
+
     def __enter__(self) -> Netdev:
         return self
 

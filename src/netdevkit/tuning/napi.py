@@ -308,6 +308,7 @@ class Tuner:
                     self._forget(added, stuck)
                     raise
                 done.append(change)
+            _fault.point("napi-applied")  # not a change: where a late signal lands
             self._check_signal(signals, done, added, len(todo))
         return Applied(plan, tuple(done), tuple(added))
 
@@ -383,6 +384,7 @@ class Tuner:
         back = settings_of(ours)
         try:
             if ours:
+                _fault.point("napi-undo")
                 backend.write(t, back)
         except NotFoundError:
             return Outcome(t, "gone", _gone_message(t, None))
@@ -457,6 +459,7 @@ class Tuner:
         if not delta:
             return Outcome(t, "unchanged", f"{t.label}: already at its baseline")
         try:
+            _fault.point("napi-restore")
             self.backend_named(t.backend).write(
                 t, settings_of({k: a for k, (_b, a) in delta.items()})
             )
