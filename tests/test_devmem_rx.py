@@ -34,7 +34,7 @@ from netdevkit.devmem.rx import (
     TokenReturnError,
 )
 from netdevkit.devmem.uapi import MSG_SOCK_DEVMEM
-from netdevkit.errors import KernelError
+from netdevkit.errors import KernelError, RequestError
 
 PAGE = 4096
 
@@ -374,3 +374,23 @@ def test_async_receiver_waits_for_data_and_for_releases() -> None:
     data, outstanding = asyncio.run(main())
     assert data == b"1" * (20 * PAGE)
     assert outstanding == 0
+
+
+def test_batch_views_and_device_pointers() -> None:
+    fk = FakeKernel(16 * PAGE)
+    payload = bytes(range(256)) * 20  # 5120 bytes: 100 linear, then two fragments
+    fk.deliver(payload, linear=100)
+    with DevmemReceiver(fk, kernel=fk, source=fk) as rx:
+        b = rx.recv()
+        assert b is not None and b.linear.tolist() == [True, False, False]
+        assert bytes(b.view(0)) == payload[:100]
+        assert bytes(b.view(1)) + bytes(b.view(2)) == payload[100:]
+        ptrs = b.device_pointers(1 << 40)
+        assert ptrs.tolist() == [(1 << 40) + int(o) for o in b.offset[1:]]
+    bare = DevmemReceiver(fk, kernel=fk)  # no binding, no source
+    fk.deliver(b"x" * 10)
+    b2 = bare.recv()
+    assert b2 is not None
+    with pytest.raises(RequestError, match="no source"):
+        b2.view(0)
+    bare.close()

@@ -10,7 +10,7 @@ from netdevkit import journal as jr
 from netdevkit.devmem import records
 from netdevkit.devmem.fakenic import FakeNic
 from netdevkit.devmem.nic import KernelNic
-from netdevkit.devmem.setup import apply, parse_queues, plan, teardown
+from netdevkit.devmem.setup import apply, parse_queues, plan, teardown, undo
 from netdevkit.errors import KernelError, RequestError, UnsupportedError
 from netdevkit.ethtool.client import Ethtool
 from netdevkit.ethtool.family import TcpDataSplit
@@ -203,3 +203,27 @@ def test_setup_refuses_veth_and_changes_nothing(testbed4: Testbed, journal: jr.J
             apply(p, nic, journal)
     assert _ethtool_state(testbed4) == before
     assert journal.records() == []
+
+
+def test_a_second_setup_keeps_the_first_baseline_and_adds_no_second_rule(
+    journal: jr.Journal,
+) -> None:
+    nic = FakeNic()
+    before = _state(nic)
+    first = apply(plan(nic, "eth9", [14, 15], FLOW), nic, journal)
+    second = apply(plan(nic, "eth9", [14, 15], FLOW), nic, journal)
+    assert len(first) == 4 and second == []  # already set up: nothing new journaled
+    assert len(nic.rules) == 1
+    assert all(u.ok for u in teardown(nic, "eth9", journal))
+    assert _state(nic) == before
+
+
+def test_undo_of_one_run_leaves_an_earlier_setup_alone(journal: jr.Journal) -> None:
+    nic = FakeNic()
+    apply(plan(nic, "eth9", [14, 15], FLOW), nic, journal)
+    set_up = _state(nic)
+    other = parse_flow("tcp dst-port 6000")
+    written = apply(plan(nic, "eth9", [14, 15], other), nic, journal)
+    assert [r.kind for r in written] == ["ethtool-ntuple"] and len(nic.rules) == 2
+    assert all(u.ok for u in undo(nic, written, journal))
+    assert _state(nic) == set_up and len(journal.records()) == 4

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ..devmem.nic import KernelNic
     from ..devmem.setup import Plan, Step
+    from ..journal import Record
 
 _FMT = argparse.RawDescriptionHelpFormatter
 HELP = "Device Memory TCP: prepare a NIC, receive into / send from a dmabuf"
@@ -184,7 +185,7 @@ def _make_plan(args: argparse.Namespace, nic: KernelNic, flow_text: str) -> Plan
     return plan(nic, args.ifname, queues, flow)
 
 
-def _apply(args: argparse.Namespace, nic: KernelNic, p: Plan) -> None:
+def _apply(args: argparse.Namespace, nic: KernelNic, p: Plan) -> list[Record]:
     from ..devmem.setup import apply
 
     n = len(p.steps)
@@ -193,7 +194,7 @@ def _apply(args: argparse.Namespace, nic: KernelNic, p: Plan) -> None:
     def show(step: Step) -> None:
         _emit(args, f"step {next(count)}/{n}: {step.description}")
 
-    apply(p, nic, on_step=show)
+    return apply(p, nic, on_step=show)
 
 
 def run_setup(args: argparse.Namespace) -> int:
@@ -289,8 +290,9 @@ def run_recv(args: argparse.Namespace) -> int:
                 _emit(args, line)
             if not p.ok:
                 raise UnsupportedError(p.refusal())
-            stack.callback(_teardown_and_report, args, nic)
-            _apply(args, nic, p)
+            written: list[Record] = []
+            stack.callback(_undo_and_report, args, nic, written)
+            written += _apply(args, nic, p)
         buf = stack.enter_context(_dmabuf(args))
         binding = stack.enter_context(
             bind_rx(args.ifname, queues, buf, rx_page_size=args.rx_page_size, netns=args.netns)
@@ -325,10 +327,11 @@ def run_recv(args: argparse.Namespace) -> int:
     return 0
 
 
-def _teardown_and_report(args: argparse.Namespace, nic: KernelNic) -> None:
-    from ..devmem.setup import teardown
+def _undo_and_report(args: argparse.Namespace, nic: KernelNic, written: list[Record]) -> None:
+    """Undo what this run's setup changed (an earlier `devmem setup` stays)."""
+    from ..devmem.setup import undo
 
-    for u in teardown(nic, args.ifname):
+    for u in undo(nic, written):
         _emit(args, ("teardown: " if u.ok else "teardown FAILED: ") + u.message)
 
 

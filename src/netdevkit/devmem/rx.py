@@ -142,6 +142,22 @@ class RxBatch:
             return self.token
         return self.token[~self.linear]
 
+    def view(self, i: int) -> memoryview:
+        """The bytes of cmsg *i*: a fragment through the receiver's source, or linear bytes."""
+        if self.readable:
+            raise RequestError("a readable batch has no fragments: its bytes are in .data")
+        if self.linear[i]:
+            start = int(self.size[:i][self.linear[:i]].sum())
+            return memoryview(self.data)[start : start + int(self.size[i])]
+        source = self._receiver.source if self._receiver is not None else None
+        if source is None:
+            raise RequestError("no source to view fragments through (pass binding= or source=)")
+        return source.view(int(self.offset[i]), int(self.size[i]))
+
+    def device_pointers(self, base: int) -> npt.NDArray[np.uint64]:
+        """Device addresses of the fragments: *base* (``CudaDmabuf.device_pointer()``) + offset."""
+        return (self.offset[~self.linear] + np.uint64(base)).astype(np.uint64)
+
     def release(self) -> None:
         """Give this batch's fragments back (queued; sent before the next recv). Idempotent."""
         if self._released:

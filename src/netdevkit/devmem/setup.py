@@ -272,6 +272,9 @@ def apply(
             if on_step is not None:
                 on_step(step)
             with journal.intent([step.record]) as added:
+                if step.record.kind == rec.NTUPLE and not added:
+                    # an earlier setup's rule for this flow is journaled and still steers it
+                    continue
                 written += added
                 result = step.run(nic)
             if step.record.kind == rec.NTUPLE and added:
@@ -291,6 +294,11 @@ class Undone:
     record: Record
     ok: bool
     message: str
+
+
+def undo(nic: Nic, records: Sequence[Record], journal: Journal | None = None) -> list[Undone]:
+    """Undo *records* (as :func:`apply` returned them), newest first, and forget them."""
+    return _undo(nic, journal if journal is not None else Journal(), list(records))
 
 
 def _undo(nic: Nic, journal: Journal, written: list[Record]) -> list[Undone]:

@@ -19,7 +19,8 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import NetdevkitError, RequestError
-from .rx import DevmemReceiver, Fragment, Source
+from .dmabuf import DMA_BUF_SYNC_END, DMA_BUF_SYNC_READ, DMA_BUF_SYNC_START
+from .rx import DevmemReceiver, Fragment, RxBatch, Source
 from .tx import DevmemSender
 
 
@@ -87,16 +88,18 @@ def receive(
         raise RequestError("validation reads fragments through the dmabuf: it needs a source")
     start = time.monotonic()
     pos = 0
+    sync = getattr(source, "sync", None)  # a udmabuf brackets CPU reads with DMA_BUF_IOCTL_SYNC
     for batch in rx:
         if pattern is not None:
             assert source is not None
-            for chunk in batch.chunks():
-                if isinstance(chunk, Fragment):
-                    _validate(source.view(chunk.offset, chunk.size), pos, pattern)
-                    pos += chunk.size
-                else:
-                    _validate(chunk, pos, pattern)
-                    pos += len(chunk)
+            if sync is not None:
+                sync(DMA_BUF_SYNC_START | DMA_BUF_SYNC_READ)
+            try:
+                _validate_batch(batch, source, pos, pattern)
+            finally:
+                if sync is not None:
+                    sync(DMA_BUF_SYNC_END | DMA_BUF_SYNC_READ)
+            pos += batch.nbytes
         if limit is not None and rx.stats().bytes >= limit:
             break
     s = rx.stats()
@@ -108,6 +111,16 @@ def receive(
         time.monotonic() - start,
         pattern is not None,
     )
+
+
+def _validate_batch(batch: RxBatch, source: Source, pos: int, pattern: int) -> None:
+    for chunk in batch.chunks():
+        if isinstance(chunk, Fragment):
+            _validate(source.view(chunk.offset, chunk.size), pos, pattern)
+            pos += chunk.size
+        else:
+            _validate(chunk, pos, pattern)
+            pos += len(chunk)
 
 
 def fill_pattern(view: memoryview, pattern: int) -> None:
