@@ -365,9 +365,12 @@ def run_diff(args: argparse.Namespace) -> int:
     from ..tuning.napi import Tuner
 
     m = _match(args)
-
     with Tuner("auto") as tuner:
-        rows = tuner.diff(netns=args.netns, ifname=args.ifname)
+        rows = (
+            []
+            if args.kind not in (None, KIND)
+            else tuner.diff(netns=args.netns, ifname=args.ifname)
+        )
         path = tuner.journal.path if tuner.journal is not None else ""
     others = diff_all(match=lambda r: r.kind != KIND and (m is None or m(r)))
     if args.json:
