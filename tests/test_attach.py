@@ -713,6 +713,14 @@ def test_sigkilled_attach_hold_is_undone_from_the_journal(
             hold.kill()
             hold.wait()
     assert child.own_params() == [SUSPEND, SUSPEND]  # nobody cleaned up...
+    diff = subprocess.run(_netdevkit("napi", "diff", "-j"), capture_output=True, check=True)
+    rows = [r for r in json.loads(diff.stdout) if r.get("kind") == "epoll"]
+    assert [r["status"] for r in rows] == ["differs", "differs"]  # the diff covers epoll too
+    assert rows[0]["differs"]["prefer_busy_poll"] == {"before": False, "now": True}
+    only_napi = subprocess.run(
+        _netdevkit("napi", "diff", "--kind", "napi", "-j"), capture_output=True, check=True
+    )
+    assert json.loads(only_napi.stdout) == []
     argv = ["detach", "--pid", str(child.pid)] if undo == "detach" else ["restore"]
     done = subprocess.run(_netdevkit(*argv), capture_output=True, text=True, check=True)
     assert child.own_params() == [DEFAULT, DEFAULT], done.stdout  # ...until the journal did

@@ -60,7 +60,8 @@ def test_intent_is_durable_before_the_body_and_keeps_the_oldest_value(tmp_path: 
     with j.intent([rec("a", 99), rec("b", 2)]) as added:
         assert [r.key for r in added] == ["b"]
     assert [(r.key, r.before) for r in j.records()] == [("a", {"v": 1}), ("b", {"v": 2})]
-    j.forget([rec("a", 0), ("test-box", "b")])
+    j.add([rec("c", 3)])
+    j.forget([rec("a", 0), ("test-box", "b"), "c"])  # a record, (kind, key), a bare key
     assert j.records() == []
     assert not (tmp_path / "journal.json").exists()
 

@@ -379,14 +379,26 @@ class Journal:
         with self.locked():
             yield self.add(records)
 
-    def forget(self, items: Iterable[Record | tuple[str, str]]) -> None:
-        """Drop records (or ``(kind, key)`` pairs) from the journal: their change is undone."""
-        idents = {i.ident if isinstance(i, Record) else (i[0], i[1]) for i in items}
-        if not idents:
+    def forget(self, items: Iterable[Record | tuple[str, str] | str]) -> None:
+        """Drop records from the journal: their change is undone (or never happened).
+
+        Items are records, ``(kind, key)`` pairs, or bare keys (every kind's record with
+        that key).
+        """
+        idents: set[tuple[str, str]] = set()
+        keys: set[str] = set()
+        for i in items:
+            if isinstance(i, Record):
+                idents.add(i.ident)
+            elif isinstance(i, str):
+                keys.add(i)
+            else:
+                idents.add((i[0], i[1]))
+        if not idents and not keys:
             return
         with self.locked():
             existing = self._load()
-            kept = [r for r in existing if r.ident not in idents]
+            kept = [r for r in existing if r.ident not in idents and r.key not in keys]
             if len(kept) != len(existing):
                 self._save(kept)
 
@@ -469,11 +481,16 @@ def restore_all(
             out.append(o)
             if o.status != "failed":
                 journal.forget([record])
+    _close_restorers()
+    return out
+
+
+def _close_restorers() -> None:
+    """Restorers may hold connections (netlink sockets per namespace) between records."""
     for restorer in {id(r): r for r in _KINDS.values()}.values():
         close = getattr(restorer, "close", None)
         if close is not None:
             close()
-    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -532,4 +549,5 @@ def diff_all(
             else {k: (b, now.get(k)) for k, b in record.before.items() if k in now and now[k] != b}
         )
         out.append(DiffOutcome(record, now, differs))
+    _close_restorers()
     return out

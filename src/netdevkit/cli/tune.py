@@ -319,7 +319,7 @@ def run_restore(args: argparse.Namespace) -> int:
     journal = Journal()
     outcomes = restore_all(journal, match=_match(args))
     leftovers = _leftover_testbeds()
-    failed = any(o.status == "failed" for o in outcomes)
+    failed = sum(1 for o in outcomes if o.status == "failed")
     if args.json:
         _print_json(
             {
@@ -328,18 +328,22 @@ def run_restore(args: argparse.Namespace) -> int:
                 "leftover_testbeds": leftovers,
             }
         )
-        return 1 if failed else 0
-    if not outcomes:
-        print(f"nothing to restore: the journal ({journal.path}) lists no changes")
-    for o in outcomes:
-        print(o.message if o.status != "failed" else f"FAILED: {o.message}")
-    if leftovers:
-        print(
-            f"testbeds still up: {', '.join(leftovers)}; remove them with "
-            "`netdevkit testbed down NAME` or `netdevkit testbed down --all`"
-        )
+    else:
+        if not outcomes:
+            print(f"nothing to restore: the journal ({journal.path}) lists no changes")
+        for o in outcomes:
+            print(o.message if o.status != "failed" else f"FAILED: {o.message}")
+        if leftovers:
+            print(
+                f"testbeds still up: {', '.join(leftovers)}; remove them with "
+                "`netdevkit testbed down NAME` or `netdevkit testbed down --all`"
+            )
     if failed:
-        print("some entries could not be restored and stay in the journal", file=sys.stderr)
+        print(
+            f"netdevkit: error: {failed} journal entr{'y' if failed == 1 else 'ies'} could "
+            f"not be restored and stay in {journal.path} (a later restore retries them)",
+            file=sys.stderr,
+        )
     return 1 if failed else 0
 
 
@@ -361,9 +365,12 @@ def run_diff(args: argparse.Namespace) -> int:
     from ..tuning.napi import Tuner
 
     m = _match(args)
-
     with Tuner("auto") as tuner:
-        rows = tuner.diff(netns=args.netns, ifname=args.ifname)
+        rows = (
+            []
+            if args.kind not in (None, KIND)
+            else tuner.diff(netns=args.netns, ifname=args.ifname)
+        )
         path = tuner.journal.path if tuner.journal is not None else ""
     others = diff_all(match=lambda r: r.kind != KIND and (m is None or m(r)))
     if args.json:
