@@ -132,6 +132,29 @@ def test_queue_rates_are_keyed_by_interface_queue_and_source() -> None:
     assert row.drops_ps is None  # absent before: no rate
 
 
+def test_queue_rates_match_queues_that_moved_or_vanished_by_key() -> None:
+    links = {2: ("v", link_counters(0)), 3: ("w", link_counters(0))}
+    a = snap(
+        0.0,
+        links,
+        queues=[
+            (2, "rx", 0, "ethtool", {"packets": 0}),
+            (2, "rx", 1, "ethtool", {"packets": 0}),
+            (3, "rx", 0, "qstats", {"packets": 0}),
+        ],
+    )
+    b = snap(
+        1.0,
+        links,
+        queues=[  # queue 2/rx/0 gone, the others in another order
+            (3, "rx", 0, "qstats", {"packets": 30}),
+            (2, "rx", 1, "ethtool", {"packets": 21}),
+        ],
+    )
+    rows = {(r.ifindex, r.queue_id, r.source): r.pps for r in compute(a, b).queues}
+    assert rows == {(3, 0, "qstats"): 30.0, (2, 1, "ethtool"): 21.0}
+
+
 def test_renumbered_napis_keep_their_kthread_cpu_by_pid() -> None:
     before = Napi(id=100, ifindex=2, pid=555, threaded=NapiThreaded.ENABLED)
     after = Napi(id=205, ifindex=2, pid=555, threaded=NapiThreaded.ENABLED)  # new id, same kthread
