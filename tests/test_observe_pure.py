@@ -414,3 +414,33 @@ def test_monitor_lines_name_the_event_and_the_object() -> None:
         "name": "resynced",
         "object": None,
     }
+
+
+def test_http_server_answers_500_on_a_failing_scrape_and_keeps_serving() -> None:
+    import http.client
+    import threading
+
+    from netdevkit.observe.exporter import Exporter, make_server
+
+    class Broken(Exporter):
+        def render(self) -> bytes:
+            raise RuntimeError("boom")
+
+    server = make_server(Broken([None]), "127.0.0.1", 0)
+    t = threading.Thread(target=server.serve_forever)
+    t.start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+        conn.request("GET", "/metrics")
+        resp = conn.getresponse()
+        assert resp.status == 500 and b"boom" in resp.read()
+        conn.request("GET", "/")  # same kept-alive connection
+        resp = conn.getresponse()
+        assert resp.status == 200 and b"/metrics" in resp.read()
+        conn.request("GET", "/nothing")
+        assert conn.getresponse().status == 404
+        conn.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+        t.join()
