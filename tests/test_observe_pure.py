@@ -132,6 +132,29 @@ def test_queue_rates_are_keyed_by_interface_queue_and_source() -> None:
     assert row.drops_ps is None  # absent before: no rate
 
 
+def test_queue_rates_match_queues_that_moved_or_vanished_by_key() -> None:
+    links = {2: ("v", link_counters(0)), 3: ("w", link_counters(0))}
+    a = snap(
+        0.0,
+        links,
+        queues=[
+            (2, "rx", 0, "ethtool", {"packets": 0}),
+            (2, "rx", 1, "ethtool", {"packets": 0}),
+            (3, "rx", 0, "qstats", {"packets": 0}),
+        ],
+    )
+    b = snap(
+        1.0,
+        links,
+        queues=[  # queue 2/rx/0 gone, the others in another order
+            (3, "rx", 0, "qstats", {"packets": 30}),
+            (2, "rx", 1, "ethtool", {"packets": 21}),
+        ],
+    )
+    rows = {(r.ifindex, r.queue_id, r.source): r.pps for r in compute(a, b).queues}
+    assert rows == {(3, 0, "qstats"): 30.0, (2, 1, "ethtool"): 21.0}
+
+
 def test_renumbered_napis_keep_their_kthread_cpu_by_pid() -> None:
     before = Napi(id=100, ifindex=2, pid=555, threaded=NapiThreaded.ENABLED)
     after = Napi(id=205, ifindex=2, pid=555, threaded=NapiThreaded.ENABLED)  # new id, same kthread
@@ -391,3 +414,33 @@ def test_monitor_lines_name_the_event_and_the_object() -> None:
         "name": "resynced",
         "object": None,
     }
+
+
+def test_http_server_answers_500_on_a_failing_scrape_and_keeps_serving() -> None:
+    import http.client
+    import threading
+
+    from netdevkit.observe.exporter import Exporter, make_server
+
+    class Broken(Exporter):
+        def render(self) -> bytes:
+            raise RuntimeError("boom")
+
+    server = make_server(Broken([None]), "127.0.0.1", 0)
+    t = threading.Thread(target=server.serve_forever)
+    t.start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+        conn.request("GET", "/metrics")
+        resp = conn.getresponse()
+        assert resp.status == 500 and b"boom" in resp.read()
+        conn.request("GET", "/")  # same kept-alive connection
+        resp = conn.getresponse()
+        assert resp.status == 200 and b"/metrics" in resp.read()
+        conn.request("GET", "/nothing")
+        assert conn.getresponse().status == 404
+        conn.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+        t.join()

@@ -522,13 +522,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
+        plain = "text/plain; charset=utf-8"
         if path == "/metrics":
-            body, ctype, code = self.exporter.render(), CONTENT_TYPE, 200
+            try:
+                body, ctype, code = self.exporter.render(), CONTENT_TYPE, 200
+            except Exception as err:  # a bug must not kill the server: say it, keep serving
+                body, ctype, code = f"scrape failed: {err!r}\n".encode(), plain, 500
         elif path == "/":
-            body = b"netdevkit exporter: metrics at /metrics\n"
-            ctype, code = "text/plain; charset=utf-8", 200
+            body, ctype, code = b"netdevkit exporter: metrics at /metrics\n", plain, 200
         else:
-            body, ctype, code = b"not found: try /metrics\n", "text/plain; charset=utf-8", 404
+            body, ctype, code = b"not found: try /metrics\n", plain, 404
         self.send_response(code)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from ..netdev.client import Napi, PagePool
-from .sources import EpollContext, Snapshot, SoftnetCpu
+from .sources import EpollContext, QueueCounters, Snapshot, SoftnetCpu
 
 U32_SPAN = 1 << 32
 U64_SPAN = 1 << 64
@@ -198,18 +198,41 @@ def _drops(p: Mapping[str, int], c: Mapping[str, int], dt: float) -> float | Non
     return total
 
 
+def _same_queue(a: QueueCounters, b: QueueCounters) -> bool:
+    return (
+        a.queue_id == b.queue_id
+        and a.ifindex == b.ifindex
+        and a.queue_type == b.queue_type
+        and a.source == b.source
+    )
+
+
+def _fast_rate(p: Mapping[str, int], c: Mapping[str, int], name: str, dt: float) -> float | None:
+    a, b = p.get(name), c.get(name)
+    if a is not None and b is not None and b >= a and dt > 0:
+        return (b - a) / dt  # the common case, without a call
+    return rate(p, c, name, dt)
+
+
 def queue_rates(prev: Snapshot, cur: Snapshot, dt: float) -> list[QueueRate]:
-    # The hot loop of `top` on a namespace with thousands of queues: one
-    # dict lookup per queue and only the counters the queue has.
-    before = {(q.ifindex, q.queue_type, q.queue_id, q.source): q.counters for q in prev.queues}
+    # The hot loop of `top` on a namespace with thousands of queues. Two reads
+    # of the same devices list the queues in the same order, so each queue is
+    # first compared with the one at its position; a dict lookup is the
+    # fallback when queues came or went.
+    before: dict[tuple[int, str, int, str], QueueCounters] | None = None
+    previous = prev.queues
     names = {i: link.ifname for i, link in cur.links.items()}
     out = []
-    for q in cur.queues:
-        p = before.get((q.ifindex, q.queue_type, q.queue_id, q.source))
+    for i, q in enumerate(cur.queues):
+        pq = previous[i] if i < len(previous) else None
+        if pq is None or not _same_queue(pq, q):
+            if before is None:
+                before = {(x.ifindex, x.queue_type, x.queue_id, x.source): x for x in previous}
+            pq = before.get((q.ifindex, q.queue_type, q.queue_id, q.source))
         ifname = names.get(q.ifindex)
-        if p is None or ifname is None:
+        if pq is None or ifname is None:
             continue
-        c = q.counters
+        p, c = pq.counters, q.counters
         out.append(
             QueueRate(
                 q.ifindex,
@@ -217,8 +240,8 @@ def queue_rates(prev: Snapshot, cur: Snapshot, dt: float) -> list[QueueRate]:
                 q.queue_type,
                 q.queue_id,
                 q.source,
-                rate(p, c, "packets", dt),
-                rate(p, c, "bytes", dt),
+                _fast_rate(p, c, "packets", dt),
+                _fast_rate(p, c, "bytes", dt),
                 _drops(p, c, dt),
                 rate(p, c, "alloc_fail", dt) if "alloc_fail" in c else None,
             )
