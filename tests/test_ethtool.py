@@ -93,3 +93,17 @@ def test_rss_indirection_ioctl_on_veth(testbed4: Testbed) -> None:
         with pytest.raises(KernelError, match="no RSS indirection table") as exc:
             call()
         assert exc.value.errno == errno.EOPNOTSUPP
+
+
+@pytest.mark.kernel
+def test_ntuple_calls_on_veth_are_refused(testbed4: Testbed) -> None:
+    from netdevkit.ethtool.ioctl import ntuple_find, ntuple_insert, parse_flow
+
+    flow = parse_flow("tcp dst-port 5201")
+    for call in (
+        lambda: ntuple_find(testbed4.server_if, flow, 1, testbed4.server_ns),
+        lambda: ntuple_insert(testbed4.server_if, flow, 1, netns=testbed4.server_ns),
+    ):
+        with pytest.raises(KernelError, match="no ntuple flow steering") as exc:
+            call()
+        assert exc.value.errno == errno.EOPNOTSUPP

@@ -42,6 +42,7 @@ class Nic(Protocol):
     def ntuple_insert(self, ifname: str, flow: Flow, queue: int) -> int: ...
     def ntuple_delete(self, ifname: str, location: int) -> None: ...
     def ntuple_exists(self, ifname: str, location: int) -> bool: ...
+    def ntuple_find(self, ifname: str, flow: Flow, queue: int) -> int | None: ...
 
 
 class KernelNic:
@@ -136,3 +137,6 @@ class KernelNic:
 
     def ntuple_exists(self, ifname: str, location: int) -> bool:
         return ioctl.ntuple_exists(ifname, location, netns=self.netns)
+
+    def ntuple_find(self, ifname: str, flow: Flow, queue: int) -> int | None:
+        return ioctl.ntuple_find(ifname, flow, queue, netns=self.netns)

@@ -44,13 +44,17 @@ SIOCETHTOOL = 0x8946
 ETHTOOL_GDRVINFO = 0x03
 ETHTOOL_GRXFHINDIR = 0x38
 ETHTOOL_SRXFHINDIR = 0x39
+ETHTOOL_GRXCLSRLCNT = 0x2E
 ETHTOOL_GRXCLSRULE = 0x2F
+ETHTOOL_GRXCLSRLALL = 0x30
 ETHTOOL_SRXCLSRLDEL = 0x31
 ETHTOOL_SRXCLSRLINS = 0x32
 TCP_V4_FLOW = 0x01
 TCP_V6_FLOW = 0x05
 FLOW_RSS = 0x20000000
 RX_CLS_LOC_ANY = 0xFFFFFFFF
+#: FLOW_EXT | FLOW_MAC_EXT: flags a driver may set on a rule it reports back
+_FLOW_EXT_BITS = 0x80000000 | 0x40000000
 _IFREQ_SIZE = 40
 #: struct ethtool_rxnfc up to rule_cnt (rule_locs[] empty)
 RXNFC = struct.Struct("=IIQ" + "I52s20s52s20s4xQI4x" + "I4x")
@@ -195,6 +199,32 @@ def ntuple_insert(
 def ntuple_delete(ifname: str, location: int, netns: str | None = None) -> None:
     req = RXNFC.pack(ETHTOOL_SRXCLSRLDEL, 0, 0, 0, b"", b"", b"", b"", 0, location, 0)
     _ethtool(ifname, req, netns, f"ethtool ntuple delete rule {location} on {ifname}")
+
+
+def ntuple_find(ifname: str, flow: Flow, queue: int, netns: str | None = None) -> int | None:
+    """The location of a rule steering exactly *flow* to *queue*, if the device has one.
+
+    ETHTOOL_GRXCLSRLCNT counts the rules, ETHTOOL_GRXCLSRLALL lists their
+    locations (``rule_locs[]`` after the struct), ETHTOOL_GRXCLSRULE reads each.
+    """
+    what = f"ethtool ntuple rules of {ifname}"
+    empty = (0, 0, 0, b"", b"", b"", b"", 0, 0)
+    raw = _ethtool(ifname, RXNFC.pack(ETHTOOL_GRXCLSRLCNT, *empty, 0), netns, what)
+    count = RXNFC.unpack(raw)[-1]
+    if not count:
+        return None
+    req = RXNFC.pack(ETHTOOL_GRXCLSRLALL, *empty, count) + bytes(4 * count)
+    raw = _ethtool(ifname, req, netns, what)
+    locs = struct.unpack_from(f"={count}I", raw, RXNFC.size)
+    ftype, h, m = encode_flow_spec(flow)
+    n = 36 if flow.ipv6 else 12
+    for loc in locs:
+        req = RXNFC.pack(ETHTOOL_GRXCLSRULE, 0, 0, 0, b"", b"", b"", b"", 0, loc, 0)
+        got = RXNFC.unpack(_ethtool(ifname, req, netns, what))
+        g_type, g_h, g_m, g_queue = got[3] & ~(FLOW_RSS | _FLOW_EXT_BITS), got[4], got[6], got[8]
+        if (g_type, g_h[:n], g_m[:n], g_queue) == (ftype, h[:n], m[:n], queue):
+            return int(loc)
+    return None
 
 
 def ntuple_exists(ifname: str, location: int, netns: str | None = None) -> bool:
