@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import struct
+from collections.abc import Callable
 
 import pytest
 
@@ -100,10 +101,11 @@ def test_ntuple_calls_on_veth_are_refused(testbed4: Testbed) -> None:
     from netdevkit.ethtool.ioctl import ntuple_find, ntuple_insert, parse_flow
 
     flow = parse_flow("tcp dst-port 5201")
-    for call in (
+    calls: list[Callable[[], object]] = [
         lambda: ntuple_find(testbed4.server_if, flow, 1, testbed4.server_ns),
         lambda: ntuple_insert(testbed4.server_if, flow, 1, netns=testbed4.server_ns),
-    ):
+    ]
+    for call in calls:
         with pytest.raises(KernelError, match="no ntuple flow steering") as exc:
             call()
         assert exc.value.errno == errno.EOPNOTSUPP
