@@ -151,8 +151,25 @@ def test_killed_between_journal_and_change_restores_as_a_no_op(
     outcomes = jr.restore_all(journal)
     assert len(outcomes) == 4 and all(o.status == "restored" for o in outcomes)
     assert any("already as before" in o.message for o in outcomes)
-    assert any("no rule location was journaled" in o.message for o in outcomes)
+    assert all("already as before" in o.message for o in outcomes)
     assert _state(nic) == before and journal.records() == []
+
+
+def test_killed_after_the_rule_insert_finds_the_rule_by_its_flow(
+    journal: jr.Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nic = FakeNic()
+    p = plan(nic, "eth9", [14, 15], FLOW)
+    ntuple = p.steps[-1]
+    journal.add([ntuple.record])  # intent journaled ...
+    nic.ntuple_on = True
+    nic.ntuple_insert("eth9", parse_flow("tcp dst-port 7"), 3)  # someone else's rule
+    ntuple.run(nic)  # ... the rule inserted, then SIGKILL before its location is journaled
+    assert len(nic.rules) == 2
+    monkeypatch.setattr(records, "nic_for", lambda netns: nic)
+    outcomes = jr.restore_all(journal, kinds=["ethtool-ntuple"])
+    assert [o.status for o in outcomes] == ["restored"] and "undone" in outcomes[0].message
+    assert list(nic.rules.values()) == [(parse_flow("tcp dst-port 7"), 3)]
 
 
 def test_an_incapable_device_is_refused_before_anything_changes(journal: jr.Journal) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import struct
+from collections.abc import Callable
 
 import pytest
 
@@ -80,3 +81,31 @@ def test_veth_answers(testbed4: Testbed) -> None:
             et.rss_create(ifname, [0, 1])
         assert exc.value.errno == errno.EOPNOTSUPP
         assert et.supports("rss-set")  # the 6.18 kernel has it; veth does not
+
+
+@pytest.mark.kernel
+def test_rss_indirection_ioctl_on_veth(testbed4: Testbed) -> None:
+    from netdevkit.ethtool.ioctl import rxfh_indir_get, rxfh_indir_set
+
+    for call in (
+        lambda: rxfh_indir_get(testbed4.server_if, testbed4.server_ns),
+        lambda: rxfh_indir_set(testbed4.server_if, [0, 1, 2], testbed4.server_ns),
+    ):
+        with pytest.raises(KernelError, match="no RSS indirection table") as exc:
+            call()
+        assert exc.value.errno == errno.EOPNOTSUPP
+
+
+@pytest.mark.kernel
+def test_ntuple_calls_on_veth_are_refused(testbed4: Testbed) -> None:
+    from netdevkit.ethtool.ioctl import ntuple_find, ntuple_insert, parse_flow
+
+    flow = parse_flow("tcp dst-port 5201")
+    calls: list[Callable[[], object]] = [
+        lambda: ntuple_find(testbed4.server_if, flow, 1, testbed4.server_ns),
+        lambda: ntuple_insert(testbed4.server_if, flow, 1, netns=testbed4.server_ns),
+    ]
+    for call in calls:
+        with pytest.raises(KernelError, match="no ntuple flow steering") as exc:
+            call()
+        assert exc.value.errno == errno.EOPNOTSUPP

@@ -125,3 +125,7 @@ class FakeNic:
     def ntuple_exists(self, ifname: str, location: int) -> bool:
         self._check(ifname, "ntuple_exists")
         return location in self.rules
+
+    def ntuple_find(self, ifname: str, flow: Flow, queue: int) -> int | None:
+        self._check(ifname, "ntuple_find")
+        return next((loc for loc, rule in self.rules.items() if rule == (flow, queue)), None)

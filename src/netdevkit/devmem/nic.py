@@ -42,6 +42,7 @@ class Nic(Protocol):
     def ntuple_insert(self, ifname: str, flow: Flow, queue: int) -> int: ...
     def ntuple_delete(self, ifname: str, location: int) -> None: ...
     def ntuple_exists(self, ifname: str, location: int) -> bool: ...
+    def ntuple_find(self, ifname: str, flow: Flow, queue: int) -> int | None: ...
 
 
 class KernelNic:
@@ -120,10 +121,13 @@ class KernelNic:
         return self._ethtool().rss_get(ifname)
 
     def rss_set(self, ifname: str, indir: Sequence[int]) -> None:
-        self._ethtool().rss_set(ifname, indir)
+        if self._ethtool().supports("rss-set"):
+            self._ethtool().rss_set(ifname, indir)
+        else:  # kernels before 6.17: the ioctl
+            ioctl.rxfh_indir_set(ifname, indir, self.netns)
 
     def can_set_rss(self) -> bool:
-        return self._ethtool().supports("rss-set")
+        return True  # netlink rss-set (6.17+) or ETHTOOL_SRXFHINDIR before it
 
     def ntuple_insert(self, ifname: str, flow: Flow, queue: int) -> int:
         return ioctl.ntuple_insert(ifname, flow, queue, netns=self.netns)
@@ -133,3 +137,6 @@ class KernelNic:
 
     def ntuple_exists(self, ifname: str, location: int) -> bool:
         return ioctl.ntuple_exists(ifname, location, netns=self.netns)
+
+    def ntuple_find(self, ifname: str, flow: Flow, queue: int) -> int | None:
+        return ioctl.ntuple_find(ifname, flow, queue, netns=self.netns)

@@ -11,8 +11,9 @@ with the value it replaces (KERNEL.md, CONTRACTS.md: the one journal):
 
 Restoring puts ``before`` back if the device still exists, does nothing
 (saying so) when it already holds ``before`` or is gone, and deletes a rule
-only at the location journaled. A rule inserted by a process killed before it
-could journal the location is reported, not guessed at.
+only at the location journaled; a rule inserted by a process killed before it
+could journal the location is found by its flow and queue (the rules the
+device lists through ETHTOOL_GRXCLSRLALL / GRXCLSRULE).
 """
 
 from __future__ import annotations
@@ -102,8 +103,10 @@ def current(nic: Nic, record: Record) -> dict[str, Any] | None:
             return {"indir": list(nic.rss_get(ifname).indir)}
         if record.kind == NTUPLE:
             loc = record.info.get("location")
-            if loc is None:
-                return {"rule": None}
+            if loc is None:  # killed between the insert and journaling where it went
+                f = record.info["flow"]
+                flow = Flow(f["dst_port"], f["src_port"], f["dst_ip"], f["src_ip"], f["ipv6"])
+                return {"rule": nic.ntuple_find(ifname, flow, int(record.info["queue"]))}
             return {"rule": loc if nic.ntuple_exists(ifname, loc) else None}
     except NotFoundError:
         return None
@@ -118,8 +121,6 @@ def restore(nic: Nic, record: Record) -> str:
     if now is None:
         return f"{label}: the device is gone, nothing to undo"
     if now == record.before:
-        if record.kind == NTUPLE and record.info.get("location") is None:
-            return f"{label}: no rule location was journaled (the insert never finished)"
         return f"{label}: already as before"
     b = record.before
     if record.kind == RINGS:
@@ -134,7 +135,7 @@ def restore(nic: Nic, record: Record) -> str:
     elif record.kind == RSS:
         nic.rss_set(ifname, [int(q) for q in b["indir"]])
     elif record.kind == NTUPLE:
-        nic.ntuple_delete(ifname, int(record.info["location"]))
+        nic.ntuple_delete(ifname, int(now["rule"]))
     return f"{label}: undone"
 
 

@@ -155,7 +155,7 @@ def requirements(
     if isinstance(rss, Rss) and rss.indir and nic.can_set_rss():
         out.append(Requirement("RSS", True, f"indirection table of {len(rss.indir)} entries"))
     elif isinstance(rss, Rss) and rss.indir:
-        out.append(Requirement("RSS", False, "this kernel cannot set RSS over netlink (6.17+)"))
+        out.append(Requirement("RSS", False, "the RSS indirection table cannot be set"))
     else:
         out.append(Requirement("RSS", False, rss_err or "no RSS indirection table"))
     chans, chans_err = _try(lambda: nic.channels_get(ifname))

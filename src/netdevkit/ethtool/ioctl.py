@@ -17,7 +17,10 @@ Kernel facts (include/uapi/linux/ethtool.h): ``SIOCETHTOOL`` (0x8946) with an
   deletes by location, ``ETHTOOL_GRXCLSRULE`` 0x2f reads one rule;
   ``TCP_V4_FLOW`` 1, ``TCP_V6_FLOW`` 5, ``FLOW_RSS`` 0x20000000 (steer into RSS
   context ``rss_context``, ``ring_cookie`` then an offset in it);
-- ``ETHTOOL_GDRVINFO`` 0x03 names the driver.
+- ``ETHTOOL_GDRVINFO`` 0x03 names the driver;
+- ``ETHTOOL_GRXFHINDIR`` 0x38 / ``ETHTOOL_SRXFHINDIR`` 0x39 read and write the
+  RSS indirection table (``struct ethtool_rxfh_indir`` {u32 cmd; u32 size; u32
+  ring_index[]}): the way to set it before netlink ``rss-set`` (6.17).
 
 Like every SIOCETHTOOL call these act in the network namespace of the socket
 they are issued on.
@@ -31,6 +34,7 @@ import fcntl
 import ipaddress
 import socket
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import KernelError, NotFoundError, PermissionDenied, RequestError
@@ -38,13 +42,19 @@ from ..netns import entered
 
 SIOCETHTOOL = 0x8946
 ETHTOOL_GDRVINFO = 0x03
+ETHTOOL_GRXFHINDIR = 0x38
+ETHTOOL_SRXFHINDIR = 0x39
+ETHTOOL_GRXCLSRLCNT = 0x2E
 ETHTOOL_GRXCLSRULE = 0x2F
+ETHTOOL_GRXCLSRLALL = 0x30
 ETHTOOL_SRXCLSRLDEL = 0x31
 ETHTOOL_SRXCLSRLINS = 0x32
 TCP_V4_FLOW = 0x01
 TCP_V6_FLOW = 0x05
 FLOW_RSS = 0x20000000
 RX_CLS_LOC_ANY = 0xFFFFFFFF
+#: FLOW_EXT | FLOW_MAC_EXT: flags a driver may set on a rule it reports back
+_FLOW_EXT_BITS = 0x80000000 | 0x40000000
 _IFREQ_SIZE = 40
 #: struct ethtool_rxnfc up to rule_cnt (rule_locs[] empty)
 RXNFC = struct.Struct("=IIQ" + "I52s20s52s20s4xQI4x" + "I4x")
@@ -151,7 +161,13 @@ def encode_insert(flow: Flow, queue: int, rss_context: int = 0) -> bytes:
     )
 
 
-def _ethtool(ifname: str, request: bytes, netns: str | None, what: str) -> bytes:
+def _ethtool(
+    ifname: str,
+    request: bytes,
+    netns: str | None,
+    what: str,
+    unsupported: str = "the driver has no ntuple flow steering",
+) -> bytes:
     buf = ctypes.create_string_buffer(request, len(request))
     ifr = struct.pack("16sP", ifname.encode(), ctypes.addressof(buf)).ljust(_IFREQ_SIZE, b"\0")
     with entered(netns):
@@ -164,7 +180,7 @@ def _ethtool(ifname: str, request: bytes, netns: str | None, what: str) -> bytes
             raise NotFoundError(f"{what}: no interface named {ifname!r}") from err
         if e == errno.EPERM:
             raise PermissionDenied(e, what, "CAP_NET_ADMIN") from err
-        hint = "the driver has no ntuple flow steering" if e == errno.EOPNOTSUPP else ""
+        hint = unsupported if e == errno.EOPNOTSUPP else ""
         raise KernelError(e, what, hint=hint) from err
     finally:
         sock.close()
@@ -185,6 +201,32 @@ def ntuple_delete(ifname: str, location: int, netns: str | None = None) -> None:
     _ethtool(ifname, req, netns, f"ethtool ntuple delete rule {location} on {ifname}")
 
 
+def ntuple_find(ifname: str, flow: Flow, queue: int, netns: str | None = None) -> int | None:
+    """The location of a rule steering exactly *flow* to *queue*, if the device has one.
+
+    ETHTOOL_GRXCLSRLCNT counts the rules, ETHTOOL_GRXCLSRLALL lists their
+    locations (``rule_locs[]`` after the struct), ETHTOOL_GRXCLSRULE reads each.
+    """
+    what = f"ethtool ntuple rules of {ifname}"
+    empty = (0, 0, 0, b"", b"", b"", b"", 0, 0)
+    raw = _ethtool(ifname, RXNFC.pack(ETHTOOL_GRXCLSRLCNT, *empty, 0), netns, what)
+    count = RXNFC.unpack(raw)[-1]
+    if not count:
+        return None
+    req = RXNFC.pack(ETHTOOL_GRXCLSRLALL, *empty, count) + bytes(4 * count)
+    raw = _ethtool(ifname, req, netns, what)
+    locs = struct.unpack_from(f"={count}I", raw, RXNFC.size)
+    ftype, h, m = encode_flow_spec(flow)
+    n = 36 if flow.ipv6 else 12
+    for loc in locs:
+        req = RXNFC.pack(ETHTOOL_GRXCLSRULE, 0, 0, 0, b"", b"", b"", b"", 0, loc, 0)
+        got = RXNFC.unpack(_ethtool(ifname, req, netns, what))
+        g_type, g_h, g_m, g_queue = got[3] & ~(FLOW_RSS | _FLOW_EXT_BITS), got[4], got[6], got[8]
+        if (g_type, g_h[:n], g_m[:n], g_queue) == (ftype, h[:n], m[:n], queue):
+            return int(loc)
+    return None
+
+
 def ntuple_exists(ifname: str, location: int, netns: str | None = None) -> bool:
     req = RXNFC.pack(ETHTOOL_GRXCLSRULE, 0, 0, 0, b"", b"", b"", b"", 0, location, 0)
     try:
@@ -196,11 +238,32 @@ def ntuple_exists(ifname: str, location: int, netns: str | None = None) -> bool:
     return True
 
 
+_NO_RSS = "the driver has no RSS indirection table"
+#: struct ethtool_rxfh_indir {u32 cmd; u32 size; u32 ring_index[]}
+_RXFH_INDIR = struct.Struct("=II")
+
+
+def rxfh_indir_get(ifname: str, netns: str | None = None) -> tuple[int, ...]:
+    """The RSS indirection table (ETHTOOL_GRXFHINDIR: size first, then the entries)."""
+    what = f"ethtool get RSS indirection table of {ifname}"
+    raw = _ethtool(ifname, _RXFH_INDIR.pack(ETHTOOL_GRXFHINDIR, 0), netns, what, _NO_RSS)
+    size = _RXFH_INDIR.unpack_from(raw)[1]
+    req = _RXFH_INDIR.pack(ETHTOOL_GRXFHINDIR, size) + bytes(4 * size)
+    raw = _ethtool(ifname, req, netns, what, _NO_RSS)
+    return struct.unpack_from(f"={size}I", raw, _RXFH_INDIR.size)
+
+
+def rxfh_indir_set(ifname: str, indir: Sequence[int], netns: str | None = None) -> None:
+    """Set the RSS indirection table (ETHTOOL_SRXFHINDIR), for kernels before 6.17."""
+    req = _RXFH_INDIR.pack(ETHTOOL_SRXFHINDIR, len(indir)) + struct.pack(f"={len(indir)}I", *indir)
+    _ethtool(ifname, req, netns, f"ethtool set RSS indirection table of {ifname}", _NO_RSS)
+
+
 def driver_name(ifname: str, netns: str | None = None) -> str | None:
     """The driver behind *ifname* (ETHTOOL_GDRVINFO), None if it names none."""
     req = _DRVINFO.pack(ETHTOOL_GDRVINFO, *[b""] * 6, *[0] * 5)
     try:
-        raw = _ethtool(ifname, req, netns, f"ethtool driver info of {ifname}")
+        raw = _ethtool(ifname, req, netns, f"ethtool driver info of {ifname}", "")
     except KernelError:
         return None
     name = _DRVINFO.unpack(raw)[1].split(b"\0", 1)[0].decode("ascii", "replace")
