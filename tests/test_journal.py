@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -122,8 +123,16 @@ def test_signal_during_the_write_is_handled_after_it(
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fsync_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        j.add([rec("a", 1)])
+    # Another thread that does not block signals: the kernel may hand it the signal.
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            j.add([rec("a", 1)])
+    finally:
+        stop.set()
+        other.join()
     assert sent
     # the interrupt came after the journal was whole and in place
     assert [r.key for r in j.records()] == ["a"]
