@@ -16,8 +16,9 @@ The rules every writer follows:
   happened restores as a no-op, because restorers compare with the object's current value.
 - **The oldest value wins.** A record for an object already journaled keeps the older
   ``before``: it is the value before netdevkit's *first* change.
-- **Signals wait.** SIGINT, SIGTERM and SIGHUP are blocked while the file is written and
-  delivered right after, at a point where the journal is whole.
+- **Signals wait.** SIGINT, SIGTERM and SIGHUP are blocked while the file is written (and,
+  in the main thread, caught and held, in case another thread of the process receives
+  them) and acted on right after, at a point where the journal is whole.
 - **No temporary file survives.** The temporary name is fixed (``journal.json.tmp``) and
   only written under the lock, so a leftover from a killed writer is removed by the next
   process that takes the lock.
@@ -48,7 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from . import _fault
-from ._signals import blocked
+from ._signals import Deferral, blocked
 from .errors import NetdevkitError, RequestError
 
 STATE_DIR_ENV = "NETDEVKIT_STATE_DIR"
@@ -312,7 +313,9 @@ class Journal:
         """Replace the journal atomically and durably (call with the lock held)."""
         _fault.point("journal-write")
         tmp = os.path.join(self.directory, TMP_NAME)
-        with blocked():
+        # Blocked in this thread, and recorded (main thread) if another thread of the
+        # process takes the signal: either way it acts once the journal is whole.
+        with Deferral(), blocked():
             try:
                 if not records:
                     with contextlib.suppress(FileNotFoundError):
