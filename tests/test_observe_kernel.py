@@ -138,6 +138,31 @@ def test_top_once_json_rates_match_the_traffic_sent(testbed4: Testbed) -> None:
     assert out["errors"] == []
 
 
+def test_top_sampler_counts_exactly_the_packets_sent_between_two_reads(testbed4: Testbed) -> None:
+    """The library under top, without timing slack: N datagrams sent between the two
+    reads are N packets (rate x interval) on the link and on one ethtool queue."""
+    from netdevkit.observe.sources import NamespaceReader
+    from netdevkit.observe.top import Sampler, rates_json
+
+    tb = testbed4
+    srv, client = udp_pair(tb, 5004)
+    with srv, client, NamespaceReader(tb.server_ns, ethtool_queues=True) as reader:
+        sampler = Sampler(reader)
+        sampler.first()
+        for _ in range(1000):
+            client.send(b"x" * PAYLOAD)
+        time.sleep(0.2)  # let the NAPI deliver the last ones
+        out = rates_json(sampler.next())
+    dt = out["interval_s"]
+    # the kernel's own packets (an ARP probe of the neighbour entry) may add one or two
+    (iface,) = [i for i in out["interfaces"] if i["ifname"] == tb.server_if]
+    assert 1000 <= round(iface["rx_packets_per_s"] * dt) <= 1002
+    assert 1000 * WIRE <= round(iface["rx_bytes_per_s"] * dt) <= 1000 * WIRE + 2 * 100
+    rx = [q for q in out["queues"] if q["ifname"] == tb.server_if and q["type"] == "rx"]
+    counts = sorted(round(q["packets_per_s"] * dt) for q in rx)
+    assert 1000 <= counts[-1] <= 1002 and sum(counts[:-1]) <= 2
+
+
 def test_top_reports_a_vanished_namespace_in_one_line() -> None:
     r = cli("top", "--once", "--netns", f"ndk-none-{os.getpid()}")
     assert r.returncode == 1 and r.stdout == ""
