@@ -73,7 +73,8 @@ class BenchOptions:
 
     modes: tuple[str, ...] = MODES
     workloads: tuple[str, ...] = ("echo", "sockperf")
-    loads: tuple[int, ...] = (PING_PONG,)
+    #: fixed loads besides the sweep's (0 is ping-pong)
+    loads: tuple[int, ...] = ()
     duration: float = 3.0
     repeat: int = 1
     quick: bool = False

@@ -90,7 +90,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         dest="workloads",
         help="comma-separated (default: echo,sockperf)",
     )
-    p.add_argument("--load", help="comma-separated rates/s; 0 = ping-pong (default: 0)")
+    p.add_argument("--load", help="fixed rates/s besides the sweep, comma-separated; 0 = ping-pong")
     p.add_argument(
         "--load-for",
         action="append",
@@ -164,6 +164,11 @@ def _options(args: argparse.Namespace) -> object:
         from ..testbed.core import CpuPlacement
 
         changes["cpus"] = CpuPlacement.parse(args.cpus)
+    elif args.quick and len(os.sched_getaffinity(0)) >= 2:
+        # CPU is what the recommendation weighs: keep the client off the server's core
+        from ..testbed.core import CpuPlacement
+
+        changes["cpus"] = CpuPlacement.parse("auto")
     if args.sweep:
         changes["sweep"] = runner.parse_sweep(args.sweep)
     if args.servers:
