@@ -135,3 +135,17 @@ def test_modes() -> None:
     assert kernel_version("6.18.3-amd64") == (6, 18)
     absent = threaded_busy_poll_absent("6.18.0")
     assert absent is not None and "needs Linux 6.19" in absent and "6.18" in absent
+
+
+def test_claims_without_a_common_round_use_the_ratio_of_medians() -> None:
+    res = _load("bench_modes_memcached.json")
+    # suspend kept only in round 0, fullbusy only in rounds 1 and 2: nothing to pair
+    kept = tuple(
+        s
+        for s in res.samples
+        if not (s.mode == "suspend" and s.repeat != 0)
+        and not (s.mode == "fullbusy" and s.repeat == 0)
+    )
+    claims = {c.key: c for c in evaluate_claims(dataclasses.replace(res, samples=kept))}
+    assert "ratio of medians: no round measured both" in claims["a"].evidence
+    assert claims["a"].verdict == NOT_SHOWN

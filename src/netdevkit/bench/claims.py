@@ -39,7 +39,7 @@ from .paired import (
     open_loads,
     p50,
     p99,
-    paired,
+    ratio,
     targets,
 )
 from .results import PING_PONG, Results
@@ -91,8 +91,8 @@ def _pick(loads: list[int], highest: bool) -> tuple[int, str]:
     )
 
 
-def _ratio_text(pr: Paired | None) -> str:
-    return pr.describe() if pr is not None else "-"
+def _ratio_text(pr: Paired) -> str:
+    return pr.describe()
 
 
 Judge = Callable[[Results, str, str], Claim]
@@ -105,11 +105,10 @@ def _claim_a(res: Results, workload: str, server: str) -> Claim:
         why = _missing(res, workload, server, ("suspend", "fullbusy"))
         return Claim("a", title, workload, server, MEASURED_NOT, why)
     load, note = _pick(loads, highest=True)
-    pr = paired(res, workload, server, load, "suspend", "fullbusy", p50)
-    assert pr is not None
+    pr = ratio(res, workload, server, load, "suspend", "fullbusy", p50)
     rows = []
     for x in open_loads(loads) or loads:
-        r = paired(res, workload, server, x, "suspend", "fullbusy", p50)
+        r = ratio(res, workload, server, x, "suspend", "fullbusy", p50)
         sus = median_of(res, "suspend", workload, server, x, p50)
         full = median_of(res, "fullbusy", workload, server, x, p50)
         rows.append(
@@ -143,8 +142,7 @@ def _claim_b(res: Results, workload: str, server: str) -> Claim:
             f"{load_label(res, workload, server, x)}: suspend {sus:.2f}, fullbusy {full:.2f}"
         )
     low = curve[0]
-    pr = paired(res, workload, server, low, "suspend", "fullbusy", cpu)
-    assert pr is not None
+    pr = ratio(res, workload, server, low, "suspend", "fullbusy", cpu)
     low_ok = pr.ratio < SUSPEND_CPU_FRACTION
     follows = len(curve) > 1 and sus_cpu[-1] > sus_cpu[0]
     problems: list[str] = []
@@ -181,8 +179,7 @@ def _claim_c(res: Results, workload: str, server: str) -> Claim:
             _missing(res, workload, server, ("defer", "base")),
         )
     load, note = _pick(loads, highest=False)
-    pr = paired(res, workload, server, load, "defer", "base", p50)
-    assert pr is not None
+    pr = ratio(res, workload, server, load, "defer", "base", p50)
     d = median_of(res, "defer", workload, server, load, p50)
     b = median_of(res, "base", workload, server, load, p50)
     ok = pr.ratio > DEFER_MARGIN
@@ -205,8 +202,7 @@ def _claim_d(res: Results, workload: str, server: str) -> Claim:
     worse = []
     parts = []
     for m in run:
-        pr = paired(res, workload, server, load, "base", m, p99)
-        assert pr is not None
+        pr = ratio(res, workload, server, load, "base", m, p99)
         parts.append(f"base/{m} p99 {pr.describe()}")
         if pr.ratio < 1.0:
             worse.append(m)
@@ -231,9 +227,8 @@ def _claim_e(res: Results, workload: str, server: str) -> Claim:
         return Claim("e", title, workload, server, MEASURED_NOT, why)
     held, rows = [], []
     for x in loads:
-        lat = paired(res, workload, server, x, "suspend", "fullbusy", p50)
-        cores = paired(res, workload, server, x, "suspend", "fullbusy", cpu)
-        assert lat is not None and cores is not None
+        lat = ratio(res, workload, server, x, "suspend", "fullbusy", p50)
+        cores = ratio(res, workload, server, x, "suspend", "fullbusy", cpu)
         ok_lat, ok_cpu = lat.ratio <= SUSPEND_P50_TOLERANCE, cores.ratio < SUSPEND_CPU_FRACTION
         label = load_label(res, workload, server, x)
         fail = [] if ok_lat else ["latency"]
@@ -244,8 +239,7 @@ def _claim_e(res: Results, workload: str, server: str) -> Claim:
         )
         if not fail:
             held.append(label)
-    rounds = paired(res, workload, server, loads[0], "suspend", "fullbusy", p50)
-    n = rounds.rounds if rounds else 0
+    n = ratio(res, workload, server, loads[0], "suspend", "fullbusy", p50).rounds
     ev = f"suspend/fullbusy, paired over {n} round(s): " + "; ".join(rows)
     where = ", ".join(held) if held else ""
     return Claim("e", title, workload, server, SHOWN if held else NOT_SHOWN, ev, where)

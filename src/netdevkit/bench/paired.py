@@ -40,6 +40,8 @@ class Paired:
     rounds: int
 
     def describe(self) -> str:
+        if self.rounds == 0:
+            return f"{self.ratio:.2f}x (ratio of medians: no round measured both)"
         if self.rounds == 1:
             return f"{self.ratio:.2f}x (1 round)"
         return f"{self.ratio:.2f}x (median of {self.rounds} paired rounds)"
@@ -76,6 +78,21 @@ def paired(
     if not ratios:
         return None
     return Paired(float(statistics.median(ratios)), len(ratios))
+
+
+def ratio(
+    res: Results, workload: str, server: str, load: int, a: str, b: str, metric: Metric
+) -> Paired:
+    """:func:`paired`, or the ratio of the medians (``rounds`` 0) when no round has both;
+    both modes must have a usable sample at *load*."""
+    pr = paired(res, workload, server, load, a, b, metric)
+    if pr is not None:
+        return pr
+    va = median_of(res, a, workload, server, load, metric)
+    vb = median_of(res, b, workload, server, load, metric)
+    if va is None or vb is None:
+        raise ValueError(f"{a} or {b} has no usable sample at {load}")
+    return Paired(va / vb if vb > 0 else float("inf"), 0)
 
 
 def loads_of(res: Results, workload: str, server: str, mode: str) -> list[int]:
