@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Real peers the tests and the bench start themselves (never as services).
-DEBIAN_PEERS := sockperf memcached redis-server redis-tools iproute2
+DEBIAN_PEERS := sockperf memcached redis-server redis-tools iproute2 wrk
 
 .PHONY: demo test lint typecheck pytest venv debian-peers bench clean
 

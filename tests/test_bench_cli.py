@@ -72,11 +72,13 @@ def test_parse_loads() -> None:
         runner.parse_loads(",")
 
 
-def test_quick_is_all_modes_echo_and_sockperf() -> None:
+def test_quick_is_every_mode_on_the_fast_loop_swept() -> None:
     q = runner.QUICK
-    assert q.modes == runner.MODES and set(q.workloads) == {"echo", "sockperf"}
-    # 6 modes x (3 echo servers + sockperf) samples of about 2 s each
-    assert runner.count_steps(q) == 24
+    assert q.modes == runner.MODES and q.workloads == ("echo",) and q.servers == ("fast",)
+    assert len(q.sweep) == 3 and q.loads == ()
+    # one capacity probe + 9 modes (busy-poll-thread is absent before 6.19) x 3 loads
+    runnable = 9 if os.uname().release < "6.19" else 10
+    assert runner.count_steps(q) == 1 + runnable * 3
 
 
 def _host_napis() -> list[Napi]:
@@ -100,8 +102,10 @@ def test_short_run_results_and_nothing_left_behind(tmp_path: Path) -> None:
             "base,suspend",
             "--workload",
             "sockperf",
+            "--sweep",
+            "0.5",
             "--duration",
-            "1",
+            "0.5",
             "--out",
             str(out),
             "-j",
@@ -123,7 +127,12 @@ def test_short_run_results_and_nothing_left_behind(tmp_path: Path) -> None:
     by_mode = {s.mode: s for s in res.samples}
     assert by_mode["suspend"].napi["irq_suspend_timeout"] == 20_000_000
     assert by_mode["base"].napi["defer_hard_irqs"] == 0
-    for name in ("report.md", "latency_by_mode.png", "cpu_by_mode.png", "latency_vs_load.png"):
+    # the sweep: half the probed capacity, for both modes
+    (cap,) = res.capacities
+    assert cap.rate > 0 and len(cap.loads) == 1
+    assert {s.load_target for s in res.samples} == {cap.loads[0]}
+    names = ("report.md", "tradeoff.png", "latency_by_mode.png", "latency_vs_load.png")
+    for name in names:
         assert (out / name).stat().st_size > 0
     assert _bench_namespaces(proc.pid) == []
     assert not os.path.exists(os.path.join(records_dir(), f"ndkbench-{proc.pid}.json"))

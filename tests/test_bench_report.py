@@ -43,24 +43,29 @@ def test_claims_verdicts(results: Results) -> None:
         ("memcached", "b"): NOT_SHOWN,
         ("memcached", "c"): MEASURED_NOT,
         ("memcached", "d"): MEASURED_NOT,
+        ("sockperf", "e"): SHOWN,
+        ("memcached", "e"): NOT_SHOWN,
     }
-    # the numbers are in the evidence: medians across the two repeats
-    # low load is the lowest open-loop rate; ping-pong is added to the evidence
-    assert (
-        "at 10000/s: suspend p50 14.3 us, fullbusy p50 12.8 us" in got[("sockperf", "a")].evidence
-    )
-    assert "ping-pong: suspend 9.6 us, fullbusy 8.6 us" in got[("sockperf", "a")].evidence
-    assert "at 10000/s: defer p50 120.1 us, base p50 37.6 us" in got[("sockperf", "c")].evidence
-    # (b) judges the open-loop curve; ping-pong is only quoted
-    assert "10000/s: suspend 0.40, fullbusy 0.99 cores" in got[("sockperf", "b")].evidence
-    assert "ping-pong, not judged: suspend 0.30" in got[("sockperf", "b")].evidence
-    # napibusy has no 10000/s sample, so (d) compares every polling mode at ping-pong
-    assert "p99 at ping-pong (us): base 52.7" in got[("sockperf", "d")].evidence
-    assert "slowest of all modes run: defer" in got[("sockperf", "d")].evidence
+    # each claim says at which load it was judged, with paired per-round ratios
+    a = got[("sockperf", "a")]
+    assert a.load == "20000/s"  # (a) is about a loaded server: the highest rate
+    assert "suspend/fullbusy p50 1.12x (median of 2 paired rounds), within 1.20x" in a.evidence
+    assert "10000/s: 14.3 vs 12.8 us" in a.evidence  # every load is listed
+    c = got[("sockperf", "c")]
+    assert c.load == "10000/s"  # (c) is about light load: the lowest rate
+    assert "defer 120.1 us, base 37.6 us, defer/base p50 3.19x" in c.evidence
+    # (b) judges the open-loop curve
+    assert "10000/s: suspend 0.40, fullbusy 0.99" in got[("sockperf", "b")].evidence
+    # napibusy has no open-loop sample, so (d) falls back to ping-pong and says so
+    d = got[("sockperf", "d")]
+    assert d.load == "ping-pong" and "not the load the claim is about" in d.evidence
+    # (e) names the loads where suspend is within 20% at under half the CPU
+    e = got[("sockperf", "e")]
+    assert e.load == "10000/s" and "20000/s: p50 1.12x, CPU 0.71x (misses on CPU)" in e.evidence
     assert "defer was not run" in got[("memcached", "c")].evidence
     # client-limited fullbusy at 20000/s is ignored: only 5000/s is compared
     assert "20000/s" not in got[("memcached", "b")].evidence
-    assert "fullbusy below 0.8 cores" in got[("memcached", "b")].evidence
+    assert "fullbusy under 0.8 cores" in got[("memcached", "b")].evidence
 
 
 def test_all_client_limited_is_not_measured(results: Results) -> None:
@@ -76,7 +81,12 @@ def test_all_client_limited_is_not_measured(results: Results) -> None:
 def test_report_files(results: Results, tmp_path: Path) -> None:
     path, plots = write_report(results, str(tmp_path))
     names = sorted(Path(p).name for p in plots)
-    assert names == ["cpu_by_mode.png", "latency_by_mode.png", "latency_vs_load.png"]
+    assert names == [
+        "cpu_by_mode.png",
+        "latency_by_mode.png",
+        "latency_vs_load.png",
+        "tradeoff.png",
+    ]
     for p in plots:
         data = Path(p).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 5000
@@ -106,9 +116,13 @@ def test_report_on_a_recorded_quick_run(tmp_path: Path) -> None:
         ("echo", "uvloop"),
         ("sockperf", "sockperf"),
     }
-    # every mode ran, so nothing is NOT MEASURED; ping-pong only, so (b) says so
-    assert all(c.verdict in (SHOWN, NOT_SHOWN) for c in claims)
+    # every mode ran; ping-pong only, so (b) says there is no curve and (e), which is
+    # about an open-loop load, is not measured
+    assert all(c.verdict in (SHOWN, NOT_SHOWN) for c in claims if c.key != "e")
     assert all("one load level only" in c.evidence for c in claims if c.key == "b")
+    assert all(c.verdict == MEASURED_NOT for c in claims if c.key == "e")
     path, plots = write_report(res, str(tmp_path))
     assert all(Path(p).stat().st_size > 5000 for p in plots)
-    assert "## Claims" in Path(path).read_text()
+    text = Path(path).read_text()
+    assert "## Claims" in text
+    assert text.index("## Which mode") < text.index("## Claims")  # the report leads with it

@@ -4,8 +4,17 @@
 - :mod:`.cpu` - CPU accounting from ``/proc`` (process user+system, softirq per CPU).
 - :mod:`.sockperf` - Debian's sockperf server and client, output parsed.
 - :mod:`.mcload` - an open-loop memcached load generator without coordinated omission.
-- :mod:`.report` - terminal table, PNG plots and the Markdown claims report.
-- :mod:`.runner` - runs modes x workloads x loads in a testbed and restores everything.
+- :mod:`.modes` - the kernel presets and netdevkit's own modes, and where each applies.
+- :mod:`.sweep` - the capacity probe and the load sweep's rates.
+- :mod:`.paired` - medians over rounds and paired per-round ratios (pure).
+- :mod:`.recommend` - the mode meeting a p99 target with least CPU (pure).
+- :mod:`.claims` - the IRQ-suspension claims, each at the load it is about (pure).
+- :mod:`.compare` - what changed between two runs (pure).
+- :mod:`.byo` - ``--server``: the user's own program, and the wrk (HTTP) client.
+- :mod:`.report`, :mod:`.plots` - terminal table, PNG plots (the trade-off picture) and
+  the Markdown report, led by the recommendation.
+- :mod:`.runner` - probes, then runs rounds of modes x workloads x loads in a testbed and
+  restores everything.
 
 Importing this package imports nothing heavy; each module pulls its own dependencies.
 """

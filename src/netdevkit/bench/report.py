@@ -1,31 +1,11 @@
 """Turn a ``results.json`` into a terminal table, PNG plots and a Markdown report.
 
-The report checks three claims of the IRQ-suspension work (Damato, Kahn,
-Karsten, "Enhancing Network Stack Efficiency with IRQ Suspension") against
-*this* run, per workload, and says for each one SHOWN, NOT SHOWN or NOT
-MEASURED with the numbers that decided it:
-
-(a) ``suspend`` reaches busy-poll latency: suspend's p50 is within 20% of
-    ``fullbusy``'s p50 at the lowest load measured;
-(b) suspend's CPU follows the load where full busy polling does not:
-    ``fullbusy`` keeps the server near a whole core (>= 0.8) at every load,
-    and ``suspend`` uses less than half of fullbusy's CPU at the lowest
-    load (with two or more load levels, suspend must also use less than
-    fullbusy at every level); the loads are the open-loop rates when any
-    were measured (ping-pong is then only quoted);
-(c) ``defer`` alone adds latency at low load: defer's p50 is more than 10%
-    above ``base``'s p50 at the lowest load;
-(d) ``base`` is the slowest at the tail: its p99 is at least that of every
-    busy-polling mode run (``napibusy``, ``fullbusy``, ``suspend``) at the
-    lowest load (the evidence also lists ``defer`` and ``threaded``).
-
-"The lowest load" for (a), (c) and (d) is the lowest open-loop rate measured
-by every mode the claim compares (the published evaluation's low load is a
-low request rate, not a closed loop); only without one is it ping-pong,
-whose numbers are added to the evidence when both exist.
-
-Values are medians across repeats. Samples flagged client-limited never
-count: a claim whose samples are all client-limited is NOT MEASURED.
+The report leads with the recommendation (:mod:`netdevkit.bench.recommend`: per
+workload and load, the mode meeting the p99 target with least CPU), then the
+claims of the IRQ-suspension work judged at the load where each applies
+(:mod:`netdevkit.bench.claims`), the capacity each server was found to have,
+the trade-off plots (:mod:`netdevkit.bench.plots`) and the whole table for the
+record. Values are medians over rounds; comparisons are paired per round.
 
 Plots use matplotlib's Agg backend (no display needed). Everything here
 reads a :class:`~netdevkit.bench.results.Results` and does no measuring.
@@ -38,6 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .claims import MEASURED_NOT, NOT_SHOWN, SHOWN, Claim, evaluate_claims
+from .recommend import recommend
 from .results import PING_PONG, Results, Sample, Spread
 
 if TYPE_CHECKING:
@@ -51,32 +33,23 @@ __all__ = [
     "evaluate_claims",
     "markdown_report",
     "plot_all",
+    "recommend",
     "rich_table",
     "write_report",
 ]
 
-SHOWN = "SHOWN"
-NOT_SHOWN = "NOT SHOWN"
-MEASURED_NOT = "NOT MEASURED"
-
-SUSPEND_P50_TOLERANCE = 1.20
-FULLBUSY_NEAR_CORE = 0.8
-SUSPEND_CPU_FRACTION = 0.5
-DEFER_MARGIN = 1.10
-
-MODE_ORDER = ("base", "defer", "napibusy", "fullbusy", "suspend", "threaded")
-
-
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """The verdict on one claim for one workload (and server program)."""
-
-    key: str
-    title: str
-    workload: str
-    server: str
-    verdict: str
-    evidence: str
+MODE_ORDER = (
+    "base",
+    "defer",
+    "napibusy",
+    "fullbusy",
+    "suspend",
+    "threaded",
+    "busy-poll-thread",
+    "adaptive-window",
+    "hot-spin",
+    "hybrid",
+)
 
 
 # --- helpers -------------------------------------------------------------------
@@ -155,152 +128,6 @@ def _missing(res: Results, workload: str, server: str, modes: Sequence[str]) -> 
         elif not res.select(mode=m, workload=workload, server=server):
             parts.append(f"every {m} sample was client-limited")
     return "; ".join(parts) or "no load level measured in all of " + ", ".join(modes)
-
-
-# --- claims --------------------------------------------------------------------
-
-
-def _claim_a(res: Results, workload: str, server: str) -> Claim:
-    title = "suspend reaches busy-poll latency (p50 within 20% of fullbusy)"
-    modes = ("suspend", "fullbusy")
-    load = _low_load(res, workload, server, modes)
-    if load is None:
-        return Claim(
-            "a", title, workload, server, MEASURED_NOT, _missing(res, workload, server, modes)
-        )
-
-    def at(x: int) -> tuple[float, float, float]:
-        sus = _value(res, "suspend", workload, server, x, _p50)
-        full = _value(res, "fullbusy", workload, server, x, _p50)
-        assert sus is not None and full is not None
-        return sus, full, sus / full if full > 0 else float("inf")
-
-    sus, full, ratio = at(load)
-    verdict = SHOWN if ratio <= SUSPEND_P50_TOLERANCE else NOT_SHOWN
-    ev = (
-        f"at {_load_label(load)}: suspend p50 {sus:.1f} us, fullbusy p50 {full:.1f} us "
-        f"(ratio {ratio:.2f}, needs <= {SUSPEND_P50_TOLERANCE:.2f})"
-    )
-    if load != PING_PONG and _also_ping_pong(res, workload, server, modes):
-        sus, full, ratio = at(PING_PONG)
-        ev += f"; ping-pong: suspend {sus:.1f} us, fullbusy {full:.1f} us (ratio {ratio:.2f})"
-    return Claim("a", title, workload, server, verdict, ev)
-
-
-def _claim_b(res: Results, workload: str, server: str) -> Claim:
-    title = "suspend's CPU follows the load; fullbusy stays near 100%"
-    modes = ("suspend", "fullbusy")
-    common = sorted(
-        set(_loads(res, workload, server, "suspend"))
-        & set(_loads(res, workload, server, "fullbusy"))
-    )
-    if not common:
-        return Claim(
-            "b", title, workload, server, MEASURED_NOT, _missing(res, workload, server, modes)
-        )
-    # The load curve is the open-loop rates; ping-pong (as fast as one request in
-    # flight allows) is not a point on it, so it is judged only without rates.
-    rates = [x for x in common if x != PING_PONG]
-    pp_note = ""
-    if rates and PING_PONG in common:
-        sus_pp = _value(res, "suspend", workload, server, PING_PONG, _cpu)
-        full_pp = _value(res, "fullbusy", workload, server, PING_PONG, _cpu)
-        assert sus_pp is not None and full_pp is not None
-        pp_note = f" (ping-pong, not judged: suspend {sus_pp:.2f}, fullbusy {full_pp:.2f} cores)"
-    common = rates or common
-    rows = []
-    full_near_core = True
-    suspend_below = True
-    for load in common:
-        sus = _value(res, "suspend", workload, server, load, _cpu)
-        full = _value(res, "fullbusy", workload, server, load, _cpu)
-        assert sus is not None and full is not None
-        rows.append(f"{_load_label(load)}: suspend {sus:.2f}, fullbusy {full:.2f} cores")
-        full_near_core &= full >= FULLBUSY_NEAR_CORE
-        suspend_below &= sus < full
-    low = common[0]
-    sus_low = _value(res, "suspend", workload, server, low, _cpu)
-    full_low = _value(res, "fullbusy", workload, server, low, _cpu)
-    assert sus_low is not None and full_low is not None
-    low_ok = sus_low < SUSPEND_CPU_FRACTION * full_low
-    shown = full_near_core and low_ok and suspend_below
-    why = []
-    if not full_near_core:
-        why.append(f"fullbusy below {FULLBUSY_NEAR_CORE} cores at some load")
-    if not low_ok:
-        why.append(f"suspend not under {SUSPEND_CPU_FRACTION:.0%} of fullbusy at the lowest load")
-    if not suspend_below:
-        why.append("suspend not below fullbusy at every load")
-    ev = "; ".join(rows) + pp_note
-    if len(common) == 1:
-        ev += " (one load level only: the trend with load is not measured)"
-    if why:
-        ev += " -- " + ", ".join(why)
-    return Claim("b", title, workload, server, SHOWN if shown else NOT_SHOWN, ev)
-
-
-def _claim_c(res: Results, workload: str, server: str) -> Claim:
-    title = "defer alone adds latency at low load (defer p50 > base p50)"
-    modes = ("defer", "base")
-    load = _low_load(res, workload, server, modes)
-    if load is None:
-        return Claim(
-            "c", title, workload, server, MEASURED_NOT, _missing(res, workload, server, modes)
-        )
-
-    def at(x: int) -> tuple[float, float]:
-        defer = _value(res, "defer", workload, server, x, _p50)
-        base = _value(res, "base", workload, server, x, _p50)
-        assert defer is not None and base is not None
-        return defer, base
-
-    defer, base = at(load)
-    verdict = SHOWN if defer > DEFER_MARGIN * base else NOT_SHOWN
-    ev = (
-        f"at {_load_label(load)}: defer p50 {defer:.1f} us, base p50 {base:.1f} us "
-        f"(needs defer > {DEFER_MARGIN:.2f} x base)"
-    )
-    if load != PING_PONG and _also_ping_pong(res, workload, server, modes):
-        defer, base = at(PING_PONG)
-        ev += f"; ping-pong: defer {defer:.1f} us, base {base:.1f} us"
-    return Claim("c", title, workload, server, verdict, ev)
-
-
-POLLING_MODES = ("napibusy", "fullbusy", "suspend")
-
-
-def _claim_d(res: Results, workload: str, server: str) -> Claim:
-    title = "base is the slowest at the tail (p99 >= every busy-polling mode's)"
-    run = [m for m in POLLING_MODES if _loads(res, workload, server, m)]
-    modes = ("base", *run)
-    load = _low_load(res, workload, server, modes) if run else None
-    if load is None:
-        why = _missing(res, workload, server, modes) if run else "no busy-polling mode was run"
-        return Claim("d", title, workload, server, MEASURED_NOT, why)
-    p99 = {
-        m: _value(res, m, workload, server, load, lambda s: s.latency.p99)
-        for m in MODE_ORDER
-        if load in _loads(res, workload, server, m)
-    }
-    base = p99["base"]
-    assert base is not None
-    slower = [m for m in run if (p99[m] or 0.0) > base]
-    verdict = NOT_SHOWN if slower else SHOWN
-    listed = ", ".join(f"{m} {v:.1f}" for m, v in p99.items() if v is not None)
-    ev = f"p99 at {_load_label(load)} (us): {listed}"
-    if slower:
-        ev += f" -- {', '.join(slower)} slower than base"
-    worst = max((m for m in p99 if p99[m] is not None), key=lambda m: p99[m] or 0.0)
-    ev += f"; slowest of all modes run: {worst}"
-    return Claim("d", title, workload, server, verdict, ev)
-
-
-def evaluate_claims(res: Results) -> list[Claim]:
-    """Every claim for every (workload, server) in the results, in that order."""
-    out: list[Claim] = []
-    for workload, server in _targets(res):
-        out += [f(res, workload, server) for f in (_claim_a, _claim_b, _claim_c, _claim_d)]
-    return out
 
 
 # --- the table -----------------------------------------------------------------
@@ -547,30 +374,51 @@ def _save(fig: object, outdir: str, name: str) -> str:
 # --- Markdown ------------------------------------------------------------------
 
 
-def markdown_report(res: Results, plots: Sequence[str] = ()) -> str:
-    """The Markdown report: setup, claims with verdicts and numbers, the table, caveats."""
+def markdown_report(res: Results, plots: Sequence[str] = (), target_us: float | None = None) -> str:
+    """The Markdown report: the recommendation first, then setup, capacities, claims
+    with verdicts and numbers, the table and caveats."""
     cfg = res.config
-    lines = [
-        "# netdevkit bench report",
+    target = target_us or cfg.target_p99_us or 100.0
+    lines = ["# netdevkit bench report", "", f"## Which mode (p99 target {target:g} us)", ""]
+    recs = recommend(res, target)
+    lines += [f"- {r.text}" for r in recs] or ["- no samples in this run"]
+    sweep = ", ".join(f"{f:.0%}" for f in cfg.sweep) or "none"
+    lines += [
         "",
-        f"Kernel {cfg.kernel or '?'}, {cfg.cpus or '?'} CPUs, started {cfg.started or '?'}; "
+        "## This run",
+        "",
+        f"Kernel {cfg.kernel or '?'}, {cfg.cpus or '?'} CPUs, netdevkit "
+        f"{cfg.netdevkit_version or '?'}, started {cfg.started or '?'}; "
         f"modes {', '.join(cfg.modes)}; workloads {', '.join(cfg.workloads)}; "
-        f"loads {', '.join(_load_label(x) for x in cfg.loads)}; {cfg.duration:g} s per sample, "
-        f"{cfg.repeat} repeat(s){' (--quick)' if cfg.quick else ''}; "
-        f"CPU placement: {cfg.placement or 'none (the scheduler decides)'}.",
+        f"fixed loads {', '.join(_load_label(x) for x in cfg.loads) or 'none'}; "
+        f"sweep {sweep} of each server's capacity; {cfg.duration:g} s per sample, "
+        f"{cfg.repeat} round(s){' (--quick)' if cfg.quick else ''}; "
+        f"CPU placement: {cfg.placement or 'none (the scheduler decides)'}"
+        + (f"; --server `{cfg.server_cmd}` driven by {cfg.client}" if cfg.server_cmd else "")
+        + ".",
         "",
-        "## Claims of the IRQ-suspension work, checked on this run",
+    ]
+    for cap in res.capacities:
+        swept = ", ".join(f"{x}/s" for x in cap.loads)
+        lines.append(
+            f"- capacity of {cap.workload}/{cap.server}: {cap.rate:.0f}/s ({cap.method}; "
+            f"probe p50 {cap.p50:.1f} us, p99 {cap.p99:.1f} us); swept at {swept}"
+        )
+    lines += [
         "",
-        "| claim | workload | verdict | numbers |",
-        "|---|---|---|---|",
+        "## Claims of the IRQ-suspension work, each at the load it is about",
+        "",
+        "| claim | workload | verdict | judged at | numbers |",
+        "|---|---|---|---|---|",
     ]
     for c in evaluate_claims(res):
         lines.append(
-            f"| ({c.key}) {c.title} | {c.workload}/{c.server} | **{c.verdict}** | {c.evidence} |"
+            f"| ({c.key}) {c.title} | {c.workload}/{c.server} | **{c.verdict}** | "
+            f"{c.load or '-'} | {c.evidence} |"
         )
     if not res.samples:
-        lines.append("| (all) | - | **NOT MEASURED** | no samples in this run |")
-    lines += ["", "## Results", "", "Medians across repeats, [min-max] when repeated.", ""]
+        lines.append("| (all) | - | **NOT MEASURED** | - | no samples in this run |")
+    lines += ["", "## Results", "", "Medians across rounds, [min-max] when repeated.", ""]
     lines.append("| " + " | ".join(_HEADERS) + " |")
     lines.append("|" + "---|" * len(_HEADERS))
     for r in _rows(res):
@@ -609,11 +457,16 @@ def markdown_report(res: Results, plots: Sequence[str] = ()) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(res: Results, outdir: str) -> tuple[str, list[str]]:
+def write_report(
+    res: Results, outdir: str, target_us: float | None = None
+) -> tuple[str, list[str]]:
     """Plots and report.md into *outdir*; returns (report path, plot paths)."""
+    from .plots import plot_tradeoff
+
     os.makedirs(outdir, exist_ok=True)
-    plots = plot_all(res, outdir)
+    target = target_us or res.config.target_p99_us or 100.0
+    plots = [plot_tradeoff(res, outdir, target), *plot_all(res, outdir)]
     path = os.path.join(outdir, "report.md")
     with open(path, "w", encoding="utf-8") as f:
-        f.write(markdown_report(res, plots))
+        f.write(markdown_report(res, plots, target))
     return path, plots

@@ -27,6 +27,7 @@ from ..errors import RequestError
 
 __all__ = [
     "SCHEMA_VERSION",
+    "Capacity",
     "Latency",
     "Results",
     "RunConfig",
@@ -35,8 +36,10 @@ __all__ = [
     "Spread",
 ]
 
-#: Version of the JSON layout; bump on any incompatible change.
-SCHEMA_VERSION = 1
+#: Version of the JSON layout; bump on any incompatible change. Version 1 files
+#: (no capacities, no sweep or target in the config) are still read.
+SCHEMA_VERSION = 2
+_READABLE_SCHEMAS = (1, 2)
 
 #: A results.json of a long run is a few MiB; a file this large is something else.
 MAX_RESULTS_BYTES = 256 << 20
@@ -87,6 +90,15 @@ class RunConfig:
     placement: str = ""
     #: per-workload loads that replaced :attr:`loads` for those workloads
     workload_loads: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    #: open-loop sweep: fractions of the capacity each server was found to have
+    sweep: tuple[float, ...] = ()
+    #: the p99 latency target the recommendation uses unless told another (us)
+    target_p99_us: float = 0.0
+    #: servers measured (empty: every server of each workload)
+    servers: tuple[str, ...] = ()
+    #: ``--server`` command line template and the client that drove it
+    server_cmd: str = ""
+    client: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +150,26 @@ class Skip:
 
 
 @dataclass(frozen=True, slots=True)
+class Capacity:
+    """What the run found one server could answer, and the loads it swept from it.
+
+    ``rate`` is the probe's measured rate (requests/s) and ``method`` how it was
+    found; ``loads`` are the open-loop rates the sweep then used (fractions of
+    ``rate``, ascending).
+    """
+
+    workload: str
+    server: str
+    rate: float
+    method: str
+    loads: tuple[int, ...] = ()
+    #: the probe's latency (p50, p99 in us) and whether its client was the limit
+    p50: float = 0.0
+    p99: float = 0.0
+    client_limited: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Spread:
     """Minimum, median and maximum of one metric across repeats."""
 
@@ -162,6 +194,7 @@ class Results:
     samples: tuple[Sample, ...] = ()
     skipped: tuple[Skip, ...] = ()
     schema: int = SCHEMA_VERSION
+    capacities: tuple[Capacity, ...] = ()
 
     # -- queries --------------------------------------------------------------
 
@@ -212,6 +245,7 @@ class Results:
             "config": asdict(self.config),
             "samples": [_sample_to_dict(s) for s in self.samples],
             "skipped": [asdict(k) for k in self.skipped],
+            "capacities": [asdict(c) for c in self.capacities],
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -220,7 +254,7 @@ class Results:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Results:
         schema = data.get("schema")
-        if schema != SCHEMA_VERSION:
+        if schema not in _READABLE_SCHEMAS:
             raise RequestError(
                 f"results schema {schema!r}: this netdevkit reads schema {SCHEMA_VERSION}; "
                 "re-run the bench or use the netdevkit version that wrote the file"
@@ -232,10 +266,18 @@ class Results:
             cfg["workload_loads"] = tuple(
                 (str(w), tuple(int(x) for x in loads)) for w, loads in cfg.get("workload_loads", ())
             )
+            cfg["sweep"] = tuple(float(x) for x in cfg.get("sweep", ()))
+            cfg["servers"] = tuple(str(x) for x in cfg.get("servers", ()))
+            caps = []
+            for raw in data.get("capacities", ()):
+                c = dict(raw)
+                c["loads"] = tuple(int(x) for x in c.get("loads", ()))
+                caps.append(Capacity(**c))
             return cls(
                 config=RunConfig(**cfg),
                 samples=tuple(_sample_from_dict(s) for s in data["samples"]),
                 skipped=tuple(Skip(**k) for k in data.get("skipped", ())),
+                capacities=tuple(caps),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise RequestError(f"malformed results file: {err}") from err

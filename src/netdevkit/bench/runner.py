@@ -37,8 +37,17 @@ from ..procs import stop
 from ..testbed import Testbed, TestbedConfig
 from ..testbed.core import CpuPlacement, affinity_of, format_cpu_list
 from ..tuning.presets import PRESETS, Preset
-from .results import PING_PONG, Results, RunConfig, Sample, Skip
-from .workloads import WORKLOADS, ServerSpec, missing_peers, run_client, server_specs
+from . import sweep
+from .modes import ALL_MODES, THREADED_BUSY_POLL, ModeSpec, get_mode, threaded_busy_poll_absent
+from .results import PING_PONG, Capacity, Results, RunConfig, Sample, Skip
+from .workloads import (
+    SERVERS,
+    WORKLOADS,
+    ServerSpec,
+    missing_peers,
+    run_client,
+    server_specs,
+)
 
 __all__ = [
     "MODES",
@@ -51,8 +60,10 @@ __all__ = [
     "validate",
 ]
 
-MODES = tuple(PRESETS)
+MODES = tuple(ALL_MODES)
 SERVER_PORT = 11111
+#: the recommendation's p99 target unless ``--target-p99`` says another (us)
+DEFAULT_TARGET_P99_US = 100.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +73,8 @@ class BenchOptions:
 
     modes: tuple[str, ...] = MODES
     workloads: tuple[str, ...] = ("echo", "sockperf")
-    loads: tuple[int, ...] = (PING_PONG,)
+    #: fixed loads besides the sweep's (0 is ping-pong)
+    loads: tuple[int, ...] = ()
     duration: float = 3.0
     repeat: int = 1
     quick: bool = False
@@ -71,17 +83,33 @@ class BenchOptions:
     cpus: CpuPlacement | None = None
     #: per-workload loads overriding :attr:`loads`, e.g. (("echo", (0,)),)
     workload_loads: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    #: open-loop sweep: fractions of each server's probed capacity (empty: no sweep)
+    sweep: tuple[float, ...] = sweep.SWEEP_FULL
+    #: servers to measure (empty: every server of each workload)
+    servers: tuple[str, ...] = ()
+    #: the recommendation's p99 target (us)
+    target_p99_us: float = DEFAULT_TARGET_P99_US
+    #: ``--server``: the user's command line with {addr} and {port}, and its client
+    server_cmd: str = ""
+    client: str = "sockperf"
 
     def loads_of(self, workload: str) -> tuple[int, ...]:
-        """The loads *workload* is driven at (before the workload's own limits)."""
+        """The fixed loads *workload* is driven at (before the workload's own limits)."""
         return dict(self.workload_loads).get(workload, self.loads)
 
 
-#: ``--quick``: every mode, echo and sockperf, ping-pong, 24 samples. A 0.5 s
-#: sample is ``sockperf -t 1``: about 0.55 s measured (thousands of round
-#: trips), but each run also costs sockperf's fixed ~2 s start-up.
+#: ``--quick``: every mode on netdevkit's FastLoop echo server (the one server that
+#: runs netdevkit's own modes too), swept at 10/50/90% of its probed capacity: 27
+#: samples. A 0.5 s sample is ``sockperf -t 1`` (0.55 s measured, thousands of
+#: requests) plus sockperf's fixed ~2 s warm-up: about 3.2 s each.
 QUICK = BenchOptions(
-    modes=MODES, workloads=("echo", "sockperf"), loads=(PING_PONG,), duration=0.5, quick=True
+    modes=MODES,
+    workloads=("echo",),
+    servers=("fast",),
+    loads=(),
+    sweep=sweep.SWEEP_QUICK,
+    duration=0.5,
+    quick=True,
 )
 
 
@@ -107,6 +135,32 @@ def _parse_list(value: str, known: tuple[str, ...], what: str) -> tuple[str, ...
 def parse_modes(value: str) -> tuple[str, ...]:
     """``base,defer`` -> ('base', 'defer'); unknown names raise RequestError listing the known."""
     return _parse_list(value, MODES, "mode")
+
+
+def parse_servers(value: str) -> tuple[str, ...]:
+    known = tuple(dict.fromkeys(x for names in SERVERS.values() for x in names))
+    return _parse_list(value, known, "server")
+
+
+def parse_sweep(value: str) -> tuple[float, ...]:
+    """``0.1,0.5,0.9`` (fractions of capacity) or ``10%,90%``; ``off`` is no sweep."""
+    if value.strip().lower() in ("off", "none", "no"):
+        return ()
+    out = []
+    for item in (x.strip() for x in value.split(",") if x.strip()):
+        pct = item.endswith("%")
+        try:
+            f = float(item[:-1]) / 100 if pct else float(item)
+        except ValueError:
+            raise RequestError(
+                f"sweep {item!r}: fractions of the capacity, e.g. 0.1,0.5,0.9 or 10%,90%, or off"
+            ) from None
+        if not 0 < f <= 1.5:
+            raise RequestError(f"sweep {item!r}: a fraction of the capacity in (0, 1.5]")
+        out.append(f)
+    if not out:
+        raise RequestError("sweep: no fraction given (or 'off')")
+    return tuple(sorted(set(out)))
 
 
 def parse_workloads(value: str) -> tuple[str, ...]:
@@ -152,15 +206,23 @@ def validate(opts: BenchOptions) -> None:
         raise RequestError(f"duration {opts.duration}: must be > 0 and <= 3600 seconds")
     if opts.repeat < 1 or opts.repeat > 100:
         raise RequestError(f"repeat {opts.repeat}: must be 1..100")
-    if not opts.loads or any(x < 0 for x in opts.loads):
-        raise RequestError("loads must be >= 0 (0 is ping-pong)")
+    if any(x < 0 for x in opts.loads) or not (opts.loads or opts.sweep):
+        raise RequestError("loads must be >= 0 (0 is ping-pong), or a sweep asked for")
+    if opts.servers:
+        parse_servers(",".join(opts.servers))
+    if not 0 < opts.target_p99_us < 1e9:
+        raise RequestError(f"target p99 {opts.target_p99_us}: must be > 0 us")
+    if opts.server_cmd:
+        from .byo import check_template
+
+        check_template(opts.server_cmd, opts.client)
     for workload, loads in opts.workload_loads:
         _parse_list(workload, WORKLOADS, "workload")
         if not loads or any(x < 0 for x in loads):
             raise RequestError(f"{workload} loads must be >= 0 (0 is ping-pong)")
     if opts.cpus is not None:
         opts.cpus.check_machine()
-    missing = missing_peers(opts.workloads)
+    missing = [] if opts.server_cmd else missing_peers(opts.workloads)
     if missing:
         raise NetdevkitError("missing peer programs: " + "; ".join(missing))
     if os.geteuid() != 0:
@@ -170,21 +232,54 @@ def validate(opts: BenchOptions) -> None:
         )
 
 
-def _loads_for(workload: str, loads: tuple[int, ...]) -> tuple[int, ...]:
-    if workload == "memcached":
-        return tuple(x for x in loads if x > 0) or (2000,)
-    if workload == "redis":
+def _loads_for(
+    workload: str, loads: tuple[int, ...], swept: tuple[int, ...] = ()
+) -> tuple[int, ...]:
+    """The loads *workload* can be driven at: the fixed ones plus the sweep's rates."""
+    if not sweep.sweeps(workload):
         return (PING_PONG,)
-    return loads
+    out = tuple(sorted(set(loads) | set(swept)))
+    if workload == "memcached":  # mcload is open loop only
+        return tuple(x for x in out if x > 0) or (2000,)
+    return out
+
+
+def _servers_of(opts: BenchOptions, workload: str) -> tuple[str, ...]:
+    if opts.server_cmd:
+        return ("byo",)
+    names = SERVERS.get(workload, (workload,))
+    return tuple(x for x in names if not opts.servers or x in opts.servers)
+
+
+def _modes_for(opts: BenchOptions, server: str) -> list[str]:
+    return [m for m in opts.modes if get_mode(m).applies_to(server) and _absent(m) is None]
+
+
+def _absent(mode: str) -> str | None:
+    """Why *mode* cannot run on this kernel, or None."""
+    if mode == THREADED_BUSY_POLL and mode not in PRESETS:
+        return threaded_busy_poll_absent()
+    return None
+
+
+def _workloads(opts: BenchOptions) -> tuple[str, ...]:
+    return (opts.client,) if opts.server_cmd else opts.workloads
 
 
 def count_steps(opts: BenchOptions) -> int:
-    """Samples the run will take (for a progress bar)."""
-    per_mode = 0
-    for w in opts.workloads:
-        servers = 3 if w == "echo" else 1
-        per_mode += servers * len(_loads_for(w, opts.loads_of(w))) * opts.repeat
-    return per_mode * len(opts.modes)
+    """Samples the run will take, probes included (for a progress bar)."""
+    total = 0
+    for w in _workloads(opts):
+        if not sweep.sweeps(w):
+            n_loads = 1
+        else:
+            fixed = [x for x in opts.loads_of(w) if x > 0 or w != "memcached"]
+            n_loads = len(fixed) + len(opts.sweep) or 1
+        for server in _servers_of(opts, w):
+            if opts.sweep and sweep.sweeps(w):
+                total += 1  # the capacity probe
+            total += len(_modes_for(opts, server)) * n_loads * opts.repeat
+    return total
 
 
 # --- one server ----------------------------------------------------------------
@@ -322,7 +417,7 @@ def _run_config(opts: BenchOptions) -> RunConfig:
 
     return RunConfig(
         modes=opts.modes,
-        workloads=opts.workloads,
+        workloads=_workloads(opts),
         loads=opts.loads,
         duration=opts.duration,
         repeat=opts.repeat,
@@ -333,59 +428,147 @@ def _run_config(opts: BenchOptions) -> RunConfig:
         netdevkit_version=str(version),
         placement=opts.cpus.describe() if opts.cpus is not None else "",
         workload_loads=opts.workload_loads,
+        sweep=opts.sweep,
+        target_p99_us=opts.target_p99_us,
+        servers=opts.servers,
+        server_cmd=opts.server_cmd,
+        client=opts.client if opts.server_cmd else "",
     )
+
+
+def _specs(opts: BenchOptions, tb: Testbed, workload: str, mode: str, tmp: str) -> list[ServerSpec]:
+    """The servers of *workload* for *mode* (loads filled in later)."""
+    if opts.server_cmd:
+        from .byo import byo_spec
+
+        return [byo_spec(opts.server_cmd, opts.client, tb, SERVER_PORT, ())]
+    specs = server_specs(workload, tb, SERVER_PORT, mode, (), tmp)
+    allowed = _servers_of(opts, workload)
+    return [x for x in specs if x.server in allowed]
+
+
+class _Run:
+    """The state of one run: samples, skips, capacities and progress."""
+
+    def __init__(self, opts: BenchOptions, progress: Callable[[Step], None] | None) -> None:
+        self.opts = opts
+        self.progress = progress
+        self.total = count_steps(opts)
+        self.done = 0
+        self.samples: list[Sample] = []
+        self.skipped: list[Skip] = []
+        self.capacities: dict[tuple[str, str], Capacity] = {}
+
+    def report(self, label: str, sample: Sample | None = None) -> None:
+        if self.progress is not None:
+            self.progress(Step(self.done, self.total, label, sample))
+
+    def loads(self, spec: ServerSpec) -> tuple[int, ...]:
+        cap = self.capacities.get((spec.workload, spec.server))
+        swept = cap.loads if cap is not None else ()
+        return _loads_for(spec.workload, self.opts.loads_of(spec.workload), swept)
+
+    def probe(self, tb: Testbed, tmp: str) -> None:
+        """Find each server's capacity with the driver-default NAPI settings (base)."""
+        opts = self.opts
+        if not opts.sweep:
+            return
+        for workload in _workloads(opts):
+            if not sweep.sweeps(workload):
+                continue
+            for found in _specs(opts, tb, workload, "base", tmp):
+                label = f"capacity probe {workload}/{found.server}"
+                load = sweep.probe_load(found.client or workload)
+                spec = dataclasses.replace(found, loads=(load,))
+                try:
+                    with _server(tb, spec, PRESETS["base"]) as (pid, _notes):
+                        res = run_client(tb, spec, pid, load, max(0.5, opts.duration))
+                except NetdevkitError as err:
+                    self.skipped.append(Skip("base", f"{workload}/{spec.server}", f"probe: {err}"))
+                    self.done += 1
+                    self.report(f"{label}: failed")
+                    continue
+                cap = sweep.capacity_from_probe(
+                    workload,
+                    spec.server,
+                    res.achieved_rate,
+                    opts.sweep,
+                    client_ceiling=res.client_ceiling,
+                    client_limited=res.client_limited,
+                    p50=res.latency.p50,
+                    p99=res.latency.p99,
+                )
+                self.capacities[(workload, spec.server)] = cap
+                self.done += 1
+                self.report(f"{label}: {cap.rate:.0f}/s")
+
+    def mode(self, tb: Testbed, mode: str, rnd: int, tmp: str) -> None:
+        """One mode in one round: its NAPI half, then every server that can run it."""
+        from ..tuning import context as tuning_context
+
+        spec_mode: ModeSpec = get_mode(mode)
+        opts = self.opts
+        todo = [
+            (w, s)
+            for w in _workloads(opts)
+            for s in _specs(opts, tb, w, mode, tmp)
+            if spec_mode.applies_to(s.server)
+        ]
+        preset = PRESETS[spec_mode.napi_preset]
+        try:
+            with tuning_context.tuned(tb.server_if, preset=preset.name, netns=tb.server_ns):
+                tb.pin_napi_threads("server")  # threaded NAPI's kthreads exist by now
+                for workload, spec in todo:
+                    with_loads = dataclasses.replace(spec, loads=self.loads(spec))
+                    self._server_samples(tb, with_loads, mode, preset, rnd, workload)
+        except NetdevkitError as err:
+            if rnd == 0:
+                self.skipped.append(Skip(mode, "*", f"mode not applied: {err}"))
+            self.done += sum(len(self.loads(s)) for _, s in todo)
+            self.report(f"{mode}: skipped")
+
+    def _server_samples(
+        self, tb: Testbed, spec: ServerSpec, mode: str, preset: Preset, rnd: int, workload: str
+    ) -> None:
+        label = f"round {rnd + 1} {mode} {workload}/{spec.server}"
+        try:
+            with _server(tb, spec, preset) as (pid, notes):
+                for load in spec.loads:
+                    s = _sample(tb, spec, mode, pid, load, rnd, self.opts, notes)
+                    self.samples.append(s)
+                    self.done += 1
+                    self.report(label, s)
+        except NetdevkitError as err:
+            self.skipped.append(Skip(mode, f"{workload}/{spec.server}", f"round {rnd + 1}: {err}"))
+            self.done += len(spec.loads)
+            self.report(f"{label}: skipped")
 
 
 def run_bench(opts: BenchOptions, progress: Callable[[Step], None] | None = None) -> Results:
     """Validate, then measure everything *opts* asks for; see the module docstring.
 
-    A server or mode that fails is recorded as a :class:`Skip` with the error
-    and the run goes on; KeyboardInterrupt and SystemExit stop it (after the
+    First each server's capacity is probed (the load sweep's rates are fractions
+    of it); then rounds: every round runs every mode once, each mode every server
+    that can run it at every load, so that the repeats of two modes are paired
+    round by round (this VM's latency drifts between minutes). A server or mode
+    that fails is recorded as a :class:`Skip` with the error and the run goes on;
+    a mode this kernel lacks (threaded busy polling before 6.19) is recorded as
+    a Skip saying so. KeyboardInterrupt and SystemExit stop the run (after the
     cleanup of every context manager on the way out).
     """
-    from ..tuning import context as tuning_context
-
     validate(opts)
-    total = count_steps(opts)
-    done = 0
-    samples: list[Sample] = []
-    skipped: list[Skip] = []
-    config = _run_config(opts)
-
-    def report(label: str, sample: Sample | None = None) -> None:
-        if progress is not None:
-            progress(Step(done, total, label, sample))
-
+    run = _Run(opts, progress)
+    for mode in opts.modes:
+        why = _absent(mode)
+        if why is not None:
+            run.skipped.append(Skip(mode, "*", why))
     name = opts.testbed_name or f"ndkbench-{os.getpid()}"
     with Testbed(TestbedConfig(name=name, queues=1, cpus=opts.cpus)) as tb:
         tmp = tb.tmpdir  # removed with the testbed, also by `testbed down` after a SIGKILL
-        for mode in opts.modes:
-            preset = PRESETS[mode]
-            mode_end = done + count_steps(dataclasses.replace(opts, modes=(mode,)))
-            try:
-                tuned = tuning_context.tuned(tb.server_if, preset=mode, netns=tb.server_ns)
-                with tuned:
-                    # threaded NAPI's kthreads exist once the mode turned it on
-                    tb.pin_napi_threads("server")
-                    for workload in opts.workloads:
-                        loads = _loads_for(workload, opts.loads_of(workload))
-                        specs = server_specs(workload, tb, SERVER_PORT, mode, loads, tmp)
-                        for spec in specs:
-                            label = f"{mode} {workload}/{spec.server}"
-                            try:
-                                with _server(tb, spec, preset) as (pid, notes):
-                                    for load in spec.loads:
-                                        for rep in range(opts.repeat):
-                                            s = _sample(tb, spec, mode, pid, load, rep, opts, notes)
-                                            samples.append(s)
-                                            done += 1
-                                            report(label, s)
-                            except NetdevkitError as err:
-                                skipped.append(Skip(mode, f"{workload}/{spec.server}", str(err)))
-                                done += len(spec.loads) * opts.repeat
-                                report(f"{label}: skipped")
-            except NetdevkitError as err:
-                skipped.append(Skip(mode, "*", f"mode not applied: {err}"))
-                done = mode_end
-                report(f"{mode}: skipped")
-    return Results(config, tuple(samples), tuple(skipped))
+        run.probe(tb, tmp)
+        for rnd in range(opts.repeat):
+            for mode in opts.modes:
+                if _absent(mode) is None:
+                    run.mode(tb, mode, rnd, tmp)
+    caps = tuple(run.capacities.values())
+    return Results(_run_config(opts), tuple(run.samples), tuple(run.skipped), capacities=caps)

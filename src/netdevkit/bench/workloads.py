@@ -63,9 +63,17 @@ PEERS: dict[str, tuple[tuple[str, str], ...]] = {
     "sockperf": (("sockperf", "sockperf"),),
     "memcached": (("memcached", "memcached"),),
     "redis": (("redis-server", "redis-server"), ("redis-benchmark", "redis-tools")),
+    "http": (("wrk", "wrk"),),
 }
 
-ECHO_SERVERS = ("netdevkit", "asyncio", "uvloop")
+ECHO_SERVERS = ("netdevkit", "asyncio", "uvloop", "fast")
+#: every server name a workload can start (for --servers)
+SERVERS: dict[str, tuple[str, ...]] = {
+    "echo": ECHO_SERVERS,
+    "sockperf": ("sockperf",),
+    "memcached": ("memcached",),
+    "redis": ("redis",),
+}
 #: fixed rate used for memcached when only ping-pong (0) was asked for
 MEMCACHED_DEFAULT_RATE = 2000
 _REDIS_PCT = re.compile(r"([\d.]+)% <= ([\d.]+) milliseconds \(cumulative count (\d+)\)")
@@ -96,6 +104,8 @@ class ServerSpec:
     attach: bool
     #: loads this server is measured at
     loads: tuple[int, ...]
+    #: the client that drives it ("" : the workload's own)
+    client: str = ""
 
 
 def server_specs(
@@ -116,6 +126,12 @@ def server_specs(
             argv = [py, "-m", "netdevkit.bench.stockecho", "--loop", loop]
             argv += ["--host", addr, "--port", str(port)]
             specs.append(ServerSpec(workload, loop, argv, port, True, loads))
+        # netdevkit's FastLoop runs every mode, its own included (see bench.modes)
+        from .modes import get_mode
+
+        fast = [py, "-m", "netdevkit.busypoll.rr", "--loop", "fast", "--host", addr]
+        fast += ["--port", str(port), *get_mode(mode).loop_args]
+        specs.append(ServerSpec(workload, "fast", fast, port, False, loads))
         return specs
     if workload == "memcached":
         rates = tuple(x for x in loads if x > 0) or (MEMCACHED_DEFAULT_RATE,)
@@ -311,11 +327,29 @@ def _redis_client(
     return ClientResult(lat, rps, before, after, notes=notes, placement=placement)
 
 
+def _http_client(
+    tb: Testbed, spec: ServerSpec, server_pid: int, load: int, duration: float
+) -> ClientResult:
+    """wrk, one thread and one connection (closed loop): HTTP ping-pong."""
+    from .byo import parse_wrk
+
+    seconds = max(1, math.ceil(duration))
+    url = f"http://{tb.server_addr}:{spec.port}/"
+    argv = [shutil.which("wrk") or "wrk", "-t", "1", "-c", "1", "-d", f"{seconds}s"]
+    argv += ["--latency", url]
+    text, before, after, placement = _drive(tb, argv, server_pid, None, seconds + 30)
+    pct, rps = parse_wrk(text)
+    lat = Latency(pct[50], pct.get(90, pct[99]), pct[99], pct[99], "rtt", int(rps * seconds))
+    notes = ("wrk -c 1 (closed loop); p99.9 not reported by wrk (shown as p99)",)
+    return ClientResult(lat, rps, before, after, notes=notes, placement=placement)
+
+
 _CLIENTS: dict[str, Callable[[Testbed, ServerSpec, int, int, float], ClientResult]] = {
     "sockperf": _sockperf_client,
     "echo": _sockperf_client,
     "memcached": _mcload_client,
     "redis": _redis_client,
+    "http": _http_client,
 }
 
 
@@ -323,4 +357,4 @@ def run_client(
     tb: Testbed, spec: ServerSpec, server_pid: int, load: int, duration: float
 ) -> ClientResult:
     """Drive *spec*'s server at *load* for about *duration* seconds."""
-    return _CLIENTS[spec.workload](tb, spec, server_pid, load, duration)
+    return _CLIENTS[spec.client or spec.workload](tb, spec, server_pid, load, duration)

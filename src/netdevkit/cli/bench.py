@@ -16,19 +16,39 @@ import datetime
 import os
 import sys
 
-DESCRIPTION = """\
-Measure what each mode buys on this kernel, without touching your interfaces:
-a veth testbed in two network namespaces, servers in one, clients in the other.
+from ..errors import RequestError
 
-modes      base, defer, napibusy, fullbusy, suspend, threaded (`netdevkit presets`)
-workloads  echo       sockperf-framing echo server on netdevkit's loop, stock asyncio, uvloop
+DESCRIPTION = """\
+Which mode, what it buys, at what CPU, for this workload - measured on this kernel,
+without touching your interfaces: a veth testbed in two network namespaces, servers
+in one, clients in the other. The output leads with the recommendation: per workload
+and load, the mode meeting the p99 target (--target-p99) with the least server CPU.
+
+modes      kernel presets: base, defer, napibusy, fullbusy, suspend, threaded
+             (`netdevkit presets`), and busy-poll-thread (NAPI threaded=2, Linux 6.19+;
+             reported as absent on older kernels)
+           netdevkit's own, on netdevkit's loop only (the echo 'fast' server):
+             adaptive-window  IRQ suspension + an adaptive 50 us busy-poll window
+             hot-spin         re-read the hot socket for 50 us (SO_BUSY_POLL)
+             hybrid           sleep until the next request is due, then busy poll
+workloads  echo       sockperf-framing echo servers: netdevkit (dispatcher example),
+                      asyncio, uvloop, fast (netdevkit's FastLoop: every mode)
            sockperf   Debian's sockperf server and client (ping-pong, under-load)
-           memcached  Debian's memcached -N, open-loop mcload client at fixed rates
+           memcached  Debian's memcached -N, open-loop mcload client
            redis      Debian's redis-server, redis-benchmark -c 1 (ping-pong only)
-loads      0 (or pp) is ping-pong: one request in flight; N or Nk is a fixed rate/s
+loads      every run probes each server's capacity (base mode), then sweeps open-loop
+           rates at fractions of it (--sweep, default 10%,30%,60%,90%; --quick
+           10%,50%,90%); --load adds fixed rates, 0 (or pp) is ping-pong
+rounds     --repeat N runs N rounds; each round runs every mode once, so modes are
+           compared on per-round paired ratios (median over rounds)
 
 sockperf/echo latencies are half the round trip (sockperf's convention);
-memcached/redis latencies are whole round trips.
+memcached/redis/http latencies are whole round trips. The p99 target applies to
+the latency as reported.
+
+Your own server (--server): started in the server namespace with {addr} and {port}
+filled in; each mode's epoll half reaches its epoll contexts through attach. Drive it
+with --client sockperf (sockperf framing), memcached, redis or http (Debian's wrk).
 
 CPU placement (default: none, the scheduler decides):
   --cpus server=1,client=0,napi=1   server programs on CPU 1, clients on CPU 0,
@@ -40,11 +60,13 @@ CPU placement (default: none, the scheduler decides):
 
 examples:
   netdevkit bench --quick
+  netdevkit bench --quick --target-p99 50us
   netdevkit bench --modes base,fullbusy,suspend --workload sockperf,memcached \\
-      --load 0,5k,20k --duration 5 --repeat 3 --out bench-out/full
-  netdevkit bench --workload echo,sockperf,memcached --load 0 \\
-      --load-for sockperf=0,5k,20k --load-for memcached=5k,20k --cpus auto
-  netdevkit bench --report bench-out/full/results.json
+      --repeat 3 --cpus auto --out bench-out/full
+  netdevkit bench --server 'python3 my_server.py --host {addr} --port {port}' \\
+      --client sockperf --modes base,napibusy,fullbusy,suspend
+  netdevkit bench --report bench-out/full/results.json --target-p99 200us
+  netdevkit bench compare bench-out/before/results.json bench-out/after/results.json
 """
 
 
@@ -55,6 +77,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument(
+        "compare",
+        nargs="*",
+        metavar="compare A B",
+        help="compare two runs: `netdevkit bench compare A/results.json B/results.json`",
+    )
     p.add_argument("--modes", help="comma-separated modes (default: all)")
     p.add_argument(
         "--workload",
@@ -62,7 +90,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         dest="workloads",
         help="comma-separated (default: echo,sockperf)",
     )
-    p.add_argument("--load", help="comma-separated rates/s; 0 = ping-pong (default: 0)")
+    p.add_argument("--load", help="fixed rates/s besides the sweep, comma-separated; 0 = ping-pong")
     p.add_argument(
         "--load-for",
         action="append",
@@ -76,7 +104,37 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--duration", type=float, help="seconds per sample (default 3; quick 0.5)")
     p.add_argument("--repeat", type=int, help="repeats per point (default 1)")
-    p.add_argument("--quick", action="store_true", help="all modes, echo+sockperf, short: < 2 min")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="every mode on netdevkit's FastLoop echo server, swept at 10/50/90%% of its "
+        "capacity: under 2 min",
+    )
+    p.add_argument(
+        "--sweep",
+        metavar="FRACTIONS",
+        help="open-loop rates as fractions of each server's probed capacity, e.g. "
+        "0.1,0.5,0.9 or 10%%,90%%; 'off' for none (default 10%%,30%%,60%%,90%%)",
+    )
+    p.add_argument(
+        "--servers", help="only these servers, e.g. fast,sockperf (default: every server)"
+    )
+    p.add_argument(
+        "--target-p99",
+        metavar="LATENCY",
+        help="p99 target of the recommendation, e.g. 50us, 0.2ms (default 100us)",
+    )
+    p.add_argument(
+        "--server",
+        dest="server_cmd",
+        metavar="'CMD {addr} {port}'",
+        help="bench your own server: its command line with {port} (and {addr})",
+    )
+    p.add_argument(
+        "--client",
+        choices=("sockperf", "memcached", "redis", "http"),
+        help="what drives --server (default sockperf)",
+    )
     p.add_argument(
         "--out", help="output directory (default ./bench-out/TIMESTAMP); checked before the run"
     )
@@ -111,45 +169,113 @@ def _options(args: argparse.Namespace) -> object:
         from ..testbed.core import CpuPlacement
 
         changes["cpus"] = CpuPlacement.parse(args.cpus)
+    elif args.quick and len(os.sched_getaffinity(0)) >= 2:
+        # CPU is what the recommendation weighs: keep the client off the server's core
+        from ..testbed.core import CpuPlacement
+
+        changes["cpus"] = CpuPlacement.parse("auto")
     if args.testbed_name:
         from ..testbed import TestbedConfig
 
         TestbedConfig(name=args.testbed_name)  # validates the name before anything runs
         changes["testbed_name"] = args.testbed_name
+    if args.sweep:
+        changes["sweep"] = runner.parse_sweep(args.sweep)
+    if args.servers:
+        changes["servers"] = runner.parse_servers(args.servers)
+    if args.target_p99:
+        from ..bench.recommend import parse_target
+
+        changes["target_p99_us"] = parse_target(args.target_p99)
+    if args.client and not args.server_cmd:
+        raise RequestError("--client drives --server: give --server 'CMD {addr} {port}' too")
+    if args.server_cmd:
+        changes["server_cmd"] = args.server_cmd
+        changes["client"] = args.client or "sockperf"
+        if not args.modes:  # netdevkit's loop modes do not apply to another program
+            from ..bench.modes import KERNEL_MODES
+
+            changes["modes"] = KERNEL_MODES
+        if args.workloads:
+            raise RequestError("--server replaces the workloads: drop --workload")
     import dataclasses
 
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
 
-def _render(res: object, out: str, as_json: bool) -> int:
+def _render(res: object, out: str, as_json: bool, target_us: float | None = None) -> int:
     from rich.console import Console
+    from rich.markup import escape
 
+    from ..bench.recommend import recommend
     from ..bench.report import evaluate_claims, rich_table, write_report
     from ..bench.results import Results
 
     assert isinstance(res, Results)
     os.makedirs(out, exist_ok=True)
     res.save(os.path.join(out, "results.json"))
-    path, _plots = write_report(res, out)
+    path, _plots = write_report(res, out, target_us)
     if as_json:
         print(res.to_json())
         return 0
     console = Console()
     if not console.is_terminal:
         console = Console(width=170)  # a log file or pipe: do not squeeze the table
-    console.print(rich_table(res))
-    for c in evaluate_claims(res):
-        console.print(f"({c.key}) {c.workload}/{c.server}: [bold]{c.verdict}[/bold] - {c.evidence}")
+    recs = recommend(res, target_us)
+    target = recs[0].target_us if recs else (target_us or res.config.target_p99_us or 100.0)
+    console.print(f"[bold]Which mode: least server CPU with p99 <= {target:g} us[/bold]")
+    for r in recs:
+        console.print("  " + escape(r.text))
+    if not recs:
+        console.print("  no samples in this run")
     for k in res.skipped:
-        console.print(f"[yellow]not measured[/yellow] {k.mode} {k.workload}: {k.reason}")
-    console.print(f"results, plots and report: {out}  (report: {path})")
+        console.print(f"[yellow]not measured[/yellow] {k.mode} {k.workload}: {escape(k.reason)}")
+    console.print()
+    console.print(rich_table(res))
+    for cap in res.capacities:
+        console.print(
+            f"capacity {cap.workload}/{cap.server}: {cap.rate:.0f}/s ({escape(cap.method)}); "
+            f"swept at {', '.join(f'{x}/s' for x in cap.loads)}"
+        )
+    for c in evaluate_claims(res):
+        at = f" at {c.load}" if c.load else ""
+        console.print(
+            f"({c.key}) {c.workload}/{c.server}: [bold]{c.verdict}[/bold]{escape(at)} - "
+            + escape(c.evidence)
+        )
+    console.print(f"results, plots (tradeoff.png first) and report: {out}  (report: {path})")
     return 0
+
+
+def _compare(paths: list[str], as_json: bool) -> int:
+    import dataclasses
+    import json
+
+    from ..bench.compare import compare, render_text
+    from ..bench.results import Results
+
+    if len(paths) != 3 or paths[0] != "compare":
+        raise RequestError(
+            "bench takes no positional arguments except `compare A/results.json B/results.json`"
+        )
+    a, b = (_load(p) for p in paths[1:])
+    assert isinstance(a, Results) and isinstance(b, Results)
+    c = compare(a, b)
+    if as_json:
+        print(json.dumps(dataclasses.asdict(c), indent=2))
+    else:
+        print("\n".join(render_text(c, paths[1], paths[2])))
+    return 0
+
+
+def _load(path: str) -> object:
+    from ..bench.results import Results
+
+    return Results.load(path)  # every bad file is one RequestError line
 
 
 def _prepare_out(out: str) -> None:
     """Make sure the results can be written to *out* before any work starts."""
-    from ..errors import RequestError
-
     if os.path.exists(out) and not os.path.isdir(out):
         raise RequestError(f"--out {out}: exists and is not a directory (name a directory)")
     try:
@@ -164,11 +290,19 @@ def run_bench_cmd(args: argparse.Namespace) -> int:
     from ..bench import runner
     from ..bench.results import Results
 
+    target: float | None = None
+    if args.target_p99:
+        from ..bench.recommend import parse_target
+
+        target = parse_target(args.target_p99)
+    if args.compare:
+        return _compare(args.compare, args.json)
     if args.report:
-        res = Results.load(args.report)
+        res = _load(args.report)
+        assert isinstance(res, Results)
         out = args.out or os.path.dirname(os.path.abspath(args.report))
         _prepare_out(out)
-        return _render(res, out, args.json)
+        return _render(res, out, args.json, target)
     opts = _options(args)
     assert isinstance(opts, runner.BenchOptions)
     runner.validate(opts)  # before any output directory or testbed exists
@@ -198,4 +332,4 @@ def run_bench_cmd(args: argparse.Namespace) -> int:
             progress.update(task, completed=step.done, description=desc)
 
         res = runner.run_bench(opts, on_step)
-    return _render(res, out, args.json)
+    return _render(res, out, args.json, target)
