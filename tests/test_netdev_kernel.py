@@ -75,6 +75,7 @@ def test_probe_traffic_used_a_dumped_napi(testbed4: Testbed) -> None:
 # -- get agrees with dump --------------------------------------------------------
 
 
+@pytest.mark.matrix
 def test_gets_agree_with_dumps(testbed4: Testbed) -> None:
     with Netdev.open(testbed4.server_ns) as nd:
         for n in nd.napi_dump():
