@@ -38,3 +38,33 @@ def version() -> tuple[int, int, int]:
 def at_least(wanted: str) -> bool:
     """Whether the running kernel is *wanted* (``"6.19"``) or newer."""
     return version() >= parse(wanted)
+
+
+def config() -> dict[str, str] | None:
+    """The running kernel's build configuration (``{"CONFIG_X": "y"}``), if readable.
+
+    From /proc/config.gz (CONFIG_IKCONFIG_PROC), else the distribution's copy
+    in /boot/config-RELEASE or /usr/lib/modules/RELEASE/config; None if none.
+    """
+    import gzip
+
+    rel = release()
+    try:
+        with gzip.open("/proc/config.gz", "rt") as f:
+            text = f.read()
+    except OSError:
+        for path in (f"/boot/config-{rel}", f"/usr/lib/modules/{rel}/config"):
+            try:
+                with open(path) as f:
+                    text = f.read()
+                break
+            except OSError:
+                continue
+        else:
+            return None
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition("=")
+        if sep and name.startswith("CONFIG_"):
+            out[name] = value
+    return out

@@ -52,6 +52,8 @@ $bb mount -t overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work over
   || fail "overlay"
 $bb mkdir -p /newroot/usr/lib/modules/$NDK_RELEASE /newroot/ndk-out
 $bb mount --bind /newroot$NDK_MODDIR /newroot/usr/lib/modules/$NDK_RELEASE || fail "modules"
+$bb mkdir -p /newroot/boot && $bb touch /newroot/boot/config-$NDK_RELEASE
+$bb mount --bind /newroot$NDK_CONFIG /newroot/boot/config-$NDK_RELEASE || fail "config"
 $bb mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 out /newroot/ndk-out \\
   || fail "mount results share"
 $bb mount --move /dev /newroot/dev
@@ -125,6 +127,7 @@ def build_initramfs(kernel: Kernel, workdir: Path, pytest_args: list[str]) -> Pa
         "NDK_MODULES": " ".join(names),
         "NDK_RELEASE": kernel.release,
         "NDK_MODDIR": str(moddir),
+        "NDK_CONFIG": kernel.config,
         "NDK_SCRIPT": str(GUEST_SCRIPT.resolve()),
         "NDK_PYTEST_ARGS": shlex.join(pytest_args),
     }
