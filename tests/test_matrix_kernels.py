@@ -243,7 +243,7 @@ def test_doctor_verdicts_match_the_kernel(capsys: pytest.CaptureFixture[str]) ->
     def status(feature: str) -> str:
         found = [v for (f, n), v in checks.items() if f == feature and n.startswith("kernel >=")]
         assert found, f"doctor has no kernel check for {feature!r}: {sorted(checks)}"
-        return found[0]
+        return str(found[0])
 
     assert (status("netdev family") == "OK") is kver.at_least("6.9")
     assert (status("NAPI introspection") == "OK") is ops["napi-get"]
