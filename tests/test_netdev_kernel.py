@@ -76,7 +76,6 @@ def test_probe_traffic_used_a_dumped_napi(testbed4: Testbed) -> None:
 # -- get agrees with dump --------------------------------------------------------
 
 
-@pytest.mark.matrix
 def test_gets_agree_with_dumps(testbed4: Testbed) -> None:
     with Netdev.open(testbed4.server_ns) as nd:
         for n in nd.napi_dump():
@@ -145,9 +144,16 @@ def test_spec_rejects_threaded_3_before_sending() -> None:
 @pytest.mark.matrix
 def test_napi_set_threaded_busy_poll(testbed4: Testbed) -> None:
     """6.19+ runs a busy-polling kthread; older kernels refuse, naming 6.19."""
+    if not kver.at_least("6.3"):
+        with pytest.raises(UnsupportedError, match=r"it appeared in Linux 6\.3"):
+            Netdev.open(testbed4.server_ns)
+        return
     with Netdev.open(testbed4.server_ns) as nd:
         if not nd.supports("napi-set"):
-            pytest.skip(f"napi-set needs Linux 6.13; this is {kver.release()}")
+            with pytest.raises(UnsupportedError) as exc:
+                nd.napi_set(1, threaded=NapiThreaded.BUSY_POLL)
+            assert str(exc.value) == "per-NAPI settings need Linux 6.13 or newer (napi-set)"
+            return
         napi = nd.napi_dump()[0]
         if kver.at_least("6.19"):
             nd.napi_set(napi.id, threaded=NapiThreaded.BUSY_POLL)
