@@ -196,7 +196,9 @@ def test_loopback_has_no_napi_and_no_devmem() -> None:
     assert find(checks, doctor.PER_NAPI, "lo: settings in effect").status is Status.MISSING
 
 
-@pytest.mark.parametrize("preset", [name for name in PRESETS if name != "threaded"])
+@pytest.mark.parametrize(
+    "preset", [name for name in PRESETS if name not in ("threaded", "busy-poll-thread")]
+)
 def test_every_preset_is_recognised(preset: str) -> None:
     p = PRESETS[preset]
     s = p.napi
@@ -210,6 +212,13 @@ def test_threaded_preset_needs_threaded_on() -> None:
     n = napi(7, threaded=NapiThreaded.ENABLED)
     line = find(evaluate(facts(iface=veth((n,)))), doctor.PER_NAPI, "v0: settings in effect")
     assert "preset 'threaded'" in line.detail
+
+
+def test_threaded_busy_poll_is_shown_and_recognised() -> None:
+    n = napi(7, threaded=NapiThreaded.BUSY_POLL)
+    line = find(evaluate(facts(iface=veth((n,)))), doctor.PER_NAPI, "v0: settings in effect")
+    assert "threaded busy-poll" in line.detail
+    assert "preset 'busy-poll-thread'" in line.detail and "preset 'threaded'" not in line.detail
 
 
 def test_mixed_and_inconsistent_settings_warn() -> None:

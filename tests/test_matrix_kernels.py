@@ -147,6 +147,33 @@ def test_per_napi_only_knob_is_refused_before_6_13(
         )
 
 
+def test_napi_set_threaded_busy_poll_cli(
+    testbed4: Testbed, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ns, dev = testbed4.server_ns, testbed4.server_if
+    rc, out, err = run(
+        capsys, "napi", "set", "--netns", ns, "--ifname", dev, "--threaded", "busy-poll"
+    )
+    if kver.at_least("6.19"):
+        assert (rc, err) == (0, "")
+        assert out.count("threaded off -> busy-poll") == 4
+        rc, out, err = run(capsys, "napi", "show", "--netns", ns)
+        assert out.count("busy-poll") == 4
+        assert run(capsys, "restore")[0] == 0
+        return
+    assert (rc, out) == (1, "")
+    label = (
+        f"{dev} (device-wide sysfs, all its NAPIs, netns {ns})"
+        if not kver.at_least("6.13")
+        else f"({dev} #0, netns {ns})"
+    )
+    assert label in err
+    assert err.endswith(
+        f"threaded busy-poll needs Linux 6.19 or newer (this is {kver.release()}); "
+        "threaded on gives a kthread without busy polling\n"
+    )
+
+
 # -- epoll busy-poll parameters and attach ------------------------------------------
 
 
@@ -250,3 +277,20 @@ def test_doctor_verdicts_match_the_kernel(capsys: pytest.CaptureFixture[str]) ->
     assert (status("per-NAPI config") == "OK") is ops["napi-set"]
     assert (status("epoll busy poll") == "OK") is epoll_ok
     assert (status("Device Memory TCP") == "OK") is ops["bind-rx"]
+
+
+def test_bench_offers_busy_poll_thread_where_the_kernel_has_it() -> None:
+    from netdevkit.bench import runner
+    from netdevkit.errors import RequestError
+
+    if kver.at_least("6.19"):
+        assert "busy-poll-thread" in runner.MODES
+        assert runner.parse_modes("base,busy-poll-thread") == ("base", "busy-poll-thread")
+    else:
+        assert "busy-poll-thread" not in runner.MODES
+        with pytest.raises(RequestError) as exc:
+            runner.parse_modes("busy-poll-thread")
+        assert str(exc.value) == (
+            "mode busy-poll-thread needs threaded busy-poll, Linux 6.19 or newer; "
+            f"this is {kver.release()}"
+        )

@@ -62,7 +62,7 @@ def test_parse_knob_accepts(name: str, text: object, want: object) -> None:
         ("defer-hard-irqs", "-1", "must not be negative"),
         ("defer-hard-irqs", "ten", "whole number"),
         ("defer-hard-irqs", True, "not a boolean"),
-        ("threaded", "maybe", "on or off"),
+        ("threaded", "maybe", "on, off or busy-poll"),
         ("threaded", 2, "on/off"),
         ("defer-hard-irq", 1, "unknown setting 'defer-hard-irq'"),
     ],

@@ -64,7 +64,7 @@ FULLBUSY_NEAR_CORE = 0.8
 SUSPEND_CPU_FRACTION = 0.5
 DEFER_MARGIN = 1.10
 
-MODE_ORDER = ("base", "defer", "napibusy", "fullbusy", "suspend", "threaded")
+MODE_ORDER = ("base", "defer", "napibusy", "fullbusy", "suspend", "threaded", "busy-poll-thread")
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from .. import kver
 from ..errors import NetdevkitError, RequestError
+from ..netdev.family import THREADED_BUSY_POLL_SINCE
 from ..procs import stop
 from ..testbed import Testbed, TestbedConfig
 from ..testbed.core import CpuPlacement, affinity_of, format_cpu_list
@@ -49,7 +51,10 @@ __all__ = [
     "validate",
 ]
 
-MODES = tuple(PRESETS)
+#: the modes this kernel can run: busy-poll-thread needs threaded busy-poll (6.19+)
+MODES = tuple(
+    m for m in PRESETS if m != "busy-poll-thread" or kver.at_least(THREADED_BUSY_POLL_SINCE)
+)
 SERVER_PORT = 11111
 
 
@@ -104,6 +109,11 @@ def _parse_list(value: str, known: tuple[str, ...], what: str) -> tuple[str, ...
 
 def parse_modes(value: str) -> tuple[str, ...]:
     """``base,defer`` -> ('base', 'defer'); unknown names raise RequestError listing the known."""
+    if "busy-poll-thread" in value.split(",") and "busy-poll-thread" not in MODES:
+        raise RequestError(
+            f"mode busy-poll-thread needs threaded busy-poll, Linux {THREADED_BUSY_POLL_SINCE} "
+            f"or newer; this is {kver.release()}"
+        )
     return _parse_list(value, MODES, "mode")
 
 

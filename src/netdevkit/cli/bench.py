@@ -20,7 +20,8 @@ DESCRIPTION = """\
 Measure what each mode buys on this kernel, without touching your interfaces:
 a veth testbed in two network namespaces, servers in one, clients in the other.
 
-modes      base, defer, napibusy, fullbusy, suspend, threaded (netdevkit tune presets)
+modes      base, defer, napibusy, fullbusy, suspend, threaded (netdevkit tune presets),
+           busy-poll-thread (Linux 6.19+: a busy-polling kthread per NAPI)
 workloads  echo       sockperf-framing echo server on netdevkit's loop, stock asyncio, uvloop
            sockperf   Debian's sockperf server and client (ping-pong, under-load)
            memcached  Debian's memcached -N, open-loop mcload client at fixed rates

@@ -189,6 +189,12 @@ def resolve_target(args: argparse.Namespace) -> Target:
 # -- JSON rows ------------------------------------------------------------------
 
 
+def threaded_name(value: enum.Enum | int | None) -> str | None:
+    """The kernel's name of a NAPI threading mode: disabled, enabled, busy-poll."""
+    name = enum_name(value)
+    return None if name is None else name.replace("_", "-")
+
+
 def enum_name(value: enum.Enum | int | None) -> str | None:
     """``QueueType.RX`` -> ``"rx"``; a value no member names (newer kernel) -> ``"7"``."""
     if value is None:
@@ -261,7 +267,7 @@ def napi_json(n: Napi, t: Target, queues: Sequence[Queue] = ()) -> JsonRow:
         "defer_hard_irqs": n.defer_hard_irqs,
         "gro_flush_timeout": n.gro_flush_timeout,
         "irq_suspend_timeout": n.irq_suspend_timeout,
-        "threaded": enum_name(n.threaded),
+        "threaded": threaded_name(n.threaded),
     }
 
 
@@ -447,7 +453,7 @@ def run_napi_show(args: argparse.Namespace) -> int:
             _s(n.defer_hard_irqs),
             format_duration_ns(n.gro_flush_timeout),
             format_duration_ns(n.irq_suspend_timeout),
-            enum_name(n.threaded) or "-",
+            threaded_name(n.threaded) or "-",
         ]
         for n in napis
     ]

@@ -48,7 +48,8 @@ def _fmt_settings(n: Napi) -> str:
         f"irq-suspend-timeout {format_duration_ns(n.irq_suspend_timeout)}",
     ]
     if n.threaded is not None:
-        parts.append(f"threaded {'on' if n.threaded == NapiThreaded.ENABLED else 'off'}")
+        mode = {NapiThreaded.ENABLED: "on", NapiThreaded.BUSY_POLL: "busy-poll"}
+        parts.append(f"threaded {mode.get(NapiThreaded(n.threaded), 'off')}")
     return ", ".join(parts)
 
 
@@ -72,8 +73,7 @@ def matching_presets(n: Napi) -> list[Preset]:
             n.irq_suspend_timeout,
         ):
             continue
-        threaded = n.threaded == NapiThreaded.ENABLED
-        if n.threaded is not None and s.threaded is not None and bool(s.threaded) != threaded:
+        if n.threaded is not None and s.threaded is not None and int(s.threaded) != n.threaded:
             continue
         out.append(p)
     return out
