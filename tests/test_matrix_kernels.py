@@ -294,3 +294,31 @@ def test_bench_offers_busy_poll_thread_where_the_kernel_has_it() -> None:
             "mode busy-poll-thread needs threaded busy-poll, Linux 6.19 or newer; "
             f"this is {kver.release()}"
         )
+
+
+def test_doctor_threaded_verdict_follows_set_and_restore(
+    testbed4: Testbed, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A kthread's pid outlives threading on 6.12: doctor must not read it as "on"."""
+    import json
+
+    ns, dev = testbed4.server_ns, testbed4.server_if
+
+    def threaded_line() -> str:
+        rc, out, _err = run(capsys, "doctor", "-j", "--netns", ns, "--ifname", dev)
+        assert rc == 0
+        lines = [c["detail"] for c in json.loads(out)["checks"] if c["name"].endswith(
+            ": threaded NAPI")]  # fmt: skip
+        assert len(lines) == 1, out
+        return str(lines[0])
+
+    if not kver.at_least("6.8"):
+        pytest.skip(f"doctor lists NAPIs from Linux 6.8 (napi-get); this is {kver.release()}")
+    assert threaded_line().startswith("off for ")
+    assert run(capsys, "napi", "set", "--netns", ns, "--ifname", dev, "--threaded", "on")[0] == 0
+    assert threaded_line().startswith("on for 4 of 4 NAPIs")
+    assert run(capsys, "restore")[0] == 0
+    line = threaded_line()
+    assert line.startswith("off for "), line
+    busy = "available" if kver.at_least("6.19") else "needs Linux 6.19"
+    assert f"threaded busy-poll {busy}" in line or f"threaded busy-poll (6.19+) {busy}" in line
