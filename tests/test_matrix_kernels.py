@@ -322,3 +322,29 @@ def test_doctor_threaded_verdict_follows_set_and_restore(
     assert line.startswith("off for "), line
     busy = "available" if kver.at_least("6.19") else "needs Linux 6.19"
     assert f"threaded busy-poll {busy}" in line or f"threaded busy-poll (6.19+) {busy}" in line
+
+
+# -- queue leasing (7.1+) -----------------------------------------------------------
+
+
+def test_queue_create_on_veth(testbed4: Testbed, capsys: pytest.CaptureFixture[str]) -> None:
+    """veth cannot lease queues: 7.1+ refuses with the kernel's reason, older kernels
+    say which kernel is needed; nothing is created either way."""
+    ns, dev = testbed4.server_ns, testbed4.server_if
+    args = ("queue", "create", "--netns", ns, "--ifname", dev, "--lease-ifname", "lo")
+    rc, out, err = run(capsys, *args, "--lease-queue", "0")
+    if not kver.at_least("6.3"):
+        assert (rc, out, err) == (1, "", NO_FAMILY)
+        return
+    assert (rc, out) == (1, "")
+    if not kver.at_least("7.1"):
+        assert err == "netdevkit: error: queue leasing needs Linux 7.1 or newer (queue-create)\n"
+        return
+    ifindex = testbed4.server_ifindex
+    assert err == (
+        f"netdevkit: error: queue-create ifindex {ifindex} (lease 1/0): Invalid argument "
+        "(EINVAL); kernel says: Device does not support queue creation\n"
+    )  # seen on 7.3
+    with Netdev.open(ns) as nd:
+        assert len(nd.queue_dump(ifindex)) == 8  # 4 RX + 4 TX, as built
+        assert all(q.lease is None for q in nd.queue_dump())

@@ -46,7 +46,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 if TYPE_CHECKING:
-    from ..netdev.client import Dev, Napi, Netdev, PagePool, PagePoolStats, QStats, Queue
+    from ..netdev.client import (
+        Dev,
+        Lease,
+        Napi,
+        Netdev,
+        PagePool,
+        PagePoolStats,
+        QStats,
+        Queue,
+    )
 
     #: what ``parser.add_subparsers()`` returns
     SubParsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -240,7 +249,26 @@ def queue_json(q: Queue, t: Target) -> JsonRow:
         "dmabuf": q.dmabuf,
         "io_uring": q.io_uring,
         "xsk": q.xsk,
+        "lease": None if q.lease is None else lease_json(q.lease, t),
     }
+
+
+def lease_json(lease: Lease, t: Target) -> JsonRow:
+    same_ns = lease.netns_id is None
+    return {
+        "ifindex": lease.ifindex,
+        "ifname": t.ifname(lease.ifindex) if same_ns else None,
+        "type": enum_name(lease.queue_type),
+        "id": lease.queue_id,
+        "netns_id": lease.netns_id,
+    }
+
+
+def lease_text(lease: Lease, t: Target) -> str:
+    """``lease eth0/rx3`` (``lease if5/rx3@nsid1`` for a device in another namespace)."""
+    where = t.label(lease.ifindex) if lease.netns_id is None else f"if{lease.ifindex}"
+    ns = "" if lease.netns_id is None else f"@nsid{lease.netns_id}"
+    return f"lease {where}/{enum_name(lease.queue_type) or '?'}{_s(lease.queue_id)}{ns}"
 
 
 def queues_by_napi(queues: Iterable[Queue]) -> dict[int, list[Queue]]:
@@ -396,6 +424,8 @@ def run_queue_show(args: argparse.Namespace) -> int:
     rows = []
     for q in queues:
         extras = [name for name, on in (("io-uring", q.io_uring), ("xsk", q.xsk)) if on]
+        if q.lease is not None:
+            extras.append(lease_text(q.lease, t))
         rows.append(
             [
                 t.label(q.ifindex),
@@ -579,7 +609,8 @@ One row per queue:
   NAPI          the NAPI instance that serves the queue ("-": the driver does
                 not say; veth never does)
   DMABUF        id of a Device Memory TCP binding on the queue
-  BOUND         io-uring (zero-copy receive) or xsk (AF_XDP socket) attached
+  BOUND         io-uring (zero-copy receive) or xsk (AF_XDP socket) attached,
+                or the queue it is leased to or from (Linux 7.1+: lease DEV/rxN)
 
 example:
   netdevkit queue show --ifname eth0
