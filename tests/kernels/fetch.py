@@ -33,11 +33,16 @@ class FetchError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class KernelSpec:
-    """A kernel of the matrix: Debian's metapackage in one suite."""
+    """A kernel of the matrix: Debian's metapackage in a suite, or the newest of
+    several suites (``"trixie-backports,sid"``)."""
 
     label: str
     package: str
     suite: str
+
+    @property
+    def suites(self) -> tuple[str, ...]:
+        return tuple(self.suite.split(","))
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +53,8 @@ class Kernel:
     package: str
     suite: str
     release: str
+    #: the suite the kernel came from (the newest of the spec's suites)
+    from_suite: str
     vmlinuz: str
     config: str
     #: the ``lib/modules/RELEASE`` directory (with modules.dep)
@@ -59,7 +66,7 @@ class Kernel:
 DEFAULT_KERNELS: tuple[KernelSpec, ...] = (
     KernelSpec("6.1", "linux-image-amd64", "bookworm"),
     KernelSpec("6.12", "linux-image-6.12-amd64", "bookworm-security"),
-    KernelSpec("7.x", "linux-image-amd64", "trixie-backports"),
+    KernelSpec("7.x", "linux-image-amd64", "trixie-backports,sid"),
 )
 #: suites the private configuration knows, and the system source they reuse
 _SUITES = {
@@ -162,9 +169,29 @@ class PrivateApt:
         self._run(["apt-get", *self._opts(), "-qq", "download", *pins], "download", cwd=dest)
 
 
-def _resolve(apt: PrivateApt, spec: KernelSpec) -> list[str]:
-    """``name=version`` of the versioned kernel packages behind the metapackage."""
-    _version, deps = apt.depends(spec.package, spec.suite)
+def _newer(a: str, b: str) -> bool:
+    """Whether Debian version *a* is newer than *b* (``dpkg --compare-versions``)."""
+    return subprocess.run(["dpkg", "--compare-versions", a, "gt", b], check=False).returncode == 0
+
+
+def _resolve(apt: PrivateApt, spec: KernelSpec) -> tuple[str, list[str]]:
+    """The suite chosen (the newest metapackage of *spec*'s suites) and ``name=version``
+    of the versioned kernel packages behind it."""
+    found: list[tuple[str, str, list[tuple[str, str]]]] = []
+    errors: list[str] = []
+    for suite in spec.suites:
+        try:
+            version, deps = apt.depends(spec.package, suite)
+        except FetchError as err:
+            errors.append(str(err))
+            continue
+        found.append((suite, version, deps))
+    if not found:
+        raise FetchError("; ".join(errors))
+    suite, _version, deps = found[0]
+    for other in found[1:]:
+        if _newer(other[1], _version):
+            suite, _version, deps = other
     pins: list[str] = []
     todo = list(deps)
     while todo:
@@ -172,14 +199,14 @@ def _resolve(apt: PrivateApt, spec: KernelSpec) -> list[str]:
         if not _KERNEL_PKG.match(name) or f"{name}={version}" in pins:
             continue
         pins.append(f"{name}={version}")
-        _v, more = apt.depends(name, spec.suite)
+        _v, more = apt.depends(name, suite)
         todo += more
     if not pins:
-        raise FetchError(f"{spec.package} in {spec.suite} depends on no versioned kernel package")
-    return pins
+        raise FetchError(f"{spec.package} in {suite} depends on no versioned kernel package")
+    return suite, pins
 
 
-def _unpack(spec: KernelSpec, debs: list[Path], dest: Path) -> Kernel:
+def _unpack(spec: KernelSpec, suite: str, debs: list[Path], dest: Path) -> Kernel:
     if dest.exists():
         shutil.rmtree(dest)
     root = dest / "root"
@@ -209,6 +236,7 @@ def _unpack(spec: KernelSpec, debs: list[Path], dest: Path) -> Kernel:
         spec.package,
         spec.suite,
         release,
+        suite,
         str(vmlinuz),
         str(config),
         str(moddir),
@@ -222,16 +250,19 @@ def fetch(spec: KernelSpec, cache: Path, apt: PrivateApt, refresh: bool = False)
     dest = cache / "kernels" / spec.label
     record = dest / "kernel.json"
     if record.exists() and not refresh:
-        data = json.loads(record.read_text())
-        data["debs"] = tuple(data["debs"])
-        kernel = Kernel(**data)
-        if (kernel.package, kernel.suite) == (spec.package, spec.suite) and Path(
-            kernel.moddir, "modules.dep"
-        ).exists():
-            return kernel
+        try:
+            data = json.loads(record.read_text())
+            data["debs"] = tuple(data["debs"])
+            kernel = Kernel(**data)
+        except (ValueError, TypeError):
+            pass  # a record of an older layout: fetch again
+        else:
+            same = (kernel.package, kernel.suite) == (spec.package, spec.suite)
+            if same and Path(kernel.moddir, "modules.dep").exists():
+                return kernel
     try:
         apt.update()
-        pins = _resolve(apt, spec)
+        suite, pins = _resolve(apt, spec)
         debdir = cache / "debs"
         want = [debdir / _deb_name(p) for p in pins]
         missing = [p for p, d in zip(pins, want, strict=True) if not d.exists()]
@@ -240,7 +271,7 @@ def fetch(spec: KernelSpec, cache: Path, apt: PrivateApt, refresh: bool = False)
         absent = [d.name for d in want if not d.exists()]
         if absent:
             raise FetchError(f"apt-get download left no {', '.join(absent)}")
-        kernel = _unpack(spec, want, dest)
+        kernel = _unpack(spec, suite, want, dest)
     except (FetchError, subprocess.CalledProcessError, OSError) as err:
         raise FetchError(
             f"cannot fetch kernel {spec.label}: package {spec.package} from suite "

@@ -154,7 +154,10 @@ def main(argv: list[str] | None = None) -> int:
         for spec in specs:
             t = time.monotonic()
             kernels.append(fetch(spec, CACHE, apt, refresh=args.refresh))
-            print(f"kernel {spec.label}: {kernels[-1].release} ({time.monotonic() - t:.1f} s)")
+            k = kernels[-1]
+            print(
+                f"kernel {k.label}: {k.release} from {k.from_suite} ({time.monotonic() - t:.1f} s)"
+            )
     except FetchError as err:
         print(f"kernel matrix: {err}", file=sys.stderr)
         return 1
