@@ -73,6 +73,7 @@ demo: venv debian-peers
 bench: venv debian-peers
 	$(BIN)/python benchmarks/bench_dump.py
 	$(BIN)/python benchmarks/bench_busypoll.py
+	$(BIN)/python benchmarks/bench_devmem.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .mypy_cache .ruff_cache .pytest_cache

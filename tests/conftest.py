@@ -12,12 +12,14 @@ import itertools
 import os
 import sys
 from collections.abc import Generator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from netdevkit.netns import list_names as netns_list_names
 from netdevkit.testbed import Testbed, TestbedConfig
-from netdevkit.testbed import down_all as testbed_down_all
+from netdevkit.testbed.journal import end_processes, ns_pids, remove_namespace
 
 REQUIRE_KERNEL = os.environ.get("NETDEVKIT_REQUIRE_KERNEL") == "1"
 
@@ -41,6 +43,14 @@ def pytest_runtest_makereport(
         report.outcome = "failed"
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.longrepr = f"kernel test skipped under NETDEVKIT_REQUIRE_KERNEL=1: {reason}"
+
+
+@pytest.fixture(autouse=True)
+def _private_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test (and every netdevkit process it starts) journals and records testbeds in
+    a directory of its own, never in the machine's /run/netdevkit: other test runs share
+    this machine. Tests that look at the state directory set their own."""
+    monkeypatch.setenv("NETDEVKIT_STATE_DIR", str(tmp_path / "ndk-state"))
 
 
 # --- testbed fixtures (netdevkit.testbed) ------------------------------------
@@ -87,6 +97,15 @@ def testbed4() -> Generator[Testbed, None, None]:
     yield from _make_testbed(4)
 
 
+#: lines the fault-injection tests report (points per command, residue found)
+FAULT_SUMMARY: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for line in FAULT_SUMMARY:
+        terminalreporter.write_line(line)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Fail the run loudly if this session left testbed namespaces behind."""
     leftovers = [ns for ns in netns_list_names() if ns.startswith(TESTBED_PREFIX)]
@@ -94,7 +113,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     removed: list[str] = []
     if os.geteuid() == 0:
-        removed = testbed_down_all(TESTBED_PREFIX, include_live=True)
+        # Each test had its own state directory (gone now): remove by name.
+        for ns in leftovers:
+            end_processes(ns_pids(ns))
+            if remove_namespace(ns):
+                removed.append(ns)
     message = (
         f"\nLEAKED TESTBED NAMESPACES: {', '.join(leftovers)} were left behind by this "
         f"test session (removed now: {', '.join(removed) or 'none'}). Some test or "

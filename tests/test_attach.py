@@ -39,6 +39,7 @@ from netdevkit.attach import (
 from netdevkit.attach.core import Target
 from netdevkit.busypoll.epoll import EpollParams, get_params
 from netdevkit.errors import NotFoundError, PermissionDenied, RequestError, UnsupportedError
+from netdevkit.journal import Journal
 from netdevkit.procs import stop
 from netdevkit.testbed import Testbed
 
@@ -611,10 +612,16 @@ def test_cli_attach_records_and_detach_restores(
     argv = ["attach", "--pid", str(child.pid), "--preset", "suspend", "--usecs", "20"]
     assert main([*argv, "--no-prefer"]) == 0
     assert child.own_params() == [EpollParams(20, 64, False)] * 2
-    assert (tmp_path / "state" / "attach" / f"{child.pid}.json").exists()
+    journal = Journal(str(tmp_path / "state"))
+    recorded = [r for r in journal.records("epoll") if r.info["pid"] == child.pid]
+    assert len(recorded) == 2  # one record per context, with the oldest values
+    assert all(
+        r.before == {"busy_poll_usecs": 0, "busy_poll_budget": 0, "prefer_busy_poll": False}
+        for r in recorded
+    )
     assert main(["detach", "--pid", str(child.pid)]) == 0
     assert child.own_params() == [DEFAULT, DEFAULT]
-    assert not (tmp_path / "state" / "attach" / f"{child.pid}.json").exists()
+    assert journal.records("epoll") == []
     assert main(["detach", "--pid", str(child.pid)]) == 1  # no record any more
 
 
@@ -680,3 +687,53 @@ def test_cli_run_napi_applies_the_preset_while_the_program_runs(
             run.kill()
             run.wait()
     assert napi_values() == before
+
+
+@needs_root
+@pytest.mark.parametrize("undo", ["detach", "restore"])
+def test_sigkilled_attach_hold_is_undone_from_the_journal(
+    child_factory: StartChild, tmp_path: Path, undo: str
+) -> None:
+    child = child_factory("n", "2")
+    child.wait_ready()
+    hold = subprocess.Popen(
+        _netdevkit("attach", "--pid", str(child.pid), "--preset", "suspend", "--hold", "-j"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert hold.stdout is not None
+        assert len(json.loads(hold.stdout.readline())) == 2  # the rows it attached
+        assert child.own_params() == [SUSPEND, SUSPEND]
+        hold.kill()  # SIGKILL: no handler runs
+        hold.wait(10)
+    finally:
+        if hold.poll() is None:
+            hold.kill()
+            hold.wait()
+    assert child.own_params() == [SUSPEND, SUSPEND]  # nobody cleaned up...
+    diff = subprocess.run(_netdevkit("napi", "diff", "-j"), capture_output=True, check=True)
+    rows = [r for r in json.loads(diff.stdout) if r.get("kind") == "epoll"]
+    assert [r["status"] for r in rows] == ["differs", "differs"]  # the diff covers epoll too
+    assert rows[0]["differs"]["prefer_busy_poll"] == {"before": False, "now": True}
+    only_napi = subprocess.run(
+        _netdevkit("napi", "diff", "--kind", "napi", "-j"), capture_output=True, check=True
+    )
+    assert json.loads(only_napi.stdout) == []
+    argv = ["detach", "--pid", str(child.pid)] if undo == "detach" else ["restore"]
+    done = subprocess.run(_netdevkit(*argv), capture_output=True, text=True, check=True)
+    assert child.own_params() == [DEFAULT, DEFAULT], done.stdout  # ...until the journal did
+    again = subprocess.run(_netdevkit("detach", "--pid", str(child.pid)), check=False)
+    assert again.returncode == 1
+
+
+def test_cli_attach_refuses_contradictions(capsys: pytest.CaptureFixture[str]) -> None:
+    from netdevkit.cli.main import main
+
+    pid = str(os.getpid())
+    assert main(["attach", "--pid", pid, "--prefer", "--no-prefer"]) == 2
+    assert main(["attach", "--pid", pid, "--preset", "suspend", "--watch"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 2, err  # one line each
+    assert "--watch" in err and "--hold" in err

@@ -24,7 +24,7 @@ from netdevkit.cli.main import main
 from netdevkit.errors import NetdevkitError, RequestError
 from netdevkit.netdev.client import Napi, Netdev
 from netdevkit.netns import list_names
-from netdevkit.testbed import JOURNAL_DIR
+from netdevkit.testbed.journal import records_dir
 
 BENCH = [sys.executable, "-m", "netdevkit", "bench"]
 
@@ -126,7 +126,7 @@ def test_short_run_results_and_nothing_left_behind(tmp_path: Path) -> None:
     for name in ("report.md", "latency_by_mode.png", "cpu_by_mode.png", "latency_vs_load.png"):
         assert (out / name).stat().st_size > 0
     assert _bench_namespaces(proc.pid) == []
-    assert not os.path.exists(os.path.join(JOURNAL_DIR, f"ndkbench-{proc.pid}.json"))
+    assert not os.path.exists(os.path.join(records_dir(), f"ndkbench-{proc.pid}.json"))
     assert _host_napis() == napis
 
 
@@ -161,6 +161,6 @@ def test_sigint_mid_run_restores_everything(tmp_path: Path) -> None:
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode != 0
     assert _bench_namespaces(proc.pid) == [], stderr.decode()
-    assert not os.path.exists(os.path.join(JOURNAL_DIR, f"ndkbench-{proc.pid}.json"))
+    assert not os.path.exists(os.path.join(records_dir(), f"ndkbench-{proc.pid}.json"))
     assert _host_napis() == napis
     assert "Traceback" not in stderr.decode()

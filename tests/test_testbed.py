@@ -22,13 +22,13 @@ from netdevkit import netns
 from netdevkit.errors import NetdevkitError, RequestError
 from netdevkit.testbed import (
     ALIAS_PREFIX,
-    JOURNAL_DIR,
     SO_INCOMING_NAPI_ID,
     Testbed,
     TestbedConfig,
     down_all,
     list_testbeds,
 )
+from netdevkit.testbed.journal import records_dir
 
 
 def _links(ns: str) -> dict[str, Any]:
@@ -102,7 +102,7 @@ def test_up_down_creates_and_removes_both_namespaces(testbed_name: str) -> None:
     try:
         assert _exists(tb) == (True, True)
         assert list_testbeds(testbed_name) == sorted([tb.server_ns, tb.client_ns])
-        assert os.path.exists(os.path.join(JOURNAL_DIR, f"{testbed_name}.json"))
+        assert os.path.exists(os.path.join(records_dir(), f"{testbed_name}.json"))
         srv, cli = _links(tb.server_ns), _links(tb.client_ns)
         assert set(srv) == {"lo", "ndk-s"} and set(cli) == {"lo", "ndk-c"}
         assert srv["ndk-s"]["index"] == tb.server_ifindex
@@ -116,7 +116,7 @@ def test_up_down_creates_and_removes_both_namespaces(testbed_name: str) -> None:
     finally:
         tb.down()
     assert _exists(tb) == (False, False)
-    assert not os.path.exists(os.path.join(JOURNAL_DIR, f"{testbed_name}.json"))
+    assert not os.path.exists(os.path.join(records_dir(), f"{testbed_name}.json"))
     assert list_testbeds(testbed_name) == []
     print(f"down() took {tb.down_seconds * 1000:.1f} ms")
 
@@ -367,7 +367,7 @@ def test_down_all_removes_leftovers(testbed_name: str, keep_journal: bool) -> No
         assert list_testbeds(testbed_name) == expected
         if not keep_journal:
             # Found by the lo alias inside each namespace alone.
-            os.unlink(os.path.join(JOURNAL_DIR, f"{testbed_name}.json"))
+            os.unlink(os.path.join(records_dir(), f"{testbed_name}.json"))
             assert list_testbeds(testbed_name) == expected
         assert down_all(testbed_name + "-nomatch") == []
         assert list_testbeds(testbed_name) == expected
@@ -375,7 +375,7 @@ def test_down_all_removes_leftovers(testbed_name: str, keep_journal: bool) -> No
         removed = down_all(testbed_name)
     assert removed == expected
     assert list_testbeds(testbed_name) == []
-    assert not os.path.exists(os.path.join(JOURNAL_DIR, f"{testbed_name}.json"))
+    assert not os.path.exists(os.path.join(records_dir(), f"{testbed_name}.json"))
     assert down_all(testbed_name) == []
 
 
@@ -419,7 +419,7 @@ def test_sigterm_at_any_point_of_up_leaves_nothing(testbed_name: str) -> None:
         assert proc.returncode in (-signal.SIGTERM, 128 + signal.SIGTERM), (delay, err.decode())
         assert list_testbeds(name) == []
         assert not netns.exists(f"{name}-srv") and not netns.exists(f"{name}-cli")
-        assert not os.path.exists(os.path.join(JOURNAL_DIR, f"{name}.json"))
+        assert not os.path.exists(os.path.join(records_dir(), f"{name}.json"))
 
 
 @pytest.mark.kernel

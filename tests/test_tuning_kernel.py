@@ -312,8 +312,10 @@ def test_restore_from_the_journal_after_a_crash(testbed: Testbed, state: Path) -
         p.send_signal(signal.SIGKILL)
         assert p.wait(timeout=10) == -signal.SIGKILL
     assert values(testbed) == [SUSPEND]  # nobody cleaned up...
-    (entry,) = json.loads((state / "journal.json").read_text())["entries"]
-    assert entry["pid"] == p.pid and entry["ifname"] == IF and entry["position"] == 0
+    (record,) = json.loads((state / "journal.json").read_text())["entries"]
+    entry = record["info"]  # the journal's napi record: what it changed, described
+    assert record["kind"] == "napi" and record["before"]["defer_hard_irqs"] == 0
+    assert record["pid"] == p.pid and entry["ifname"] == IF and entry["position"] == 0
     assert entry["netns"] == testbed.server_ns and entry["ifindex"] == testbed.server_ifindex
     diff = cli("napi", "diff")
     assert "defer-hard-irqs 0 -> 100" in diff.stdout and "(baseline -> now)" in diff.stdout
@@ -396,7 +398,8 @@ def test_sysfs_fallback_is_device_wide(
     )
     assert "--ifname DEV" in p.stderr
     assert values(testbed4) == [(7, 30 * US, 0, 1)] * 4
-    (entry,) = json.loads((state / "journal.json").read_text())["entries"]
+    (record,) = json.loads((state / "journal.json").read_text())["entries"]
+    entry = record["info"]
     assert entry["backend"] == "sysfs" and entry["napi_id"] is None
     monkeypatch.delenv("NETDEVKIT_TUNING_BACKEND")
     assert "device-wide" in cli("restore").stdout

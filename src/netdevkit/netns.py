@@ -14,10 +14,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import os
 from collections.abc import Iterator
 
-from .errors import NetdevkitError, NotFoundError
+from .errors import NetdevkitError, NotFoundError, RequestError
 
 NETNS_RUN_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
@@ -34,10 +35,23 @@ def _setns(fd: int, nstype: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
+#: NAME_MAX: the longest file name under /run/netns (and so the longest namespace name)
+NAME_MAX = 255
+
+
 def path_of(name: str) -> str:
-    """The bind-mount path of namespace *name*; rejects names with a slash."""
-    if not name or "/" in name or name in (".", ".."):
-        raise NotFoundError(f"network namespace {name!r}: not a valid namespace name")
+    """The bind-mount path of namespace *name*.
+
+    Raises :class:`RequestError` for names no namespace can have: empty, ``.``/``..``,
+    with a slash or a NUL, or longer than NAME_MAX bytes.
+    """
+    if not name or "/" in name or "\0" in name or name in (".", ".."):
+        raise RequestError(f"network namespace {name[:40]!r}: not a valid namespace name")
+    if len(os.fsencode(name)) > NAME_MAX:
+        raise RequestError(
+            f"network namespace {name[:20]!r}... is {len(os.fsencode(name))} bytes long: "
+            f"a namespace name has at most {NAME_MAX} (see `ip netns list`)"
+        )
     return os.path.join(NETNS_RUN_DIR, name)
 
 
@@ -71,6 +85,8 @@ def entered(name: str | None) -> Iterator[None]:
         ) from None
     except PermissionError as err:
         raise NetdevkitError(f"cannot open network namespace {name!r}: {err}") from err
+    except OSError as err:
+        raise NotFoundError(f"cannot open network namespace {name!r}: {err.strerror}") from None
     try:
         home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
@@ -80,6 +96,14 @@ def entered(name: str | None) -> Iterator[None]:
                 raise NetdevkitError(
                     f"cannot enter network namespace {name!r}: needs CAP_SYS_ADMIN (run as root)"
                 ) from err
+            except OSError as err:
+                if err.errno != errno.EINVAL:
+                    raise
+                # setns() of a file that is no nsfs mount (or another kind of namespace)
+                raise NotFoundError(
+                    f"{path_of(name)} is not a network namespace (a plain file, or another "
+                    "kind of namespace): `ip netns list` shows the real ones"
+                ) from None
             try:
                 yield
             finally:

@@ -16,6 +16,11 @@ def parse_duration_ns(text: str, default_unit: str = "ns") -> int:
     Raises :class:`RequestError` for negative numbers, unknown units and
     fractions of a nanosecond.
     """
+    if len(text) > 64:
+        raise RequestError(
+            f"invalid duration {text[:20]!r}... ({len(text)} characters): expected a number "
+            "with an optional unit ns, us, ms or s (e.g. 200us, 20ms)"
+        )
     m = _DURATION.fullmatch(text)
     if m is None:
         raise RequestError(

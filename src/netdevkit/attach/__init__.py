@@ -29,6 +29,7 @@ from .core import (
     WatchedFd,
     attach,
     detach,
+    detach_journaled,
     inspect,
     watched_fds,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "attach",
     "descendants",
     "detach",
+    "detach_journaled",
     "find_epoll_fds",
     "inspect",
     "parse_epoll_fdinfo",

@@ -32,11 +32,15 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
+from .. import _fault
 from ..busypoll.epoll import EpollParams, get_params, is_epoll_fd, set_params, validate_params
 from ..busypoll.sockopt import get_incoming_napi_id
 from ..errors import NetdevkitError, NotFoundError
+from ..journal import Journal, Record
 from .pidfd import FdGone, Pidfd, ProcessGone
 from .proc import EpollFd, fd_link, find_epoll_fds, read_epoll_fdinfo, start_time
+from .records import KIND as EPOLL_KIND
+from .records import epoll_record
 
 __all__ = [
     "AttachResult",
@@ -354,8 +358,18 @@ def _hold_all(target: Target, epolls: list[EpollFd], held: list[_Held]) -> None:
         h.old = get_params(dup)
 
 
-def attach(pid: int, params: EpollParams, *, after_set: AfterSetHook | None = None) -> AttachResult:
+def attach(
+    pid: int,
+    params: EpollParams,
+    *,
+    after_set: AfterSetHook | None = None,
+    journal: Journal | None = None,
+) -> AttachResult:
     """Set *params* on every epoll context of process *pid*; see the module docstring.
+
+    With a *journal*, each context's old parameters are journaled (kind ``epoll``) before
+    the first change, so ``netdevkit detach``/``restore`` can put them back from any
+    process; a rolled-back attach removes what it journaled.
 
     Raises :class:`NotFoundError` (no such process), :class:`NoEpollError`,
     :class:`~.pidfd.ProcessGone` (exited during the attach),
@@ -377,19 +391,12 @@ def attach(pid: int, params: EpollParams, *, after_set: AfterSetHook | None = No
             _hold_all(target, epolls, held)
             if not held:
                 raise NoEpollError(f"process {pid} closed all its epoll fds during the attach")
-            try:
-                for n, h in enumerate(held, 1):
-                    h.new = set_params(h.dup, params)
-                    if after_set is not None:
-                        after_set(n)
-                if not target.alive():
-                    raise ProcessGone(
-                        f"process {pid} exited during the attach: its epoll contexts went with it"
-                    )
-            except BaseException as err:
-                changed = sum(1 for h in held if h.new is not None)
-                _abort_note(err, changed, _restore(held))
-                raise
+            records = [epoll_record(h.epoll, started, h.old, params) for h in held]
+            intent = journal.intent(records) if journal is not None else _no_journal()
+            with intent as added:
+                _set_all(target, held, params, after_set, journal, added)
+                if journal is not None:  # contexts journaled before: now carry *params*
+                    journal.update(r for r in records if r not in added)
             contexts = tuple(
                 ContextReport(h.epoll, h.old, h.new or h.old, watched_in(target, h.epoll))
                 for h in held
@@ -398,6 +405,45 @@ def attach(pid: int, params: EpollParams, *, after_set: AfterSetHook | None = No
             for h in held:
                 os.close(h.dup)
     return AttachResult(pid, started, params, contexts)
+
+
+@contextlib.contextmanager
+def _no_journal() -> Iterator[list[Record]]:
+    yield []
+
+
+def _set_all(
+    target: Target,
+    held: list[_Held],
+    params: EpollParams,
+    after_set: AfterSetHook | None,
+    journal: Journal | None,
+    added: list[Record],
+) -> None:
+    """Set *params* on every held context; on any failure set the old values back."""
+    try:
+        for n, h in enumerate(held, 1):
+            _fault.point("epoll-set")
+            h.new = params  # in flight: a signal now may land after the kernel call
+            try:
+                h.new = set_params(h.dup, params)
+            except NetdevkitError:
+                h.new = None  # the kernel refused: this context did not change
+                raise
+            if after_set is not None:
+                after_set(n)
+        if not target.alive():
+            raise ProcessGone(
+                f"process {target.pid} exited during the attach: its epoll contexts went with it"
+            )
+    except BaseException as err:
+        changed = sum(1 for h in held if h.new is not None)
+        failures = _restore(held)
+        _abort_note(err, changed, failures)
+        if journal is not None:
+            stuck = {(h.epoll.tid, h.epoll.fd) for h in held if h.new is not None}
+            journal.forget(r for r in added if (r.info["tid"], r.info["fd"]) not in stuck)
+        raise
 
 
 def inspect(pid: int) -> AttachResult:
@@ -431,6 +477,7 @@ def _detach_one(target: Target, ctx: ContextReport) -> str | None:
                 return None  # already back (another fd of the same instance, or by hand)
             if now != ctx.new:
                 return f"changed since attach (now {now}); left alone"
+            _fault.point("epoll-restore")
             set_params(dup, ctx.old)
             return None
     except FdGone:
@@ -473,3 +520,26 @@ def detach(result: AttachResult) -> DetachResult:
             else:
                 skipped.append((ctx.epoll, reason))
     return DetachResult(result.pid, tuple(restored), tuple(skipped))
+
+
+def detach_journaled(journal: Journal, match: Callable[[Record], bool]) -> list[DetachResult]:
+    """Restore the journaled epoll contexts *match* selects (any process wrote them, also
+    one that was killed), drop their records, and report per process.
+
+    Contexts restored or already at their old values count as restored; gone ones and
+    ones the program changed since are skipped with the reason; a context that could not
+    be restored stays journaled and is skipped with the error.
+    """
+    from ..journal import restore_all
+
+    outcomes = restore_all(journal, kinds=[EPOLL_KIND], match=match)
+    by_pid: dict[int, tuple[list[EpollFd], list[tuple[EpollFd, str]]]] = {}
+    for o in reversed(outcomes):  # oldest first, as attach listed them
+        i = o.record.info
+        e = EpollFd(int(i["pid"]), int(i["tid"]), int(i["fd"]))
+        restored, skipped = by_pid.setdefault(e.pid, ([], []))
+        if o.status in ("restored", "unchanged"):
+            restored.append(e)
+        else:
+            skipped.append((e, o.message.split(": ", 1)[-1]))
+    return [DetachResult(pid, tuple(r), tuple(s)) for pid, (r, s) in sorted(by_pid.items())]

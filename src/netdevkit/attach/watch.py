@@ -27,11 +27,22 @@ import contextlib
 from dataclasses import dataclass, field
 from types import TracebackType
 
+from .. import _fault
 from ..busypoll.epoll import EpollParams, get_params, is_epoll_fd, set_params, validate_params
 from ..errors import NotFoundError, PermissionDenied
-from .core import AttachResult, ContextReport, DetachResult, Target, detach, watched_in
+from ..journal import Journal, Record
+from .core import (
+    AttachResult,
+    ContextReport,
+    DetachResult,
+    Target,
+    detach,
+    detach_journaled,
+    watched_in,
+)
 from .pidfd import FdGone
 from .proc import EpollFd, descendants, find_epoll_fds, start_time
+from .records import epoll_record
 
 __all__ = ["AttachWatcher"]
 
@@ -52,8 +63,17 @@ class AttachWatcher:
     (or the ``with`` block) releases the pidfds. No I/O happens in the constructor.
     """
 
-    def __init__(self, pid: int, params: EpollParams, *, follow_children: bool = True) -> None:
+    def __init__(
+        self,
+        pid: int,
+        params: EpollParams,
+        *,
+        follow_children: bool = True,
+        journal: Journal | None = None,
+    ) -> None:
         validate_params(params)
+        self.journal = journal
+        self._records: dict[tuple[str, str], Record] = {}
         self.pid = pid
         self.params = params
         self.follow_children = follow_children
@@ -110,10 +130,20 @@ class AttachWatcher:
                 now = get_params(dup)
                 if known is not None and (now != _DEFAULT or now == self.params):
                     return None
-                new = now if now == self.params else set_params(dup, self.params)
+                new = now if now == self.params else self._set(proc, e, dup, now)
         except FdGone:
             return None
         return ContextReport(e, now, new, watched_in(proc.target, e))
+
+    def _set(self, proc: _Proc, e: EpollFd, dup: int, now: EpollParams) -> EpollParams:
+        """Journal the context's old parameters (if a journal was given), then set ours."""
+        if self.journal is not None:
+            record = epoll_record(e, proc.start_time, now, self.params)
+            if not self.journal.add([record]):
+                self.journal.update([record])  # journaled before: keep its older values
+            self._records[record.ident] = record
+        _fault.point("epoll-set")
+        return set_params(dup, self.params)
 
     def scan(self) -> list[ContextReport]:
         """Attach to contexts that appeared since the last scan; returns those.
@@ -153,7 +183,12 @@ class AttachWatcher:
 
     def detach(self) -> list[DetachResult]:
         """Restore the old parameters of every context that still carries ours."""
-        out = [detach(r) for r in self.results()]
+        if self.journal is not None:
+            # The journal holds the oldest values (a killed attach may have set ours before).
+            idents, self._records = set(self._records), {}
+            out = detach_journaled(self.journal, lambda r: r.ident in idents)
+        else:
+            out = [detach(r) for r in self.results()]
         for proc in self._procs.values():
             proc.contexts.clear()
         return out

@@ -38,6 +38,9 @@ __all__ = [
 #: Version of the JSON layout; bump on any incompatible change.
 SCHEMA_VERSION = 1
 
+#: A results.json of a long run is a few MiB; a file this large is something else.
+MAX_RESULTS_BYTES = 256 << 20
+
 #: Closed-loop load: one request in flight, sent as soon as the previous answer came.
 PING_PONG = 0
 
@@ -249,8 +252,23 @@ class Results:
 
     @classmethod
     def load(cls, path: str) -> Results:
-        with open(path, encoding="utf-8") as f:
-            return cls.from_json(f.read())
+        """Read a results.json; anything else (missing, a directory, binary, another JSON)
+        raises :class:`RequestError` with one line saying what is wrong."""
+        try:
+            with open(path, "rb") as f:
+                raw = f.read(MAX_RESULTS_BYTES + 1)
+        except OSError as err:
+            raise RequestError(f"cannot read results file {path}: {err.strerror}") from None
+        if len(raw) > MAX_RESULTS_BYTES:
+            raise RequestError(f"{path}: larger than {MAX_RESULTS_BYTES >> 20} MiB, not results")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise RequestError(f"{path}: not a results file (binary, not UTF-8 JSON)") from None
+        try:
+            return cls.from_json(text)
+        except RecursionError:
+            raise RequestError(f"{path}: not a results file (nested too deeply)") from None
 
     def save(self, path: str) -> None:
         with open(path, "w", encoding="utf-8") as f:

@@ -7,10 +7,13 @@ server namespace, get the mode's epoll half (their own flag, or
 :func:`netdevkit.attach.attach` for unmodified servers), and are driven by
 their client at each load; CPU is sampled over the client's window.
 
-What is left behind: nothing. The testbed (two namespaces, one veth pair)
-is built once and removed on every exit path (it also stops every server it
-started); the NAPI settings live on the testbed's own veth and are restored
-before it goes; the host's interfaces are never touched.
+What is left behind: nothing. The testbed (two namespaces, one veth pair, a
+private temporary directory) is built once and removed on every exit path (it
+also stops every server it started); the NAPI settings live on the testbed's
+own veth and are restored before it goes; the host's interfaces are never
+touched. After a SIGKILL the servers die with the bench (``PR_SET_PDEATHSIG``)
+and ``netdevkit testbed down --all`` removes the namespaces, the temporary
+directory and the record.
 
 Validation happens before anything changes: unknown modes/workloads
 (:class:`RequestError` listing the known ones), missing peer programs (an
@@ -25,7 +28,6 @@ import datetime
 import os
 import platform
 import socket
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -365,10 +367,8 @@ def run_bench(opts: BenchOptions, progress: Callable[[Step], None] | None = None
             progress(Step(done, total, label, sample))
 
     name = opts.testbed_name or f"ndkbench-{os.getpid()}"
-    with (
-        tempfile.TemporaryDirectory(prefix="ndk-bench-") as tmp,
-        Testbed(TestbedConfig(name=name, queues=1, cpus=opts.cpus)) as tb,
-    ):
+    with Testbed(TestbedConfig(name=name, queues=1, cpus=opts.cpus)) as tb:
+        tmp = tb.tmpdir  # removed with the testbed, also by `testbed down` after a SIGKILL
         for mode in opts.modes:
             preset = PRESETS[mode]
             mode_end = done + count_steps(dataclasses.replace(opts, modes=(mode,)))

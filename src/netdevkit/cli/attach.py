@@ -5,18 +5,20 @@ Design (one way to undo each way to apply):
 
 - ``netdevkit attach --pid PID --preset suspend`` sets the parameters on every epoll context
   of PID, prints one row per context and exits. The parameters stay with the program (they
-  die with its epoll instances); the old values are saved in a record,
-  ``$NETDEVKIT_STATE_DIR/attach/PID.json`` (default ``/run/netdevkit``), so that
-  ``netdevkit detach --pid PID`` can put them back later. A second attach to the same
-  process keeps the oldest values in the record.
-- ``--hold`` stays in the foreground instead and restores on Ctrl-C or SIGTERM (no record);
-  ``--watch`` (implies ``--hold``) also rescans every ``--interval`` seconds and attaches to
-  contexts created later, printing a row for each.
+  die with its epoll instances); the old values are journaled *before* the first change in
+  the one journal (``$NETDEVKIT_STATE_DIR/journal.json``, default ``/run/netdevkit``, kind
+  ``epoll``), so that ``netdevkit detach --pid PID`` or ``netdevkit restore`` can put them
+  back later. A second attach to the same process keeps the oldest values.
+- ``--hold`` stays in the foreground instead and restores on Ctrl-C, SIGTERM or SIGHUP; it
+  journals too, so a ``--hold`` killed with SIGKILL is undone by ``detach --pid PID``.
+  ``--watch`` (only with ``--hold``) also rescans every ``--interval`` seconds and attaches
+  to contexts created later, printing a row for each.
 - ``--show`` prints the contexts and their current parameters and changes nothing.
 - ``netdevkit run [--preset P] [--napi --ifname X [--netns NS]] -- CMD ARGS`` starts CMD,
   attaches to its epoll contexts (and its descendants') as they appear, for its whole life;
   ``--napi`` applies the preset's per-NAPI half to the interface's NAPIs for as long as CMD
-  runs and restores them afterwards (the tuning journal covers a ``run`` that is killed).
+  runs and restores them afterwards (the journal covers a ``run`` that is killed: NAPI
+  settings and epoll parameters alike).
   Signals are forwarded to CMD; ``run`` exits with CMD's exit status (128+N if it died of
   signal N).
 
@@ -39,12 +41,14 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..attach import AttachResult, ContextReport, DetachResult
+    from collections.abc import Callable
+
+    from ..attach import ContextReport, DetachResult
     from ..busypoll.epoll import EpollParams
+    from ..journal import Record
 
     SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
-STATE_DIR_ENV = "NETDEVKIT_STATE_DIR"  # shared with the tuning journal
 _FMT = argparse.RawDescriptionHelpFormatter
 _FORWARDED = (
     signal.SIGINT,
@@ -89,14 +93,18 @@ def _interval(text: str) -> float:
 
 def _add_params_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("epoll busy-poll parameters (a preset, or explicit values)")
-    g.add_argument("--preset", help="a preset's epoll half (see `netdevkit napi presets`)")
+    g.add_argument("--preset", help="a preset's epoll half (see `netdevkit presets`)")
     g.add_argument("--usecs", type=_nonneg, help="busy_poll_usecs (0..2147483647)")
     g.add_argument("--budget", type=_nonneg, help="busy_poll_budget (0: kernel default 8)")
-    g.add_argument(
+    prefer = g.add_mutually_exclusive_group()
+    prefer.add_argument(
         "--prefer",
-        action=argparse.BooleanOptionalAction,
+        action="store_true",
         default=None,
-        help="prefer_busy_poll: keep the NAPI's IRQs masked while polling",
+        help="prefer_busy_poll on: keep the NAPI's IRQs masked while polling",
+    )
+    prefer.add_argument(
+        "--no-prefer", dest="prefer", action="store_false", help="prefer_busy_poll off"
     )
 
 
@@ -129,7 +137,10 @@ def register(sub: SubParsers) -> None:
         help="set epoll busy-poll parameters on a running program's epoll contexts",
         description="Set busy-poll parameters on every epoll context of a running process\n"
         "(pidfd_getfd; needs root or CAP_SYS_PTRACE) and report the NAPI ids of\n"
-        "each context's sockets. Undo with `netdevkit detach --pid PID`.",
+        "each context's sockets. The old values are journaled before anything\n"
+        "changes ($NETDEVKIT_STATE_DIR, default /run/netdevkit/journal.json): undo with\n"
+        "`netdevkit detach --pid PID` or `netdevkit restore`, also after this\n"
+        "process (or an `attach --hold`) was killed.",
         formatter_class=_FMT,
     )
     p.add_argument("--pid", type=_pid, required=True, help="the target process")
@@ -137,14 +148,17 @@ def register(sub: SubParsers) -> None:
     p.add_argument("-j", "--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--show", action="store_true", help="only list the contexts; change nothing")
     p.add_argument("--hold", action="store_true", help="stay running; restore on Ctrl-C/SIGTERM")
-    p.add_argument("--watch", action="store_true", help="with --hold: also attach to new contexts")
+    p.add_argument(
+        "--watch", action="store_true", help="only with --hold: also attach to new contexts"
+    )
     p.add_argument("--interval", type=_interval, default=0.05, help="watch interval (s)")
     p.set_defaults(func=run_attach)
 
     d = sub.add_parser(
         "detach",
         help="restore the epoll parameters a `netdevkit attach` changed",
-        description="Restore the old busy-poll parameters recorded by `netdevkit attach`.\n"
+        description="Restore the old busy-poll parameters that `netdevkit attach` journaled\n"
+        "for PID (also when the attaching process was killed, e.g. an `attach --hold`).\n"
         "Contexts the program changed since are left alone and reported.",
         formatter_class=_FMT,
     )
@@ -216,50 +230,14 @@ def _warn(lines: Iterator[str] | list[str] | tuple[str, ...]) -> None:
         print(f"netdevkit: warning: {line}", file=sys.stderr)
 
 
-# --- records ------------------------------------------------------------------------------
+# --- the journal ----------------------------------------------------------------------------
 
 
-def record_path(pid: int) -> str:
-    base = os.environ.get(STATE_DIR_ENV) or "/run/netdevkit"
-    return os.path.join(base, "attach", f"{pid}.json")
+def _of_pid(pid: int) -> Callable[[Record], bool]:
+    def match(r: Record) -> bool:
+        return r.info.get("pid") == pid
 
-
-def _load_record(pid: int) -> AttachResult | None:
-    from ..attach import AttachResult
-
-    try:
-        with open(record_path(pid), encoding="utf-8") as f:
-            return AttachResult.from_dict(json.load(f))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        from ..errors import NetdevkitError
-
-        raise NetdevkitError(f"cannot read the attach record {record_path(pid)}: {err}") from err
-
-
-def _merge(old: AttachResult | None, new: AttachResult) -> AttachResult:
-    """Keep the oldest 'old' values of contexts a previous attach already changed."""
-    import dataclasses
-
-    if old is None or old.start_time != new.start_time:
-        return new
-    before = {(c.epoll.tid, c.epoll.fd): c.old for c in old.contexts}
-    contexts = tuple(
-        dataclasses.replace(c, old=before.get((c.epoll.tid, c.epoll.fd), c.old))
-        for c in new.contexts
-    )
-    return dataclasses.replace(new, contexts=contexts)
-
-
-def _save_record(result: AttachResult) -> str:
-    path = record_path(result.pid)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(_merge(_load_record(result.pid), result).to_dict(), f, indent=1)
-    os.replace(tmp, path)
-    return path
+    return match
 
 
 # --- commands -----------------------------------------------------------------------------
@@ -267,13 +245,13 @@ def _save_record(result: AttachResult) -> str:
 
 @contextlib.contextmanager
 def _stop_on_signals() -> Iterator[list[int]]:
-    """SIGINT/SIGTERM set a flag instead of killing us, so the finally-blocks restore."""
+    """SIGINT/SIGTERM/SIGHUP set a flag instead of killing us, so the finally-blocks restore."""
     got: list[int] = []
 
     def handler(signum: int, frame: FrameType | None) -> None:
         got.append(signum)
 
-    prev = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    prev = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield got
     finally:
@@ -306,9 +284,10 @@ def _report_detach(results: list[DetachResult], as_json: bool) -> None:
 def _hold(args: argparse.Namespace, params: EpollParams) -> int:
     """Attach (and with --watch keep attaching) until SIGINT/SIGTERM, then restore."""
     from ..attach import AttachWatcher
+    from ..journal import Journal
 
     with (
-        AttachWatcher(args.pid, params, follow_children=False) as watcher,
+        AttachWatcher(args.pid, params, follow_children=False, journal=Journal()) as watcher,
         _stop_on_signals() as got,
     ):
         try:
@@ -381,41 +360,46 @@ def run_attach(args: argparse.Namespace) -> int:
             _print_contexts(list(result.contexts), f"pid {args.pid} has no epoll fd")
             _warn(result.warnings)
         return 0
+    from ..errors import RequestError
+    from ..journal import Journal
+
+    if args.watch and not args.hold:
+        raise RequestError("--watch keeps attaching while holding: use it with --hold")
     params = _params(args, None)
-    if args.hold or args.watch:
+    if args.hold:
         return _hold(args, params)
-    try:
-        result = attach(args.pid, params)
-    except Exception as err:
-        # main() prints str(err) only; the notes say what was rolled back.
-        for note in getattr(err, "__notes__", ()):
-            print(f"netdevkit: {note}", file=sys.stderr)
-        raise
-    path = _save_record(result)
+    journal = Journal()
+    result = attach(args.pid, params, journal=journal)  # main() prints the notes too
+    path = journal.path
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
         _print_contexts(list(result.contexts), "no epoll contexts")
-        print(f"undo with: netdevkit detach --pid {args.pid}  (record: {path})", file=sys.stderr)
+        print(f"undo with: netdevkit detach --pid {args.pid}  (journal: {path})", file=sys.stderr)
     _warn(result.warnings)
     return 0
 
 
 def run_detach(args: argparse.Namespace) -> int:
-    from ..attach import detach
+    from ..attach.core import detach_journaled
     from ..errors import NotFoundError
+    from ..journal import Journal
 
-    record = _load_record(args.pid)
-    if record is None:
+    journal = Journal()
+    if not [r for r in journal.records("epoll") if _of_pid(args.pid)(r)]:
         raise NotFoundError(
-            f"no attach record for pid {args.pid} ({record_path(args.pid)}): "
-            "nothing to restore (attach --hold restores by itself)"
+            f"no attach record for pid {args.pid} in the journal ({journal.path}): "
+            "nothing to restore"
         )
-    result = detach(record)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(record_path(args.pid))
-    _report_detach([result], args.json)
-    return 0
+    results = detach_journaled(journal, _of_pid(args.pid))
+    _report_detach(results, args.json)
+    stuck = [r for r in journal.records("epoll") if _of_pid(args.pid)(r)]
+    if stuck:
+        print(
+            f"netdevkit: {len(stuck)} context(s) could not be restored and stay journaled",
+            file=sys.stderr,
+        )
+    return 1 if stuck else 0
 
 
 # --- run ----------------------------------------------------------------------------------
@@ -460,6 +444,7 @@ def _napi_tuned(args: argparse.Namespace, preset: str) -> Iterator[None]:
 def run_run(args: argparse.Namespace) -> int:
     from ..attach import AttachWatcher
     from ..errors import NetdevkitError, RequestError
+    from ..journal import Journal
 
     cmd = list(args.cmd)
     if cmd and cmd[0] == "--":
@@ -483,7 +468,10 @@ def run_run(args: argparse.Namespace) -> int:
 
         prev = {s: signal.signal(s, forward) for s in _FORWARDED}
         try:
-            with AttachWatcher(child.pid, params, follow_children=not args.no_children) as w:
+            watcher = AttachWatcher(
+                child.pid, params, follow_children=not args.no_children, journal=Journal()
+            )
+            with watcher as w:
                 reported = 0
                 while True:
                     try:

@@ -20,7 +20,7 @@ DESCRIPTION = """\
 Measure what each mode buys on this kernel, without touching your interfaces:
 a veth testbed in two network namespaces, servers in one, clients in the other.
 
-modes      base, defer, napibusy, fullbusy, suspend, threaded (netdevkit tune presets),
+modes      base, defer, napibusy, fullbusy, suspend, threaded (`netdevkit presets`),
            busy-poll-thread (Linux 6.19+: a busy-polling kthread per NAPI)
 workloads  echo       sockperf-framing echo server on netdevkit's loop, stock asyncio, uvloop
            sockperf   Debian's sockperf server and client (ping-pong, under-load)
@@ -78,8 +78,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--duration", type=float, help="seconds per sample (default 3; quick 0.5)")
     p.add_argument("--repeat", type=int, help="repeats per point (default 1)")
     p.add_argument("--quick", action="store_true", help="all modes, echo+sockperf, short: < 2 min")
-    p.add_argument("--out", help="output directory (default ./bench-out/TIMESTAMP)")
+    p.add_argument(
+        "--out", help="output directory (default ./bench-out/TIMESTAMP); checked before the run"
+    )
     p.add_argument("--report", metavar="RESULTS_JSON", help="only re-render an earlier run")
+    p.add_argument(
+        "--testbed-name",
+        metavar="NAME",
+        help="name of the bench's testbed (default ndkbench-PID; `netdevkit testbed show`)",
+    )
     p.add_argument("-j", "--json", action="store_true", help="print results.json to stdout")
     p.set_defaults(func=run_bench_cmd)
 
@@ -105,6 +112,11 @@ def _options(args: argparse.Namespace) -> object:
         from ..testbed.core import CpuPlacement
 
         changes["cpus"] = CpuPlacement.parse(args.cpus)
+    if args.testbed_name:
+        from ..testbed import TestbedConfig
+
+        TestbedConfig(name=args.testbed_name)  # validates the name before anything runs
+        changes["testbed_name"] = args.testbed_name
     import dataclasses
 
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
@@ -135,6 +147,20 @@ def _render(res: object, out: str, as_json: bool) -> int:
     return 0
 
 
+def _prepare_out(out: str) -> None:
+    """Make sure the results can be written to *out* before any work starts."""
+    from ..errors import RequestError
+
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise RequestError(f"--out {out}: exists and is not a directory (name a directory)")
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as err:
+        raise RequestError(f"--out {out}: cannot create the directory: {err.strerror}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise RequestError(f"--out {out}: the directory is not writable")
+
+
 def run_bench_cmd(args: argparse.Namespace) -> int:
     from ..bench import runner
     from ..bench.results import Results
@@ -142,12 +168,14 @@ def run_bench_cmd(args: argparse.Namespace) -> int:
     if args.report:
         res = Results.load(args.report)
         out = args.out or os.path.dirname(os.path.abspath(args.report))
+        _prepare_out(out)
         return _render(res, out, args.json)
     opts = _options(args)
     assert isinstance(opts, runner.BenchOptions)
     runner.validate(opts)  # before any output directory or testbed exists
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or os.path.join("bench-out", stamp)
+    _prepare_out(out)  # a bad --out fails now, not after the measurement
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
+import signal
 import sys
+import threading
 from collections.abc import Sequence
+from typing import NoReturn
 
 from ..errors import NetdevkitError, RequestError
 
@@ -23,6 +27,11 @@ COMMAND_MODULES: tuple[str, ...] = (
     "netdevkit.cli.tune",
     "netdevkit.cli.attach",
     "netdevkit.cli.bench",
+    "netdevkit.cli.testbed",
+    "netdevkit.cli.top",
+    "netdevkit.cli.monitor",
+    "netdevkit.cli.exporter",
+    "netdevkit.cli.devmem",
 )
 
 DESCRIPTION = """\
@@ -35,8 +44,24 @@ and -j/--json for machine-readable output where it prints anything.
 """
 
 
+class UsageError(Exception):
+    """A command line argparse refused; main() prints it as one line and returns 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one line on stderr (usage is in --help).
+
+    Subcommand parsers are made with the same class (argparse's ``parser_class`` default).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        # argparse quotes the bad value whole: keep a line readable for any input
+        message = re.sub(r"'([^']{40})[^']{20,}'", r"'\1...'", message)
+        raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="netdevkit",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -48,22 +73,68 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _with_notes(err: BaseException) -> str:
+    """The error and its notes (what was rolled back, what to do) as one message."""
+    return "; ".join([str(err), *getattr(err, "__notes__", ())])
+
+
+def _say(message: str) -> None:
+    """One line on stderr, whatever the message holds (a value with a newline, a NUL...)."""
+    line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+    print(f"netdevkit: {line}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run one command; returns the exit status (0, 1 refused, 2 bad input, 128+N signal N).
+
+    Called as the program (*argv* None), a signal that arrives once the command has
+    finished is ignored: its work is done and reported, and the status says how it went.
+    """
+    try:
+        return _run(argv)
+    finally:
+        if argv is None and threading.current_thread() is threading.main_thread():
+            for sig in _STOP_SIGNALS:
+                signal.signal(sig, signal.SIG_IGN)
+            # CPython 3.11/3.12 remember a KeyboardInterrupt that escaped code run from a
+            # string (exec/eval: dataclasses and namedtuples build methods that way) even
+            # when we caught it later, and then exit by SIGINT instead of our status. A
+            # string executed without one clears that memory (pythonrun.c,
+            # run_eval_code_obj).
+            exec("pass")
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except UsageError as err:
+        _say(f"error: {err}")
+        return 2
+    except KeyboardInterrupt:
+        _say("interrupted before the command started: nothing changed")
+        return 128 + signal.SIGINT
     try:
         rc: int | None = args.func(args)
     except RequestError as err:
-        print(f"netdevkit: error: {err}", file=sys.stderr)
+        _say(f"error: {_with_notes(err)}")
         return 2
     except NetdevkitError as err:
-        print(f"netdevkit: error: {err}", file=sys.stderr)
+        _say(f"error: {_with_notes(err)}")
         return 1
-    except KeyboardInterrupt:
-        print("netdevkit: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        # Interrupted (a signal stopped a change at a safe point) says what was undone.
+        signum = getattr(err, "signum", signal.SIGINT)
+        _say(f"interrupted{f': {err}' if str(err) else ''}")
+        return 128 + int(signum)
     except BrokenPipeError:
         return 0
+    except OSError as err:  # the system refused something the library did not translate
+        _say(f"error: {err}")
+        return 1
     return rc or 0
 
 

@@ -541,6 +541,12 @@ def run_qstats_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_qstats_balance(args: argparse.Namespace) -> int:
+    from .balance import run
+
+    return run(args)
+
+
 def run_page_pool_show(args: argparse.Namespace) -> int:
     t = resolve_target(args)
     with _open(t) as nd:
@@ -702,6 +708,10 @@ def register(sub: SubParsers) -> None:
     _add_show(sub, "napi", "show", "show NAPI instances", NAPI_HELP, run_napi_show)
     q = _add_show(sub, "qstats", "show", "show queue statistics", QSTATS_HELP, run_qstats_show)
     q.add_argument("--per-queue", action="store_true", help="one row per queue, not per device")
+    from . import balance  # the standard library only at top level
+
+    b = _add_show(sub, "qstats", "balance", balance.SUMMARY, balance.BODY, run_qstats_balance)
+    balance.add_options(b)
     _add_show(sub, "page-pool", "show", "show page pools", PAGE_POOL_HELP, run_page_pool_show)
     _add_show(
         sub,

@@ -15,14 +15,21 @@ level; the tuning library is imported by the command that runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from .show import napi_subparsers
 
 if TYPE_CHECKING:
-    from ..tuning.napi import Outcome
+    from collections.abc import Callable
+
+    from ..journal import DiffOutcome, Record
+    from ..tuning.model import Plan
+    from ..tuning.napi import Tuner
     from ..tuning.presets import NapiSettings
     from .show import SubParsers
 
@@ -44,8 +51,10 @@ SAFETY_HELP = """\
 safety: every value is checked and every target looked up before anything
 changes; the previous values are written to the journal ($NETDEVKIT_STATE_DIR,
 default /run/netdevkit/journal.json) before the first change; if the kernel
-refuses one change, those before it are rolled back. `netdevkit restore` puts
-everything back, `netdevkit napi diff` shows what differs from before.
+refuses one change, those before it are rolled back; Ctrl-C, SIGTERM or SIGHUP
+roll back every change made (nothing changed). `netdevkit restore` puts
+everything back (also after a SIGKILL), `netdevkit napi diff` shows what
+differs from before. Timeouts above 120s are refused (see docs/tuning.md).
 
 backends: per-NAPI netlink (napi-set) where the kernel has it, else the
 device-wide sysfs knobs /sys/class/net/DEV/{napi_defer_hard_irqs,
@@ -114,9 +123,10 @@ def register(sub: SubParsers) -> None:
     p = napi.add_parser(
         "diff",
         help="what differs now from the values before netdevkit changed them",
-        description="Compare every journaled NAPI (or device) with its baseline, the values\n"
-        "it had before netdevkit first changed it. A NAPI whose id vanished is\n"
-        "compared through the NAPI now at its position on the same device.",
+        description="Compare every journaled object with its value before netdevkit first\n"
+        "changed it: NAPIs (or devices), and every other kind in the journal (epoll\n"
+        "parameters set by `attach`, ...). A NAPI whose id vanished is compared\n"
+        "through the NAPI now at its position on the same device.",
         formatter_class=_FMT,
     )
     _journal_filter(p)
@@ -138,11 +148,14 @@ def register(sub: SubParsers) -> None:
 
     p = sub.add_parser(
         "restore",
-        help="put back every NAPI setting netdevkit changed (from the journal)",
-        description="Put every journaled NAPI (or device) back to its baseline and empty the\n"
-        "journal. Works from any process, also after the one that made the changes\n"
-        "crashed. NAPIs that vanished (device reset) are reported, not failed; entries\n"
-        "that could not be restored stay in the journal (exit status 1).",
+        help="put back everything netdevkit changed (NAPI settings, epoll parameters, ...)",
+        description="Put every journaled change back -- NAPI settings, the epoll parameters\n"
+        "`attach` set, and every other kind in the journal -- and empty it. Works from\n"
+        "any process, also after the one that made the changes was killed (SIGKILL).\n"
+        "Objects that vanished (a NAPI after a device reset, a process that exited)\n"
+        "are reported, not failed; entries that could not be restored stay in the\n"
+        "journal (exit status 1). Testbeds still up are named, with the command that\n"
+        "removes them (`netdevkit testbed down --all`).",
         formatter_class=_FMT,
     )
     _journal_filter(p)
@@ -164,6 +177,7 @@ def _journal_filter(p: argparse.ArgumentParser) -> None:
     """The options of the commands that read the journal (`napi diff`, `restore`)."""
     p.add_argument("--netns", metavar="NAME", help="only entries of network namespace NAME")
     p.add_argument("--ifname", metavar="NAME", help="only entries of interface NAME")
+    p.add_argument("--kind", metavar="KIND", help="only entries of one kind (napi, epoll, ...)")
     p.add_argument("-j", "--json", action="store_true", help="print JSON")
 
 
@@ -211,89 +225,181 @@ def _settings(args: argparse.Namespace) -> NapiSettings:
     return overlay(base, settings_from_mapping(given))
 
 
-def run_set(args: argparse.Namespace) -> int:
-    from ..tuning.napi import Tuner
+@contextlib.contextmanager
+def _honest_interrupt(tuners: list[Tuner]) -> Iterator[None]:
+    """A Ctrl-C outside apply's own safe points says whether the changes stand.
 
-    settings = _settings(args)  # bad values fail here, before any lookup
-    ids = _ids(args.id) if args.id is not None else None
-    with Tuner(args.backend) as tuner:
-        plan = tuner.plan_for(settings, netns=args.netns, ifname=args.ifname, napi_ids=ids)
-        if not args.dry_run:
-            tuner.apply(plan)
-        journal = None if tuner.journal is None else tuner.journal.path
-    if args.json:
-        _print_json({"dry_run": args.dry_run, "journal": journal, "changes": plan.to_json()})
-        return 0
-    for line in plan.lines():
-        print(line)
-    if args.dry_run:
-        print("dry run: nothing changed")
-    elif not plan.empty:
-        print(f"previous values journaled in {journal}; undo with `netdevkit restore`")
+    apply() rolls back and says so itself (``Interrupted``); a plain KeyboardInterrupt
+    came before it started (nothing changed) or after it completed (the changes stay,
+    journaled).
+    """
+    from .._signals import Interrupted
+
+    try:
+        yield
+    except KeyboardInterrupt as err:
+        if isinstance(err, Interrupted):
+            raise
+        done = tuners[0].completed if tuners else None
+        if done is not None and done.changes:
+            raise Interrupted(
+                signal.SIGINT,
+                f"after all {len(done.changes)} change(s) were made: they stay, journaled "
+                "(undo with `netdevkit restore`)",
+            ) from None
+        raise Interrupted(signal.SIGINT, "before any change: nothing changed") from None
+
+
+def run_set(args: argparse.Namespace) -> int:
+    tuners: list[Tuner] = []
+    with _honest_interrupt(tuners):
+        from ..tuning.napi import Tuner
+
+        settings = _settings(args)  # bad values fail here, before any lookup
+        ids = _ids(args.id) if args.id is not None else None
+        tuners.append(Tuner(args.backend))
+        with tuners[0] as tuner:
+            plan = tuner.plan_for(settings, netns=args.netns, ifname=args.ifname, napi_ids=ids)
+            if not args.dry_run:
+                tuner.apply(plan)
+        _report(args, plan, tuner)
     return 0
 
 
 def run_apply(args: argparse.Namespace) -> int:
-    from ..tuning.napi import Tuner
-    from ..tuning.profile import load_profile, plan_profile
+    tuners: list[Tuner] = []
+    with _honest_interrupt(tuners):
+        from ..tuning.napi import Tuner
+        from ..tuning.profile import load_profile, plan_profile
 
-    profile = load_profile(args.profile)
-    with Tuner(args.backend or profile.backend) as tuner:
-        plan = plan_profile(tuner, profile)
-        if not args.dry_run:
-            tuner.apply(plan)
-        journal = None if tuner.journal is None else tuner.journal.path
+        profile = load_profile(args.profile)
+        tuners.append(Tuner(args.backend or profile.backend))
+        with tuners[0] as tuner:
+            plan = plan_profile(tuner, profile)
+            if not args.dry_run:
+                tuner.apply(plan)
+        _report(args, plan, tuner)
+    return 0
+
+
+def _report(args: argparse.Namespace, plan: Plan, tuner: Tuner) -> None:
+    """What `napi set` and `apply` print once the plan is applied (or dry-run)."""
+    journal = None if tuner.journal is None else tuner.journal.path
     if args.json:
         _print_json({"dry_run": args.dry_run, "journal": journal, "changes": plan.to_json()})
-        return 0
+        return
     for line in plan.lines():
         print(line)
     if plan.empty:
-        return 0
+        return
     if args.dry_run:
         print("dry run: nothing changed")
     else:
         print(f"previous values journaled in {journal}; undo with `netdevkit restore`")
-    return 0
+
+
+def _match(args: argparse.Namespace) -> Callable[[Record], bool] | None:
+    """The record filter of `restore`/`napi diff`: --netns, --ifname, --kind."""
+    netns, ifname, kind = args.netns, args.ifname, getattr(args, "kind", None)
+    if netns is not None:
+        from ..netns import path_of
+
+        path_of(netns)  # a name no namespace can have is a usage error, not "no entries"
+    if netns is None and ifname is None and kind is None:
+        return None
+
+    def match(r: Record) -> bool:
+        return (
+            (netns is None or r.info.get("netns") == netns)
+            and (ifname is None or r.info.get("ifname") == ifname)
+            and (kind is None or r.kind == kind)
+        )
+
+    return match
 
 
 def run_restore(args: argparse.Namespace) -> int:
-    from ..tuning.napi import Tuner
+    from ..journal import Journal, restore_all
 
-    with Tuner() as tuner:
-        outcomes = tuner.restore(netns=args.netns, ifname=args.ifname)
-        path = tuner.journal.path if tuner.journal is not None else ""
-    failed = any(o.status == "failed" for o in outcomes)
+    journal = Journal()
+    outcomes = restore_all(journal, match=_match(args))
+    leftovers = _leftover_testbeds()
+    failed = sum(1 for o in outcomes if o.status == "failed")
     if args.json:
-        _print_json({"journal": path, "results": [o.to_json() for o in outcomes]})
-        return 1 if failed else 0
-    if not outcomes:
-        print(f"nothing to restore: the journal ({path}) lists no changes")
-    for o in outcomes:
-        print(_outcome_line(o))
+        _print_json(
+            {
+                "journal": journal.path,
+                "results": [o.to_json() for o in outcomes],
+                "leftover_testbeds": leftovers,
+            }
+        )
+    else:
+        if not outcomes:
+            print(f"nothing to restore: the journal ({journal.path}) lists no changes")
+        for o in outcomes:
+            print(o.message if o.status != "failed" else f"FAILED: {o.message}")
+        if leftovers:
+            print(
+                f"testbeds still up: {', '.join(leftovers)}; remove them with "
+                "`netdevkit testbed down NAME` or `netdevkit testbed down --all`"
+            )
     if failed:
-        print("some entries could not be restored and stay in the journal", file=sys.stderr)
+        print(
+            f"netdevkit: error: {failed} journal entr{'y' if failed == 1 else 'ies'} could "
+            f"not be restored and stay in {journal.path} (a later restore retries them)",
+            file=sys.stderr,
+        )
     return 1 if failed else 0
 
 
-def _outcome_line(o: Outcome) -> str:
-    return o.message if o.status != "failed" else f"FAILED: {o.message}"
+def _leftover_testbeds() -> list[str]:
+    """Testbeds of this state directory whose owner is gone, as ``NAME (why)``: restore
+    does not remove them (they are not settings), it says how."""
+    from ..testbed.journal import testbeds
+
+    return [
+        f"{t.name} ({'kept by `testbed up`' if t.status == 'kept' else 'left over'})"
+        for t in testbeds()
+        if t.status != "running"
+    ]
 
 
 def run_diff(args: argparse.Namespace) -> int:
+    from ..journal import diff_all
+    from ..tuning.journal import KIND
     from ..tuning.napi import Tuner
 
-    with Tuner() as tuner:
-        rows = tuner.diff(netns=args.netns, ifname=args.ifname)
+    m = _match(args)
+    with Tuner("auto") as tuner:
+        rows = (
+            []
+            if args.kind not in (None, KIND)
+            else tuner.diff(netns=args.netns, ifname=args.ifname)
+        )
         path = tuner.journal.path if tuner.journal is not None else ""
+    others = diff_all(match=lambda r: r.kind != KIND and (m is None or m(r)))
     if args.json:
-        _print_json([r.to_json() for r in rows])
+        _print_json([r.to_json() for r in rows] + [o.to_json() for o in others])
         return 0
-    if not rows:
+    if not rows and not others:
         print(f"no differences: the journal ({path}) lists no changes")
     for r in rows:
         print(r.line())
+    for o in others:
+        print(_diff_line(o))
     return 0
+
+
+def _diff_line(o: DiffOutcome) -> str:
+    head = str(o.record.info.get("label") or f"{o.record.kind} {o.record.key}")
+    if o.error:
+        return f"{head}: cannot compare ({o.error})"
+    if o.current is None:
+        return f"{head}: gone"
+    if not o.differs:
+        return f"{head}: at its value before netdevkit"
+    changes = ", ".join(f"{k} {b} -> {a}" for k, (b, a) in o.differs.items())
+    return f"{head}: {changes} (before -> now)"
 
 
 def run_presets(args: argparse.Namespace) -> int:

@@ -91,6 +91,9 @@ class IfaceFacts:
     qstats_error: str = ""
     #: /sys/class/net/IF/threaded (inside the interface's namespace)
     sysfs_threaded: int | None = None
+    #: devmem requirement lines (name, met or None if unknown, detail), as ``devmem setup``
+    #: checks them; None when they could not be read
+    devmem: tuple[tuple[str, bool | None, str], ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,6 +284,7 @@ def _gather_iface(ifname: str, netns: str | None) -> IfaceFacts:
                 qstats_error = "this kernel has no qstats-get (Linux 6.10+)"
     except NetdevkitError as err:
         napi_error = qstats_error = str(err)
+    devmem = _devmem_requirements(ifname, netns)
     return IfaceFacts(
         ifname,
         netns,
@@ -296,7 +300,23 @@ def _gather_iface(ifname: str, netns: str | None) -> IfaceFacts:
         qstats=qstats,
         qstats_error=qstats_error,
         sysfs_threaded=_sysfs_threaded(netns, ifname),
+        devmem=devmem,
     )
+
+
+def _devmem_requirements(
+    ifname: str, netns: str | None
+) -> tuple[tuple[str, bool | None, str], ...] | None:
+    """The lines ``devmem setup`` would print (the queue API probe binds nothing)."""
+    from ..devmem.nic import KernelNic
+    from ..devmem.setup import requirements
+
+    try:
+        with KernelNic(netns) as nic:
+            reqs, _facts = requirements(nic, ifname, None)
+    except NetdevkitError:
+        return None
+    return tuple((r.name, r.ok, r.detail) for r in reqs if r.name != "driver")
 
 
 def _sysfs_threaded(netns: str | None, ifname: str) -> int | None:

@@ -485,6 +485,22 @@ def _check_devmem(r: _Report) -> None:
             "devmem support (queue API and unreadable-netmem page pools)",
             "devmem needs gve, mlx5, bnxt, fbnic or idpf with header split and flow steering",
         )
+        for name, met, detail in f.iface.devmem or ():
+            label = f"{f.iface.name}: {name}"
+            if met:
+                r.ok(label, detail)
+            elif met is None:
+                r.warn(label, detail)
+            else:
+                r.missing(label, detail, _DEVMEM_REMEDY.get(name, ""))
+
+
+_DEVMEM_REMEDY = {
+    "queue API": "devmem needs gve, mlx5, bnxt, fbnic or idpf",
+    "header split": "a NIC whose driver supports tcp-data-split (ethtool -G IF tcp-data-split on)",
+    "ntuple": "a NIC with n-tuple flow steering (ethtool -K IF ntuple on)",
+    "RSS": "a NIC with an RSS indirection table (and Linux 6.17+ to set it over netlink)",
+}
 
 
 def _check_pp_stats(r: _Report) -> None:

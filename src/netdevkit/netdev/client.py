@@ -379,6 +379,10 @@ class Netdev:
     def close(self) -> None:
         self._sock.close()
 
+    def fileno(self) -> int:
+        """The netlink socket's descriptor (for select, or SO_RCVBUF)."""
+        return self._sock.fileno()
+
     def __enter__(self) -> Netdev:
         return self
 
@@ -618,18 +622,37 @@ class Netdev:
 
     # -- Device Memory TCP bindings -------------------------------------------
 
-    def bind_rx(self, ifindex: int, dmabuf_fd: int, queues: Iterable[int]) -> int:
+    def bind_rx(
+        self,
+        ifindex: int,
+        dmabuf_fd: int,
+        queues: Iterable[int],
+        rx_page_size: int | None = None,
+    ) -> int:
         """Bind *dmabuf_fd* to RX *queues* of *ifindex*; returns the binding id.
 
-        The binding lasts as long as this connection.
+        The binding lasts as long as this connection. *rx_page_size* (bytes,
+        Linux 7.3+) sizes the buffers carved from the dmabuf; a kernel
+        without it refuses the attribute, which raises
+        :class:`~netdevkit.errors.UnsupportedError`.
         """
         qlist = [{"id": q, "type": QueueType.RX} for q in queues]
         if not qlist:
             raise RequestError("bind-rx needs at least one RX queue")
-        attrs = {"ifindex": ifindex, "fd": dmabuf_fd, "queues": qlist}
-        d = self._request(
-            self._op("bind-rx"), attrs, False, f"bind-rx ifindex {ifindex}", self._read_dmabuf
-        )
+        attrs: dict[str, Any] = {"ifindex": ifindex, "fd": dmabuf_fd, "queues": qlist}
+        if rx_page_size is not None:
+            attrs["rx-page-size"] = rx_page_size
+        try:
+            d = self._request(
+                self._op("bind-rx"), attrs, False, f"bind-rx ifindex {ifindex}", self._read_dmabuf
+            )
+        except KernelError as err:
+            if rx_page_size is not None and err.attr_path == "dmabuf.rx-page-size":
+                raise UnsupportedError(
+                    f"bind-rx ifindex {ifindex}: this kernel does not take rx-page-size "
+                    f"(needs Linux 7.3 or newer; it answered: {err.extack or err.strerror})"
+                ) from err
+            raise
         return int(d[0]["id"]) if d and "id" in d[0] else 0
 
     def bind_tx(self, ifindex: int, dmabuf_fd: int) -> int:

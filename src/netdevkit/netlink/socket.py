@@ -67,6 +67,11 @@ class DumpInterrupted(NetdevkitError):
     """The kernel flagged the dump as inconsistent (NLM_F_DUMP_INTR): retry it."""
 
 
+class NotificationsLost(NetdevkitError):
+    """The socket's receive queue overflowed (ENOBUFS): multicast messages were
+    dropped. The socket stays usable; dump again to learn the current state."""
+
+
 @dataclass(frozen=True, slots=True)
 class FamilyInfo:
     """What nlctrl says about a family on this kernel."""
@@ -173,7 +178,7 @@ class GenlSocket:
                 continue
             except OSError as err:
                 if err.errno == errno.ENOBUFS:
-                    raise NetdevkitError(
+                    raise NotificationsLost(
                         "netlink receive queue overflowed (ENOBUFS): notifications were lost"
                     ) from err
                 raise

@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
+import functools
 import ipaddress
 import os
 import re
@@ -55,6 +57,7 @@ from typing import Any, Literal
 from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
 
+from .. import _fault
 from .. import netns as ndk_netns
 from ..errors import NetdevkitError, NotFoundError, RequestError, UnsupportedError
 from .datapath import _udp_napi_id, get_offloads, set_offloads, socket_in_netns
@@ -64,8 +67,12 @@ from .journal import (
     _owner_token,
     _remove_journal,
     _remove_ns,
+    _remove_tmpdir,
     _require_privileges,
     _write_journal,
+    end_processes,
+    ns_pids,
+    tmpdir_of,
 )
 
 Side = Literal["server", "client"]
@@ -329,9 +336,13 @@ def affinity_of(pid: int) -> frozenset[int]:
     return frozenset(out)
 
 
+#: what a terminal, a service manager or a parent sends to stop us
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+
 @contextlib.contextmanager
 def _sigterm_blocked() -> Iterator[None]:
-    """Hold SIGTERM back for the body (the handler runs right after it).
+    """Hold SIGTERM, SIGHUP and SIGINT back for the body (handlers run right after it).
 
     pyroute2's netns.create forks a child that makes the bind mount. A
     SIGTERM handled while that child is still working would find no
@@ -342,11 +353,25 @@ def _sigterm_blocked() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, set(_STOP_SIGNALS))
     try:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the child before exec: get SIGKILL when the process that started us dies.
+
+    ``PR_SET_PDEATHSIG`` (prctl option 1) survives ``execve`` (of programs that are not
+    set-user-ID) and ``ip netns exec`` execs without forking, so it reaches the program
+    itself. It fires when the *thread* that forked us exits: the testbed's programs are
+    started from the thread that owns the testbed, which outlives them.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the prctl: follow it now
+        os._exit(1)
 
 
 # --- the testbed -------------------------------------------------------------
@@ -378,9 +403,8 @@ class Testbed:
         self._is_up = False
         self._in_down = False
         self._sigterm_pending = False
-        self._terminated = False  # the SIGTERM handler ran
-        self._prev_sigterm: _SigHandler = None
-        self._sigterm_installed = False
+        self._terminated = 0  # the signal the SIGTERM/SIGHUP handler ran for
+        self._prev_handlers: dict[int, _SigHandler] = {}
         self._atexit = False
         self._owner_pid = 0  # the process that built it; forked children never tear down
         self._owner = ""
@@ -393,6 +417,12 @@ class Testbed:
         return f"Testbed({self.config!r}, {state})"
 
     # -- names ----------------------------------------------------------------
+
+    @property
+    def tmpdir(self) -> str:
+        """A private temporary directory, removed with the testbed (also by
+        ``netdevkit testbed down`` when the owner was killed)."""
+        return tmpdir_of(self.config.name)
 
     @property
     def is_up(self) -> bool:
@@ -446,17 +476,17 @@ class Testbed:
             if ndk_netns.exists(ns):
                 raise NetdevkitError(
                     f"namespace {ns} already exists: another testbed named "
-                    f"{self.config.name!r} is up, or a leftover (remove it with "
-                    "netdevkit.testbed.down_all)"
+                    f"{self.config.name!r} is up, or a leftover (`netdevkit testbed show` "
+                    f"lists them; `netdevkit testbed down {self.config.name}` removes it)"
                 )
         start = time.monotonic()
         self._owner_pid = os.getpid()
-        self._terminated = False
+        self._terminated = 0
         self._install_handlers()
         try:
             self._build()
             if self._terminated:
-                raise SystemExit(128 + signal.SIGTERM)
+                raise SystemExit(128 + self._terminated)
         except BaseException as err:
             self.down()
             if self._terminated and not isinstance(err, SystemExit):
@@ -465,7 +495,7 @@ class Testbed:
                 # __del__ methods (pyroute2 forks for every netns socket and
                 # drops event loops), so the build ran on into a vanished
                 # namespace. Report the SIGTERM, not that.
-                raise SystemExit(128 + signal.SIGTERM) from err
+                raise SystemExit(128 + self._terminated) from err
             raise
         self._is_up = True
         self.up_seconds = time.monotonic() - start
@@ -477,16 +507,20 @@ class Testbed:
         # Bookkeeping first, then the action: a signal between the two must
         # not leave something down() does not know about.
         self._journal = True
+        _fault.point("testbed-record")
         _write_journal(cfg, self._owner)
+        os.makedirs(tmpdir_of(cfg.name), mode=0o755, exist_ok=True)
         for ns in (self.server_ns, self.client_ns):
             self._created.append(ns)
             try:
+                _fault.point("netns-create")
                 with _sigterm_blocked():
                     pr_netns.create(ns)
             except FileExistsError as err:
                 self._created.remove(ns)  # someone else's: never remove it
                 raise NetdevkitError(f"namespace {ns} appeared while building the testbed") from err
         q = cfg.queues
+        _fault.point("veth-create")
         with _ipr(self.server_ns, f"create veth {SERVER_IF}<->{CLIENT_IF}") as ipr:
             # Peer attributes are separate: without num_rx_queues in the peer
             # the client end gets the kernel default (number of possible CPUs).
@@ -513,6 +547,7 @@ class Testbed:
     def _configure_side(self, side: Side) -> None:
         ns, ifname = self.ns_of(side), self.if_of(side)
         addr = self.server_addr if side == "server" else self.client_addr
+        _fault.point("link-configure")
         with _ipr(ns, f"configure {ifname}") as ipr:
             ipr.link("set", index=1, ifalias=_alias(self.config.name, self._owner))
             ipr.link("set", index=1, state="up")
@@ -577,8 +612,14 @@ class Testbed:
         self._in_down = True
         start = time.monotonic()
         problems: list[str] = []
+        # SIGINT/SIGTERM/SIGHUP wait until the teardown is complete (a KeyboardInterrupt
+        # half-way would leave a namespace behind with nobody to remove it).
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, set(_STOP_SIGNALS))
         try:
             self._stop_procs()
+            # Anything else still running inside (a server's own children, a program
+            # started by hand with `ip netns exec`) would keep the namespace alive.
+            end_processes([p for ns in self._created for p in ns_pids(ns)])
             if self.server_ns in self._created and ndk_netns.exists(self.server_ns):
                 # Deleting one end deletes both. Failure is fine: the
                 # namespace removal below takes the veth with it.
@@ -589,11 +630,13 @@ class Testbed:
                     ipr.link("del", ifname=SERVER_IF)
             for ns in list(self._created):
                 try:
+                    _fault.point("netns-remove")
                     _remove_ns(ns)
                     self._created.remove(ns)
                 except OSError as err:
                     problems.append(f"{ns}: {err}")
             if self._journal and not self._created:
+                _remove_tmpdir(self.config.name)
                 with contextlib.suppress(OSError):
                     _remove_journal(self.config.name)
                 self._journal = False
@@ -603,11 +646,25 @@ class Testbed:
             self._remove_handlers()
             self._in_down = False
             self.down_seconds = time.monotonic() - start
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         if self._sigterm_pending:
             self._sigterm_pending = False
-            raise SystemExit(128 + signal.SIGTERM)
+            raise SystemExit(128 + (self._terminated or signal.SIGTERM))
         if problems:
             raise NetdevkitError("testbed teardown left namespaces behind: " + "; ".join(problems))
+
+    def keep(self) -> None:
+        """Hand the testbed over to its record: it stays up after this process exits
+        (``netdevkit testbed up``), until ``netdevkit testbed down NAME`` (or ``--all``)
+        removes it. Programs started with :meth:`popen` are not kept: they are stopped."""
+        if not self._is_up:
+            raise NetdevkitError(f"testbed {self.config.name!r} is not up: call up() first")
+        _write_journal(self.config, self._owner, kept=True)
+        self._stop_procs()
+        self._remove_handlers()
+        self._created.clear()
+        self._journal = False
+        self._is_up = False
 
     def _stop_procs(self) -> None:
         procs, self._procs = self._procs, []
@@ -631,39 +688,40 @@ class Testbed:
             self._atexit = True
         if threading.current_thread() is not threading.main_thread():
             return  # signal.signal works only in the main thread
-        prev = signal.getsignal(signal.SIGTERM)
-        if prev is signal.SIG_IGN:
-            return  # the process ignores SIGTERM, so it will not die of it
-        self._prev_sigterm = prev
-        signal.signal(signal.SIGTERM, self._on_sigterm)
-        self._sigterm_installed = True
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            prev = signal.getsignal(sig)
+            if prev is signal.SIG_IGN:
+                continue  # the process ignores it, so it will not die of it
+            self._prev_handlers[sig] = prev
+            signal.signal(sig, self._on_sigterm)
 
     def _remove_handlers(self) -> None:
         if self._atexit:
             atexit.unregister(self.down)
             self._atexit = False
-        if not self._sigterm_installed:
+        if not self._prev_handlers:
             return
         if threading.current_thread() is not threading.main_thread():
             return
-        # Restore only if ours is still on top; a handler installed later
-        # (another testbed) chains to ours, which stays harmless once down.
-        if signal.getsignal(signal.SIGTERM) == self._on_sigterm:
-            prev = self._prev_sigterm
-            signal.signal(signal.SIGTERM, prev if prev is not None else signal.SIG_DFL)
-        self._sigterm_installed = False
+        prev_handlers, self._prev_handlers = self._prev_handlers, {}
+        for sig, prev in prev_handlers.items():
+            # Restore only if ours is still on top; a handler installed later
+            # (another testbed) chains to ours, which stays harmless once down.
+            if signal.getsignal(sig) == self._on_sigterm:
+                signal.signal(sig, prev if prev is not None else signal.SIG_DFL)
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
-        prev = self._prev_sigterm
+        """SIGTERM or SIGHUP: tear down, then behave as the previous handler would."""
+        prev = self._prev_handlers.get(signum)
         if os.getpid() != self._owner_pid:
             # Inherited across fork: behave as the handler before ours did.
-            signal.signal(signal.SIGTERM, prev if prev is not None else signal.SIG_DFL)
+            signal.signal(signum, prev if prev is not None else signal.SIG_DFL)
             if callable(prev):
                 prev(signum, frame)
             else:
                 os.kill(os.getpid(), signum)
             return
-        self._terminated = True
+        self._terminated = signum
         if self._in_down:
             # Interrupted teardown: let it finish, then exit.
             self._sigterm_pending = True
@@ -687,12 +745,15 @@ class Testbed:
 
     def popen(self, side: Side, argv: list[str], **kw: Any) -> subprocess.Popen[bytes]:
         """Start *argv* inside a side's namespace. ``down()`` terminates it
-        (SIGTERM, then SIGKILL after 2 s) if it is still running.
+        (SIGTERM, then SIGKILL after 2 s) if it is still running, and the kernel
+        kills it (``PR_SET_PDEATHSIG``) if this process dies without a ``down()``.
 
         With a :class:`CpuPlacement` for the side, the process and all its
         threads are pinned right after it starts (see :func:`set_affinity`);
         a pin that fails stops the process and raises."""
         self._procs = [p for p in self._procs if p.poll() is None]
+        _fault.point("process-start")
+        kw.setdefault("preexec_fn", functools.partial(_die_with_parent, os.getpid()))
         p: subprocess.Popen[bytes] = subprocess.Popen(self._ns_argv(side, argv), **kw)
         self._procs.append(p)
         cpus = self.cpus_of(side)

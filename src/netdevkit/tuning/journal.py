@@ -1,52 +1,68 @@
-"""The journal: the values every NAPI had before netdevkit first changed it.
+"""The NAPI view of the one journal (:mod:`netdevkit.journal`): records of kind ``napi``.
 
-One JSON file, ``$STATE_DIR/journal.json`` (``/run/netdevkit`` unless the
-environment variable ``NETDEVKIT_STATE_DIR`` names another directory).
-``/run`` is a tmpfs: a reboot empties it, and a reboot also resets every
-NAPI setting, so the two stay consistent.
+Each record holds the values a NAPI (or, with the sysfs backend, a whole device) had
+before netdevkit first changed it -- its *baseline* -- and is written before the change
+it covers (see :mod:`netdevkit.journal` for the write-ahead rules). Records are keyed by
+(backend, netns, ifindex, napi id) and also describe the interface name and the NAPI's
+position on its device, so a NAPI whose id vanished can be reported by name and its
+successor found.
 
-Rules:
-
-- An entry is written -- atomically (temp file, fsync, rename, fsync of the
-  directory) -- *before* the change it covers is applied, so a process killed
-  at any point leaves a journal that can undo everything it did.
-- An entry holds the *baseline*: the values before netdevkit's first change
-  of that target. A later change of the same target keeps the older baseline.
-- Entries are keyed by (backend, netns, ifindex, napi id) and also record the
-  interface name and the NAPI's position on its device, so a NAPI whose id
-  vanished can be reported by name and its successor found.
-- Every read-modify-write holds ``flock(journal.lock)``: two netdevkit
-  processes never lose each other's entries.
+:class:`Journal` is :class:`netdevkit.journal.Journal` with NAPI-typed helpers
+(:meth:`Journal.load`, :meth:`Journal.add_baselines`, :meth:`Journal.remove`); records of
+other kinds in the same file are left as they are.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
-import os
-import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import NetdevkitError
+from ..journal import DEFAULT_STATE_DIR, JOURNAL_NAME, STATE_DIR_ENV, Record, key_of, state_dir
+from ..journal import Journal as _Journal
 from .model import Target, settings_from_json, settings_to_json
 from .presets import NapiSettings
 
-STATE_DIR_ENV = "NETDEVKIT_STATE_DIR"
-DEFAULT_STATE_DIR = "/run/netdevkit"
-JOURNAL_NAME = "journal.json"
-FORMAT_VERSION = 1
+KIND = "napi"
+
+__all__ = [
+    "DEFAULT_STATE_DIR",
+    "JOURNAL_NAME",
+    "KIND",
+    "STATE_DIR_ENV",
+    "Journal",
+    "JournalEntry",
+    "state_dir",
+]
 
 
-def state_dir() -> str:
-    """``$NETDEVKIT_STATE_DIR`` or ``/run/netdevkit``."""
-    return os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR
+def target_key(t: Target) -> str:
+    """The record key of *t* (the same parts as :attr:`Target.key`)."""
+    return key_of(t.backend, t.netns, t.ifindex, t.napi_id)
+
+
+def target_from_json(d: dict[str, Any]) -> Target:
+    backend = d["backend"]
+    if backend not in ("netlink", "sysfs"):
+        raise ValueError(f"unknown backend {backend!r}")
+    netns, napi_id, position = d.get("netns"), d.get("napi_id"), d.get("position")
+    if netns is not None and not isinstance(netns, str):
+        raise ValueError(f"netns {netns!r} is not a string")
+    return Target(
+        backend,
+        netns,
+        str(d["ifname"]),
+        int(d["ifindex"]),
+        None if napi_id is None else int(napi_id),
+        None if position is None else int(position),
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class JournalEntry:
+    """One ``napi`` record, typed."""
+
     target: Target
     baseline: NapiSettings
     #: seconds since the epoch when the baseline was recorded
@@ -54,148 +70,58 @@ class JournalEntry:
     #: the process that recorded it
     pid: int
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            **self.target.to_json(),
-            "baseline": settings_to_json(self.baseline),
-            "recorded_at": self.recorded_at,
-            "pid": self.pid,
-        }
+    def to_record(self) -> Record:
+        return Record(
+            KIND,
+            target_key(self.target),
+            settings_to_json(self.baseline),
+            self.target.to_json(),
+            self.pid,
+            self.recorded_at,
+        )
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> JournalEntry:
-        backend = d["backend"]
-        if backend not in ("netlink", "sysfs"):
-            raise ValueError(f"unknown backend {backend!r}")
-        napi_id, position = d.get("napi_id"), d.get("position")
-        target = Target(
-            backend,
-            d.get("netns"),
-            str(d["ifname"]),
-            int(d["ifindex"]),
-            None if napi_id is None else int(napi_id),
-            None if position is None else int(position),
-        )
-        return cls(
-            target,
-            settings_from_json(d["baseline"]),
-            float(d.get("recorded_at", 0.0)),
-            int(d.get("pid", 0)),
-        )
-
-
-class Journal:
-    """The journal file in *directory* (default: :func:`state_dir` at use time)."""
-
-    def __init__(self, directory: str | None = None) -> None:
-        self._dir = directory
-
-    @property
-    def directory(self) -> str:
-        return self._dir if self._dir is not None else state_dir()
-
-    @property
-    def path(self) -> str:
-        return os.path.join(self.directory, JOURNAL_NAME)
-
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold the journal's lock (blocks while another process holds it)."""
+    def from_record(cls, r: Record) -> JournalEntry:
         try:
-            os.makedirs(self.directory, mode=0o755, exist_ok=True)
-            fd = os.open(
-                os.path.join(self.directory, "journal.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
+            return cls(
+                target_from_json(r.info),
+                settings_from_json(r.before),
+                r.recorded_at,
+                r.pid,
             )
-        except OSError as err:
+        except (KeyError, TypeError, ValueError, OverflowError) as err:
             raise NetdevkitError(
-                f"cannot open the journal lock in {self.directory}: {err} "
-                f"(run as root, or point ${STATE_DIR_ENV} at a writable directory)"
-            ) from err
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # releases the lock
+                f"journal record napi/{r.key} is not a NAPI record: {err!r}; fix or remove it"
+            ) from None
+
+    def to_json(self) -> dict[str, Any]:
+        return self.to_record().to_json()
+
+
+def baseline_record(target: Target, before: NapiSettings) -> Record:
+    return Record(KIND, target_key(target), settings_to_json(before), target.to_json())
+
+
+class Journal(_Journal):
+    """The journal file in *directory* (default: the state directory at use time)."""
 
     def load(self) -> list[JournalEntry]:
-        """All entries, oldest first; an absent file is an empty journal."""
-        try:
-            with open(self.path, encoding="utf-8") as f:
-                data = json.load(f)
-        except FileNotFoundError:
-            return []
-        except (OSError, ValueError) as err:
-            raise NetdevkitError(
-                f"cannot read the journal {self.path}: {err}; fix or remove it "
-                "(it lists the settings to restore)"
-            ) from err
-        try:
-            if data.get("version") != FORMAT_VERSION:
-                raise ValueError(f"format version {data.get('version')!r}")
-            return [JournalEntry.from_json(e) for e in data["entries"]]
-        except (AttributeError, KeyError, TypeError, ValueError) as err:
-            raise NetdevkitError(
-                f"the journal {self.path} is not a netdevkit journal "
-                f"(format {FORMAT_VERSION}): {err}"
-            ) from err
+        """The ``napi`` records, oldest first; an absent file is an empty journal."""
+        return [JournalEntry.from_record(r) for r in self.records(KIND)]
 
     def save(self, entries: Iterable[JournalEntry]) -> None:
-        """Replace the journal atomically and durably; an empty one removes the file."""
-        entries = list(entries)
-        if not entries:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path)
-            self._fsync_dir()
-            return
-        data = {"version": FORMAT_VERSION, "entries": [e.to_json() for e in entries]}
-        tmp = f"{self.path}.{os.getpid()}.tmp"
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(data, f, indent=1)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except OSError as err:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise NetdevkitError(f"cannot write the journal {self.path}: {err}") from err
-        self._fsync_dir()
-
-    def _fsync_dir(self) -> None:
-        # The rename is durable only once the directory itself is synced.
-        try:
-            fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
-        except FileNotFoundError:
-            return
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    # -- operations (call with the lock held) ------------------------------------
+        """Make *entries* the journal's NAPI records; no records at all removes the file."""
+        self.replace_kind(KIND, [e.to_record() for e in entries])
 
     def add_baselines(self, items: Iterable[tuple[Target, NapiSettings]]) -> list[Target]:
         """Record baselines for targets not journaled yet; returns the ones added."""
-        entries = self.load()
-        known = {e.target.key for e in entries}
-        added: list[Target] = []
-        now, pid = time.time(), os.getpid()
+        by_key = {}
+        records = []
         for target, before in items:
-            if target.key in known:
-                continue  # keep the older baseline
-            known.add(target.key)
-            entries.append(JournalEntry(target, before, now, pid))
-            added.append(target)
-        if added:
-            self.save(entries)
-        return added
+            r = baseline_record(target, before)
+            by_key[r.key] = target
+            records.append(r)
+        return [by_key[r.key] for r in self.add(records)]
 
     def remove(self, targets: Iterable[Target]) -> None:
-        keys = {t.key for t in targets}
-        if not keys:
-            return
-        entries = self.load()
-        kept = [e for e in entries if e.target.key not in keys]
-        if len(kept) != len(entries):
-            self.save(kept)
+        self.forget((KIND, target_key(t)) for t in targets)

@@ -142,8 +142,34 @@ def validate_settings(s: NapiSettings, what: str = "") -> NapiSettings:
     return s
 
 
+#: The longest gro-flush-timeout / irq-suspend-timeout netdevkit takes from a user (ns).
+#: Both arm the NAPI's hrtimer with the device IRQ masked (napi_complete_done,
+#: napi_suspend_irqs): packets that reach a quiet NAPI wait up to that long. The
+#: kernel takes any u64 (NLA_UINT without a range) and converts it with ns_to_ktime()
+#: to a signed ktime, so values above KTIME_MAX (S64_MAX ns) even wrap to "now"; long
+#: before that a value stops making sense: TCP's largest retransmission timeout
+#: (TCP_RTO_MAX, 120 s) is where peers give up on a connection whose packets are held.
+#: :func:`validate_settings` keeps the kernel's own u64 limit, so that ``restore`` can
+#: always put back a value the system had.
+MAX_USER_TIMEOUT_NS = 120 * 1_000_000_000
+
+
+def check_user_timeout(knob: str, ns: int) -> int:
+    """Refuse a user's timeout above :data:`MAX_USER_TIMEOUT_NS`, saying why."""
+    if ns > MAX_USER_TIMEOUT_NS:
+        raise RequestError(
+            f"{knob}={format_duration_ns(ns)}: above netdevkit's bound of 120s; a quiet "
+            "NAPI holds packets up to this long with its IRQ masked, and past TCP's largest "
+            "retransmission timeout (TCP_RTO_MAX, 120s) connections die (typical values: "
+            "gro-flush-timeout 10us-1ms, irq-suspend-timeout 1-100ms)"
+        )
+    return ns
+
+
 def parse_count(text: str, knob: str = "defer-hard-irqs") -> int:
     """A non-negative integer as a user typed it, with a clear error."""
+    if len(text) > 32:
+        raise RequestError(f"{knob}={text[:20]!r}...: expected a whole number 0..{S32_MAX}")
     try:
         v = int(text.strip(), 10)
     except ValueError:
@@ -200,10 +226,10 @@ def parse_knob(name: str, value: object) -> int | bool:
     if isinstance(value, int):
         if value < 0:
             raise RequestError(f"{name}={value}: must not be negative")
-        return value
+        return check_user_timeout(name, value) if field in DURATION_KNOBS else value
     if isinstance(value, str):
         if field in DURATION_KNOBS:
-            return parse_duration_ns(value)
+            return check_user_timeout(name, parse_duration_ns(value))
         return parse_count(value, name)
     raise RequestError(f"{name}={value!r}: expected a number or a string like '200us'")
 

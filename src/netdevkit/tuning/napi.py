@@ -25,10 +25,13 @@ Order of work, so that bad input changes nothing:
 from __future__ import annotations
 
 import contextlib
+import signal
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .. import _fault
+from .._signals import Deferral, Interrupted
 from ..errors import NetdevkitError, NotFoundError, RequestError, UnsupportedError
 from ..netdev.client import ifindex_of
 from ..netns import exists as netns_exists
@@ -128,6 +131,7 @@ class DiffRow:
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "kind": "napi",
             "target": self.entry.target.to_json(),
             "status": self.status,
             "baseline": settings_to_json(self.entry.baseline),
@@ -184,6 +188,9 @@ class Tuner:
         )
         self._netlink: NetlinkBackend | None = None
         self._sysfs: SysfsBackend | None = None
+        #: what the last :meth:`apply` completed (all its changes made), else None: a
+        #: caller that gets a KeyboardInterrupt can tell whether the changes stand
+        self.completed: Applied | None = None
 
     def __enter__(self) -> Tuner:
         return self
@@ -271,27 +278,70 @@ class Tuner:
         return self.journal.locked() if self.journal is not None else contextlib.nullcontext()
 
     def apply(self, plan: Plan) -> Applied:
-        """Journal the baselines, then write each change; roll back on refusal."""
+        """Journal the baselines, then write each change; roll back on refusal or signal.
+
+        While it runs (in the main thread), SIGINT, SIGTERM and SIGHUP are held and looked
+        at between two writes: a signal rolls back every change made so far -- including
+        one the kernel was making when the signal came -- and raises
+        :class:`~netdevkit._signals.Interrupted` saying so. The journal keeps any target
+        whose rollback failed, so ``restore`` can finish the job.
+        """
+        self.completed = None
         todo = plan.effective
         if not todo:
             return Applied(plan, (), ())
-        with self._locked():
+        with Deferral() as signals, self._locked():
             added: list[Target] = []
             if self.journal is not None:
                 added = self.journal.add_baselines((c.target, c.before) for c in todo)
             done: list[Change] = []
             for k, change in enumerate(todo, 1):
+                self._check_signal(signals, done, added, len(todo))
                 try:
+                    _fault.point("napi-write")
                     self.backend_named(change.target.backend).write(change.target, change.forward())
-                except BaseException as err:
+                except NetdevkitError as err:  # the kernel refused: change k did not happen
                     rolled, failures, stuck = self._rollback(done)
-                    if self.journal is not None:
-                        self.journal.remove(t for t in added if t.key not in stuck)
-                    if not isinstance(err, NetdevkitError):
-                        raise  # KeyboardInterrupt and friends, after the rollback
+                    self._forget(added, stuck)
                     raise TuningError(k, len(todo), change, err, rolled, failures) from err
+                except BaseException:
+                    # KeyboardInterrupt and friends (outside the main thread, where signals
+                    # are not held): the write in flight may have reached the kernel, so it
+                    # is undone as well (writing the old values back is a no-op otherwise).
+                    _rolled, _failures, stuck = self._rollback([*done, change])
+                    self._forget(added, stuck)
+                    raise
                 done.append(change)
-        return Applied(plan, tuple(done), tuple(added))
+            _fault.point("napi-applied")  # not a change: where a late signal lands
+            self.completed = Applied(plan, tuple(done), tuple(added))
+            self._check_signal(signals, done, added, len(todo))
+        return self.completed
+
+    def _forget(self, added: list[Target], stuck: set[tuple[Any, ...]]) -> None:
+        if self.journal is not None:
+            self.journal.remove(t for t in added if t.key not in stuck)
+
+    def _check_signal(
+        self, signals: Deferral, done: list[Change], added: list[Target], total: int
+    ) -> None:
+        """A safe point of :meth:`apply`: on a pending signal, roll back and raise."""
+        signum = signals.take()
+        if signum is None:
+            return
+        self.completed = None
+        rolled, failures, stuck = self._rollback(done)
+        self._forget(added, stuck)
+        name = signal.Signals(signum).name
+        msg = f"{name} after {len(done)} of {total} change(s): " + (
+            f"rolled back the {len(rolled)} made, nothing changed" if done else "nothing changed"
+        )
+        if failures:
+            msg += (
+                "; ROLLBACK INCOMPLETE: "
+                + "; ".join(failures)
+                + " (they stay in the journal: run `netdevkit restore`)"
+            )
+        raise Interrupted(signum, msg)
 
     def _rollback(
         self, done: list[Change]
@@ -301,6 +351,7 @@ class Tuner:
         stuck: set[tuple[Any, ...]] = set()
         for change in reversed(done):
             try:
+                _fault.point("napi-rollback")
                 self.backend_named(change.target.backend).write(change.target, change.backward())
                 rolled.append(change)
             except NetdevkitError as err:
@@ -339,6 +390,7 @@ class Tuner:
         back = settings_of(ours)
         try:
             if ours:
+                _fault.point("napi-undo")
                 backend.write(t, back)
         except NotFoundError:
             return Outcome(t, "gone", _gone_message(t, None))
@@ -381,16 +433,17 @@ class Tuner:
             entries = self._entries(netns, ifname)
             stuck: set[tuple[Any, ...]] = set()
             for entry in reversed(entries):
-                o = self._restore_one(entry)
+                o = self.restore_entry(entry)
                 out.append(o)
                 if o.status == "failed":
                     stuck.add(entry.target.key)
             self.journal.remove(e.target for e in entries if e.target.key not in stuck)
         return out
 
-    def _read_or_successor(
+    def read_or_successor(
         self, t: Target
     ) -> tuple[NapiSettings | None, tuple[Target, NapiSettings] | None]:
+        """*t*'s values now, or (None, the NAPI now at its position and its values)."""
         try:
             if t.netns is not None and not netns_exists(t.netns):
                 return None, None
@@ -402,15 +455,17 @@ class Tuner:
         except NetdevkitError:
             return None, None
 
-    def _restore_one(self, entry: JournalEntry) -> Outcome:
+    def restore_entry(self, entry: JournalEntry) -> Outcome:
+        """Put one journaled target back to its baseline (what ``restore`` does per entry)."""
         t = entry.target
-        now, succ = self._read_or_successor(t)
+        now, succ = self.read_or_successor(t)
         if now is None:
             return Outcome(t, "gone", _gone_message(t, None if succ is None else succ[0]))
         delta = _delta(now, entry.baseline)
         if not delta:
             return Outcome(t, "unchanged", f"{t.label}: already at its baseline")
         try:
+            _fault.point("napi-restore")
             self.backend_named(t.backend).write(
                 t, settings_of({k: a for k, (_b, a) in delta.items()})
             )
@@ -428,7 +483,7 @@ class Tuner:
         """Every journal entry against the kernel now (oldest first)."""
         rows = []
         for entry in self._entries(netns, ifname):
-            now, succ = self._read_or_successor(entry.target)
+            now, succ = self.read_or_successor(entry.target)
             if now is not None:
                 rows.append(DiffRow(entry, now, _delta(entry.baseline, now)))
             elif succ is not None:

@@ -39,6 +39,7 @@ from .model import KNOBS, Plan, Target, is_empty, overlay, settings_from_mapping
 from .napi import Tuner
 from .presets import NapiSettings, get_preset
 
+MAX_PROFILE_BYTES = 1 << 20
 TOP_KEYS = ("version", "backend", "netns", "interface")
 RULE_KEYS = ("match", "netns", "preset", *KNOBS.values(), "napi")
 OVERRIDE_KEYS = ("position", "positions", *KNOBS.values())
@@ -125,12 +126,20 @@ def _rule(table: object, i: int, default_netns: str | None) -> Rule:
     if not isinstance(raw_overrides, list):
         raise RequestError(f"{where}.napi: expected [[interface.napi]] tables")
     overrides = []
+    named: dict[int, str] = {}
     for j, o in enumerate(raw_overrides):
         owhere = f"{where} [[interface.napi]] #{j + 1}"
         if not isinstance(o, dict):
             raise RequestError(f"{owhere}: expected a table")
         _check_keys(o, OVERRIDE_KEYS, owhere)
         positions = _positions(o, owhere)
+        for p in positions:
+            if p in named:
+                raise RequestError(
+                    f"{owhere}: position {p} is already set by {named[p]}; give each "
+                    "position once (one [[interface.napi]] table, or one 'positions' list)"
+                )
+            named[p] = f"[[interface.napi]] #{j + 1}"
         osettings = settings_from_mapping(_knobs(o), owhere)
         if is_empty(osettings):
             raise RequestError(f"{owhere}: sets no value")
@@ -161,10 +170,16 @@ def parse_profile(text: str, source: str = "<profile>") -> Profile:
 
 def load_profile(path: str) -> Profile:
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            raw = f.read(MAX_PROFILE_BYTES + 1)
     except OSError as err:
         raise RequestError(f"cannot read profile {path}: {err.strerror}") from None
+    if len(raw) > MAX_PROFILE_BYTES:
+        raise RequestError(f"{path}: larger than {MAX_PROFILE_BYTES >> 10} KiB, not a profile")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RequestError(f"{path}: not a profile (binary, not UTF-8 TOML text)") from None
     return parse_profile(text, path)
 
 

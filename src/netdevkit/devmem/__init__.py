@@ -1,0 +1,49 @@
+"""Device Memory TCP from Python: dmabufs, bindings, receive, send, NIC preparation.
+
+- :mod:`.dmabuf`: :func:`udmabuf`, :func:`cuda`, :class:`DmabufFd` (any dmabuf fd);
+- :mod:`.binding`: :func:`bind_rx` / :func:`bind_tx` return a :class:`Binding`
+  that owns its netlink socket (closing it unbinds);
+- :mod:`.rx`: :class:`DevmemReceiver` (batches of numpy arrays, automatic
+  token return) and :class:`AsyncDevmemReceiver`;
+- :mod:`.tx`: :class:`DevmemSender` (zerocopy sends from dmabuf offsets,
+  completions from the error queue);
+- :mod:`.setup`: NIC preparation (header split, RSS, ntuple) with a journal;
+- :mod:`.fake`: :class:`FakeKernel`, the syscall-boundary fake tests use;
+- :mod:`.cmsg`, :mod:`.syscalls`, :mod:`.uapi`: the wire formats and calls.
+"""
+
+from __future__ import annotations
+
+from .binding import Binding, bind_rx, bind_tx
+from .dmabuf import CudaDmabuf, Dmabuf, DmabufFd, Udmabuf, cuda, udmabuf
+from .rx import (
+    AsyncDevmemReceiver,
+    DevmemReceiver,
+    Fragment,
+    OutstandingLimit,
+    RxBatch,
+    RxStats,
+    TokenReturnError,
+)
+from .tx import DevmemSender, Send
+
+__all__ = [
+    "AsyncDevmemReceiver",
+    "Binding",
+    "CudaDmabuf",
+    "DevmemReceiver",
+    "DevmemSender",
+    "Dmabuf",
+    "DmabufFd",
+    "Fragment",
+    "OutstandingLimit",
+    "RxBatch",
+    "RxStats",
+    "Send",
+    "TokenReturnError",
+    "Udmabuf",
+    "bind_rx",
+    "bind_tx",
+    "cuda",
+    "udmabuf",
+]

@@ -1,0 +1,229 @@
+"""NIC preparation: step logic and journaling against a fake NIC; real refusals on veth."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from netdevkit import journal as jr
+from netdevkit.devmem import records
+from netdevkit.devmem.fakenic import FakeNic
+from netdevkit.devmem.nic import KernelNic
+from netdevkit.devmem.setup import apply, parse_queues, plan, teardown, undo
+from netdevkit.errors import KernelError, RequestError, UnsupportedError
+from netdevkit.ethtool.client import Ethtool
+from netdevkit.ethtool.family import TcpDataSplit
+from netdevkit.ethtool.ioctl import Flow, encode_insert, parse_flow
+from netdevkit.testbed import Testbed
+
+FLOW = parse_flow("tcp dst-port 5201 dst-ip 10.0.0.2")
+
+
+@pytest.fixture
+def journal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> jr.Journal:
+    monkeypatch.setenv(jr.STATE_DIR_ENV, str(tmp_path))
+    return jr.Journal()
+
+
+def _state(nic: FakeNic) -> tuple[object, ...]:
+    return (nic.tcp_data_split, nic.hds_thresh, nic.ntuple_on, list(nic.indir), dict(nic.rules))
+
+
+@pytest.mark.parametrize(
+    ("text", "queues"),
+    [("14-15", (14, 15)), ("3,5,7-8", (3, 5, 7, 8)), ("2", (2,)), ("4,4,3", (3, 4))],
+)
+def test_parse_queues(text: str, queues: tuple[int, ...]) -> None:
+    assert parse_queues(text) == queues
+
+
+@pytest.mark.parametrize("text", ["", "a", "3-", "5-3", "1,,2", "-1"])
+def test_parse_queues_refuses(text: str) -> None:
+    with pytest.raises(RequestError):
+        parse_queues(text)
+
+
+def test_parse_flow() -> None:
+    assert parse_flow("tcp dst-port 5201") == Flow(5201)
+    f = parse_flow("tcp dst-port 80 src-ip 2001:db8::1")
+    assert f.ipv6 and f.src_ip == "2001:db8::1"
+    for bad in ["udp dst-port 1", "tcp", "tcp dst-port", "tcp dst-port 0", "tcp src-port 5",
+                "tcp dst-port 5 dst-ip nope", "tcp dst-port 5 color red",
+                "tcp dst-port 5 dst-ip 10.0.0.1 src-ip ::1"]:  # fmt: skip
+        with pytest.raises(RequestError):
+            parse_flow(bad)
+
+
+def test_ntuple_insert_struct_bytes() -> None:
+    raw = encode_insert(Flow(5201, dst_ip="10.0.0.2"), 14)
+    assert len(raw) == 192
+    assert raw[0:4] == (0x32).to_bytes(4, "little")  # ETHTOOL_SRXCLSRLINS
+    assert raw[16:20] == (1).to_bytes(4, "little")  # fs.flow_type TCP_V4_FLOW
+    # h_u.tcp_ip4_spec: ip4src, ip4dst, psrc, pdst (network order)
+    assert raw[20:32] == bytes(4) + bytes([10, 0, 0, 2]) + b"\x00\x00" + (5201).to_bytes(2, "big")
+    # m_u: only dst ip and dst port compared
+    assert raw[92:104] == bytes(4) + b"\xff" * 4 + b"\x00\x00\xff\xff"
+    assert raw[168:176] == (14).to_bytes(8, "little")  # ring_cookie
+    assert raw[176:180] == b"\xff" * 4  # location RX_CLS_LOC_ANY
+
+
+def test_plan_on_a_capable_nic_changes_nothing() -> None:
+    nic = FakeNic()
+    before = _state(nic)
+    p = plan(nic, "eth9", [14, 15], FLOW)
+    assert p.ok and [r.name for r in p.requirements] == [
+        "driver", "queue API", "header split", "ntuple", "RSS", "queues"
+    ]  # fmt: skip
+    assert [s.record.kind for s in p.steps] == list(records.KINDS)
+    assert "RSS indirection table over queues 0-13 only" in p.steps[2].description
+    assert _state(nic) == before
+    assert not {"rings_set", "features_set", "rss_set", "ntuple_insert"} & set(nic.calls)
+
+
+def test_apply_journals_then_teardown_puts_everything_back(journal: jr.Journal) -> None:
+    nic = FakeNic()
+    before = _state(nic)
+    seen: list[str] = []
+    written = apply(
+        plan(nic, "eth9", [14, 15], FLOW), nic, journal, lambda s: seen.append(s.description)
+    )
+    assert len(seen) == 4 and len(written) == 4
+    assert nic.tcp_data_split is TcpDataSplit.ENABLED and nic.hds_thresh == 0 and nic.ntuple_on
+    assert 14 not in nic.indir and 15 not in nic.indir and set(nic.indir) == set(range(14))
+    assert list(nic.rules.values()) == [(FLOW, 14)]
+    by_kind = {r.kind: r for r in journal.records()}
+    assert by_kind["ethtool-rings"].before == {"tcp-data-split": 1, "hds-thresh": 256}
+    assert by_kind["ethtool-features"].before == {"rx-ntuple-filter": False}
+    assert by_kind["ethtool-rss"].before["indir"] == before[3]
+    assert by_kind["ethtool-ntuple"].info["location"] == 0
+    undone = teardown(nic, "eth9", journal)
+    assert all(u.ok for u in undone) and len(undone) == 4
+    assert _state(nic) == before
+    assert journal.records() == []
+
+
+def test_netdevkit_restore_undoes_a_setup(
+    journal: jr.Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nic = FakeNic()
+    before = _state(nic)
+    apply(plan(nic, "eth9", [3], FLOW), nic, journal)
+    monkeypatch.setattr(records, "nic_for", lambda netns: nic)
+    outcomes = jr.restore_all(journal)
+    assert {o.status for o in outcomes} == {"restored"} and len(outcomes) == 4
+    assert _state(nic) == before and journal.records() == []
+
+
+@pytest.mark.parametrize("fail_on", ["features_set", "rss_set", "ntuple_insert"])
+def test_a_failing_step_undoes_the_steps_before_it(journal: jr.Journal, fail_on: str) -> None:
+    nic = FakeNic(fail_on=fail_on)
+    before = _state(nic)
+    with pytest.raises(KernelError, match="injected failure"):
+        apply(plan(nic, "eth9", [14, 15], FLOW), nic, journal)
+    assert _state(nic) == before
+    assert journal.records() == []
+
+
+def test_ctrl_c_during_setup_undoes_it(journal: jr.Journal) -> None:
+    nic = FakeNic()
+    before = _state(nic)
+    p = plan(nic, "eth9", [14, 15], FLOW)
+
+    def interrupt(step: object) -> None:
+        if "RSS" in str(getattr(step, "description", "")):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        apply(p, nic, journal, interrupt)
+    assert _state(nic) == before and journal.records() == []
+
+
+def test_killed_between_journal_and_change_restores_as_a_no_op(
+    journal: jr.Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nic = FakeNic()
+    before = _state(nic)
+    p = plan(nic, "eth9", [14, 15], FLOW)
+    # a process killed right after journaling its intents, before any kernel call
+    journal.add([s.record for s in p.steps])
+    monkeypatch.setattr(records, "nic_for", lambda netns: nic)
+    outcomes = jr.restore_all(journal)
+    assert len(outcomes) == 4 and all(o.status == "restored" for o in outcomes)
+    assert any("already as before" in o.message for o in outcomes)
+    assert any("no rule location was journaled" in o.message for o in outcomes)
+    assert _state(nic) == before and journal.records() == []
+
+
+def test_an_incapable_device_is_refused_before_anything_changes(journal: jr.Journal) -> None:
+    nic = FakeNic(capable=False, driver_name="veth")
+    before = _state(nic)
+    p = plan(nic, "eth9", [1], FLOW)
+    assert not p.ok and p.steps == ()
+    missing = {r.name for r in p.requirements if not r.ok}
+    assert missing == {"driver", "queue API", "header split", "ntuple", "RSS"}
+    with pytest.raises(UnsupportedError) as exc:
+        apply(p, nic, journal)
+    msg = str(exc.value)
+    for word in ("nothing was changed", "driver:", "queue API:", "header split:", "ntuple:"):
+        assert word in msg
+    assert _state(nic) == before and journal.records() == []
+
+
+def test_queues_out_of_range_are_a_missing_requirement() -> None:
+    nic = FakeNic(queues=8)
+    p = plan(nic, "eth9", [7, 8], FLOW)
+    assert [r.detail for r in p.requirements if r.name == "queues"] == [
+        "queues [8] out of range 0..7"
+    ]
+    assert not plan(nic, "eth9", list(range(8)), FLOW).ok
+
+
+# -- the real kernel: veth refuses, and nothing changes ------------------------------
+
+
+def _ethtool_state(tb: Testbed) -> tuple[object, ...]:
+    with Ethtool.open(tb.server_ns) as et:
+        feats = et.features_get(tb.server_if)
+        chans = et.channels_get(tb.server_if)
+    return (feats.active, feats.wanted, chans)
+
+
+@pytest.mark.kernel
+def test_setup_refuses_veth_and_changes_nothing(testbed4: Testbed, journal: jr.Journal) -> None:
+    before = _ethtool_state(testbed4)
+    with KernelNic(testbed4.server_ns) as nic:
+        p = plan(nic, testbed4.server_if, [2, 3], FLOW)
+        lines = {r.name: r for r in p.requirements}
+        assert lines["driver"].ok is False and "veth cannot carry devmem" in lines["driver"].detail
+        assert lines["queue API"].ok is False
+        assert lines["header split"].ok is False and lines["ntuple"].ok is False
+        assert lines["RSS"].ok is False and lines["queues"].ok is True
+        with pytest.raises(UnsupportedError, match="nothing was changed"):
+            apply(p, nic, journal)
+    assert _ethtool_state(testbed4) == before
+    assert journal.records() == []
+
+
+def test_a_second_setup_keeps_the_first_baseline_and_adds_no_second_rule(
+    journal: jr.Journal,
+) -> None:
+    nic = FakeNic()
+    before = _state(nic)
+    first = apply(plan(nic, "eth9", [14, 15], FLOW), nic, journal)
+    second = apply(plan(nic, "eth9", [14, 15], FLOW), nic, journal)
+    assert len(first) == 4 and second == []  # already set up: nothing new journaled
+    assert len(nic.rules) == 1
+    assert all(u.ok for u in teardown(nic, "eth9", journal))
+    assert _state(nic) == before
+
+
+def test_undo_of_one_run_leaves_an_earlier_setup_alone(journal: jr.Journal) -> None:
+    nic = FakeNic()
+    apply(plan(nic, "eth9", [14, 15], FLOW), nic, journal)
+    set_up = _state(nic)
+    other = parse_flow("tcp dst-port 6000")
+    written = apply(plan(nic, "eth9", [14, 15], other), nic, journal)
+    assert [r.kind for r in written] == ["ethtool-ntuple"] and len(nic.rules) == 2
+    assert all(u.ok for u in undo(nic, written, journal))
+    assert _state(nic) == set_up and len(journal.records()) == 4
