@@ -1,6 +1,7 @@
 # netdevkit: two entry points for a fresh machine.
 #   make demo  - virtualenv in .venv, install, run the main job
-#   make test  - virtualenv with test extras, Debian peers, lint, type check, whole suite
+#   make test  - virtualenv with test extras, Debian peers, lint, type check, whole suite,
+#                then the kernel matrix (make test-kernels)
 # Both are idempotent: a second run reuses .venv and installed packages.
 
 PYTHON ?= python3
@@ -9,8 +10,11 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Real peers the tests and the bench start themselves (never as services).
 DEBIAN_PEERS := sockperf memcached redis-server redis-tools iproute2 wrk
+# What the kernel matrix needs: qemu (TCG), a static busybox for the initramfs,
+# depmod, cpio; the kernels themselves come through a private apt configuration.
+KERNEL_TOOLS := qemu-system-x86 busybox-static kmod cpio
 
-.PHONY: demo test lint typecheck pytest venv debian-peers bench clean
+.PHONY: demo test lint typecheck pytest venv debian-peers kernel-tools test-kernels bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +36,16 @@ debian-peers:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+kernel-tools:
+	@missing=""; for p in $(KERNEL_TOOLS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
 lint: venv
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/ruff format --check src tests benchmarks examples
@@ -42,7 +56,13 @@ typecheck: venv
 pytest: venv debian-peers
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test: lint typecheck pytest
+# The kernel matrix: Debian's 6.1, 6.12 and newest 7.x kernels under qemu, the
+# `matrix` tests inside each, one table (docs/kernels.md). Kernels are cached
+# under .cache/kernels; KERNEL_ARGS passes options (e.g. --kernel 7.x).
+test-kernels: venv debian-peers kernel-tools
+	$(BIN)/python tests/kernels/matrix.py $(KERNEL_ARGS)
+
+test: lint typecheck pytest test-kernels
 
 # The main job: every mode against real servers in a throw-away veth testbed,
 # about 2 minutes; prints the table and where the report, plots and JSON are.

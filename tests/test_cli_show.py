@@ -37,7 +37,7 @@ NAPI_KEYS = {
     "irq_suspend_timeout",
     "threaded",
 }
-QUEUE_KEYS = {"ifindex", "ifname", "type", "id", "napi_id", "dmabuf", "io_uring", "xsk"}
+QUEUE_KEYS = {"ifindex", "ifname", "type", "id", "napi_id", "dmabuf", "io_uring", "xsk", "lease"}
 DEV_KEYS = {
     "ifindex",
     "ifname",

@@ -20,6 +20,7 @@ from netdevkit.errors import DecodeError, RequestError
 from netdevkit.netdev.client import (
     NAPI_FIELDS,
     QUEUE_FIELDS,
+    Lease,
     Napi,
     Netdev,
     Queue,
@@ -208,7 +209,7 @@ def test_done_and_multipart_datagram() -> None:
 
 def test_encode_rejects_bad_values_before_sending() -> None:
     with pytest.raises(RequestError, match="threaded"):
-        encode_attrs(NETDEV, "napi", {"threaded": 2})
+        encode_attrs(NETDEV, "napi", {"threaded": 3})
     with pytest.raises(RequestError, match="defer-hard-irqs"):
         encode_attrs(NETDEV, "napi", {"defer-hard-irqs": 2**31})
     with pytest.raises(RequestError, match="gro-flush-timeout"):
@@ -308,15 +309,42 @@ def test_napi_object_keeps_unknown_attributes_and_values() -> None:
 
 
 def test_unknown_enum_value_stays_an_int() -> None:
-    # threaded 2 ("busy-poll" on kernels after 6.18) and a queue type 7
+    # threaded 3 (no kernel has it yet) and a queue type 7
     napi = _napi_row(
-        NAPI_ROW(*_whole(bytes.fromhex("080001000300000008000200010200000800080002000000")))
+        NAPI_ROW(*_whole(bytes.fromhex("080001000300000008000200010200000800080003000000")))
     )
-    assert napi.threaded == 2 and not isinstance(napi.threaded, NapiThreaded)
+    assert napi.threaded == 3 and not isinstance(napi.threaded, NapiThreaded)
     queue = _queue_row(
         QUEUE_ROW(*_whole(bytes.fromhex("080001000000000008000200030000000800030007000000")))
     )
     assert queue.type == 7 and not isinstance(queue.type, QueueType)
+
+
+def test_threaded_busy_poll_and_a_leased_queue_decode() -> None:
+    napi = _napi_row(
+        NAPI_ROW(*_whole(bytes.fromhex("080001000300000008000200010200000800080002000000")))
+    )
+    assert napi.threaded is NapiThreaded.BUSY_POLL
+    # RX queue 0 of ifindex 5, leased from RX queue 3 of ifindex 2 in netns id 1 (7.1+)
+    reply = bytes.fromhex(
+        "0800010000000000" "0800020005000000" "0800030000000000"
+        "28000880" "0800010002000000" "14000280" "0800010003000000" "0800030000000000"
+        "0800030001000000"
+    )  # fmt: skip
+    queue = _queue_row(QUEUE_ROW(*_whole(reply)))
+    assert queue.lease == Lease(2, 3, QueueType.RX, 1)
+    assert (queue.id, queue.ifindex, queue.extra) == (0, 5, ())
+    encoded = encode_attrs(
+        NETDEV,
+        "queue",
+        {
+            "id": 0,
+            "ifindex": 5,
+            "type": QueueType.RX,
+            "lease": {"ifindex": 2, "queue": {"id": 3, "type": 0}, "netns-id": 1},
+        },
+    )
+    assert encoded == reply
 
 
 def test_reply_without_its_id_is_a_decode_error() -> None:
@@ -359,7 +387,7 @@ def test_fast_built_objects_are_the_frozen_dataclasses() -> None:
     assert repr(napi) == repr(same)
     with pytest.raises(dataclasses.FrozenInstanceError):
         napi.defer_hard_irqs = 0  # type: ignore[misc]
-    queue = _queue_row([5, 2, 1, 77, None, {}, None, None])
+    queue = _queue_row([5, 2, 1, 77, None, {}, None, None, None])
     assert type(queue) is Queue
     assert queue == Queue(5, 2, QueueType.TX, 77, None, True, False, ())
     with pytest.raises(dataclasses.FrozenInstanceError):

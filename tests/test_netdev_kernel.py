@@ -17,6 +17,7 @@ import textwrap
 import pytest
 from pyroute2 import IPRoute
 
+from netdevkit import kver
 from netdevkit.errors import KernelError, NotFoundError, RequestError, UnsupportedError
 from netdevkit.netdev.client import Dev, Netdev
 from netdevkit.netdev.family import NETDEV, NapiThreaded, QueueType
@@ -135,25 +136,49 @@ def test_napi_set_unknown_id_is_not_found(testbed4: Testbed) -> None:
         nd.napi_set(UNKNOWN_NAPI_ID, defer_hard_irqs=1)
 
 
-def test_spec_rejects_threaded_2_before_sending() -> None:
-    with pytest.raises(RequestError, match=r"napi\.threaded: 2 is out of range 0\.\.1"):
-        encode_attrs(NETDEV, "napi", {"id": 1, "threaded": 2})
+def test_spec_rejects_threaded_3_before_sending() -> None:
+    with pytest.raises(RequestError, match=r"napi\.threaded: 3 is out of range 0\.\.2"):
+        encode_attrs(NETDEV, "napi", {"id": 1, "threaded": 3})
 
 
-def test_napi_set_threaded_2_is_a_request_error(testbed4: Testbed) -> None:
+@pytest.mark.matrix
+def test_napi_set_threaded_busy_poll(testbed4: Testbed) -> None:
+    """6.19+ runs a busy-polling kthread; older kernels refuse, naming 6.19."""
+    if not kver.at_least("6.3"):
+        with pytest.raises(UnsupportedError, match=r"it appeared in Linux 6\.3"):
+            Netdev.open(testbed4.server_ns)
+        return
     with Netdev.open(testbed4.server_ns) as nd:
+        if not nd.supports("napi-set"):
+            with pytest.raises(UnsupportedError) as exc:
+                nd.napi_set(1, threaded=NapiThreaded.BUSY_POLL)
+            assert str(exc.value) == "per-NAPI settings need Linux 6.13 or newer (napi-set)"
+            return
         napi = nd.napi_dump()[0]
-        with pytest.raises(RequestError, match=r"napi\.threaded"):
-            nd.napi_set(napi.id, threaded=2)  # type: ignore[arg-type]
-        assert nd.napi_get(napi.id) == napi  # nothing was sent
+        if kver.at_least("6.19"):
+            nd.napi_set(napi.id, threaded=NapiThreaded.BUSY_POLL)
+            after = nd.napi_get(napi.id)
+            assert after.threaded is NapiThreaded.BUSY_POLL
+            assert after.pid  # the kthread exists
+            nd.napi_set(napi.id, threaded=NapiThreaded.DISABLED)
+            assert nd.napi_get(napi.id).threaded is NapiThreaded.DISABLED
+        else:
+            with pytest.raises(UnsupportedError) as exc:
+                nd.napi_set(napi.id, threaded=NapiThreaded.BUSY_POLL)
+            assert str(exc.value) == (
+                f"napi-set id {napi.id}: threaded busy-poll needs Linux 6.19 or newer "
+                "(this kernel accepts threaded 0 or 1: integer out of range)"
+            )
+            assert nd.napi_get(napi.id) == napi  # nothing changed
 
 
-def test_kernel_rejects_raw_threaded_2_with_extack(testbed4: Testbed) -> None:
-    """Bypass our validation: the kernel's own policy says ERANGE and points at it."""
+def test_kernel_rejects_raw_threaded_3_with_extack(testbed4: Testbed) -> None:
+    """Bypass our validation: the kernel's own policy says ERANGE and points at it
+    (3 on every kernel; 2, busy-poll, is out of range before 6.19 too)."""
     with Netdev.open(testbed4.server_ns) as nd:
         napi = nd.napi_dump()[0]
     u32 = struct.Struct("=I")
-    attrs = codec.encode_attr(2, u32.pack(napi.id)) + codec.encode_attr(8, u32.pack(2))
+    attrs = codec.encode_attr(2, u32.pack(napi.id)) + codec.encode_attr(8, u32.pack(3))
     with GenlSocket.open(testbed4.server_ns) as sock:
         info = sock.resolve_family("netdev")
         op = NETDEV.ops_by_name["napi-set"]
@@ -161,7 +186,7 @@ def test_kernel_rejects_raw_threaded_2_with_extack(testbed4: Testbed) -> None:
         flags = codec.NLM_F_REQUEST | codec.NLM_F_ACK
         req = codec.encode_genl(info.id, op.id, NETDEV.version, flags, seq, attrs)
         with pytest.raises(ErrorReply) as exc:
-            sock.transact(req, seq, "raw napi-set threaded=2")
+            sock.transact(req, seq, "raw napi-set threaded=3")
     err = exc.value
     assert err.errno == errno.ERANGE
     assert err.raw_extack.message == "integer out of range"

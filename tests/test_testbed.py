@@ -251,6 +251,7 @@ def _tcp_napi_ids(tb: Testbed, flows: int) -> tuple[set[int], set[int]]:
 
 
 @pytest.mark.kernel
+@pytest.mark.matrix
 def test_tcp_carries_napi_id_both_ways(testbed: Testbed) -> None:
     server_ids, client_ids = _tcp_napi_ids(testbed, 1)
     print(f"TCP NAPI ids: server side {server_ids}, client side {client_ids}")

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from netdevkit.errors import RequestError
+from netdevkit.netdev.family import NapiThreaded
 from netdevkit.tuning.journal import Journal, JournalEntry
 from netdevkit.tuning.model import (
     S32_MAX,
@@ -47,6 +48,7 @@ ZERO = NapiSettings(0, 0, 0, False)
         ("threaded", "on", True),
         ("threaded", "off", False),
         ("threaded", True, True),
+        ("threaded", "busy-poll", NapiThreaded.BUSY_POLL),
     ],
 )
 def test_parse_knob_accepts(name: str, text: object, want: object) -> None:
@@ -62,7 +64,7 @@ def test_parse_knob_accepts(name: str, text: object, want: object) -> None:
         ("defer-hard-irqs", "-1", "must not be negative"),
         ("defer-hard-irqs", "ten", "whole number"),
         ("defer-hard-irqs", True, "not a boolean"),
-        ("threaded", "maybe", "on or off"),
+        ("threaded", "maybe", "on, off or busy-poll"),
         ("threaded", 2, "on/off"),
         ("defer-hard-irq", 1, "unknown setting 'defer-hard-irq'"),
     ],
@@ -104,11 +106,23 @@ def test_validate_durations_are_u64(v: int) -> None:
         st.none() | st.integers(0, S32_MAX),
         st.none() | st.integers(0, 2**64 - 1),
         st.none() | st.integers(0, 2**64 - 1),
-        st.none() | st.booleans(),
+        st.none() | st.booleans() | st.just(NapiThreaded.BUSY_POLL),
     )
 )
 def test_settings_json_round_trip(s: NapiSettings) -> None:
-    assert settings_from_json(json.loads(json.dumps(settings_to_json(s)))) == s
+    back = settings_from_json(json.loads(json.dumps(settings_to_json(s))))
+    assert back == s
+    assert type(back.threaded) is type(s.threaded)  # busy-poll stays the named mode
+
+
+def test_threaded_busy_poll_in_a_profile_and_a_plan_line() -> None:
+    s = settings_from_mapping({"threaded": "busy-poll"})
+    assert s.threaded is NapiThreaded.BUSY_POLL
+    plan = make_plan([(T1, ZERO, s)])
+    assert "threaded off -> busy-poll" in "\n".join(plan.lines())
+    assert PRESETS["busy-poll-thread"].napi.threaded is NapiThreaded.BUSY_POLL
+    with pytest.raises(RequestError, match="must be on, off or busy-poll"):
+        validate_settings(NapiSettings(threaded=3))  # type: ignore[arg-type]
 
 
 # -- changes and plans --------------------------------------------------------------------

@@ -20,8 +20,10 @@ import pytest
 from pyroute2 import IPRoute
 from pyroute2.ethtool.ioctl import IoctlEthtool, NotSupportedError
 
+from netdevkit import kver
 from netdevkit.errors import NotFoundError, RequestError, UnsupportedError
 from netdevkit.netdev.client import Napi, Netdev
+from netdevkit.netdev.family import NapiThreaded
 from netdevkit.netns import entered
 from netdevkit.testbed import Testbed
 from netdevkit.tuning.context import tuned
@@ -159,7 +161,15 @@ def test_set_by_id_list_touches_only_those(testbed4: Testbed, state: Path) -> No
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_each_preset_applies_and_is_undone(testbed: Testbed, state: Path, name: str) -> None:
     p = PRESETS[name].napi
-    want = (p.defer_hard_irqs, p.gro_flush_timeout, p.irq_suspend_timeout, int(bool(p.threaded)))
+    want = (p.defer_hard_irqs, p.gro_flush_timeout, p.irq_suspend_timeout, int(p.threaded or 0))
+    if p.threaded is NapiThreaded.BUSY_POLL and not kver.at_least("6.19"):
+        with (
+            pytest.raises(UnsupportedError, match=r"threaded busy-poll needs Linux 6\.19"),
+            tuned(IF, preset=name, netns=testbed.server_ns),
+        ):
+            pass
+        assert values(testbed) == [(0, 0, 0, 0)]
+        return
     with tuned(IF, preset=name, netns=testbed.server_ns) as t:
         assert values(testbed) == [want]
         assert len(t.changes) == (0 if name == "base" else 1)
@@ -178,7 +188,7 @@ def test_each_preset_applies_and_is_undone(testbed: Testbed, state: Path, name: 
         (["--gro-flush-timeout", "20xs"], 2, "invalid duration"),
         (["--gro-flush-timeout=-20us"], 2, "invalid duration"),
         (["--irq-suspend-timeout", "1.5ns"], 2, "whole number of nanoseconds"),
-        (["--threaded", "2"], 2, "expected on or off"),
+        (["--threaded", "2"], 2, "expected on, off or busy-poll"),
         (["--preset", "turbo"], 2, "unknown preset"),
         ([], 2, "nothing to set"),
         (["--id", "4000000000", "--defer-hard-irqs", "1"], 1, "no NAPI instance with id"),

@@ -22,6 +22,7 @@ from ..errors import NetdevkitError, RequestError
 # Order here is the order in `netdevkit --help`.
 COMMAND_MODULES: tuple[str, ...] = (
     "netdevkit.cli.show",
+    "netdevkit.cli.queue",
     "netdevkit.cli.doctor",
     "netdevkit.cli.tune",
     "netdevkit.cli.attach",

@@ -46,7 +46,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 if TYPE_CHECKING:
-    from ..netdev.client import Dev, Napi, Netdev, PagePool, PagePoolStats, QStats, Queue
+    from ..netdev.client import (
+        Dev,
+        Lease,
+        Napi,
+        Netdev,
+        PagePool,
+        PagePoolStats,
+        QStats,
+        Queue,
+    )
 
     #: what ``parser.add_subparsers()`` returns
     SubParsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -189,6 +198,12 @@ def resolve_target(args: argparse.Namespace) -> Target:
 # -- JSON rows ------------------------------------------------------------------
 
 
+def threaded_name(value: enum.Enum | int | None) -> str | None:
+    """The kernel's name of a NAPI threading mode: disabled, enabled, busy-poll."""
+    name = enum_name(value)
+    return None if name is None else name.replace("_", "-")
+
+
 def enum_name(value: enum.Enum | int | None) -> str | None:
     """``QueueType.RX`` -> ``"rx"``; a value no member names (newer kernel) -> ``"7"``."""
     if value is None:
@@ -234,7 +249,26 @@ def queue_json(q: Queue, t: Target) -> JsonRow:
         "dmabuf": q.dmabuf,
         "io_uring": q.io_uring,
         "xsk": q.xsk,
+        "lease": None if q.lease is None else lease_json(q.lease, t),
     }
+
+
+def lease_json(lease: Lease, t: Target) -> JsonRow:
+    same_ns = lease.netns_id is None
+    return {
+        "ifindex": lease.ifindex,
+        "ifname": t.ifname(lease.ifindex) if same_ns else None,
+        "type": enum_name(lease.queue_type),
+        "id": lease.queue_id,
+        "netns_id": lease.netns_id,
+    }
+
+
+def lease_text(lease: Lease, t: Target) -> str:
+    """``lease eth0/rx3`` (``lease if5/rx3@nsid1`` for a device in another namespace)."""
+    where = t.label(lease.ifindex) if lease.netns_id is None else f"if{lease.ifindex}"
+    ns = "" if lease.netns_id is None else f"@nsid{lease.netns_id}"
+    return f"lease {where}/{enum_name(lease.queue_type) or '?'}{_s(lease.queue_id)}{ns}"
 
 
 def queues_by_napi(queues: Iterable[Queue]) -> dict[int, list[Queue]]:
@@ -261,7 +295,7 @@ def napi_json(n: Napi, t: Target, queues: Sequence[Queue] = ()) -> JsonRow:
         "defer_hard_irqs": n.defer_hard_irqs,
         "gro_flush_timeout": n.gro_flush_timeout,
         "irq_suspend_timeout": n.irq_suspend_timeout,
-        "threaded": enum_name(n.threaded),
+        "threaded": threaded_name(n.threaded),
     }
 
 
@@ -390,6 +424,8 @@ def run_queue_show(args: argparse.Namespace) -> int:
     rows = []
     for q in queues:
         extras = [name for name, on in (("io-uring", q.io_uring), ("xsk", q.xsk)) if on]
+        if q.lease is not None:
+            extras.append(lease_text(q.lease, t))
         rows.append(
             [
                 t.label(q.ifindex),
@@ -447,7 +483,7 @@ def run_napi_show(args: argparse.Namespace) -> int:
             _s(n.defer_hard_irqs),
             format_duration_ns(n.gro_flush_timeout),
             format_duration_ns(n.irq_suspend_timeout),
-            enum_name(n.threaded) or "-",
+            threaded_name(n.threaded) or "-",
         ]
         for n in napis
     ]
@@ -579,7 +615,8 @@ One row per queue:
   NAPI          the NAPI instance that serves the queue ("-": the driver does
                 not say; veth never does)
   DMABUF        id of a Device Memory TCP binding on the queue
-  BOUND         io-uring (zero-copy receive) or xsk (AF_XDP socket) attached
+  BOUND         io-uring (zero-copy receive) or xsk (AF_XDP socket) attached,
+                or the queue it is leased to or from (Linux 7.1+: lease DEV/rxN)
 
 example:
   netdevkit queue show --ifname eth0

@@ -42,7 +42,8 @@ the knobs (per NAPI instance, Linux 6.13+; see `netdevkit presets`):
   gro-flush-timeout D     the timer that re-polls while IRQs stay masked
   irq-suspend-timeout D   while an epoll loop with prefer_busy_poll keeps finding
                           events, keep IRQs suspended up to D (a safety net)
-  threaded on|off         poll in a per-NAPI kthread instead of softirq
+  threaded on|off|busy-poll  poll in a per-NAPI kthread instead of softirq
+                          (busy-poll: the kthread busy polls without pause, 6.19+)
 durations take ns, us, ms or s (200us, 20ms); a bare number is nanoseconds.
 """
 
@@ -111,7 +112,11 @@ def register(sub: SubParsers) -> None:
     p.add_argument(
         "--irq-suspend-timeout", metavar="DURATION", help="IRQ suspension cap, e.g. 20ms"
     )
-    p.add_argument("--threaded", metavar="on|off", help="poll in a per-NAPI kthread")
+    p.add_argument(
+        "--threaded",
+        metavar="on|off|busy-poll",
+        help="poll in a per-NAPI kthread; busy-poll: the kthread busy polls (Linux 6.19+)",
+    )
     _common(p, dry_run=True)
     p.set_defaults(func=run_set)
 

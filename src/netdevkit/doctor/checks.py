@@ -58,18 +58,27 @@ PRIVILEGES = "privileges"
 ATTACH = "attach"
 
 Version = tuple[int, int]
-#: First mainline release of each feature that netdevkit relies on.
+
+
+def _since(op: str) -> Version:
+    """The first kernel with netdev operation *op*, from the family declaration."""
+    major, minor = NETDEV.ops_by_name[op].since.split(".")[:2]
+    return int(major), int(minor)
+
+
+#: First mainline release of each feature that netdevkit relies on (the
+#: operations' from the family declaration, which the kernel matrix checks).
 MIN_VERSION: Mapping[str, Version] = MappingProxyType(
     {
         FAMILY: (6, 9),
-        NAPI: (6, 9),
+        NAPI: _since("napi-get"),
         BUSY_POLL: (6, 9),
-        QSTATS: (6, 10),
+        QSTATS: _since("qstats-get"),
         QUEUE_API: (6, 10),
-        DEVMEM: (6, 12),
-        "devmem-tx": (6, 16),
-        PER_NAPI: (6, 13),
-        IRQ_SUSPEND: (6, 13),
+        DEVMEM: _since("bind-rx"),
+        "devmem-tx": _since("bind-tx"),
+        PER_NAPI: _since("napi-set"),
+        IRQ_SUSPEND: _since("napi-set"),
     }
 )
 

@@ -89,7 +89,7 @@ class IfaceFacts:
     queues: tuple[Queue, ...] | None = None
     qstats: tuple[QStats, ...] | None = None
     qstats_error: str = ""
-    #: /sys/class/net/IF/threaded (own namespace only)
+    #: /sys/class/net/IF/threaded (inside the interface's namespace)
     sysfs_threaded: int | None = None
     #: devmem requirement lines (name, met or None if unknown, detail), as ``devmem setup``
     #: checks them; None when they could not be read
@@ -284,7 +284,6 @@ def _gather_iface(ifname: str, netns: str | None) -> IfaceFacts:
                 qstats_error = "this kernel has no qstats-get (Linux 6.10+)"
     except NetdevkitError as err:
         napi_error = qstats_error = str(err)
-    threaded = None if netns is not None else _read_int(f"/sys/class/net/{ifname}/threaded")
     devmem = _devmem_requirements(ifname, netns)
     return IfaceFacts(
         ifname,
@@ -300,7 +299,7 @@ def _gather_iface(ifname: str, netns: str | None) -> IfaceFacts:
         queues=queues,
         qstats=qstats,
         qstats_error=qstats_error,
-        sysfs_threaded=threaded,
+        sysfs_threaded=_sysfs_threaded(netns, ifname),
         devmem=devmem,
     )
 
@@ -318,6 +317,17 @@ def _devmem_requirements(
     except NetdevkitError:
         return None
     return tuple((r.name, r.ok, r.detail) for r in reqs if r.name != "driver")
+
+
+def _sysfs_threaded(netns: str | None, ifname: str) -> int | None:
+    """/sys/class/net/IF/threaded as seen inside *netns* (None if unreadable)."""
+    from ..tuning import sysfs
+
+    try:
+        value = sysfs.read(netns, ifname).threaded
+    except NetdevkitError:
+        return None
+    return None if value is None else int(value)
 
 
 def gather(ifname: str | None = None, netns: str | None = None) -> Facts:

@@ -48,7 +48,8 @@ def _fmt_settings(n: Napi) -> str:
         f"irq-suspend-timeout {format_duration_ns(n.irq_suspend_timeout)}",
     ]
     if n.threaded is not None:
-        parts.append(f"threaded {'on' if n.threaded == NapiThreaded.ENABLED else 'off'}")
+        mode = {NapiThreaded.ENABLED: "on", NapiThreaded.BUSY_POLL: "busy-poll"}
+        parts.append(f"threaded {mode.get(NapiThreaded(n.threaded), 'off')}")
     return ", ".join(parts)
 
 
@@ -72,8 +73,7 @@ def matching_presets(n: Napi) -> list[Preset]:
             n.irq_suspend_timeout,
         ):
             continue
-        threaded = n.threaded == NapiThreaded.ENABLED
-        if n.threaded is not None and s.threaded is not None and bool(s.threaded) != threaded:
+        if n.threaded is not None and s.threaded is not None and int(s.threaded) != n.threaded:
             continue
         out.append(p)
     return out
@@ -264,23 +264,34 @@ def _check_threaded(r: _Report, iface: IfaceFacts) -> None:
     if not napis:
         return
     reported = [n for n in napis if n.threaded is not None]
+    busy = [n for n in reported if n.threaded == NapiThreaded.BUSY_POLL]
     if reported:
-        on = [n for n in reported if n.threaded == NapiThreaded.ENABLED]
-    else:  # older kernels: a kthread pid is reported only while threaded
+        on = [n for n in reported if n.threaded != NapiThreaded.DISABLED]
+    elif iface.sysfs_threaded is not None:
+        # Before 6.17 napi-get has no threaded attribute, and a kthread's pid
+        # stays reported after threading is switched off (seen on 6.12):
+        # the device-wide sysfs knob is the truth there.
+        on = list(napis) if iface.sysfs_threaded else []
+    else:
         on = [n for n in napis if n.pid]
-        if not on and iface.sysfs_threaded:
-            on = list(napis)
+    have_busy = r.version is not None and r.version >= (6, 19)
+    busy_note = (
+        "; threaded busy-poll (6.19+) available: --threaded busy-poll"
+        if have_busy
+        else "; threaded busy-poll needs Linux 6.19"
+    )
     if on:
         pids = ", ".join(str(n.pid) for n in on if n.pid)
+        mode = f", {len(busy)} of them busy polling" if busy else ""
         r.ok(
             name,
-            f"on for {len(on)} of {len(napis)} NAPIs (kthreads {pids or 'unknown'}); "
-            "busy polling and threaded NAPI compete for the same NAPI",
+            f"on for {len(on)} of {len(napis)} NAPIs{mode} (kthreads {pids or 'unknown'}); "
+            "busy polling and threaded NAPI compete for the same NAPI" + busy_note,
         )
     else:
         r.ok(
             name,
-            f"off for {_count(napis)} (polled in softirq)",
+            f"off for {_count(napis)} (polled in softirq)" + busy_note,
             _napi_set(iface, "--threaded on") + " for a kthread per NAPI",
         )
 

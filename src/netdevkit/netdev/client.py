@@ -41,6 +41,7 @@ from .family import (
     NETDEV,
     PAGE_POOL_STATS_COUNTERS,
     QSTATS_COUNTERS,
+    THREADED_BUSY_POLL_SINCE,
     NapiThreaded,
     QstatsScope,
     QueueType,
@@ -91,6 +92,17 @@ class PagePoolStats:
 
 
 @dataclass(frozen=True, slots=True)
+class Lease:
+    """The other end of a leased queue (Linux 7.1+): its netdev and queue."""
+
+    ifindex: int | None
+    queue_id: int | None
+    queue_type: QueueType | int | None
+    #: the other netdev's network namespace id, when it lives in another one
+    netns_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Queue:
     id: int
     ifindex: int
@@ -101,6 +113,8 @@ class Queue:
     io_uring: bool = False
     xsk: bool = False
     extra: Extra = ()
+    #: set when this queue is leased to or from another netdev's queue (7.1+)
+    lease: Lease | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +203,7 @@ _QUEUE_TYPES: dict[int, QueueType] = {int(t): t for t in QueueType}
 _THREADED: dict[int, NapiThreaded] = {int(t): t for t in NapiThreaded}
 
 #: attribute order of the rows that queue and NAPI replies decode into
-QUEUE_FIELDS = ("id", "ifindex", "type", "napi-id", "dmabuf", "io-uring", "xsk")
+QUEUE_FIELDS = ("id", "ifindex", "type", "napi-id", "dmabuf", "io-uring", "xsk", "lease")
 NAPI_FIELDS = (
     "ifindex",
     "id",
@@ -206,7 +220,7 @@ class _QueueFill:
     __slots__ = Queue.__slots__
 
     def __init__(self, r: list[Any]) -> None:
-        qid, ifindex, qtype, napi_id, dmabuf, io_uring, xsk, extra = r
+        qid, ifindex, qtype, napi_id, dmabuf, io_uring, xsk, lease, extra = r
         if qid is None or ifindex is None or qtype is None:
             raise DecodeError("queue reply without its id, ifindex or type attribute")
         self.id = qid
@@ -218,6 +232,18 @@ class _QueueFill:
         self.io_uring = io_uring is not None
         self.xsk = xsk is not None
         self.extra = tuple(extra) if extra else ()
+        self.lease = None if lease is None else _lease(lease)
+
+
+def _lease(d: Mapping[str, Any]) -> Lease:
+    q = d.get("queue", {})
+    qtype = q.get("type")
+    return Lease(
+        d.get("ifindex"),
+        q.get("id"),
+        None if qtype is None else _QUEUE_TYPES.get(qtype, qtype),
+        d.get("netns-id"),
+    )
 
 
 class _NapiFill:
@@ -266,9 +292,10 @@ _NEEDS: dict[str, str] = {
     "napi-set": "per-NAPI settings need Linux 6.13 or newer (napi-set)",
     "bind-rx": "Device Memory TCP receive needs Linux 6.12 or newer (bind-rx)",
     "bind-tx": "Device Memory TCP send needs Linux 6.16 or newer (bind-tx)",
-    "qstats-get": "queue statistics need Linux 6.10 or newer (qstats-get)",
-    "napi-get": "NAPI introspection needs Linux 6.9 or newer (napi-get)",
-    "queue-get": "queue introspection needs Linux 6.9 or newer (queue-get)",
+    "qstats-get": "queue statistics need Linux 6.9 or newer (qstats-get)",
+    "napi-get": "NAPI introspection needs Linux 6.8 or newer (napi-get)",
+    "queue-get": "queue introspection needs Linux 6.8 or newer (queue-get)",
+    "queue-create": "queue leasing needs Linux 7.1 or newer (queue-create)",
     "page-pool-get": "page pool introspection needs Linux 6.8 or newer",
     "page-pool-stats-get": "page pool statistics need Linux 6.8 or newer built with "
     "CONFIG_PAGE_POOL_STATS=y (this kernel does not register page-pool-stats-get)",
@@ -280,6 +307,8 @@ _EOPNOTSUPP_WHY: dict[str, str] = {
     "bind-rx": "the driver lacks the queue management API or unreadable-netmem page pools "
     "(devmem needs gve, mlx5, bnxt, fbnic or idpf)",
     "bind-tx": "the driver cannot transmit from device memory",
+    "queue-create": "the netdev's driver cannot lease queues (virtual devices such as netkit "
+    "lease RX queues from a physical NIC whose driver has the queue management API)",
 }
 
 
@@ -324,6 +353,7 @@ class Netdev:
         self._read_qstats = self._reader("qstats", _qstats)
         self._read_napi_dict = self._reader("napi", _as_dict)
         self._read_dmabuf = self._reader("dmabuf", _as_dict)
+        self._read_queue_dict = self._reader("queue", _as_dict)
 
     @classmethod
     def open(cls, netns: str | None = None) -> Netdev:
@@ -334,8 +364,8 @@ class Netdev:
                 info = sock.resolve_family(NETDEV.name)
             except UnsupportedError as err:
                 raise UnsupportedError(
-                    "this kernel has no 'netdev' generic netlink family: netdevkit needs "
-                    "Linux 6.9 or newer (6.13 for per-NAPI settings)"
+                    "this kernel has no 'netdev' generic netlink family: it appeared in "
+                    "Linux 6.3; NAPI and queue introspection need 6.8, per-NAPI settings 6.13"
                 ) from err
         except BaseException:
             sock.close()
@@ -528,7 +558,8 @@ class Netdev:
         """Change the settings of one NAPI instance (needs CAP_NET_ADMIN, 6.13+).
 
         Only the arguments given are sent; the others keep their values.
-        Durations are nanoseconds.
+        Durations are nanoseconds. ``threaded=NapiThreaded.BUSY_POLL`` needs
+        Linux 6.19: older kernels refuse it with :class:`UnsupportedError`.
         """
         attrs: dict[str, Any] = {
             "id": napi_id,
@@ -545,7 +576,41 @@ class Netdev:
         except KernelError as err:
             if err.errno == errno.ENOENT:
                 raise NotFoundError(f"{what}: no NAPI instance with id {napi_id}") from err
+            # Before 6.19 the policy caps threaded at 1: busy-poll (2) is ERANGE there.
+            if (
+                err.errno == errno.ERANGE
+                and err.attr_path == "napi.threaded"
+                and attrs["threaded"] == NapiThreaded.BUSY_POLL
+            ):
+                raise UnsupportedError(
+                    f"{what}: threaded busy-poll needs Linux {THREADED_BUSY_POLL_SINCE} or "
+                    f"newer (this kernel accepts threaded 0 or 1: {err.extack or 'ERANGE'})"
+                ) from err
             raise
+
+    def queue_create(
+        self,
+        ifindex: int,
+        lease_ifindex: int,
+        lease_queue_id: int,
+        qtype: QueueType = QueueType.RX,
+    ) -> int:
+        """Create a *qtype* queue on *ifindex* leased from queue *lease_queue_id*
+        of *lease_ifindex*; returns the new queue's id (needs CAP_NET_ADMIN, 7.1+).
+
+        Only a virtual netdev whose driver implements leasing (netkit) accepts
+        it, and the leased queue's driver needs the queue management API.
+        """
+        attrs = {
+            "ifindex": ifindex,
+            "type": qtype,
+            "lease": {"ifindex": lease_ifindex, "queue": {"id": lease_queue_id, "type": qtype}},
+        }
+        what = f"queue-create ifindex {ifindex} (lease {lease_ifindex}/{lease_queue_id})"
+        d = self._request(self._op("queue-create"), attrs, False, what, self._read_queue_dict)
+        if not d or "id" not in d[0]:
+            raise DecodeError(f"{what}: the reply carries no queue id")
+        return int(d[0]["id"])
 
     # -- queue statistics -------------------------------------------------------
 

@@ -3,7 +3,14 @@
 Source of truth: Documentation/netlink/specs/netdev.yaml and
 include/uapi/linux/netdev.h of the kernel, with the 6.13-6.18 additions
 (napi irq-suspend-timeout and threaded, queue io-uring/xsk, page-pool
-io-uring, dev xsk-features, bind-tx) checked against a 6.18 kernel.
+io-uring, dev xsk-features, bind-tx) checked against a 6.18 kernel, and the
+6.19-7.3 additions (threaded busy-poll, queue leasing and queue-create,
+io-uring rx-buf-len, dmabuf rx-page-size) against Debian's 7.3 kernel.
+
+Each operation's ``since`` is checked by the kernel matrix
+(tests/test_family_kernel.py): on every kernel it boots, an operation is
+registered exactly when the kernel is at least ``since``, and every attribute
+of the kernel's policy for it is declared here.
 """
 
 from __future__ import annotations
@@ -49,6 +56,12 @@ class QstatsScope(enum.IntFlag):
 class NapiThreaded(enum.IntEnum):
     DISABLED = 0
     ENABLED = 1
+    #: a per-NAPI kthread that busy polls without pause (Linux 6.19+)
+    BUSY_POLL = 2
+
+
+#: the first kernel that accepts threaded = busy-poll (6.18 answers ERANGE)
+THREADED_BUSY_POLL_SINCE = "6.19"
 
 
 def _a(
@@ -62,6 +75,7 @@ def _a(
 
 
 U32, U64, UINT, NEST, PAD = AttrType.U32, AttrType.U64, AttrType.UINT, AttrType.NEST, AttrType.PAD
+S32 = AttrType.S32
 
 QSTATS_COUNTERS: tuple[tuple[int, str, str], ...] = (
     (8, "rx-packets", "packets received"),
@@ -119,7 +133,10 @@ _SETS = (
             _a(6, "xsk-features", U64, "AF_XDP features", enum=XskFlags),
         ),
     ),
-    AttrSet("io-uring-provider-info", ()),
+    AttrSet(
+        "io-uring-provider-info",
+        (_a(1, "rx-buf-len", UINT, "size of the RX buffers io_uring provides (7.2)"),),
+    ),
     AttrSet("xsk-info", ()),
     AttrSet(
         "page-pool",
@@ -158,7 +175,14 @@ _SETS = (
             _a(5, "defer-hard-irqs", U32, "empty polls before IRQs come back", max=S32_MAX),
             _a(6, "gro-flush-timeout", UINT, "timer, ns, that defers IRQs and flushes GRO"),
             _a(7, "irq-suspend-timeout", UINT, "ns IRQs stay suspended while busy polling"),
-            _a(8, "threaded", U32, "NAPI processed by a kthread", enum=NapiThreaded, max=1),
+            _a(
+                8,
+                "threaded",
+                U32,
+                "NAPI processed by a kthread (busy-poll: 6.19+)",
+                enum=NapiThreaded,
+                max=2,
+            ),
         ),
     ),
     AttrSet(
@@ -171,6 +195,15 @@ _SETS = (
             _a(5, "dmabuf", U32, "id of the dmabuf binding on the queue"),
             _a(6, "io-uring", NEST, "io_uring memory provider", nested="io-uring-provider-info"),
             _a(7, "xsk", NEST, "an AF_XDP socket is bound", nested="xsk-info"),
+            _a(8, "lease", NEST, "the queue this one is leased to or from (7.1)", nested="lease"),
+        ),
+    ),
+    AttrSet(
+        "lease",
+        (
+            _a(1, "ifindex", U32, "netdev of the other end of the lease"),
+            _a(2, "queue", NEST, "the other end's queue", nested="queue-id"),
+            _a(3, "netns-id", S32, "network namespace id of that netdev, if another"),
         ),
     ),
     AttrSet(
@@ -264,7 +297,7 @@ NETDEV = Family(
             dump=True,
             request=("ifindex", "type", "id"),
             required=("ifindex", "type", "id"),
-            since="6.9",
+            since="6.8",
         ),
         Operation(
             11,
@@ -275,7 +308,7 @@ NETDEV = Family(
             dump=True,
             request=("id", "ifindex"),
             required=("id",),
-            since="6.9",
+            since="6.8",
         ),
         Operation(
             12,
@@ -284,7 +317,7 @@ NETDEV = Family(
             "queue statistics",
             dump=True,
             request=("ifindex", "scope"),
-            since="6.10",
+            since="6.9",
         ),
         Operation(
             13,
@@ -316,8 +349,19 @@ NETDEV = Family(
             do=True,
             request=("ifindex", "fd"),
             required=("ifindex", "fd"),
-            capability="CAP_NET_ADMIN",
+            # no admin flag in the spec: any user may bind for TX
             since="6.16",
+        ),
+        Operation(
+            16,
+            "queue-create",
+            "queue",
+            "create a queue on a virtual netdev, leased from a physical one's queue",
+            do=True,
+            request=("ifindex", "type", "lease"),
+            required=("ifindex", "type", "lease"),
+            capability="CAP_NET_ADMIN",
+            since="7.1",
         ),
     ),
 )

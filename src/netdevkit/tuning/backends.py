@@ -17,11 +17,12 @@ from __future__ import annotations
 import os
 from typing import Literal, Protocol
 
+from .. import kver
 from ..errors import NotFoundError, RequestError, UnsupportedError
 from ..netdev.client import Napi, Netdev, ifindex_of, ifnames
-from ..netdev.family import NapiThreaded
+from ..netdev.family import THREADED_BUSY_POLL_SINCE, NapiThreaded
 from . import sysfs
-from .model import KNOBS, BackendName, Target
+from .model import KNOBS, BackendName, Target, threaded_value
 from .presets import NapiSettings
 
 BACKEND_ENV = "NETDEVKIT_TUNING_BACKEND"
@@ -71,8 +72,17 @@ def napi_values(n: Napi) -> NapiSettings:
         n.defer_hard_irqs,
         n.gro_flush_timeout,
         n.irq_suspend_timeout,
-        None if n.threaded is None else n.threaded != NapiThreaded.DISABLED,
+        None if n.threaded is None else threaded_value(int(n.threaded)),
     )
+
+
+def _check_busy_poll(target: Target, wanted: NapiSettings) -> None:
+    """Refuse threaded busy-poll before anything changes on a kernel older than 6.19."""
+    if wanted.threaded is NapiThreaded.BUSY_POLL and not kver.at_least(THREADED_BUSY_POLL_SINCE):
+        raise UnsupportedError(
+            f"{target.label}: threaded busy-poll needs Linux {THREADED_BUSY_POLL_SINCE} or "
+            f"newer (this is {kver.release()}); threaded on gives a kthread without busy polling"
+        )
 
 
 class NetlinkBackend:
@@ -154,6 +164,7 @@ class NetlinkBackend:
 
     def check(self, target: Target, current: NapiSettings, wanted: NapiSettings) -> None:
         """Refuse knobs the kernel does not report for this NAPI (too old for them)."""
+        _check_busy_poll(target, wanted)
         if not self.supported(target.netns):
             raise UnsupportedError(
                 "per-NAPI settings need Linux 6.13 or newer (napi-set); use the "
@@ -220,6 +231,7 @@ class SysfsBackend:
         sysfs.write(target.netns, target.ifname, values)
 
     def check(self, target: Target, current: NapiSettings, wanted: NapiSettings) -> None:
+        _check_busy_poll(target, wanted)
         if wanted.irq_suspend_timeout is not None:
             why = (
                 "the sysfs backend was forced and sysfs has no irq-suspend-timeout knob"

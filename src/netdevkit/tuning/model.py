@@ -16,7 +16,9 @@ Kernel facts (netdev family, ``napi`` attribute set, Linux 6.13+):
 - ``defer-hard-irqs`` is a u32 whose policy caps it at S32_MAX;
 - ``gro-flush-timeout`` and ``irq-suspend-timeout`` are ``uint`` nanoseconds
   (up to u64);
-- ``threaded`` is a u32 enum, 0 disabled / 1 enabled (6.18 rejects 2).
+- ``threaded`` is a u32 enum, 0 disabled / 1 enabled / 2 busy-poll (6.19+;
+  6.18 rejects 2 with ERANGE). Settings carry False/True or
+  ``NapiThreaded.BUSY_POLL``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 from ..errors import KernelError, NetdevkitError, RequestError
+from ..netdev.family import NapiThreaded
 from ..units import format_duration_ns, parse_duration_ns
 from .presets import NapiSettings
 
@@ -130,8 +133,12 @@ def validate_settings(s: NapiSettings, what: str = "") -> NapiSettings:
                 f"{where}{KNOBS[name]}={v}: above the kernel's maximum {limit}"
                 + (" (S32_MAX)" if limit == S32_MAX else " ns")
             )
-    if s.threaded is not None and not isinstance(s.threaded, bool):
-        raise RequestError(f"{where}threaded={s.threaded!r}: must be on/off (true/false)")
+    if (
+        s.threaded is not None
+        and not isinstance(s.threaded, bool)
+        and s.threaded is not NapiThreaded.BUSY_POLL
+    ):
+        raise RequestError(f"{where}threaded={s.threaded!r}: must be on, off or busy-poll")
     return s
 
 
@@ -172,6 +179,25 @@ def parse_count(text: str, knob: str = "defer-hard-irqs") -> int:
     return v
 
 
+def parse_threaded(text: str, knob: str = "threaded") -> bool | NapiThreaded:
+    """on/off, or busy-poll (a busy-polling kthread per NAPI, Linux 6.19+)."""
+    if text.strip().lower() in ("busy-poll", "busy_poll"):
+        return NapiThreaded.BUSY_POLL
+    try:
+        return parse_onoff(text, knob)
+    except RequestError:
+        raise RequestError(f"{knob}={text!r}: expected on, off or busy-poll") from None
+
+
+def threaded_value(v: object) -> bool | NapiThreaded | None:
+    """A stored threaded value (bool, or 2 from JSON) as settings carry it."""
+    if v is None:
+        return None
+    if not isinstance(v, bool) and v == NapiThreaded.BUSY_POLL:
+        return NapiThreaded.BUSY_POLL
+    return bool(v)
+
+
 def parse_onoff(text: str, knob: str = "threaded") -> bool:
     t = text.strip().lower()
     if t in ("on", "1", "true", "yes", "enabled"):
@@ -193,8 +219,8 @@ def parse_knob(name: str, value: object) -> int | bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str):
-            return parse_onoff(value, name)
-        raise RequestError(f"{name}={value!r}: expected on/off or true/false")
+            return parse_threaded(value, name)
+        raise RequestError(f"{name}={value!r}: expected on/off/busy-poll or true/false")
     if isinstance(value, bool):
         raise RequestError(f"{name}={value!r}: expected a number, not a boolean")
     if isinstance(value, int):
@@ -223,7 +249,7 @@ def settings_of(d: Mapping[str, int | bool | None]) -> NapiSettings:
         None if defer is None else int(defer),
         None if gro is None else int(gro),
         None if suspend is None else int(suspend),
-        None if thr is None else bool(thr),
+        threaded_value(thr),
     )
 
 
@@ -246,6 +272,8 @@ def format_value(knob: str, v: int | bool | None) -> str:
     if v is None:
         return "-"
     if knob == "threaded":
+        if threaded_value(v) is NapiThreaded.BUSY_POLL:
+            return "busy-poll"
         return "on" if v else "off"
     if knob in DURATION_KNOBS:
         return format_duration_ns(int(v))

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import RequestError
+from ..netdev.family import NapiThreaded
 
 US = 1_000
 MS = 1_000_000
@@ -26,7 +27,8 @@ class NapiSettings:
     defer_hard_irqs: int | None = None
     gro_flush_timeout: int | None = None
     irq_suspend_timeout: int | None = None
-    threaded: bool | None = None
+    #: off/on (False/True), or NapiThreaded.BUSY_POLL (a busy-polling kthread, 6.19+)
+    threaded: bool | NapiThreaded | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +91,13 @@ PRESETS: dict[str, Preset] = {
             "threaded",
             "threaded NAPI: a kthread per NAPI polls instead of softirq; no busy polling",
             NapiSettings(0, 0, 0, True),
+            EpollSettings(),
+        ),
+        Preset(
+            "busy-poll-thread",
+            "threaded busy polling (Linux 6.19+): a kthread per NAPI busy polls without "
+            "pause, a core each; the application needs no busy polling",
+            NapiSettings(0, 0, 0, NapiThreaded.BUSY_POLL),
             EpollSettings(),
         ),
     )

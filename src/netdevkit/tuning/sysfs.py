@@ -37,6 +37,7 @@ from typing import TypeVar
 
 from ..errors import KernelError, NetdevkitError, NotFoundError, PermissionDenied
 from ..netns import CLONE_NEWNET, path_of
+from .model import threaded_value
 from .presets import NapiSettings
 
 CLONE_FS = 0x00000200
@@ -125,7 +126,7 @@ def _path(ifname: str, name: str) -> str:
 
 
 def _read_here(ifname: str) -> NapiSettings:
-    vals: dict[str, int | bool] = {}
+    vals: dict[str, int | bool | None] = {}
     if not os.path.isdir(_path(ifname, "")):
         raise NotFoundError(f"no interface named {ifname!r} in /sys/class/net")
     for field, fname in FILES.items():
@@ -134,8 +135,8 @@ def _read_here(ifname: str) -> NapiSettings:
                 text = f.read().strip()
         except FileNotFoundError:
             continue  # an old kernel without this knob
-        # threaded reads 0/1 (newer kernels may report 2 for busy-poll threading).
-        vals[field] = int(text) != 0 if field == "threaded" else int(text)
+        # threaded reads 0/1, and 2 for busy-poll threading on 6.19+.
+        vals[field] = threaded_value(int(text)) if field == "threaded" else int(text)
     return NapiSettings(**vals)  # type: ignore[arg-type]
 
 
