@@ -156,8 +156,10 @@ def udmabuf(size: int, name: str = "netdevkit-devmem") -> Udmabuf:
         fcntl.fcntl(memfd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK)
         dev = os.open(UDMABUF_DEV, os.O_RDWR | os.O_CLOEXEC)
         try:
-            arg = UDMABUF_CREATE_STRUCT.pack(memfd, UDMABUF_FLAGS_CLOEXEC, 0, size)
-            fd = fcntl.ioctl(dev, UDMABUF_CREATE, arg)
+            # a mutable buffer: fcntl.ioctl then returns the call's result (the new
+            # fd); with bytes it would return the buffer and the fd would be lost
+            arg = bytearray(UDMABUF_CREATE_STRUCT.pack(memfd, UDMABUF_FLAGS_CLOEXEC, 0, size))
+            fd = fcntl.ioctl(dev, UDMABUF_CREATE, arg, True)
         except OSError as err:
             raise KernelError(
                 err.errno or 0,
