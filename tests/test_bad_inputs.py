@@ -136,3 +136,24 @@ def test_help_points_at_commands_that_exist(capsys: pytest.CaptureFixture[str]) 
         assert "napi presets" not in text and "tune presets" not in text
     with pytest.raises(SystemExit):
         main(["presets", "--help"])
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [(("config", "duration"), {}), (("config", "modes"), ["base", {}]), (("samples", 0), 3)],
+)
+def test_results_with_values_of_the_wrong_type(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, path: tuple[object, ...], value: object
+) -> None:
+    """Found by the fuzzer: a results.json from elsewhere with a dict where a number goes."""
+    import json
+
+    data = json.loads((Path(__file__).parent / "data" / "bench_results_fixture.json").read_text())
+    node = data
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    f = tmp_path / "results.json"
+    f.write_text(json.dumps(data))
+    err = one_line(capsys, ["bench", "--report", str(f), "--out", str(tmp_path / "o")], 2)
+    assert "malformed results file" in err

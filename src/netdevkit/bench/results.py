@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import json
 import statistics
+import types
+import typing
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ..errors import RequestError
@@ -273,7 +275,7 @@ class Results:
                 c = dict(raw)
                 c["loads"] = tuple(int(x) for x in c.get("loads", ()))
                 caps.append(Capacity(**c))
-            return cls(
+            res = cls(
                 config=RunConfig(**cfg),
                 samples=tuple(_sample_from_dict(s) for s in data["samples"]),
                 skipped=tuple(Skip(**k) for k in data.get("skipped", ())),
@@ -281,6 +283,8 @@ class Results:
             )
         except (KeyError, TypeError, ValueError) as err:
             raise RequestError(f"malformed results file: {err}") from err
+        _check_types(res, "results")
+        return res
 
     @classmethod
     def from_json(cls, text: str) -> Results:
@@ -324,6 +328,54 @@ def _sample_to_dict(s: Sample) -> dict[str, Any]:
     d["notes"] = list(s.notes)
     d["placement"] = dict(s.placement)
     return d
+
+
+def _check_types(value: object, where: str, hint: Any = None) -> None:
+    """Raise RequestError unless *value* (a results dataclass, or a field of one, of type
+    *hint*) holds what its annotations say: a file from elsewhere must not reach the
+    renderers with a dict where a number belongs."""
+    if hint is None:
+        hints = typing.get_type_hints(type(value))
+        for f in fields(value):  # type: ignore[arg-type]
+            _check_types(getattr(value, f.name), f"{where}.{f.name}", hints[f.name])
+        return
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    ok: bool
+    if hint is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint in (str, bool):
+        ok = isinstance(value, hint)
+    elif origin is tuple:
+        ok = isinstance(value, tuple)
+        if isinstance(value, tuple):
+            items = args[:-1] * len(value) if args[-1:] == (Ellipsis,) else args
+            ok = len(items) == len(value)
+            for i, (item, item_hint) in enumerate(zip(value, items, strict=False)):
+                _check_types(item, f"{where}[{i}]", item_hint)
+    elif origin in (Mapping, dict):
+        ok = isinstance(value, Mapping)
+        if isinstance(value, Mapping):
+            for k, v in value.items():
+                _check_types(k, f"{where} key", args[0])
+                _check_types(v, f"{where}[{k!r}]", args[1])
+    elif isinstance(hint, type) and hasattr(hint, "__dataclass_fields__"):
+        ok = isinstance(value, hint)
+        if ok:
+            _check_types(value, where)
+    else:
+        ok = True  # a type this file format does not use
+    if not ok:
+        raise RequestError(
+            f"malformed results file: {where} is {type(value).__name__} {value!r:.40}, "
+            f"not {getattr(hint, '__name__', hint)}"
+        )
 
 
 def _sample_from_dict(d: Mapping[str, Any]) -> Sample:
