@@ -1,7 +1,7 @@
 """``netdevkit bench compare A B`` on two recorded runs, and its bad input.
 
 A is tests/data/bench_results_quick_recorded.json (a real --quick run, ping-pong,
-unpinned, 1 repeat); B is the memcached + sockperf part of the published full run
+unpinned, 1 repeat); B is the sockperf part of the earlier published full run (commit 5e6e204)
 (tests/data/bench_modes_sockperf.json: 3 repeats, --cpus auto). Both are real.
 """
 

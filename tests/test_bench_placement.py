@@ -105,6 +105,8 @@ def test_short_bench_run_records_the_placement_read_back(testbed_name: str) -> N
     opts = runner.BenchOptions(
         modes=("threaded",),
         workloads=("sockperf",),
+        loads=(0,),
+        sweep=(),  # one ping-pong sample, no capacity probe
         duration=0.5,
         cpus=cpus,
         testbed_name=testbed_name,

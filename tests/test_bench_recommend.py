@@ -1,8 +1,8 @@
 """Recommendation, claims, sweep and modes as pure functions on recorded results.
 
 tests/data/bench_modes_memcached.json and bench_modes_sockperf.json are the
-memcached and the sockperf samples of the published full run
-(benchmarks/results/modes/results.json, 3 repeats, --cpus auto, Linux 6.18 on
+memcached and the sockperf samples of the earlier published full run
+(benchmarks/results/modes/results.json as of commit 5e6e204, 3 repeats, --cpus auto, Linux 6.18 on
 the 2-vCPU VM), copied unchanged; nothing in them is constructed.
 
 - memcached is the recorded run where suspend wins under load: at 10000/s

@@ -71,7 +71,7 @@ def plot_tradeoff(res: Results, outdir: str, target_us: float) -> str:
         row[1].text(0.99, 0.01, "marker size = load: " + ", ".join(labels), ha="right",
                     va="bottom", fontsize="x-small", transform=row[1].transAxes)  # fmt: skip
     fig.suptitle("Latency against server CPU; black ring: cheapest mode meeting the target")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.04 / len(pairs)))  # room for the title
     path = os.path.join(outdir, "tradeoff.png")
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -557,6 +557,7 @@ def run_bench(opts: BenchOptions, progress: Callable[[Step], None] | None = None
     cleanup of every context manager on the way out).
     """
     validate(opts)
+    config = _run_config(opts)  # its start time is now
     run = _Run(opts, progress)
     for mode in opts.modes:
         why = _absent(mode)
@@ -571,4 +572,4 @@ def run_bench(opts: BenchOptions, progress: Callable[[Step], None] | None = None
                 if _absent(mode) is None:
                     run.mode(tb, mode, rnd, tmp)
     caps = tuple(run.capacities.values())
-    return Results(_run_config(opts), tuple(run.samples), tuple(run.skipped), capacities=caps)
+    return Results(config, tuple(run.samples), tuple(run.skipped), capacities=caps)
