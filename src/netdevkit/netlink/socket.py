@@ -237,43 +237,32 @@ class GenlSocket:
         self.send(request)
         out: list[T] = []
         interrupted = False
-        unpack = codec.NLMSGHDR.unpack_from
-        hdrlen = codec.NLMSGHDR_LEN
-        first = hdrlen + skip
         while True:
             if self._leftover:
                 buf, pos = self._leftover.pop()
             else:
                 buf, pos = self._recv_datagram(), 0
-            end = len(buf)
-            while pos < end:
-                if end - pos < hdrlen:
-                    raise DecodeError(f"truncated netlink header: {end - pos} bytes at byte {pos}")
-                length, mtype, flags, mseq, _pid = unpack(buf, pos)
-                if length < hdrlen or pos + length > end:
-                    raise DecodeError(
-                        f"netlink message at byte {pos}: length {length} does not fit in "
-                        f"{end - pos} bytes"
-                    )
-                nxt = pos + ((length + 3) & ~3)
+            for mtype, flags, mseq, start, end in codec.iter_headers(buf, pos):
                 if mseq == seq and mtype >= _FIRST_FAMILY_TYPE:
                     # the common case: one reply of many (types below 16 are control)
                     if flags & codec.NLM_F_DUMP_INTR:
                         interrupted = True
-                    out.append(row(buf, pos + first, pos + length))
+                    out.append(row(buf, start + skip, end))
                 elif mseq != seq:
                     if mseq == 0:
-                        self._notifications.extend(codec.decode_messages(buf[pos : pos + length]))
+                        self._notifications.extend(
+                            codec.decode_messages(buf[start - codec.NLMSGHDR_LEN : end])
+                        )
                 elif mtype in (codec.NLMSG_ERROR, codec.NLMSG_DONE):
-                    if nxt < end:
+                    nxt = codec.align4(end)
+                    if nxt < len(buf):
                         self._leftover.append((buf, nxt))
-                    _raise_for_end(buf[pos + hdrlen : pos + length], mtype, flags, operation)
+                    _raise_for_end(buf[start:end], mtype, flags, operation)
                     if interrupted or flags & codec.NLM_F_DUMP_INTR:
                         raise DumpInterrupted(
                             f"{operation}: the kernel's object list changed during the dump"
                         )
                     return out
-                pos = nxt
 
     # -- families and groups ------------------------------------------------
 
@@ -327,8 +316,8 @@ class GenlSocket:
 
 def _message_at(buf: bytes, start: int, end: int) -> Message:
     """The :class:`Message` whose payload is ``buf[start:end]``."""
-    _len, mtype, flags, seq, pid = codec.NLMSGHDR.unpack_from(buf, start - codec.NLMSGHDR_LEN)
-    return Message(mtype, flags, seq, pid, bytes(buf[start:end]))
+    mtype, flags, seq, _start, _end = next(codec.iter_headers(buf, start - codec.NLMSGHDR_LEN))
+    return Message(mtype, flags, seq, codec.pid_at(buf, start), bytes(buf[start:end]))
 
 
 def _raise_for_end(payload: bytes, mtype: int, flags: int, operation: str) -> None:
