@@ -200,9 +200,10 @@ def iter_headers(buf: bytes | memoryview, pos: int = 0) -> Iterator[Header]:
     """Yield ``(type, flags, seq, start, end)`` for each message in ``buf[pos:]``.
 
     ``buf[start:end]`` is the message's payload (after its nlmsghdr, without
-    the padding that follows). This is the one loop over message headers:
-    :func:`decode_messages`, the socket's dump loop and the family decoders
-    all walk datagrams with it. Raises :class:`DecodeError` for a truncated
+    the padding that follows). This is the loop over message headers that
+    :func:`decode_messages` and the socket's single replies use; the socket's
+    dump loop inlines the same checks (a generator per message costs too
+    much there) and says so. Raises :class:`DecodeError` for a truncated
     header or a length field that is too small or runs past the datagram.
     """
     end = len(buf)
