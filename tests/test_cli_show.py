@@ -18,8 +18,10 @@ import sys
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from netdevkit.cli import show
+from netdevkit.cli import show, table
 from netdevkit.cli.main import main
 from netdevkit.netdev.client import Napi, Netdev, Queue
 from netdevkit.netdev.family import NapiThreaded, QueueType
@@ -397,3 +399,31 @@ def test_napi_join_and_json_rows() -> None:
     assert row["queues"] == [{"type": "rx", "id": 1}, {"type": "tx", "id": 1}]
     assert (row["irq"], row["gro_flush_timeout"], row["threaded"]) == (33, 200_000, "enabled")
     assert json.loads(json.dumps(row)) == row
+
+
+# -- the table renderer (no kernel) ----------------------------------------------
+
+_CELL = st.text(alphabet="ab-#0 .x", max_size=10).map(lambda s: s.strip(" "))
+_COLUMN = st.sampled_from(["IFNAME", "NAPI>", "QUEUES", "IRQ>", "GRO-FLUSH>", "T"])
+
+
+@given(data=st.data(), columns=st.lists(_COLUMN, min_size=1, max_size=6))
+@settings(max_examples=150, deadline=None)
+def test_plain_tables_read_as_rich_lays_them_out(data: st.DataObject, columns: list[str]) -> None:
+    rows = data.draw(st.lists(st.lists(_CELL, min_size=len(columns), max_size=len(columns))))
+    if rows:
+        assert table.plain_lines(columns, rows) == table.rich_lines(columns, rows, 100_000)
+
+
+def test_big_and_small_tables_print_the_same_way(capsys: pytest.CaptureFixture[str]) -> None:
+    columns = ["IFNAME", "NAPI>", "QUEUES"]
+    rows = [[f"veth{i % 3}", str(8192 + i), "-" if i % 2 else f"rx{i}"] for i in range(500)]
+    table.print_table(columns, rows, "nothing")
+    printed = capsys.readouterr().out.splitlines()
+    assert printed == table.rich_lines(columns, rows, 100_000)
+    assert printed[0].split() == ["IFNAME", "NAPI", "QUEUES"]
+    assert printed[-1] == "veth1    8691   -"
+    table.print_table(columns, [["v\u00e9th0", "1", "-"]], "nothing")  # not ASCII: rich
+    assert capsys.readouterr().out.splitlines()[2] == "v\u00e9th0       1   -"
+    table.print_table(columns, [], "nothing here")
+    assert capsys.readouterr().out == "nothing here\n"

@@ -12,8 +12,6 @@ create under ``/run/netns``.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
 import os
 from collections.abc import Iterator
@@ -29,7 +27,9 @@ def _setns(fd: int, nstype: int) -> None:
     if setns is not None:
         setns(fd, nstype)
         return
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    import ctypes  # only on 3.11 (os.setns is 3.12+), and only when switching: start-up time
+
+    libc = ctypes.CDLL(None, use_errno=True)  # the process, libc included
     if libc.setns(fd, nstype) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))

@@ -38,12 +38,14 @@ from __future__ import annotations
 import argparse
 import enum
 import errno
-import io
 import json
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
+
+# re-exported: attach, balance and testbed import it from here
+from .table import print_table as print_table  # noqa: PLC0414
 
 if TYPE_CHECKING:
     from ..netdev.client import (
@@ -338,35 +340,6 @@ def page_pool_stats_json(s: PagePoolStats, t: Target) -> JsonRow:
 def print_json(rows: list[JsonRow]) -> None:
     """One JSON array on one line (the C encoder: fast for thousands of rows)."""
     sys.stdout.write(json.dumps(rows) + "\n")
-
-
-def print_table(columns: Sequence[str], rows: Sequence[Sequence[str]], empty: str) -> None:
-    """A plain table on stdout; *empty* (one line) when there are no rows.
-
-    Columns whose name ends in ``>`` are right-aligned (numbers). Rows never
-    wrap: on a pipe the table is as wide as it needs to be.
-    """
-    if not rows:
-        print(empty)
-        return
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
-    for col in columns:
-        right = col.endswith(">")
-        table.add_column(col.rstrip(">"), justify="right" if right else "left", no_wrap=True)
-    for row in rows:
-        table.add_row(*row)
-    out = sys.stdout
-    if out.isatty():
-        Console(file=out, highlight=False).print(table)
-        return
-    # On a pipe: never wrap or cut, and no cell padding at the ends of lines.
-    buf = io.StringIO()
-    Console(file=buf, width=100_000, highlight=False).print(table)
-    out.write("".join(line.rstrip() + "\n" for line in buf.getvalue().splitlines()))
 
 
 def _s(value: object) -> str:

@@ -192,6 +192,39 @@ def decode_error(payload: bytes, flags: int) -> ErrorPayload:
     return ErrorPayload(error, orig_type, orig_seq, extack)
 
 
+#: one message header: (type, flags, seq, payload start, message end)
+Header = tuple[int, int, int, int, int]
+
+
+def iter_headers(buf: bytes | memoryview, pos: int = 0) -> Iterator[Header]:
+    """Yield ``(type, flags, seq, start, end)`` for each message in ``buf[pos:]``.
+
+    ``buf[start:end]`` is the message's payload (after its nlmsghdr, without
+    the padding that follows). This is the loop over message headers that
+    :func:`decode_messages` and the socket's single replies use; the socket's
+    dump loop inlines the same checks (a generator per message costs too
+    much there) and says so. Raises :class:`DecodeError` for a truncated
+    header or a length field that is too small or runs past the datagram.
+    """
+    end = len(buf)
+    unpack = NLMSGHDR.unpack_from
+    while pos < end:
+        if end - pos < NLMSGHDR_LEN:
+            raise DecodeError(f"truncated netlink header: {end - pos} bytes at byte {pos}")
+        length, msg_type, flags, seq, _pid = unpack(buf, pos)
+        if length < NLMSGHDR_LEN or pos + length > end:
+            raise DecodeError(
+                f"netlink message at byte {pos}: length {length} does not fit in {end - pos} bytes"
+            )
+        yield msg_type, flags, seq, pos + NLMSGHDR_LEN, pos + length
+        pos += align4(length)
+
+
+def pid_at(buf: bytes | memoryview, start: int) -> int:
+    """The port id in the header of the message whose payload starts at *start*."""
+    return int(NLMSGHDR.unpack_from(buf, start - NLMSGHDR_LEN)[4])
+
+
 def decode_messages(buf: bytes) -> list[Message]:
     """Split one datagram into messages.
 
@@ -199,21 +232,10 @@ def decode_messages(buf: bytes) -> list[Message]:
     is too small or runs past the datagram, or a malformed NLMSG_ERROR.
     """
     out: list[Message] = []
-    pos = 0
-    end = len(buf)
-    unpack = NLMSGHDR.unpack_from
-    while pos < end:
-        if end - pos < NLMSGHDR_LEN:
-            raise DecodeError(f"truncated netlink header: {end - pos} bytes at byte {pos}")
-        length, msg_type, flags, seq, pid = unpack(buf, pos)
-        if length < NLMSGHDR_LEN or pos + length > end:
-            raise DecodeError(
-                f"netlink message at byte {pos}: length {length} does not fit in {end - pos} bytes"
-            )
-        payload = buf[pos + NLMSGHDR_LEN : pos + length]
+    for msg_type, flags, seq, start, end in iter_headers(buf):
+        payload = buf[start:end]
         error = decode_error(payload, flags) if msg_type == NLMSG_ERROR else None
-        out.append(Message(msg_type, flags, seq, pid, payload, error))
-        pos += align4(length)
+        out.append(Message(msg_type, flags, seq, pid_at(buf, start), payload, error))
     return out
 
 
