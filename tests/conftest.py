@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import sys
 from collections.abc import Generator
 from pathlib import Path
@@ -22,6 +23,15 @@ from netdevkit.testbed import Testbed, TestbedConfig
 from netdevkit.testbed.journal import end_processes, ns_pids, remove_namespace
 
 REQUIRE_KERNEL = os.environ.get("NETDEVKIT_REQUIRE_KERNEL") == "1"
+
+# The signal tests send SIGINT to this process and to the programs it starts. A shell
+# without job control starts background commands with SIGINT ignored, and an ignored
+# signal stays ignored across exec: run that way (`make test &`, a CI runner that
+# backgrounds its script), every child would ignore Ctrl-C and those tests would
+# measure the launcher, not netdevkit. Python's own handler is put back here; children
+# then start with the default action, as they would from a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
