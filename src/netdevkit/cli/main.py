@@ -8,12 +8,14 @@ that runs the command, so ``netdevkit napi show -j`` starts fast.
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import importlib
 import re
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -90,10 +92,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     Called as the program (*argv* None), a signal that arrives once the command has
     finished is ignored: its work is done and reported, and the status says how it went.
     """
+    as_program = argv is None and threading.current_thread() is threading.main_thread()
+    if as_program:
+        sys.unraisablehook = _interrupt_not_lost
     try:
         return _run(argv)
     finally:
-        if argv is None and threading.current_thread() is threading.main_thread():
+        if as_program:
             for sig in _STOP_SIGNALS:
                 signal.signal(sig, signal.SIG_IGN)
             # CPython 3.11/3.12 remember a KeyboardInterrupt that escaped code run from a
@@ -105,6 +110,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_default_unraisablehook = sys.unraisablehook
+
+
+def _interrupt_main_soon() -> None:
+    time.sleep(0.001)
+    _thread.interrupt_main(signal.SIGINT)
+
+
+def _interrupt_not_lost(unraisable: sys.UnraisableHookArgs) -> None:
+    """Deliver again a Ctrl-C that CPython would print as "Exception ignored" and drop.
+
+    A KeyboardInterrupt raised inside a finalizer or a weakref callback cannot propagate
+    (seen: importlib's module-lock callback during a lazy import); CPython prints a
+    traceback and goes on as if nothing happened. Tripping SIGINT again (from a thread)
+    makes the handler in force (the default one, or a tuning deferral) act on it at the
+    next safe place; if the command is over by then, its finished status stands.
+    """
+    if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+        # Not from here: a signal tripped now is handled before this hook returns, inside
+        # the callback again. A thread trips it once the main thread is back in plain code.
+        _thread.start_new_thread(_interrupt_main_soon, ())  # does not wait for the thread
+        return
+    _default_unraisablehook(unraisable)
 
 
 def _run(argv: Sequence[str] | None) -> int:
