@@ -8,7 +8,8 @@ out=/ndk-out
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t tmpfs tmpfs /run
-mount -t tmpfs tmpfs /tmp
+# no tmpfs on /tmp: the root overlay is writable already, and a checkout under /tmp
+# (a CI clone) would vanish beneath it
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
