@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
 import subprocess
@@ -43,7 +42,6 @@ from ..testbed.core import affinity_of, format_cpu_list
 from . import sockperf
 from .cpu import CpuSnapshot, snapshot
 from .results import PING_PONG, Latency
-from .servers.stockecho import default_example_path
 
 __all__ = [
     "PEERS",
@@ -87,8 +85,6 @@ def missing_peers(workloads: tuple[str, ...]) -> list[str]:
         for prog, pkg in PEERS.get(w, ()):
             if shutil.which(prog) is None:
                 out.append(f"{w} needs {prog}: install the Debian package '{pkg}'")
-    if "echo" in workloads and not os.path.exists(default_example_path()):
-        out.append(f"echo needs {default_example_path()} (netdevkit is installed incompletely)")
     return sorted(set(out))
 
 
@@ -119,7 +115,8 @@ def server_specs(
         return [ServerSpec(workload, "sockperf", argv, port, True, loads)]
     if workload == "echo":
         py = sys.executable
-        nd = [py, default_example_path(), "--protocol", "sockperf", "--host", addr]
+        nd = [py, "-m", "netdevkit.bench.servers.napiecho", "--protocol", "sockperf"]
+        nd += ["--host", addr]
         nd += ["--port", str(port), "--preset", mode, "--mode", "thread"]
         specs = [ServerSpec(workload, "netdevkit", nd, port, False, loads)]
         for loop in ("asyncio", "uvloop"):
