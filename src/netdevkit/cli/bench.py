@@ -205,11 +205,10 @@ def _options(args: argparse.Namespace) -> object:
 
 def _render(res: object, out: str, as_json: bool, target_us: float | None = None) -> int:
     from rich.console import Console
-    from rich.markup import escape
 
-    from ..bench.recommend import recommend
-    from ..bench.report import evaluate_claims, rich_table, write_report
+    from ..bench.report import write_report
     from ..bench.results import Results
+    from ..bench.terminal import print_run
 
     assert isinstance(res, Results)
     os.makedirs(out, exist_ok=True)
@@ -221,28 +220,7 @@ def _render(res: object, out: str, as_json: bool, target_us: float | None = None
     console = Console()
     if not console.is_terminal:
         console = Console(width=170)  # a log file or pipe: do not squeeze the table
-    recs = recommend(res, target_us)
-    target = recs[0].target_us if recs else (target_us or res.config.target_p99_us or 100.0)
-    console.print(f"[bold]Which mode: least server CPU with p99 <= {target:g} us[/bold]")
-    for r in recs:
-        console.print("  " + escape(r.text))
-    if not recs:
-        console.print("  no samples in this run")
-    for k in res.skipped:
-        console.print(f"[yellow]not measured[/yellow] {k.mode} {k.workload}: {escape(k.reason)}")
-    console.print()
-    console.print(rich_table(res))
-    for cap in res.capacities:
-        console.print(
-            f"capacity {cap.workload}/{cap.server}: {cap.rate:.0f}/s ({escape(cap.method)}); "
-            f"swept at {', '.join(f'{x}/s' for x in cap.loads)}"
-        )
-    for c in evaluate_claims(res):
-        at = f" at {c.load}" if c.load else ""
-        console.print(
-            f"({c.key}) {c.workload}/{c.server}: [bold]{c.verdict}[/bold]{escape(at)} - "
-            + escape(c.evidence)
-        )
+    print_run(console, res, target_us)
     console.print(f"results, plots (tradeoff.png first) and report: {out}  (report: {path})")
     return 0
 
