@@ -181,9 +181,9 @@ def _drive(
     line contains ``markers[0]`` (measuring starts) and ``markers[1]`` (it ends).
     Without markers the window is the whole run.
 
-    [seen] sockperf 3.7 spends about 2 s before "Starting test..." (with or
-    without --dontwarmup), so a window timed from the client's start would
-    miss the run; hence the markers.
+    sockperf idles for a while before "Starting test..." (with or without
+    --dontwarmup; docs/bench.md), so a window timed from the client's start
+    would dilute the run; hence the markers.
     """
     proc = tb.popen("client", argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     watchdog = threading.Timer(timeout, proc.kill)

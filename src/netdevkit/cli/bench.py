@@ -31,7 +31,7 @@ modes      kernel presets: base, defer, napibusy, fullbusy, suspend, threaded
              adaptive-window  IRQ suspension + an adaptive 50 us busy-poll window
              hot-spin         re-read the hot socket for 50 us (SO_BUSY_POLL)
              hybrid           sleep until the next request is due, then busy poll
-workloads  echo       sockperf-framing echo servers: netdevkit (dispatcher example),
+workloads  echo       sockperf-framing echo servers: netdevkit (NapiDispatcher),
                       asyncio, uvloop, fast (netdevkit's FastLoop: every mode)
            sockperf   Debian's sockperf server and client (ping-pong, under-load)
            memcached  Debian's memcached -N, open-loop mcload client

@@ -140,9 +140,9 @@ def params_from_preset(name: str) -> EpollParams:
 
 
 #: The adaptive window netdevkit's loops open for an IRQ-suspension context (usecs 0,
-#: prefer): longer than a request/response round trip on the veth testbed (~20-30 us) so
-#: back-to-back requests are caught by the spin, short enough that an idle server stops
-#: spinning after two waits. [measured: docs/busypoll.md]
+#: prefer): longer than a request/response round trip on the veth testbed so back-to-back
+#: requests are caught by the spin, short enough that an idle server stops spinning after
+#: two waits (the round trips and the choice: docs/busypoll.md).
 DEFAULT_ADAPTIVE_US = 50
 
 

@@ -1,24 +1,19 @@
 """The sockperf rr server with a thread per connection and blocking, busy-polling reads.
 
-This is how Debian's ``sockperf server --lls N`` serves one TCP client [seen with strace:
-no epoll at all, a blocking ``recvfrom`` then ``sendto`` per message, ``SO_BUSY_POLL`` N on
-the socket]: the ``recv`` itself busy polls the socket's NAPI (``sk_busy_loop``) for up
-to N microseconds before it sleeps, and returns the data as soon as the poll delivered
-it. There is no ``epoll_wait`` between the packet and the answer.
-
-Why it is netdevkit's fastest Python path [measured, docs/busypoll.md]: on the 2-vCPU
-veth testbed the client's (sockperf's) vCPU halts soon after it sends a request, and a
-reply that comes after that pays for waking it up (~10 us of round trip). This server
-answers as fast as the C one (p50 8.7 vs 8.7 us) and *one microsecond* of extra work per
-request (a spin loop added for the experiment) moved p50 to 18 us. The epoll-based loops
-(``epoll_wait`` busy polls, then ``recv``, then ``send``) land behind that cliff.
+This is how Debian's ``sockperf server --lls N`` serves one TCP client: no epoll at all,
+a blocking ``recv`` then ``send`` per message, with ``SO_BUSY_POLL`` N on the socket. The
+``recv`` itself busy polls the socket's NAPI (``sk_busy_loop``) for up to N microseconds
+before it sleeps and returns the data as soon as the poll delivered it: there is no
+``epoll_wait`` between the packet and the answer, and the Python work per request is one
+:meth:`~.framing.Framer.received` call. How that compares with C and with the epoll loops,
+and why a microsecond of work per request matters on the veth testbed, is measured in
+``docs/busypoll.md`` and ``docs/bench.md`` ("The servers").
 
 The cost: a thread per connection and a GIL shared among them, so it suits a few
 latency-critical connections, not thousands; and ``SO_BUSY_POLL`` spins up to its usecs
 after every message. Counters are kept per connection and added up at the end (no
 shared counter is written from two threads).
 """
-
 from __future__ import annotations
 
 import contextlib
