@@ -14,6 +14,7 @@ latency-critical connections, not thousands; and ``SO_BUSY_POLL`` spins up to it
 after every message. Counters are kept per connection and added up at the end (no
 shared counter is written from two threads).
 """
+
 from __future__ import annotations
 
 import contextlib
