@@ -83,6 +83,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="compare A B",
         help="compare two runs: `netdevkit bench compare A/results.json B/results.json`",
     )
+    _add_run_args(p)
+    _add_own_server_args(p)
+    p.add_argument(
+        "--out", help="output directory (default ./bench-out/TIMESTAMP); checked before the run"
+    )
+    p.add_argument("--report", metavar="RESULTS_JSON", help="only re-render an earlier run")
+    p.add_argument(
+        "--testbed-name",
+        metavar="NAME",
+        help="name of the bench's testbed (default ndkbench-PID; `netdevkit testbed show`)",
+    )
+    p.add_argument("-j", "--json", action="store_true", help="print results.json to stdout")
+    p.set_defaults(func=run_bench_cmd)
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    """What to measure: modes, workloads, loads, placement, durations."""
     p.add_argument("--modes", help="comma-separated modes (default: all)")
     p.add_argument(
         "--workload",
@@ -124,6 +141,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="LATENCY",
         help="p99 target of the recommendation, e.g. 50us, 0.2ms (default 100us)",
     )
+
+
+def _add_own_server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--server",
         dest="server_cmd",
@@ -135,17 +155,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         choices=("sockperf", "memcached", "redis", "http"),
         help="what drives --server (default sockperf)",
     )
-    p.add_argument(
-        "--out", help="output directory (default ./bench-out/TIMESTAMP); checked before the run"
-    )
-    p.add_argument("--report", metavar="RESULTS_JSON", help="only re-render an earlier run")
-    p.add_argument(
-        "--testbed-name",
-        metavar="NAME",
-        help="name of the bench's testbed (default ndkbench-PID; `netdevkit testbed show`)",
-    )
-    p.add_argument("-j", "--json", action="store_true", help="print results.json to stdout")
-    p.set_defaults(func=run_bench_cmd)
 
 
 def _options(args: argparse.Namespace) -> object:
