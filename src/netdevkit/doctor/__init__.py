@@ -14,6 +14,9 @@ Two halves, like the netlink codec and its socket:
 
 from __future__ import annotations
 
+from .._os import CAP_NET_ADMIN as CAP_NET_ADMIN
+from .._os import CAP_SYS_ADMIN as CAP_SYS_ADMIN
+from .._os import CAP_SYS_PTRACE as CAP_SYS_PTRACE
 from .checks import ATTACH as ATTACH
 from .checks import BUSY_POLL as BUSY_POLL
 from .checks import DEVMEM as DEVMEM
@@ -38,9 +41,6 @@ from .facts import SIOCETHTOOL as SIOCETHTOOL
 from .facts import SIOCGIFFLAGS as SIOCGIFFLAGS
 from .facts import SYS_PIDFD_GETFD as SYS_PIDFD_GETFD
 from .facts import Facts, IfaceFacts, gather, parse_config, parse_release
-from .verdicts import CAP_NET_ADMIN as CAP_NET_ADMIN
-from .verdicts import CAP_SYS_ADMIN as CAP_SYS_ADMIN
-from .verdicts import CAP_SYS_PTRACE as CAP_SYS_PTRACE
 from .verdicts import DEVMEM_DRIVERS as DEVMEM_DRIVERS
 from .verdicts import NO_DEVMEM_DRIVERS as NO_DEVMEM_DRIVERS
 from .verdicts import evaluate, matching_presets

@@ -45,6 +45,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from .._os import effective_caps
 from ..busypoll.epoll import EPIOCGPARAMS
 from ..errors import KernelError, NetdevkitError, NotFoundError
 from ..netdev.client import Napi, Netdev, QStats, Queue
@@ -166,17 +167,6 @@ def _read_int(path: str) -> int | None:
             return int(f.read().split()[0])
     except (OSError, ValueError, IndexError):
         return None
-
-
-def _cap_eff() -> int | None:
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("CapEff:"):
-                    return int(line.split()[1], 16)
-    except (OSError, ValueError):
-        pass
-    return None
 
 
 def _probe_epoll() -> int:
@@ -368,7 +358,7 @@ def gather(ifname: str | None = None, netns: str | None = None) -> Facts:
         epoll_errno=_probe_epoll(),
         busy_poll=_read_int("/proc/sys/net/core/busy_poll"),
         busy_read=_read_int("/proc/sys/net/core/busy_read"),
-        cap_eff=_cap_eff(),
+        cap_eff=effective_caps(),
         pidfd_getfd_errno=_probe_pidfd_getfd(),
         ptrace_scope=_read_int("/proc/sys/kernel/yama/ptrace_scope"),
         udmabuf=os.path.exists("/dev/udmabuf"),

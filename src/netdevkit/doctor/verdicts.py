@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable, Iterable
 
+from .._os import CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_SYS_PTRACE
 from ..netdev.client import Napi
 from ..netdev.family import NETDEV, NapiThreaded, QueueType
 from ..tuning.presets import PRESETS, Preset
@@ -37,8 +38,6 @@ from .facts import Facts, IfaceFacts
 DEVMEM_DRIVERS = frozenset({"gve", "mlx5_core", "bnxt_en", "fbnic", "idpf"})
 #: Drivers known to lack both (KERNEL.md: they cannot carry devmem).
 NO_DEVMEM_DRIVERS = frozenset({"veth", "virtio_net", "loopback", "dummy", "bridge", "tun"})
-
-CAP_NET_ADMIN, CAP_SYS_PTRACE, CAP_SYS_ADMIN = 12, 19, 21
 
 
 def _fmt_settings(n: Napi) -> str:
