@@ -6,6 +6,7 @@ Python that does, so the kernel and CPython deliver them as they would to a user
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -75,7 +76,7 @@ def test_cpu_list_is_shortest_ranges(cpus: frozenset[int]) -> None:
     runs = text.split(",")
     # no two runs touch: each run is maximal
     bounds = [tuple(int(x) for x in r.split("-")) for r in runs]
-    for (*_, hi), (lo, *_) in zip(bounds, bounds[1:], strict=False):
+    for (*_, hi), (lo, *_) in itertools.pairwise(bounds):
         assert lo > hi + 1
 
 
@@ -180,7 +181,10 @@ def test_scope_chains_to_the_previous_handler(usr1_default: object) -> None:
 
 
 def test_scope_chain_to_default_sigint_raises_keyboard_interrupt() -> None:
-    scope = _os.SignalScope((signal.SIGINT,), lambda s, f: scope.chain(s, f))
+    def ours(signum: int, frame: FrameType | None) -> None:
+        scope.chain(signum, frame)
+
+    scope = _os.SignalScope((signal.SIGINT,), ours)
     with pytest.raises(KeyboardInterrupt), scope:
         prev = scope.previous_of(signal.SIGINT)
         assert prev is signal.default_int_handler
@@ -234,7 +238,9 @@ def test_chain_to_default_dies_of_the_signal() -> None:
         print("survived")
         """
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=30)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, timeout=30
+    )
     assert proc.returncode == -signal.SIGTERM
     assert b"survived" not in proc.stdout
 
