@@ -14,6 +14,8 @@ Two halves, like the netlink codec and its socket:
 
 from __future__ import annotations
 
+from .._drivers import DEVMEM_DRIVERS as DEVMEM_DRIVERS
+from .._drivers import NO_DEVMEM_DRIVERS as NO_DEVMEM_DRIVERS
 from .._os import CAP_NET_ADMIN as CAP_NET_ADMIN
 from .._os import CAP_SYS_ADMIN as CAP_SYS_ADMIN
 from .._os import CAP_SYS_PTRACE as CAP_SYS_PTRACE
@@ -41,8 +43,6 @@ from .facts import ROOT_HINT as ROOT_HINT
 from .facts import SIOCGIFFLAGS as SIOCGIFFLAGS
 from .facts import SYS_PIDFD_GETFD as SYS_PIDFD_GETFD
 from .facts import Facts, IfaceFacts, gather, parse_config, parse_release
-from .verdicts import DEVMEM_DRIVERS as DEVMEM_DRIVERS
-from .verdicts import NO_DEVMEM_DRIVERS as NO_DEVMEM_DRIVERS
 from .verdicts import evaluate, matching_presets
 
 __all__ = [
