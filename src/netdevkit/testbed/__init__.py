@@ -1,12 +1,8 @@
 """A two-namespace veth testbed whose traffic goes through NAPI.
 
-``Testbed`` builds two network namespaces, ``<name>-srv`` and ``<name>-cli``,
-joined by one veth pair (``ndk-s`` in the server namespace, ``ndk-c`` in the
-client namespace), and removes them again on every exit path: normal exit,
-exception, ``KeyboardInterrupt``, ``SIGTERM`` (while up, in the main thread)
-and interpreter exit. Nothing is ever configured in the caller's own
-namespace: the veth pair is created inside the server namespace with its peer
-placed straight into the client namespace.
+Two network namespaces joined by one veth pair, built by :class:`Testbed` and
+removed again on every exit path (:mod:`.lifecycle` says how); nothing is ever
+configured in the caller's own namespace.
 
 The package is split by concern:
 
