@@ -36,9 +36,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._os import affinity_of, format_cpu_list
 from ..errors import NetdevkitError
 from ..testbed import Testbed
-from ..testbed.core import affinity_of, format_cpu_list
 from . import sockperf
 from .cpu import CpuSnapshot, snapshot
 from .results import PING_PONG, Latency
