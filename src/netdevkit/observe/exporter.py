@@ -13,11 +13,9 @@ Two ways out, producing the same families:
 - :class:`NetdevkitCollector`: a prometheus-client collector, for a
   program that has its own registry (``REGISTRY.register(...)``);
 - :meth:`Exporter.render`, the exposition text the ``netdevkit exporter``
-  HTTP server answers with. It writes the text format itself because
-  prometheus-client's ``generate_latest`` spends about 6 us per sample
-  (52 ms for the 8192 NAPI samples of a 2048-NAPI namespace, measured with
-  prometheus-client 0.2x), several times the cost of the kernel dumps; the
-  tests check that both paths give the same families.
+  HTTP server answers with. It writes the text format itself, without
+  prometheus-client's ``generate_latest`` (why, with figures: docs/observe.md,
+  "Speed"); the tests check that both paths give the same families.
 """
 
 from __future__ import annotations
@@ -162,8 +160,8 @@ def _napi_samples(snap: Snapshot, ns: str, attr: str) -> list[Sample]:
 
 
 def _napi_families(fs: Families, snap: Snapshot, ns: str) -> None:
-    """Per-NAPI settings: 4 x 2048 lines on a big veth namespace, hence
-    written straight into exposition lines (one f-string each)."""
+    """Per-NAPI settings: four lines per NAPI, the bulk of a large namespace's
+    scrape, hence written straight into exposition lines (one f-string each)."""
     fams = [fs.get(name, "gauge", help_, NAPI_LABELS) for name, help_, _attr in _NAPI_GAUGES]
     for f, (_name, _help, attr) in zip(fams, _NAPI_GAUGES, strict=True):
         f.deferred.append(functools.partial(_napi_samples, snap, ns, attr))
