@@ -66,7 +66,7 @@ class ModeSpec:
     napi_preset: str
     #: "kernel": a preset, on every server; "netdevkit": only on netdevkit's loops
     kind: str
-    #: rr server arguments for netdevkit's loops (``python -m netdevkit.busypoll.rr``)
+    #: rr server arguments for netdevkit's loops (``python -m netdevkit.bench.servers.rr``)
     loop_args: tuple[str, ...] = ()
 
     def applies_to(self, server: str) -> bool:
