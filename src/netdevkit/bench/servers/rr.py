@@ -37,8 +37,9 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, cast, get_args
+from typing import Literal, cast, get_args
 
+from ..._os import SignalScope
 from ...busypoll.adaptive import AdaptiveWindow
 from ...busypoll.aio import BusyPollEventLoop, apply_to_loop, loop_factory
 from ...busypoll.epoll import EpollParams, validate_params
@@ -544,7 +545,9 @@ def _serve_fast(
     conns: set[RrConnection] = set()
     loop = FastLoop(params, adaptive_us=adaptive_us, hybrid=hybrid, spin_us=hot_spin_us)
     listener: socket.socket | None = None
-    previous: dict[signal.Signals, Any] = {}
+    signals = SignalScope(
+        (signal.SIGTERM, signal.SIGINT), lambda _s, _f: loop.stop(), keep_ignored=False
+    )
     watcher: threading.Thread | None = None
     try:
         listener = socket.create_server((host, port), backlog=128)
@@ -567,9 +570,8 @@ def _serve_fast(
                 stats.connections += 1
 
         loop.add_reader(listener.fileno(), on_accept)
-        if handle_signals and threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                previous[sig] = signal.signal(sig, lambda _s, _f: loop.stop())
+        if handle_signals:
+            signals.install()
         if stop is not None:
             stop_event = stop
 
@@ -585,8 +587,7 @@ def _serve_fast(
         loop.run()
         stats.adaptive_switches = loop.adaptive_switches
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        signals.restore()
         for conn in list(conns):
             conn.close()
         if listener is not None:

@@ -26,8 +26,8 @@ import signal
 import socket
 import threading
 from collections.abc import Callable
-from typing import Any
 
+from ..._os import SignalScope
 from ...busypoll.epoll import check_int_at_least
 from ...busypoll.sockopt import set_busy_poll
 from .rr import (
@@ -121,7 +121,6 @@ def serve_threads(
     check_int_at_least("busy_poll_us", busy_poll_us)
     finished: list[RrStats] = []
     workers: list[tuple[threading.Thread, socket.socket]] = []
-    previous: dict[signal.Signals, Any] = {}
     watcher: threading.Thread | None = None
     listener = socket.create_server((host, port), backlog=128)
     done = threading.Event()
@@ -133,10 +132,12 @@ def serve_threads(
         with contextlib.suppress(OSError):
             listener.shutdown(socket.SHUT_RDWR)
 
+    signals = SignalScope(
+        (signal.SIGTERM, signal.SIGINT), lambda _s, _f: shut(), keep_ignored=False
+    )
     try:
-        if handle_signals and threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                previous[sig] = signal.signal(sig, lambda _s, _f: shut())
+        if handle_signals:
+            signals.install()
         if stop is not None:
             stop_event = stop
 
@@ -166,8 +167,7 @@ def serve_threads(
             workers = [(t, s) for t, s in workers if t.is_alive()]
             workers.append((worker, sock))
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        signals.restore()
         shut()
         listener.close()
         for worker, sock in workers:
