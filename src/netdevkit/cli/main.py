@@ -1,9 +1,10 @@
 """Entry point of the ``netdevkit`` command.
 
-Each subcommand lives in its own module that exposes ``register(subparsers)``.
-Those modules import only the standard library at top level and import the
-library (and heavy dependencies such as pyroute2 or rich) inside the function
-that runs the command, so ``netdevkit napi show -j`` starts fast.
+Each subcommand lives in its own module that exposes ``register(subparsers)``;
+:data:`COMMANDS` says which modules add which command, and only the modules of
+the command that runs are imported. Those modules import only the standard
+library at top level and import the library (and heavy dependencies such as
+pyroute2 or rich) inside the function that runs the command.
 """
 
 from __future__ import annotations
@@ -21,20 +22,60 @@ from typing import NoReturn
 
 from ..errors import NetdevkitError, RequestError
 
-# Order here is the order in `netdevkit --help`.
-COMMAND_MODULES: tuple[str, ...] = (
-    "netdevkit.cli.show",
-    "netdevkit.cli.queue",
-    "netdevkit.cli.doctor",
-    "netdevkit.cli.tune",
-    "netdevkit.cli.attach",
-    "netdevkit.cli.bench",
-    "netdevkit.cli.testbed",
-    "netdevkit.cli.top",
-    "netdevkit.cli.monitor",
-    "netdevkit.cli.exporter",
-    "netdevkit.cli.devmem",
-)
+_SHOW, _TUNE, _ATTACH = "netdevkit.cli.show", "netdevkit.cli.tune", "netdevkit.cli.attach"
+
+#: command word -> (its one-line help, the modules whose ``register(sub)`` add it).
+#: Order here is the order in `netdevkit --help`.
+COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "dev": ("network devices and their XDP/AF_XDP features", (_SHOW,)),
+    "queue": (
+        "RX and TX queues and the NAPI instance serving each",
+        (_SHOW, "netdevkit.cli.queue"),
+    ),
+    "napi": ("NAPI instances: queues, IRQ, kthread and per-NAPI settings", (_SHOW, _TUNE)),
+    "qstats": ("per-device or per-queue packet/byte counters the driver reports", (_SHOW,)),
+    "page-pool": ("page pools: pages in flight, the NAPI they serve, statistics", (_SHOW,)),
+    "doctor": (
+        "readiness report: kernel, config, netdev family, NAPIs, busy poll, devmem",
+        ("netdevkit.cli.doctor",),
+    ),
+    "apply": ("apply a declarative tuning profile (TOML); --dry-run shows the diff", (_TUNE,)),
+    "restore": (
+        "put back everything netdevkit changed (NAPI settings, epoll parameters, ...)",
+        (_TUNE,),
+    ),
+    "presets": (
+        "list the tuning presets: NAPI settings and the epoll parameters they pair with",
+        (_TUNE,),
+    ),
+    "attach": ("set epoll busy-poll parameters on a running program's epoll contexts", (_ATTACH,)),
+    "detach": ("restore the epoll parameters a `netdevkit attach` changed", (_ATTACH,)),
+    "run": ("start a program with busy polling on all its epoll contexts", (_ATTACH,)),
+    "bench": (
+        "measure latency and CPU of each NAPI/busy-poll mode in a veth testbed",
+        ("netdevkit.cli.bench",),
+    ),
+    "testbed": (
+        "build, list and remove the two-namespace veth testbed (NAPI test device)",
+        ("netdevkit.cli.testbed",),
+    ),
+    "top": (
+        "live per-queue and per-NAPI rates, settings and busy-poll activity",
+        ("netdevkit.cli.top",),
+    ),
+    "monitor": (
+        "print netdev notifications (devices, page pools) as they arrive",
+        ("netdevkit.cli.monitor",),
+    ),
+    "exporter": (
+        "serve Prometheus metrics of queues, NAPIs, page pools and busy polling",
+        ("netdevkit.cli.exporter",),
+    ),
+    "devmem": (
+        "Device Memory TCP: prepare a NIC, receive into / send from a dmabuf",
+        ("netdevkit.cli.devmem",),
+    ),
+}
 
 DESCRIPTION = """\
 Per-NAPI tuning, epoll busy polling, IRQ suspension and Device Memory TCP,
@@ -62,7 +103,16 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for command line *argv*, registering only what it needs.
+
+    When *argv* starts with a command word, the modules that register that
+    command are imported and registered (they may add sibling commands too).
+    Otherwise (``--help``, a mistyped or missing command) every command is a
+    placeholder with its one-line help from :data:`COMMANDS`, which is all
+    ``netdevkit --help`` and argparse's "invalid choice" message show. With
+    *argv* None every module registers: the whole parser.
+    """
     parser = Parser(
         prog="netdevkit",
         description=DESCRIPTION,
@@ -70,8 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    words = list(COMMANDS) if argv is None else [w for w in argv[:1] if w in COMMANDS]
+    registered: set[str] = set()
+    for word in words:
+        for module in COMMANDS[word][1]:
+            if module not in registered:
+                registered.add(module)
+                importlib.import_module(module).register(sub)
+    if not words:
+        for word, (help_, _modules) in COMMANDS.items():
+            sub.add_parser(word, help=help_)
     return parser
 
 
@@ -136,8 +194,10 @@ def _interrupt_not_lost(unraisable: sys.UnraisableHookArgs) -> None:
 
 
 def _run(argv: Sequence[str] | None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
     try:
-        parser = build_parser()
+        parser = build_parser(argv)
         args = parser.parse_args(argv)
     except UsageError as err:
         _say(f"error: {err}")

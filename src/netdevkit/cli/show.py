@@ -21,14 +21,15 @@ returns::
         add_target_options(p)
         p.set_defaults(func=run_set)
 
-Whichever module registers first creates the ``napi`` parser, so the order of
-:data:`netdevkit.cli.main.COMMAND_MODULES` does not matter.
+Whichever module registers first creates the ``napi`` parser; list your module
+for the word in :data:`netdevkit.cli.main.COMMANDS` (after this one, so ``show``
+comes first in the word's help).
 :func:`add_target_options` gives the same ``--netns/--ifname/--ifindex``
 options and :func:`resolve_target` turns them into a :class:`Target` with the
 same one-line errors. The JSON rows are built by the ``*_json`` functions here,
 so ``napi diff`` can compare with what ``napi show -j`` prints.
 
-Start-up time matters (``netdevkit napi show -j`` must finish in 0.1 s): at
+Start-up time matters (a person waits for ``netdevkit napi show``): at
 top level this module imports the standard library only; the netdev client is
 imported by the command that runs, rich only by the table printer.
 """
@@ -41,8 +42,7 @@ import errno
 import json
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 # re-exported: attach, balance and testbed import it from here
 from .table import print_table as print_table  # noqa: PLC0414
@@ -153,8 +153,7 @@ def add_target_options(parser: argparse.ArgumentParser, *, json_option: bool = T
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
+class Target(NamedTuple):
     """Where a command looks: namespace, optional interface, and interface names."""
 
     netns: str | None

@@ -16,11 +16,9 @@ Kernel facts relied on (include/uapi/linux/netlink.h, genetlink.h):
   whole request. With ``NLM_F_ACK_TLVS`` extended-ack attributes follow.
 """
 
-from __future__ import annotations
-
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ..errors import DecodeError
 
@@ -72,8 +70,7 @@ def align4(n: int) -> int:
     return (n + 3) & ~3
 
 
-@dataclass(frozen=True, slots=True)
-class ExtAck:
+class ExtAck(NamedTuple):
     """The kernel's extended acknowledgement for an error (or a warning on ACK)."""
 
     message: str = ""
@@ -84,18 +81,16 @@ class ExtAck:
     cookie: bytes = b""
 
 
-@dataclass(frozen=True, slots=True)
-class ErrorPayload:
+class ErrorPayload(NamedTuple):
     """A decoded NLMSG_ERROR: ``error`` is 0 for an ACK, else a negative errno."""
 
     error: int
     request_type: int
     request_seq: int
-    extack: ExtAck = field(default_factory=ExtAck)
+    extack: ExtAck = ExtAck()
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(NamedTuple):
     """One netlink message. ``payload`` follows the 16-byte header, unpadded."""
 
     type: int

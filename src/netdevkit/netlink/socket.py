@@ -20,15 +20,12 @@ Kernel facts relied on:
   created in, which is how :meth:`GenlSocket.open` reaches a named namespace.
 """
 
-from __future__ import annotations
-
 import collections
 import errno
 import socket
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from ..errors import DecodeError, KernelError, NetdevkitError, UnsupportedError
 from ..netns import entered
@@ -72,8 +69,7 @@ class NotificationsLost(NetdevkitError):
     dropped. The socket stays usable; dump again to learn the current state."""
 
 
-@dataclass(frozen=True, slots=True)
-class FamilyInfo:
+class FamilyInfo(NamedTuple):
     """What nlctrl says about a family on this kernel."""
 
     name: str
@@ -138,7 +134,7 @@ class GenlSocket:
         self._leftover: list[tuple[bytes, int]] = []
 
     @classmethod
-    def open(cls, netns: str | None = None) -> GenlSocket:
+    def open(cls, netns: str | None = None) -> "GenlSocket":
         """Open a socket in the current namespace or in named namespace *netns*."""
         with entered(netns):
             sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
@@ -158,7 +154,7 @@ class GenlSocket:
     def close(self) -> None:
         self._sock.close()
 
-    def __enter__(self) -> GenlSocket:
+    def __enter__(self) -> "GenlSocket":
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -2,20 +2,18 @@
 
 One :class:`AttrSpec` per attribute (id, name, type, nested set, enum) drives
 encoding, decoding, extack attribute paths, the CLI's help and the docs, as the
-kernel's YNL specs do. Unlike YNL the declarations are frozen, slotted
-dataclasses checked by mypy, not strings resolved late.
+kernel's YNL specs do. Unlike YNL the declarations are typed, read-only
+records (NamedTuples and slotted classes) checked by mypy, not strings resolved late.
 
 Decoding keeps attributes the declaration does not know (a newer kernel) under
 the key :data:`UNKNOWN` as ``(id, raw bytes)`` pairs instead of failing.
 """
 
-from __future__ import annotations
-
 import builtins
 import enum
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, NamedTuple, TypeVar
 
 from ..errors import DecodeError, RequestError
@@ -61,8 +59,7 @@ _U64 = _FIXED[AttrType.U64]
 _U32_ATTR = struct.Struct("=HHI")
 
 
-@dataclass(frozen=True, slots=True)
-class AttrSpec:
+class AttrSpec(NamedTuple):
     """One attribute of an attribute set."""
 
     id: int
@@ -74,27 +71,52 @@ class AttrSpec:
     #: may appear several times; decoded as a list
     multi: bool = False
     #: Enum or IntFlag class the integer value is drawn from
-    enum: builtins.type[enum.Enum] | None = None
+    enum: builtins.type[Enum] | None = None
     #: inclusive upper bound the kernel's policy enforces (None: the type's range)
     max: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class AttrSet:
+class _ReadOnly:
+    """Slots set once by ``__init__``; assigning or deleting them later raises."""
+
+    __slots__ = ()
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is read-only (cannot set {name!r})")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is read-only (cannot delete {name!r})")
+
+
+class AttrSet(_ReadOnly):
     """A named set of attributes, indexed both ways."""
 
+    __slots__ = ("attrs", "by_id", "by_name", "name")
     name: str
     attrs: tuple[AttrSpec, ...]
-    by_id: Mapping[int, AttrSpec] = field(init=False, repr=False, compare=False)
-    by_name: Mapping[str, AttrSpec] = field(init=False, repr=False, compare=False)
+    by_id: Mapping[int, AttrSpec]
+    by_name: Mapping[str, AttrSpec]
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "by_id", {a.id: a for a in self.attrs})
-        object.__setattr__(self, "by_name", {a.name: a for a in self.attrs})
+    def __init__(self, name: str, attrs: tuple[AttrSpec, ...]) -> None:
+        init = object.__setattr__
+        init(self, "name", name)
+        init(self, "attrs", attrs)
+        init(self, "by_id", {a.id: a for a in attrs})
+        init(self, "by_name", {a.name: a for a in attrs})
+
+    def __repr__(self) -> str:
+        return f"AttrSet(name={self.name!r}, attrs={self.attrs!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, AttrSet):
+            return NotImplemented
+        return (self.name, self.attrs) == (other.name, other.attrs)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.attrs))
 
 
-@dataclass(frozen=True, slots=True)
-class Operation:
+class Operation(NamedTuple):
     """One command of a family."""
 
     id: int
@@ -115,25 +137,49 @@ class Operation:
     since: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Family:
+class Family(_ReadOnly):
     """A generic netlink family as declared data."""
 
+    __slots__ = (
+        "attr_sets",
+        "mcast_groups",
+        "name",
+        "operations",
+        "ops_by_id",
+        "ops_by_name",
+        "version",
+    )
     name: str
     version: int
     attr_sets: Mapping[str, AttrSet]
     operations: tuple[Operation, ...]
-    mcast_groups: tuple[str, ...] = ()
-    ops_by_name: Mapping[str, Operation] = field(init=False, repr=False, compare=False)
-    ops_by_id: Mapping[int, Operation] = field(init=False, repr=False, compare=False)
+    mcast_groups: tuple[str, ...]
+    ops_by_name: Mapping[str, Operation]
+    ops_by_id: Mapping[int, Operation]
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "ops_by_name", {op.name: op for op in self.operations})
-        object.__setattr__(self, "ops_by_id", {op.id: op for op in self.operations})
-        for s in self.attr_sets.values():
+    def __init__(
+        self,
+        name: str,
+        version: int,
+        attr_sets: Mapping[str, AttrSet],
+        operations: tuple[Operation, ...],
+        mcast_groups: tuple[str, ...] = (),
+    ) -> None:
+        for s in attr_sets.values():
             for a in s.attrs:
-                if a.type is AttrType.NEST and a.nested not in self.attr_sets:
+                if a.type is AttrType.NEST and a.nested not in attr_sets:
                     raise ValueError(f"{s.name}.{a.name}: unknown nested set {a.nested!r}")
+        init = object.__setattr__
+        init(self, "name", name)
+        init(self, "version", version)
+        init(self, "attr_sets", attr_sets)
+        init(self, "operations", operations)
+        init(self, "mcast_groups", mcast_groups)
+        init(self, "ops_by_name", {op.name: op for op in operations})
+        init(self, "ops_by_id", {op.id: op for op in operations})
+
+    def __repr__(self) -> str:
+        return f"Family(name={self.name!r}, version={self.version!r})"
 
 
 # -- encoding ---------------------------------------------------------------
