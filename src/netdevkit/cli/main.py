@@ -1,8 +1,8 @@
 """Entry point of the ``netdevkit`` command.
 
 Each subcommand lives in its own module that exposes ``register(subparsers)``;
-:data:`COMMANDS` says which modules add which command, and only the modules of
-the command that runs are imported. Those modules import only the standard
+:data:`COMMANDS` says which functions add which command, and only those of the
+command that runs are imported and called. Those modules import only the standard
 library at top level and import the library (and heavy dependencies such as
 pyroute2 or rich) inside the function that runs the command.
 """
@@ -12,68 +12,83 @@ from __future__ import annotations
 import _thread
 import argparse
 import importlib
+import os
 import re
 import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from ..errors import NetdevkitError, RequestError
 
-_SHOW, _TUNE, _ATTACH = "netdevkit.cli.show", "netdevkit.cli.tune", "netdevkit.cli.attach"
+_SHOW, _TUNE = "netdevkit.cli.show:register_", "netdevkit.cli.tune:register_"
+_ATTACH = "netdevkit.cli.attach:register"  # attach, detach and run
 
-#: command word -> (its one-line help, the modules whose ``register(sub)`` add it).
+#: command word -> (its one-line help, the ``module:function`` calls that add it).
+#: Each function takes the subparsers; only the command that runs is registered.
 #: Order here is the order in `netdevkit --help`.
 COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "dev": ("network devices and their XDP/AF_XDP features", (_SHOW,)),
+    "dev": ("network devices and their XDP/AF_XDP features", (_SHOW + "dev",)),
     "queue": (
         "RX and TX queues and the NAPI instance serving each",
-        (_SHOW, "netdevkit.cli.queue"),
+        (_SHOW + "queue", "netdevkit.cli.queue:register"),
     ),
-    "napi": ("NAPI instances: queues, IRQ, kthread and per-NAPI settings", (_SHOW, _TUNE)),
-    "qstats": ("per-device or per-queue packet/byte counters the driver reports", (_SHOW,)),
-    "page-pool": ("page pools: pages in flight, the NAPI they serve, statistics", (_SHOW,)),
+    "napi": (
+        "NAPI instances: queues, IRQ, kthread and per-NAPI settings",
+        (_SHOW + "napi", _TUNE + "napi"),
+    ),
+    "qstats": (
+        "per-device or per-queue packet/byte counters the driver reports",
+        (_SHOW + "qstats",),
+    ),
+    "page-pool": (
+        "page pools: pages in flight, the NAPI they serve, statistics",
+        (_SHOW + "page_pool",),
+    ),
     "doctor": (
         "readiness report: kernel, config, netdev family, NAPIs, busy poll, devmem",
-        ("netdevkit.cli.doctor",),
+        ("netdevkit.cli.doctor:register",),
     ),
-    "apply": ("apply a declarative tuning profile (TOML); --dry-run shows the diff", (_TUNE,)),
+    "apply": (
+        "apply a declarative tuning profile (TOML); --dry-run shows the diff",
+        (_TUNE + "apply",),
+    ),
     "restore": (
         "put back everything netdevkit changed (NAPI settings, epoll parameters, ...)",
-        (_TUNE,),
+        (_TUNE + "restore",),
     ),
     "presets": (
         "list the tuning presets: NAPI settings and the epoll parameters they pair with",
-        (_TUNE,),
+        (_TUNE + "presets",),
     ),
     "attach": ("set epoll busy-poll parameters on a running program's epoll contexts", (_ATTACH,)),
     "detach": ("restore the epoll parameters a `netdevkit attach` changed", (_ATTACH,)),
     "run": ("start a program with busy polling on all its epoll contexts", (_ATTACH,)),
     "bench": (
         "measure latency and CPU of each NAPI/busy-poll mode in a veth testbed",
-        ("netdevkit.cli.bench",),
+        ("netdevkit.cli.bench:register",),
     ),
     "testbed": (
         "build, list and remove the two-namespace veth testbed (NAPI test device)",
-        ("netdevkit.cli.testbed",),
+        ("netdevkit.cli.testbed:register",),
     ),
     "top": (
         "live per-queue and per-NAPI rates, settings and busy-poll activity",
-        ("netdevkit.cli.top",),
+        ("netdevkit.cli.top:register",),
     ),
     "monitor": (
         "print netdev notifications (devices, page pools) as they arrive",
-        ("netdevkit.cli.monitor",),
+        ("netdevkit.cli.monitor:register",),
     ),
     "exporter": (
         "serve Prometheus metrics of queues, NAPIs, page pools and busy polling",
-        ("netdevkit.cli.exporter",),
+        ("netdevkit.cli.exporter:register",),
     ),
     "devmem": (
         "Device Memory TCP: prepare a NIC, receive into / send from a dmabuf",
-        ("netdevkit.cli.devmem",),
+        ("netdevkit.cli.devmem:register",),
     ),
 }
 
@@ -97,21 +112,42 @@ class Parser(argparse.ArgumentParser):
     Subcommand parsers are made with the same class (argparse's ``parser_class`` default).
     """
 
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        # argparse's own asks shutil for the width (importing shutil, bz2, lzma and
+        # zlib: 2 ms of every start-up, for each add_argument); the same width here
+        formatter: Callable[..., argparse.HelpFormatter] = self.formatter_class
+        return formatter(prog=self.prog, width=terminal_width() - 2)
+
     def error(self, message: str) -> NoReturn:
         # argparse quotes the bad value whole: keep a line readable for any input
         message = re.sub(r"'([^']{40})[^']{20,}'", r"'\1...'", message)
         raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
 
 
+def terminal_width() -> int:
+    """The terminal's width as :func:`shutil.get_terminal_size` finds it: ``$COLUMNS``,
+    else the width of stdout's terminal, else 80."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The parser for command line *argv*, registering only what it needs.
 
-    When *argv* starts with a command word, the modules that register that
-    command are imported and registered (they may add sibling commands too).
+    When *argv* starts with a command word, the functions that add that
+    command are imported and called (one may add sibling commands too).
     Otherwise (``--help``, a mistyped or missing command) every command is a
     placeholder with its one-line help from :data:`COMMANDS`, which is all
     ``netdevkit --help`` and argparse's "invalid choice" message show. With
-    *argv* None every module registers: the whole parser.
+    *argv* None every command is registered: the whole parser.
     """
     parser = Parser(
         prog="netdevkit",
@@ -123,10 +159,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     words = list(COMMANDS) if argv is None else [w for w in argv[:1] if w in COMMANDS]
     registered: set[str] = set()
     for word in words:
-        for module in COMMANDS[word][1]:
-            if module not in registered:
-                registered.add(module)
-                importlib.import_module(module).register(sub)
+        for where in COMMANDS[word][1]:
+            if where not in registered:
+                registered.add(where)
+                module, function = where.split(":")
+                getattr(importlib.import_module(module), function)(sub)
     if not words:
         for word, (help_, _modules) in COMMANDS.items():
             sub.add_parser(word, help=help_)

@@ -673,17 +673,28 @@ def _add_show(
     return p
 
 
-def register(sub: SubParsers) -> None:
-    """Add ``dev``, ``queue``, ``napi``, ``qstats`` and ``page-pool`` with their actions."""
+def register_dev(sub: SubParsers) -> None:
     _add_show(sub, "dev", "show", "show network devices", DEV_HELP, run_dev_show)
+
+
+def register_queue(sub: SubParsers) -> None:
     _add_show(sub, "queue", "show", "show queues", QUEUE_HELP, run_queue_show)
+
+
+def register_napi(sub: SubParsers) -> None:
     _add_show(sub, "napi", "show", "show NAPI instances", NAPI_HELP, run_napi_show)
+
+
+def register_qstats(sub: SubParsers) -> None:
     q = _add_show(sub, "qstats", "show", "show queue statistics", QSTATS_HELP, run_qstats_show)
     q.add_argument("--per-queue", action="store_true", help="one row per queue, not per device")
     from . import balance  # the standard library only at top level
 
     b = _add_show(sub, "qstats", "balance", balance.SUMMARY, balance.BODY, run_qstats_balance)
     balance.add_options(b)
+
+
+def register_page_pool(sub: SubParsers) -> None:
     _add_show(sub, "page-pool", "show", "show page pools", PAGE_POOL_HELP, run_page_pool_show)
     _add_show(
         sub,
@@ -693,3 +704,9 @@ def register(sub: SubParsers) -> None:
         PAGE_POOL_STATS_HELP,
         run_page_pool_stats,
     )
+
+
+def register(sub: SubParsers) -> None:
+    """Add ``dev``, ``queue``, ``napi``, ``qstats`` and ``page-pool`` with their actions."""
+    for add in (register_dev, register_queue, register_napi, register_qstats, register_page_pool):
+        add(sub)
