@@ -1,8 +1,8 @@
 """Entry point of the ``netdevkit`` command.
 
-Each subcommand lives in its own module that exposes ``register(subparsers)``;
-:data:`COMMANDS` says which functions add which command, and only those of the
-command that runs are imported and called. Those modules import only the standard
+Each command lives in a module whose ``register*(subparsers)`` functions add
+it; :data:`COMMANDS` says which functions add which command, and only those of
+the command that runs are imported and called. Those modules import only the standard
 library at top level and import the library (and heavy dependencies such as
 pyroute2 or rich) inside the function that runs the command.
 """
@@ -113,8 +113,8 @@ class Parser(argparse.ArgumentParser):
     """
 
     def _get_formatter(self) -> argparse.HelpFormatter:
-        # argparse's own asks shutil for the width (importing shutil, bz2, lzma and
-        # zlib: 2 ms of every start-up, for each add_argument); the same width here
+        # argparse's own asks shutil for the width (for each add_argument), which
+        # imports shutil, bz2, lzma and zlib at every start-up; the same width here
         formatter: Callable[..., argparse.HelpFormatter] = self.formatter_class
         return formatter(prog=self.prog, width=terminal_width() - 2)
 

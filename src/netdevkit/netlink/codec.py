@@ -191,16 +191,19 @@ def decode_error(payload: bytes, flags: int) -> ErrorPayload:
 Header = tuple[int, int, int, int, int]
 
 
-def iter_headers(buf: bytes | memoryview, pos: int = 0) -> Iterator[Header]:
-    """Yield ``(type, flags, seq, start, end)`` for each message in ``buf[pos:]``.
+def headers(buf: bytes | memoryview, pos: int = 0) -> list[Header]:
+    """``(type, flags, seq, start, end)`` of each message in ``buf[pos:]``.
 
     ``buf[start:end]`` is the message's payload (after its nlmsghdr, without
-    the padding that follows). This is the loop over message headers that
-    :func:`decode_messages` and the socket's single replies use; the socket's
-    dump loop inlines the same checks (a generator per message costs too
-    much there) and says so. Raises :class:`DecodeError` for a truncated
-    header or a length field that is too small or runs past the datagram.
+    the padding that follows). This is the one loop over message headers:
+    :func:`decode_messages` and the socket's replies and dumps all use it. It
+    returns a list for the whole datagram (a generator would cost a resume
+    per message on the dump path). Raises :class:`DecodeError` for a
+    truncated header or a length field that is too small or runs past the
+    datagram.
     """
+    out: list[Header] = []
+    add = out.append
     end = len(buf)
     unpack = NLMSGHDR.unpack_from
     while pos < end:
@@ -211,8 +214,9 @@ def iter_headers(buf: bytes | memoryview, pos: int = 0) -> Iterator[Header]:
             raise DecodeError(
                 f"netlink message at byte {pos}: length {length} does not fit in {end - pos} bytes"
             )
-        yield msg_type, flags, seq, pos + NLMSGHDR_LEN, pos + length
-        pos += align4(length)
+        add((msg_type, flags, seq, pos + NLMSGHDR_LEN, pos + length))
+        pos += (length + 3) & ~3  # align4(length), without a call per message
+    return out
 
 
 def pid_at(buf: bytes | memoryview, start: int) -> int:
@@ -227,7 +231,7 @@ def decode_messages(buf: bytes) -> list[Message]:
     is too small or runs past the datagram, or a malformed NLMSG_ERROR.
     """
     out: list[Message] = []
-    for msg_type, flags, seq, start, end in iter_headers(buf):
+    for msg_type, flags, seq, start, end in headers(buf):
         payload = buf[start:end]
         error = decode_error(payload, flags) if msg_type == NLMSG_ERROR else None
         out.append(Message(msg_type, flags, seq, pid_at(buf, start), payload, error))

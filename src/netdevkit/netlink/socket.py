@@ -217,13 +217,13 @@ class GenlSocket:
         """Send *request*; call ``row(datagram, start, end)`` for each reply.
 
         ``datagram[start:end]`` is the reply's payload after its nlmsghdr and
-        *skip* more bytes (a family header: 4 for generic netlink).
-        This is the dump hot path: headers are checked in one loop over each
-        datagram and no intermediate objects or copies are made. Messages of
-        other sequence numbers are set aside as notifications (sequence 0) or
-        dropped (replies to an abandoned request). Raises :class:`ErrorReply`
-        for an error reply, :class:`DumpInterrupted` for a dump flagged
-        ``NLM_F_DUMP_INTR`` and :class:`DecodeError` for malformed data.
+        *skip* more bytes (a family header: 4 for generic netlink). This is
+        the dump hot path: no intermediate objects or copies are made for a
+        reply. Messages of other sequence numbers are set aside as
+        notifications (sequence 0) or dropped (replies to an abandoned
+        request). Raises :class:`ErrorReply` for an error reply,
+        :class:`DumpInterrupted` for a dump flagged ``NLM_F_DUMP_INTR`` and
+        :class:`DecodeError` for malformed data.
         """
         # Anything parsed before this request was sent cannot answer it.
         while self._pending:
@@ -233,46 +233,27 @@ class GenlSocket:
         self.send(request)
         out: list[T] = []
         interrupted = False
-        # codec.iter_headers' loop and checks, inlined: the generator costs about
-        # 0.1 us per message, 7% on top of a 4096-queue dump, whose budget is 1.5x
-        # a bare decoder (benchmarks/bench_dump.py). Change both together.
-        unpack = codec.NLMSGHDR.unpack_from
-        hdrlen = codec.NLMSGHDR_LEN
-        first = hdrlen + skip
         while True:
-            if self._leftover:
-                buf, pos = self._leftover.pop()
-            else:
-                buf, pos = self._recv_datagram(), 0
-            end = len(buf)
-            while pos < end:
-                if end - pos < hdrlen:
-                    raise DecodeError(f"truncated netlink header: {end - pos} bytes at byte {pos}")
-                length, mtype, flags, mseq, _pid = unpack(buf, pos)
-                if length < hdrlen or pos + length > end:
-                    raise DecodeError(
-                        f"netlink message at byte {pos}: length {length} does not fit in "
-                        f"{end - pos} bytes"
-                    )
-                nxt = pos + ((length + 3) & ~3)
+            buf, pos = self._leftover.pop() if self._leftover else (self._recv_datagram(), 0)
+            for mtype, flags, mseq, start, end in codec.headers(buf, pos):
                 if mseq == seq and mtype >= _FIRST_FAMILY_TYPE:
                     # the common case: one reply of many (types below 16 are control)
                     if flags & codec.NLM_F_DUMP_INTR:
                         interrupted = True
-                    out.append(row(buf, pos + first, pos + length))
+                    out.append(row(buf, start + skip, end))
                 elif mseq != seq:
                     if mseq == 0:
-                        self._notifications.extend(codec.decode_messages(buf[pos : pos + length]))
+                        hdr = start - codec.NLMSGHDR_LEN
+                        self._notifications.extend(codec.decode_messages(buf[hdr:end]))
                 elif mtype in (codec.NLMSG_ERROR, codec.NLMSG_DONE):
-                    if nxt < end:
-                        self._leftover.append((buf, nxt))
-                    _raise_for_end(buf[pos + hdrlen : pos + length], mtype, flags, operation)
+                    if codec.align4(end) < len(buf):
+                        self._leftover.append((buf, codec.align4(end)))
+                    _raise_for_end(buf[start:end], mtype, flags, operation)
                     if interrupted or flags & codec.NLM_F_DUMP_INTR:
                         raise DumpInterrupted(
                             f"{operation}: the kernel's object list changed during the dump"
                         )
                     return out
-                pos = nxt
 
     # -- families and groups ------------------------------------------------
 
@@ -326,8 +307,8 @@ class GenlSocket:
 
 def _message_at(buf: bytes, start: int, end: int) -> Message:
     """The :class:`Message` whose payload is ``buf[start:end]``."""
-    mtype, flags, seq, _start, _end = next(codec.iter_headers(buf, start - codec.NLMSGHDR_LEN))
-    return Message(mtype, flags, seq, codec.pid_at(buf, start), bytes(buf[start:end]))
+    _length, mtype, flags, seq, pid = codec.NLMSGHDR.unpack_from(buf, start - codec.NLMSGHDR_LEN)
+    return Message(mtype, flags, seq, pid, bytes(buf[start:end]))
 
 
 def _raise_for_end(payload: bytes, mtype: int, flags: int, operation: str) -> None:
