@@ -17,6 +17,8 @@ a :class:`~netdevkit.errors.KernelError` with the kernel's extack text and
 the path of the attribute it pointed at.
 """
 
+# No `from __future__ import annotations`: NamedTuple fields annotated with strings
+# cost a compile() each at import, and every CLI start-up imports this module.
 import errno
 import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping

@@ -16,6 +16,8 @@ Kernel facts relied on (include/uapi/linux/netlink.h, genetlink.h):
   whole request. With ``NLM_F_ACK_TLVS`` extended-ack attributes follow.
 """
 
+# No `from __future__ import annotations`: NamedTuple fields annotated with strings
+# cost a compile() each at import, and every CLI start-up imports this module.
 import struct
 from collections.abc import Iterator
 from typing import NamedTuple

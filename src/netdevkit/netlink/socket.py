@@ -20,6 +20,8 @@ Kernel facts relied on:
   created in, which is how :meth:`GenlSocket.open` reaches a named namespace.
 """
 
+# No `from __future__ import annotations`: NamedTuple fields annotated with strings
+# cost a compile() each at import, and every CLI start-up imports this module.
 import collections
 import errno
 import socket

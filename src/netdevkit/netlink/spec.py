@@ -9,6 +9,8 @@ Decoding keeps attributes the declaration does not know (a newer kernel) under
 the key :data:`UNKNOWN` as ``(id, raw bytes)`` pairs instead of failing.
 """
 
+# No `from __future__ import annotations`: NamedTuple fields annotated with strings
+# cost a compile() each at import, and every CLI start-up imports this module.
 import builtins
 import enum
 import struct
