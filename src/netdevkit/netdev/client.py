@@ -185,8 +185,9 @@ def _page_pool_stats(d: Mapping[str, Any]) -> PagePoolStats:
 #
 # The row decoders (netlink.spec.Codec.row_decoder) hand each reply over as a
 # list of values in the order of QUEUE_FIELDS / NAPI_FIELDS, then the unknown
-# attributes; enum members come from a dict lookup. ``_make`` takes the values
-# as one tuple, skipping the keyword handling of the NamedTuple's constructor.
+# attributes; enum members come from a dict lookup. The objects are made by
+# tuple.__new__, as the NamedTuple's own ``_make`` does (less its call and its
+# length check: all the values are written out right here).
 
 _QUEUE_TYPES: dict[int, QueueType] = {int(t): t for t in QueueType}
 _THREADED: dict[int, NapiThreaded] = {int(t): t for t in NapiThreaded}
@@ -209,7 +210,8 @@ def _queue_row(r: list[Any]) -> Queue:
     qid, ifindex, qtype, napi_id, dmabuf, io_uring, xsk, lease, extra = r
     if qid is None or ifindex is None or qtype is None:
         raise DecodeError("queue reply without its id, ifindex or type attribute")
-    return Queue._make(
+    return tuple.__new__(
+        Queue,
         (
             qid,
             ifindex,
@@ -221,7 +223,7 @@ def _queue_row(r: list[Any]) -> Queue:
             xsk is not None,
             tuple(extra) if extra else (),
             None if lease is None else _lease(lease),
-        )
+        ),
     )
 
 
@@ -240,7 +242,8 @@ def _napi_row(r: list[Any]) -> Napi:
     ifindex, napi_id, irq, pid, defer, gro, suspend, threaded, extra = r
     if napi_id is None or ifindex is None:
         raise DecodeError("napi reply without its id or ifindex attribute")
-    return Napi._make(
+    return tuple.__new__(
+        Napi,
         (
             napi_id,
             ifindex,
@@ -251,7 +254,7 @@ def _napi_row(r: list[Any]) -> Napi:
             suspend,
             None if threaded is None else _THREADED.get(threaded, threaded),
             tuple(extra) if extra else (),
-        )
+        ),
     )
 
 

@@ -208,15 +208,16 @@ def headers(buf: bytes | memoryview, pos: int = 0) -> list[Header]:
     add = out.append
     end = len(buf)
     unpack = NLMSGHDR.unpack_from
+    hdrlen = NLMSGHDR_LEN
     while pos < end:
-        if end - pos < NLMSGHDR_LEN:
+        if end - pos < hdrlen:
             raise DecodeError(f"truncated netlink header: {end - pos} bytes at byte {pos}")
         length, msg_type, flags, seq, _pid = unpack(buf, pos)
-        if length < NLMSGHDR_LEN or pos + length > end:
+        if length < hdrlen or pos + length > end:
             raise DecodeError(
                 f"netlink message at byte {pos}: length {length} does not fit in {end - pos} bytes"
             )
-        add((msg_type, flags, seq, pos + NLMSGHDR_LEN, pos + length))
+        add((msg_type, flags, seq, pos + hdrlen, pos + length))
         pos += (length + 3) & ~3  # align4(length), without a call per message
     return out
 

@@ -234,15 +234,16 @@ class GenlSocket:
                 self._notifications.append(msg)
         self.send(request)
         out: list[T] = []
-        interrupted = False
+        add = out.append
+        flags_seen = 0  # of the replies: NLM_F_DUMP_INTR on any of them interrupts the dump
+        first_family_type = _FIRST_FAMILY_TYPE
         while True:
             buf, pos = self._leftover.pop() if self._leftover else (self._recv_datagram(), 0)
             for mtype, flags, mseq, start, end in codec.headers(buf, pos):
-                if mseq == seq and mtype >= _FIRST_FAMILY_TYPE:
+                if mseq == seq and mtype >= first_family_type:
                     # the common case: one reply of many (types below 16 are control)
-                    if flags & codec.NLM_F_DUMP_INTR:
-                        interrupted = True
-                    out.append(row(buf, start + skip, end))
+                    flags_seen |= flags
+                    add(row(buf, start + skip, end))
                 elif mseq != seq:
                     if mseq == 0:
                         hdr = start - codec.NLMSGHDR_LEN
@@ -251,7 +252,7 @@ class GenlSocket:
                     if codec.align4(end) < len(buf):
                         self._leftover.append((buf, codec.align4(end)))
                     _raise_for_end(buf[start:end], mtype, flags, operation)
-                    if interrupted or flags & codec.NLM_F_DUMP_INTR:
+                    if (flags_seen | flags) & codec.NLM_F_DUMP_INTR:
                         raise DumpInterrupted(
                             f"{operation}: the kernel's object list changed during the dump"
                         )
