@@ -53,21 +53,20 @@ def register(sub: SubParsers) -> None:
 
 
 def event_json(e: Event) -> dict[str, Any]:
-    import dataclasses
     import enum
 
     obj: dict[str, Any] | None = None
     if e.obj is not None:
         obj = {}
-        for f in dataclasses.fields(e.obj):
-            v = getattr(e.obj, f.name)
-            if f.name == "extra":
+        for name, value in e.obj._asdict().items():
+            if name == "extra":
                 continue
-            if isinstance(v, enum.IntFlag):
+            if isinstance(value, enum.IntFlag):
                 from .show import flag_names
 
-                v = flag_names(v)
-            obj[f.name] = v
+                obj[name] = flag_names(value)
+            else:
+                obj[name] = value
     return {"time": round(e.time, 6), "event": e.kind, "name": e.name, "object": obj}
 
 
