@@ -29,7 +29,7 @@ import shlex
 import shutil
 import string
 
-from ..errors import NetdevkitError, RequestError
+from ..errors import RequestError, ToolError
 from ..testbed import Testbed
 from .workloads import ServerSpec
 
@@ -112,5 +112,5 @@ def parse_wrk(text: str) -> tuple[dict[int, float], float]:
     rps = _WRK_RPS.search(text)
     if 50 not in pct or 99 not in pct or rps is None:
         tail = " / ".join(text.strip().splitlines()[-4:])
-        raise NetdevkitError(f"wrk printed no latency distribution: {tail}")
+        raise ToolError(f"wrk printed no latency distribution: {tail}")
     return pct, float(rps.group(1))

@@ -31,7 +31,7 @@ import struct
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-from ..errors import KernelError, NetdevkitError, RequestError, UnsupportedError
+from ..errors import DecodeError, KernelError, RequestError, UnsupportedError
 
 UDMABUF_DEV = "/dev/udmabuf"
 UDMABUF_FLAGS_CLOEXEC = 0x01
@@ -171,7 +171,7 @@ def udmabuf(size: int, name: str = "netdevkit-devmem") -> Udmabuf:
         finally:
             os.close(dev)
         if not isinstance(fd, int) or fd < 0:
-            raise NetdevkitError(f"UDMABUF_CREATE returned {fd!r}, not a file descriptor")
+            raise DecodeError(f"UDMABUF_CREATE returned {fd!r}, not a file descriptor")
         return Udmabuf(memfd, fd, size)
     except BaseException:
         os.close(memfd)

@@ -41,6 +41,10 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import KernelError, NetdevkitError, RequestError
+
+# Defined in errors.py; importable from here as before.
+from ..errors import OutstandingLimit as OutstandingLimit  # noqa: PLC0414
+from ..errors import TokenReturnError as TokenReturnError  # noqa: PLC0414
 from .cmsg import EMPTY, Parsed, dontneed_batches, parse_control, ranges_tail, token_ranges
 from .syscalls import Kernel, libc
 from .uapi import DEVMEM_CMSG_SPACE, MSG_DONTWAIT, MSG_SOCK_DEVMEM
@@ -48,14 +52,6 @@ from .uapi import DEVMEM_CMSG_SPACE, MSG_DONTWAIT, MSG_SOCK_DEVMEM
 #: control buffer of the default receiver: 1638 cmsgs (64 KiB)
 DEFAULT_BATCH = 1638
 DEFAULT_MAX_OUTSTANDING = 16384
-
-
-class OutstandingLimit(NetdevkitError):
-    """The caller holds ``max_outstanding`` fragments: release some before receiving."""
-
-
-class TokenReturnError(KernelError):
-    """SO_DEVMEM_DONTNEED freed nothing: the kernel does not hold those tokens."""
 
 
 class FdLike(Protocol):

@@ -30,7 +30,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
-from ..errors import DecodeError, KernelError, NetdevkitError, UnsupportedError
+from ..errors import DecodeError, KernelError, UnsupportedError
+
+# Defined in errors.py; importable from here as before.
+from ..errors import DumpInterrupted as DumpInterrupted  # noqa: PLC0414
+from ..errors import ErrorReply as ErrorReply  # noqa: PLC0414
+from ..errors import NotificationsLost as NotificationsLost  # noqa: PLC0414
 from ..netns import entered
 from . import codec
 from .codec import Message
@@ -61,15 +66,6 @@ _INITIAL_BUFSIZE = 64 * 1024
 #: netlink message types below this are control messages (NOOP, ERROR, DONE, OVERRUN)
 _FIRST_FAMILY_TYPE = 0x10
 T = TypeVar("T")
-
-
-class DumpInterrupted(NetdevkitError):
-    """The kernel flagged the dump as inconsistent (NLM_F_DUMP_INTR): retry it."""
-
-
-class NotificationsLost(NetdevkitError):
-    """The socket's receive queue overflowed (ENOBUFS): multicast messages were
-    dropped. The socket stays usable; dump again to learn the current state."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,16 +345,3 @@ def _raise_for_end(payload: bytes, mtype: int, flags: int, operation: str) -> No
                 codec.decode_extack(payload, 4) if flags & codec.NLM_F_ACK_TLVS else codec.ExtAck()
             )
             raise ErrorReply(-err, operation, extack)
-
-
-class ErrorReply(KernelError):
-    """The kernel's error reply, still carrying the raw extended ack.
-
-    Family clients catch it to name the offending attribute (from
-    ``extack.offset``) and the missing capability, then raise the
-    user-facing :class:`KernelError` subclass.
-    """
-
-    def __init__(self, err: int, operation: str, extack: codec.ExtAck) -> None:
-        super().__init__(err, operation, extack.message)
-        self.raw_extack = extack

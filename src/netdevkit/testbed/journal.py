@@ -42,7 +42,15 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from .. import netns as ndk_netns
 from .._signals import blocked
-from ..errors import KernelError, NetdevkitError, NotFoundError, RequestError
+from ..errors import (
+    CleanupError,
+    ConflictError,
+    KernelError,
+    NetdevkitError,
+    NotFoundError,
+    PrivilegeError,
+    RequestError,
+)
 from ..journal import state_dir
 
 if TYPE_CHECKING:
@@ -67,7 +75,7 @@ def _require_privileges() -> None:
     except OSError:
         eff = (1 << 64) - 1 if os.geteuid() == 0 else 0
     if not (eff >> _CAP_NET_ADMIN) & 1 or not (eff >> _CAP_SYS_ADMIN) & 1:
-        raise NetdevkitError(
+        raise PrivilegeError(
             "a testbed creates network namespaces and veth pairs: needs root "
             "(CAP_NET_ADMIN and CAP_SYS_ADMIN); run as root"
         )
@@ -432,7 +440,7 @@ def down_all(prefix: str | None = None, *, include_live: bool = False) -> list[s
         removed += r
         problems += p
     if problems:
-        raise NetdevkitError("could not remove testbed namespaces: " + "; ".join(problems))
+        raise CleanupError("could not remove testbed namespaces: " + "; ".join(problems))
     return sorted(removed)
 
 
@@ -448,11 +456,12 @@ def down(name: str, *, force: bool = False) -> list[str]:
         )
     info = found[0]
     if info.status == "running" and not force:
-        raise NetdevkitError(
+        raise ConflictError(
             f"testbed {name!r} belongs to running process {info.owner_pid}: stop that "
-            "process (it removes its testbed), or add --force"
+            "process (it removes its testbed)",
+            hint="or add `force=True`",
         )
     removed, problems = _remove(info)
     if problems:
-        raise NetdevkitError("could not remove testbed namespaces: " + "; ".join(problems))
+        raise CleanupError("could not remove testbed namespaces: " + "; ".join(problems))
     return sorted(removed)

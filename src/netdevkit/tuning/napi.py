@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from .. import _fault
 from .._signals import Deferral, Interrupted
-from ..errors import NetdevkitError, NotFoundError, RequestError, UnsupportedError
+from ..errors import NetdevkitError, NotFoundError, RequestError, TuningError, UnsupportedError
 from ..netdev.client import ifindex_of
 from ..netns import exists as netns_exists
 from .backends import (
@@ -50,7 +50,6 @@ from .model import (
     Change,
     Plan,
     Target,
-    TuningError,
     as_dict,
     format_value,
     is_empty,

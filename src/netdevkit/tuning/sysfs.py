@@ -35,7 +35,7 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-from ..errors import KernelError, NetdevkitError, NotFoundError, PermissionDenied
+from ..errors import KernelError, NotFoundError, PermissionDenied, PrivilegeError
 from ..netns import CLONE_NEWNET, path_of
 from .model import threaded_value
 from .presets import NapiSettings
@@ -100,7 +100,7 @@ def in_netns(netns: str | None, fn: Callable[[], T]) -> T:
             _enter_private_sysfs(netns)
         except OSError as err:
             failure.append(
-                NetdevkitError(
+                PrivilegeError(
                     f"cannot mount a sysfs for network namespace {netns!r} ({err}); "
                     "needs CAP_SYS_ADMIN (run as root)"
                 )
