@@ -56,7 +56,7 @@ class SendReport:
 
 def check_pattern(pattern: int | None) -> None:
     if pattern is not None and not 1 <= pattern <= 256:
-        raise RequestError(f"--validate takes a pattern length from 1 to 256, not {pattern}")
+        raise RequestError(f"{pattern} is not a pattern length from 1 to 256")
 
 
 def _expected(pos: int, n: int, pattern: int) -> npt.NDArray[np.uint8]:

@@ -265,8 +265,9 @@ class Tuner:
         validate_settings(settings)
         if is_empty(settings):
             raise RequestError(
-                "nothing to set: give a preset or at least one of --defer-hard-irqs, "
-                "--gro-flush-timeout, --irq-suspend-timeout, --threaded"
+                "nothing to set",
+                hint="give a preset or at least one of `defer_hard_irqs`, `gro_flush_timeout`, "
+                "`irq_suspend_timeout`, `threaded`",
             )
         resolved = self.resolve(netns=netns, ifname=ifname, napi_ids=napi_ids)
         return self.plan((t, cur, settings) for t, cur in resolved)
