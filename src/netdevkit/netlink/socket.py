@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
-from ..errors import DecodeError, KernelError, UnsupportedError
+from ..errors import DecodeError, KernelError, UnsupportedError, translate_oserror
 
 # Defined in errors.py; importable from here as before.
 from ..errors import DumpInterrupted as DumpInterrupted  # noqa: PLC0414
@@ -136,16 +136,20 @@ class GenlSocket:
     @classmethod
     def open(cls, netns: str | None = None) -> GenlSocket:
         """Open a socket in the current namespace or in named namespace *netns*."""
+        operation = "open a generic netlink socket" + (f" in netns {netns}" if netns else "")
         with entered(netns):
-            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
+            try:
+                sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
+            except OSError as err:
+                raise translate_oserror(err, operation) from err
         try:
             sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
             sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
             sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
             sock.bind((0, 0))
-        except OSError:
+        except OSError as err:
             sock.close()
-            raise
+            raise translate_oserror(err, operation) from err
         return cls(sock, netns)
 
     def fileno(self) -> int:
@@ -172,12 +176,14 @@ class GenlSocket:
                 n = sock.recv_into(self._buf, len(self._buf))
             except InterruptedError:
                 continue
+            except TimeoutError:
+                raise  # the timeout poll_notifications set: not an error
             except OSError as err:
                 if err.errno == errno.ENOBUFS:
                     raise NotificationsLost(
                         "netlink receive queue overflowed (ENOBUFS): notifications were lost"
                     ) from err
-                raise
+                raise translate_oserror(err, "receive from a generic netlink socket") from err
             return bytes(self._buf[:n])
 
     def _next_message(self) -> Message:
@@ -301,10 +307,19 @@ class GenlSocket:
         return parse_family_info(replies[0].payload)
 
     def join_group(self, group_id: int) -> None:
-        self._sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, group_id)
+        """Join multicast group *group_id*; some groups need CAP_NET_ADMIN."""
+        try:
+            self._sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, group_id)
+        except OSError as err:
+            operation = f"join generic netlink multicast group {group_id}"
+            raise translate_oserror(err, operation, capability="CAP_NET_ADMIN") from err
 
     def leave_group(self, group_id: int) -> None:
-        self._sock.setsockopt(SOL_NETLINK, NETLINK_DROP_MEMBERSHIP, group_id)
+        try:
+            self._sock.setsockopt(SOL_NETLINK, NETLINK_DROP_MEMBERSHIP, group_id)
+        except OSError as err:
+            operation = f"leave generic netlink multicast group {group_id}"
+            raise translate_oserror(err, operation) from err
 
     def poll_notifications(self, timeout: float | None) -> Iterator[Message]:
         """Yield queued notifications, then wait up to *timeout* for more."""
