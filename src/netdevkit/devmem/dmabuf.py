@@ -31,7 +31,7 @@ import struct
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-from ..errors import DecodeError, KernelError, RequestError, UnsupportedError
+from ..errors import DecodeError, RequestError, UnsupportedError, translate_oserror
 
 UDMABUF_DEV = "/dev/udmabuf"
 UDMABUF_FLAGS_CLOEXEC = 0x01
@@ -110,7 +110,7 @@ class Udmabuf:
         try:
             fcntl.ioctl(self._fd, DMA_BUF_IOCTL_SYNC, DMA_BUF_SYNC_STRUCT.pack(flags))
         except OSError as err:
-            raise KernelError(err.errno or 0, f"DMA_BUF_IOCTL_SYNC flags {flags:#x}") from err
+            raise translate_oserror(err, f"DMA_BUF_IOCTL_SYNC flags {flags:#x}") from err
 
     @contextlib.contextmanager
     def cpu_access(self, read: bool = True, write: bool = False) -> Iterator[memoryview]:
@@ -161,8 +161,8 @@ def udmabuf(size: int, name: str = "netdevkit-devmem") -> Udmabuf:
             arg = bytearray(UDMABUF_CREATE_STRUCT.pack(memfd, UDMABUF_FLAGS_CLOEXEC, 0, size))
             fd = fcntl.ioctl(dev, UDMABUF_CREATE, arg, True)
         except OSError as err:
-            raise KernelError(
-                err.errno or 0,
+            raise translate_oserror(
+                err,
                 f"UDMABUF_CREATE of {size} bytes",
                 hint="size above /sys/module/udmabuf/parameters/size_limit_mb?"
                 if err.errno == errno.EINVAL

@@ -40,7 +40,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import KernelError, NetdevkitError, RequestError
+from ..errors import NetdevkitError, RequestError, translate_oserror
 
 # Defined in errors.py; importable from here as before.
 from ..errors import OutstandingLimit as OutstandingLimit  # noqa: PLC0414
@@ -348,8 +348,8 @@ class DevmemReceiver:
                 n = self._kernel.dontneed(self._fd, call)
             except OSError as err:
                 self._pending.insert(0, _expand(call))
-                raise KernelError(
-                    err.errno or 0,
+                raise translate_oserror(
+                    err,
                     f"SO_DEVMEM_DONTNEED of {want - done} frags",
                     hint="the socket may be closed (the kernel then frees them itself)",
                 ) from err
@@ -413,16 +413,13 @@ def _expand(call: npt.NDArray[np.void]) -> npt.NDArray[np.uint32]:
 
 
 def _recv_error(err: OSError, control_len: int) -> NetdevkitError:
-    e = err.errno or 0
-    what = "recvmsg(MSG_SOCK_DEVMEM)"
-    if e == errno.EFAULT:
-        return KernelError(
-            e,
-            what,
-            hint=f"the {control_len}-byte control buffer had no room for one 40-byte cmsg, "
-            "or the data is devmem and MSG_SOCK_DEVMEM was missing",
+    hint = ""
+    if err.errno == errno.EFAULT:
+        hint = (
+            f"the {control_len}-byte control buffer had no room for one 40-byte cmsg, "
+            "or the data is devmem and MSG_SOCK_DEVMEM was missing"
         )
-    return KernelError(e, what)
+    return translate_oserror(err, "recvmsg(MSG_SOCK_DEVMEM)", hint=hint)
 
 
 class AsyncDevmemReceiver:
