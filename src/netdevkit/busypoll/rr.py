@@ -39,6 +39,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast, get_args
 
+from ..errors import FramingError as FramingError  # noqa: PLC0414  (defined in errors.py)
 from ..errors import NetdevkitError, RequestError
 from .adaptive import AdaptiveWindow
 from .aio import BusyPollEventLoop, apply_to_loop, loop_factory
@@ -77,10 +78,6 @@ MAX_MESSAGE = 65536
 
 LoopKind = Literal["asyncio", "netdevkit", "uvloop", "fast", "threads"]
 LOOP_KINDS: tuple[str, ...] = get_args(LoopKind)
-
-
-class FramingError(NetdevkitError):
-    """The peer sent something that is not sockperf framing (the connection is dropped)."""
 
 
 @dataclass(slots=True)

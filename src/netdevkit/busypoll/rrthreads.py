@@ -28,6 +28,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import FramingError
 from .epoll import check_int_at_least
 from .rr import (
     _FLAGS_LO,
@@ -35,7 +36,6 @@ from .rr import (
     FLAG_PONG_REQUEST,
     HEADER,
     MAX_MESSAGE,
-    FramingError,
     RrFramer,
     RrStats,
 )
