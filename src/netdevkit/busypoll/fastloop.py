@@ -13,7 +13,7 @@ It has the same busy-poll knobs as netdevkit's asyncio loop: ``params`` for the 
 says how long to sleep; a timerfd in the same epoll ends the sleep, a request that comes
 early ends it too, through the NAPI's IRQ). Python 3.11 has no ``os.timerfd_*``, so the
 timerfd is made with ``ctypes`` (``timerfd_create``/``timerfd_settime`` from libc).
-:func:`netdevkit.busypoll.rr.serve_rr` with ``loop_kind="fast"`` runs the sockperf
+:func:`netdevkit.bench.servers.rr.serve_rr` with ``loop_kind="fast"`` runs the sockperf
 request/response server on it.
 
 ``spin_us`` is the fastest mode for a few hot connections: after a callback ran, the loop
@@ -30,7 +30,7 @@ loop's Python: ``epoll_wait`` busy polls, returns, then ``recv`` runs, a few mic
 longer than a read that busy polls itself, and on that VM a reply a microsecond later finds
 the client's vCPU halted (about +10 us per round trip). The hot-socket spin takes the
 read-that-polls path and answers in ~10 us p50, within 1.15x of C. So does
-:mod:`netdevkit.busypoll.rrthreads`, with a blocking ``recv`` per thread.
+:mod:`netdevkit.bench.servers.threads`, with a blocking ``recv`` per thread.
 
 :meth:`FastLoop.stop` is safe from other threads and from signal handlers: it writes an
 eventfd that the loop watches (Python runs a signal handler when ``epoll_wait`` returns
