@@ -26,7 +26,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from types import FrameType, TracebackType
 from typing import Any
 
-from .errors import NetdevkitError, NotFoundError, RequestError
+from .errors import NotFoundError, RequestError, translate_oserror
 
 # --- capabilities ----------------------------------------------------------------------
 
@@ -228,9 +228,10 @@ def set_affinity(pid: int, cpus: frozenset[int]) -> list[int]:
     except ProcessLookupError:
         raise NotFoundError(f"cannot pin process {pid} to CPUs {cpus}: it exited") from None
     except OSError as err:
-        raise NetdevkitError(
-            f"cannot pin process {pid} to CPUs {format_cpu_list(cpus)}: {err.strerror} "
-            "(a CPU offline or outside this cgroup's cpuset?)"
+        raise translate_oserror(
+            err,
+            f"cannot pin process {pid} to CPUs {format_cpu_list(cpus)}",
+            hint="a CPU offline or outside this cgroup's cpuset?",
         ) from err
 
 

@@ -37,7 +37,7 @@ import re
 from dataclasses import dataclass
 
 from .._os import process_start_time
-from ..errors import NotFoundError, PermissionDenied
+from ..errors import NetdevkitError, NotFoundError, translate_oserror
 
 __all__ = [
     "EVENTPOLL_LINK",
@@ -123,14 +123,14 @@ def parse_epoll_fdinfo(text: str) -> list[TfdEntry]:
     return entries
 
 
-def _proc_error(err: OSError, pid: int, what: str) -> Exception:
-    if isinstance(err, FileNotFoundError) or err.errno == errno.ESRCH:
-        return NotFoundError(f"process {pid} does not exist (no /proc/{pid}): {what}")
-    if isinstance(err, PermissionError):
-        return PermissionDenied(
-            err.errno or errno.EACCES, f"read {what} of process {pid}", "CAP_SYS_PTRACE"
-        )
-    return err
+def _proc_error(err: OSError, pid: int, what: str) -> NetdevkitError:
+    gone = f"process {pid} does not exist (no /proc/{pid}): {what}"
+    return translate_oserror(
+        err,
+        f"read {what} of process {pid}",
+        capability="CAP_SYS_PTRACE",
+        gone={errno.ENOENT: gone, errno.ESRCH: gone},
+    )
 
 
 def _task_dir(pid: int, tid: int) -> str:

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from .._os import affinity_of, format_cpu_list
-from ..errors import NetdevkitError, RequestError
+from ..errors import NetdevkitError, PrivilegeError, RequestError, ToolError
 from ..procs import stop
 from ..testbed import CpuPlacement, Testbed, TestbedConfig
 from ..tuning.presets import PRESETS, Preset
@@ -223,9 +223,9 @@ def validate(opts: BenchOptions) -> None:
         opts.cpus.check_machine()
     missing = [] if opts.server_cmd else missing_peers(opts.workloads)
     if missing:
-        raise NetdevkitError("missing peer programs: " + "; ".join(missing))
+        raise ToolError("missing peer programs: " + "; ".join(missing))
     if os.geteuid() != 0:
-        raise NetdevkitError(
+        raise PrivilegeError(
             "netdevkit bench builds a testbed (network namespaces, a veth pair) and changes "
             "NAPI settings: run it as root"
         )
@@ -289,7 +289,7 @@ def _wait_listening(tb: Testbed, port: int, proc_alive: Callable[[], bool], time
     deadline = time.monotonic() + timeout
     while True:
         if not proc_alive():
-            raise NetdevkitError("the server exited before it listened")
+            raise ToolError("the server exited before it listened")
         with tb.socket("client", socket.AF_INET, socket.SOCK_STREAM) as s:
             s.settimeout(0.3)
             try:
@@ -297,7 +297,7 @@ def _wait_listening(tb: Testbed, port: int, proc_alive: Callable[[], bool], time
                 return
             except OSError as err:
                 if time.monotonic() > deadline:
-                    raise NetdevkitError(
+                    raise ToolError(
                         f"server did not listen on {tb.server_addr}:{port} within {timeout:.0f} s"
                     ) from err
         time.sleep(0.05)

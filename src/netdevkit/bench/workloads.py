@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._os import affinity_of, format_cpu_list
-from ..errors import NetdevkitError
+from ..errors import NetdevkitError, RequestError, ToolError
 from ..testbed import Testbed
 from . import sockperf
 from .cpu import CpuSnapshot, snapshot
@@ -140,7 +140,7 @@ def server_specs(
         argv += ["--port", str(port), "--save", "", "--appendonly", "no"]
         argv += ["--protected-mode", "no", "--io-threads", "1"]
         return [ServerSpec(workload, "redis", argv, port, True, (PING_PONG,))]
-    raise NetdevkitError(f"no servers for workload {workload!r}")
+    raise RequestError(f"no servers for workload {workload!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,11 +217,9 @@ def _drive(
     if proc.returncode != 0:
         tail = "\n".join(text.strip().splitlines()[-6:])
         killed = " (killed: no answer in time)" if proc.returncode == -9 else ""
-        raise NetdevkitError(
-            f"client {argv[0]} exited with status {proc.returncode}{killed}:\n{tail}"
-        )
+        raise ToolError(f"client {argv[0]} exited with status {proc.returncode}{killed}:\n{tail}")
     if before is None:
-        raise NetdevkitError(f"client {argv[0]} never reported that it started measuring")
+        raise ToolError(f"client {argv[0]} never reported that it started measuring")
     if after is None:
         after = snapshot(server_pid)
     return text, before, after, placement
@@ -301,7 +299,7 @@ def parse_redis_benchmark(text: str) -> tuple[Latency, float]:
     rps = _REDIS_RPS.search(text)
     if not rows or rps is None:
         tail = "\n".join(text.strip().splitlines()[-6:])
-        raise NetdevkitError(f"redis-benchmark printed no latency distribution:\n{tail}")
+        raise ToolError(f"redis-benchmark printed no latency distribution:\n{tail}")
     total = rows[-1][1]
 
     def pct(p: float) -> float:

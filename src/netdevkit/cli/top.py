@@ -181,7 +181,7 @@ def _live(reader: Any, interval: float) -> int:
     from rich.live import Live
     from rich.text import Text
 
-    from ..observe.sources import NamespaceGone
+    from ..errors import NamespaceGone
     from ..observe.top import SORT_KEYS, Sampler
 
     sampler = Sampler(reader)

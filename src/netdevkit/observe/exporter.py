@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import NetdevkitError
+from ..errors import NetdevkitError, translate_oserror
 from .sources import EpollContext, NamespaceReader, Snapshot, gc_paused, read_attached_epolls
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -539,6 +539,6 @@ def make_server(exporter: Exporter, host: str, port: int) -> http.server.Threadi
     try:
         server = server_cls((host, port), handler)
     except OSError as err:
-        raise NetdevkitError(f"cannot listen on {host}:{port}: {err.strerror or err}") from err
+        raise translate_oserror(err, f"cannot listen on {host}:{port}") from err
     server.daemon_threads = True
     return server

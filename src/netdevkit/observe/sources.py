@@ -46,6 +46,9 @@ from typing import Any
 
 from .._os import process_start_time
 from ..errors import KernelError, NetdevkitError, NotFoundError, UnsupportedError
+
+# Defined in errors.py; importable from here as before.
+from ..errors import NamespaceGone as NamespaceGone  # noqa: PLC0414
 from ..netdev.client import Napi, Netdev, PagePool, QStats
 from ..netdev.family import QueueType
 from ..netns import entered, path_of
@@ -107,10 +110,6 @@ def gc_paused() -> Iterator[None]:
     finally:
         if was:
             gc.enable()
-
-
-class NamespaceGone(NotFoundError):
-    """The named namespace was deleted (or replaced) since the reader opened it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,7 +51,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
-from ...errors import DecodeError, NetdevkitError, RequestError
+from ...errors import DecodeError, NetdevkitError, RequestError, ToolError, translate_oserror
 
 __all__ = [
     "LoadConfig",
@@ -237,16 +237,14 @@ class _TimerFd:
         self._libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
         fd = self._libc.timerfd_create(_CLOCK_MONOTONIC, _TFD_NONBLOCK | _TFD_CLOEXEC)
         if fd < 0:
-            err = ctypes.get_errno()
-            raise NetdevkitError(f"timerfd_create: {os.strerror(err)}")
+            raise translate_oserror(ctypes.get_errno(), "timerfd_create")
         self.fd = int(fd)
 
     def arm_at(self, when_ns: int) -> None:
         when_ns = max(when_ns, 1)  # 0 would disarm
         spec = _Itimerspec(_Timespec(0, 0), _Timespec(when_ns // 10**9, when_ns % 10**9))
         if self._libc.timerfd_settime(self.fd, _TFD_TIMER_ABSTIME, ctypes.byref(spec), None):
-            err = ctypes.get_errno()
-            raise NetdevkitError(f"timerfd_settime: {os.strerror(err)}")
+            raise translate_oserror(ctypes.get_errno(), "timerfd_settime")
 
     def ack(self) -> None:
         # EAGAIN: woken by something else, nothing expired
@@ -329,7 +327,7 @@ class _Generator:
                     lambda: _Conn(self), self.cfg.host, self.cfg.port
                 )
             except OSError as err:
-                raise NetdevkitError(
+                raise ToolError(
                     f"mcload: cannot connect to memcached at {self.cfg.host}:{self.cfg.port}: {err}"
                 ) from err
             self.conns.append(proto)

@@ -30,7 +30,7 @@ import struct
 from dataclasses import dataclass
 from typing import Protocol
 
-from ...errors import NetdevkitError
+from ...errors import FramingError
 
 __all__ = [
     "FLAG_CLIENT",
@@ -56,10 +56,6 @@ _FLAGS_LO = 9
 #: The total length is the u32 at offset 10.
 _LENGTH = 10
 _CLEAR_CLIENT = ~FLAG_CLIENT & 0xFF
-
-
-class FramingError(NetdevkitError):
-    """The peer sent something that is not sockperf framing (the connection is dropped)."""
 
 
 class CountsLike(Protocol):
