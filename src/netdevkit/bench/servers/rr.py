@@ -24,8 +24,9 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, cast, get_args
+from typing import Literal, cast, get_args
 
+from ..._os import SignalScope
 from ...busypoll.aio import BusyPollEventLoop, apply_to_loop, loop_factory
 from ...busypoll.epoll import EpollParams, validate_params
 from ...errors import NetdevkitError, RequestError
@@ -377,25 +378,21 @@ def stopping(
     from a signal handler and another thread). At exit the signal handlers are put back
     and *stop* is set, ending the thread that waits on it.
     """
-    previous: dict[signal.Signals, Any] = {}
+    signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
     watcher: threading.Thread | None = None
     try:
-        if handle_signals and threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                previous[sig] = signal.signal(sig, lambda _s, _f: on_stop())
-        if stop is not None:
-            stop_event = stop
+        with SignalScope(signals, lambda _s, _f: on_stop(), keep_ignored=False):
+            if stop is not None:
+                stop_event = stop
 
-            def watch() -> None:
-                stop_event.wait()
-                on_stop()
+                def watch() -> None:
+                    stop_event.wait()
+                    on_stop()
 
-            watcher = threading.Thread(target=watch, name="rr-stop", daemon=True)
-            watcher.start()
-        yield
+                watcher = threading.Thread(target=watch, name="rr-stop", daemon=True)
+                watcher.start()
+            yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         if watcher is not None and stop is not None:
             stop.set()
             watcher.join(timeout=5)
