@@ -36,6 +36,7 @@ import platform
 import re
 from dataclasses import dataclass
 
+from .._os import process_start_time
 from ..errors import NetdevkitError, NotFoundError, translate_oserror
 
 __all__ = [
@@ -243,13 +244,9 @@ def start_time(pid: int) -> int:
     process uniquely, so a record about a pid is not applied to a later process that
     reused the number."""
     try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as stat:
-            text = stat.read()
+        return process_start_time(pid)
     except OSError as err:
         raise _proc_error(err, pid, "stat") from err
-    # comm (field 2) may hold spaces and parentheses: split after the last ")".
-    rest = text[text.rindex(")") + 2 :].split()
-    return int(rest[19])
 
 
 def descendants(pid: int) -> list[int]:

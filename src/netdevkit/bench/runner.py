@@ -100,8 +100,7 @@ class BenchOptions:
 
 #: ``--quick``: every mode on netdevkit's FastLoop echo server (the one server that
 #: runs netdevkit's own modes too), swept at 10/50/90% of its probed capacity: 27
-#: samples. A 0.5 s sample is ``sockperf -t 1`` (0.55 s measured, thousands of
-#: requests) plus sockperf's fixed ~2 s warm-up: about 3.2 s each.
+#: samples of 0.5 s (``sockperf -t 1``; its durations: docs/bench.md).
 QUICK = BenchOptions(
     modes=MODES,
     workloads=("echo",),
@@ -550,7 +549,7 @@ def run_bench(opts: BenchOptions, progress: Callable[[Step], None] | None = None
     First each server's capacity is probed (the load sweep's rates are fractions
     of it); then rounds: every round runs every mode once, each mode every server
     that can run it at every load, so that the repeats of two modes are paired
-    round by round (this VM's latency drifts between minutes). A server or mode
+    round by round (latency drifts between minutes: docs/bench.md). A server or mode
     that fails is recorded as a :class:`Skip` with the error and the run goes on;
     a mode this kernel lacks (threaded busy polling before 6.19) is recorded as
     a Skip saying so. KeyboardInterrupt and SystemExit stop the run (after the

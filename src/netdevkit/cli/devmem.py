@@ -24,8 +24,6 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from .._os import SignalScope
-
 if TYPE_CHECKING:
     from ..devmem.nic import KernelNic
     from ..devmem.setup import Plan, Step
@@ -250,6 +248,7 @@ def run_teardown(args: argparse.Namespace) -> int:
 @contextlib.contextmanager
 def _signals_as_interrupt() -> Iterator[None]:
     """SIGTERM and SIGHUP raise KeyboardInterrupt, so every cleanup path runs."""
+    from .._os import SignalScope
 
     def handler(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
