@@ -299,3 +299,52 @@ def test_fastloop_opens_nothing_when_refused() -> None:
     with pytest.raises(RequestError, match="max_events"):
         FastLoop(SUSPEND, max_events=0)
     assert _open_fds() == before
+
+
+_NO_CAP_CHILD = """
+import asyncio, ctypes, os
+from netdevkit.busypoll import BusyPollConfig, BusyPollEventLoop, BusyPollSelector, FastLoop
+from netdevkit.busypoll import loop_factory
+from netdevkit.dispatch import NapiDispatcher
+from netdevkit.errors import PermissionDenied
+# Drop CAP_NET_ADMIN (bit 12) from the effective and permitted sets with capset(2).
+libc = ctypes.CDLL(None, use_errno=True)
+header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, self
+data = (ctypes.c_uint32 * 6)()
+assert libc.capget(header, data) == 0, ctypes.get_errno()
+data[0] &= ~(1 << 12)
+data[1] &= ~(1 << 12)
+assert libc.capset(header, data) == 0, ctypes.get_errno()
+config = BusyPollConfig(0, 100, True, adaptive_us=50)  # budget above 64
+async def handler(reader, writer): pass
+before = sorted(os.listdir("/proc/self/fd"))
+for name, make in [("BusyPollSelector", BusyPollSelector), ("BusyPollEventLoop", BusyPollEventLoop),
+                   ("loop_factory", loop_factory), ("FastLoop", FastLoop),
+                   ("NapiDispatcher", lambda c: NapiDispatcher(handler, c))]:
+    try:
+        make(config)
+        print(name, "allowed")
+    except PermissionDenied as err:
+        print(name, err.capability)
+print("fds unchanged", sorted(os.listdir("/proc/self/fd")) == before)
+"""
+
+
+@pytest.mark.kernel
+def test_budget_above_64_without_cap_net_admin_is_refused_by_every_loop() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", _NO_CAP_CHILD],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "BusyPollSelector CAP_NET_ADMIN",
+        "BusyPollEventLoop CAP_NET_ADMIN",
+        "loop_factory CAP_NET_ADMIN",
+        "FastLoop CAP_NET_ADMIN",
+        "NapiDispatcher CAP_NET_ADMIN",
+        "fds unchanged True",
+    ]
