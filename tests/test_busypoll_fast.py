@@ -317,7 +317,7 @@ def test_fastloop_spin_reads_the_hot_fd_again_without_waiting(
         assert got == [b"m0", b"m1", b"m2", b"m3", b"m4"]
         # One blocking wait found m0; m1..m4 were read by the spin, not by epoll_wait.
         assert loop.waits == 1
-        assert loop.spin_hits == 4 and loop.spin_calls >= 4
+        assert loop.hot_hits == 4 and loop.hot_calls >= 4
 
 
 def test_fastloop_refuses_bad_spins() -> None:

@@ -104,9 +104,9 @@ class FastLoop:
         "_timer",
         "_wake",
         "early",
+        "hot_calls",
+        "hot_hits",
         "sleeps",
-        "spin_calls",
-        "spin_hits",
         "waits",
     )
 
@@ -115,8 +115,8 @@ class FastLoop:
         check_int_at_least("max_events", max_events, 1)
         self._config = config
         self._spin_ns = config.hot_spin_us * 1000
-        self.spin_calls = 0  # speculative callback calls (hot_spin_us)
-        self.spin_hits = 0  # ... that did work
+        self.hot_calls = 0  # speculative callback calls (hot_spin_us)
+        self.hot_hits = 0  # ... that did work (as BusyPollEventLoop.hot_hits counts them)
         adaptive_us = config.adaptive_us
         policy = AdaptiveWindow(adaptive_us) if adaptive_us else None
         self._predictor = GapPredictor(adaptive_us) if config.hybrid else None
@@ -269,10 +269,10 @@ class FastLoop:
             for fd in hot:
                 callback = readers.get(fd)
                 if callback is not None:
-                    self.spin_calls += 1
+                    self.hot_calls += 1
                     if callback():
                         worked = True
-                        self.spin_hits += 1
+                        self.hot_hits += 1
             rounds += 1
             if rounds % SPIN_CHECK_ROUNDS == 0:
                 events = poll(0, max_events)
