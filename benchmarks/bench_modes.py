@@ -34,7 +34,7 @@ from pathlib import Path
 from netdevkit.bench import runner
 from netdevkit.bench.recommend import parse_target, recommend
 from netdevkit.bench.report import evaluate_claims, write_report
-from netdevkit.testbed.core import CpuPlacement
+from netdevkit.testbed import CpuPlacement
 
 OUT = Path(__file__).resolve().parent / "results" / "modes"
 

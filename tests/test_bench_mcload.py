@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from netdevkit.bench.mcload import LoadConfig, ResponseParser, get_request, set_request
+from netdevkit.bench.loadgen.mcload import LoadConfig, ResponseParser, get_request, set_request
 from netdevkit.errors import DecodeError, RequestError
 
 STREAM = (
@@ -103,7 +103,7 @@ def test_against_real_memcached(memcached: int) -> None:
         [
             sys.executable,
             "-m",
-            "netdevkit.bench.mcload",
+            "netdevkit.bench.loadgen.mcload",
             "--host",
             "127.0.0.1",
             "--port",

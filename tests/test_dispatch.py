@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -27,7 +26,6 @@ from netdevkit.errors import RequestError
 from netdevkit.testbed import Testbed
 
 SUSPEND = BusyPollConfig(0, 64, True)
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "napi_echo_server.py"
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: network namespaces")
 
 
@@ -155,7 +153,7 @@ def test_example_server_answers_sockperf_ping_pong(testbed: Testbed) -> None:
     server = testbed.popen(
         "server",
         [
-            *(sys.executable, str(EXAMPLE), "--protocol", "sockperf"),
+            *(sys.executable, "-m", "netdevkit.bench.servers.napiecho", "--protocol", "sockperf"),
             *("--host", testbed.server_addr, "--port", port, "--preset", "suspend"),
         ],
         stdout=subprocess.PIPE,

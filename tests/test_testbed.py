@@ -168,7 +168,7 @@ def test_keyboard_interrupt_inside_with_tears_down(testbed_name: str) -> None:
 
 @pytest.mark.kernel
 def test_failure_during_up_tears_down(testbed_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    import netdevkit.testbed.core as tbmod
+    import netdevkit.testbed.lifecycle as tbmod
 
     def broken(ns: str, ifname: str) -> dict[str, bool]:
         raise NetdevkitError("injected failure")

@@ -3,7 +3,12 @@
 - :mod:`.results` - the typed results model and its versioned JSON form.
 - :mod:`.cpu` - CPU accounting from ``/proc`` (process user+system, softirq per CPU).
 - :mod:`.sockperf` - Debian's sockperf server and client, output parsed.
-- :mod:`.mcload` - an open-loop memcached load generator without coordinated omission.
+- :mod:`.servers` - the servers the bench measures: the sockperf-framing request/response
+  server on every loop (:mod:`.servers.rr`, :mod:`.servers.threads`), the per-NAPI
+  echo server (:mod:`.servers.napiecho`) and its handler on stock loops
+  (:mod:`.servers.stockecho`).
+- :mod:`.loadgen` - :mod:`.loadgen.mcload`, an open-loop memcached load generator without
+  coordinated omission.
 - :mod:`.modes` - the kernel presets and netdevkit's own modes, and where each applies.
 - :mod:`.sweep` - the capacity probe and the load sweep's rates.
 - :mod:`.paired` - medians over rounds and paired per-round ratios (pure).

@@ -11,8 +11,8 @@ Clients (``--client``):
 
 =========  ==================================================================
 sockperf   Debian's sockperf client: the server speaks sockperf's framing
-           (14-byte header; see :mod:`netdevkit.busypoll.rr`); swept open loop
-memcached  :mod:`netdevkit.bench.mcload` (memcached text protocol), open loop
+           (14-byte header; see :mod:`netdevkit.bench.servers.rr`); swept open loop
+memcached  :mod:`netdevkit.bench.loadgen.mcload` (memcached text protocol), open loop
 redis      ``redis-benchmark -c 1 -t get`` (closed loop: ping-pong only)
 http       ``wrk -t 1 -c 1 --latency`` on ``http://ADDR:PORT/`` (Debian package
            wrk; closed loop: ping-pong only)

@@ -32,10 +32,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from .._os import affinity_of, format_cpu_list
 from ..errors import NetdevkitError, RequestError
 from ..procs import stop
-from ..testbed import Testbed, TestbedConfig
-from ..testbed.core import CpuPlacement, affinity_of, format_cpu_list
+from ..testbed import CpuPlacement, Testbed, TestbedConfig
 from ..tuning.presets import PRESETS, Preset
 from . import sweep
 from .modes import ALL_MODES, THREADED_BUSY_POLL, ModeSpec, get_mode, threaded_busy_poll_absent

@@ -4,10 +4,10 @@
 workload   servers (in the server namespace)       client (in the client namespace)
 =========  ======================================  ==========================================
 sockperf   Debian's ``sockperf server`` (epoll)    ``sockperf ping-pong`` / ``under-load``
-echo       ``examples/napi_echo_server.py`` on     the same sockperf client (the servers
+echo       :mod:`.servers.napiecho` on             the same sockperf client (the servers
            netdevkit's loop; the same handler on   speak sockperf's framing)
            stock asyncio and on uvloop
-memcached  Debian's ``memcached -N`` (1 thread)    :mod:`netdevkit.bench.mcload`, open loop
+memcached  Debian's ``memcached -N`` (1 thread)    :mod:`.loadgen.mcload`, open loop
 redis      Debian's ``redis-server``               ``redis-benchmark -c 1 -t get`` (closed
                                                    loop: ping-pong only)
 =========  ======================================  ==========================================
@@ -37,13 +37,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._os import affinity_of, format_cpu_list
 from ..errors import NetdevkitError
 from ..testbed import Testbed
-from ..testbed.core import affinity_of, format_cpu_list
 from . import sockperf
 from .cpu import CpuSnapshot, snapshot
 from .results import PING_PONG, Latency
-from .stockecho import default_example_path
+from .servers.stockecho import default_example_path
 
 __all__ = [
     "PEERS",
@@ -88,7 +88,7 @@ def missing_peers(workloads: tuple[str, ...]) -> list[str]:
             if shutil.which(prog) is None:
                 out.append(f"{w} needs {prog}: install the Debian package '{pkg}'")
     if "echo" in workloads and not os.path.exists(default_example_path()):
-        out.append(f"echo needs {default_example_path()} (run from a netdevkit source checkout)")
+        out.append(f"echo needs {default_example_path()} (netdevkit is installed incompletely)")
     return sorted(set(out))
 
 
@@ -123,13 +123,13 @@ def server_specs(
         nd += ["--port", str(port), "--preset", mode, "--mode", "thread"]
         specs = [ServerSpec(workload, "netdevkit", nd, port, False, loads)]
         for loop in ("asyncio", "uvloop"):
-            argv = [py, "-m", "netdevkit.bench.stockecho", "--loop", loop]
+            argv = [py, "-m", "netdevkit.bench.servers.stockecho", "--loop", loop]
             argv += ["--host", addr, "--port", str(port)]
             specs.append(ServerSpec(workload, loop, argv, port, True, loads))
         # netdevkit's FastLoop runs every mode, its own included (see bench.modes)
         from .modes import get_mode
 
-        fast = [py, "-m", "netdevkit.busypoll.rr", "--loop", "fast", "--host", addr]
+        fast = [py, "-m", "netdevkit.bench.servers.rr", "--loop", "fast", "--host", addr]
         fast += ["--port", str(port), *get_mode(mode).loop_args]
         specs.append(ServerSpec(workload, "fast", fast, port, False, loads))
         return specs
@@ -265,7 +265,7 @@ def _sockperf_client(
 def _mcload_client(
     tb: Testbed, spec: ServerSpec, server_pid: int, load: int, duration: float
 ) -> ClientResult:
-    argv = [sys.executable, "-m", "netdevkit.bench.mcload", "--host", tb.server_addr]
+    argv = [sys.executable, "-m", "netdevkit.bench.loadgen.mcload", "--host", tb.server_addr]
     argv += ["--port", str(spec.port), "--rate", str(load), "--duration", str(duration)]
     argv += ["--connections", "16", "--warmup", "0.5", "-j", "--markers"]
     markers = ("mcload: window start", "mcload: window end")

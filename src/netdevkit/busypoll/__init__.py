@@ -14,6 +14,9 @@
   hybrid sleep-then-poll (:class:`GapPredictor`) that the loops use.
 - :mod:`.fastloop` - :class:`FastLoop`, a minimal callback loop on one busy-polling epoll.
 
+The sockperf-compatible request/response servers on every loop live in the bench:
+:mod:`netdevkit.bench.servers`.
+
 Which one to use, and why: ``docs/busypoll.md``. Names are imported on first use, so
 ``import netdevkit.busypoll.config`` (as the tuning presets do) does not import asyncio.
 """

@@ -30,6 +30,7 @@ import fcntl
 import os
 import struct
 
+from .._os import CAP_NET_ADMIN, has_capability
 from ..errors import KernelError, NetdevkitError, PermissionDenied, RequestError, UnsupportedError
 
 __all__ = [
@@ -57,7 +58,6 @@ U16_MAX = 2**16 - 1
 # Budgets above NAPI_POLL_WEIGHT need CAP_NET_ADMIN; 0 makes the kernel use BUSY_POLL_BUDGET.
 NAPI_POLL_WEIGHT = 64
 BUSY_POLL_BUDGET_DEFAULT = 8
-CAP_NET_ADMIN = 12  # bit in /proc/self/status CapEff
 
 _EVENTPOLL_LINK = "anon_inode:[eventpoll]"
 
@@ -119,14 +119,7 @@ def has_cap_net_admin() -> bool:
     will grant, and then the ioctl still answers EPERM (mapped to
     :class:`~netdevkit.errors.PermissionDenied` too).
     """
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("CapEff:"):
-                    return bool(int(line.split()[1], 16) >> CAP_NET_ADMIN & 1)
-    except OSError:
-        pass
-    return os.geteuid() == 0
+    return has_capability(CAP_NET_ADMIN)
 
 
 _process_has_cap = has_cap_net_admin  # validate_params' keyword argument shadows the name

@@ -14,6 +14,8 @@ window, :mod:`netdevkit.busypoll.adaptive`), ``hybrid`` (sleep-then-poll for pac
 same epoll ends the sleep, a request that comes early ends it too, through the NAPI's IRQ)
 and ``hot_spin_us``. Python 3.11 has no ``os.timerfd_*``, so the timerfd is made with
 ``ctypes`` (``timerfd_create``/``timerfd_settime`` from libc).
+:func:`netdevkit.bench.servers.rr.serve_rr` with ``loop_kind="fast"`` runs the sockperf
+request/response server on it.
 
 ``hot_spin_us`` is the fastest mode for a few hot connections: after a callback ran, the
 loop calls it again and again without ``epoll_wait`` until ``hot_spin_us`` pass without

@@ -40,6 +40,8 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from .._os import SignalScope
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -252,12 +254,8 @@ def _stop_on_signals() -> Iterator[list[int]]:
     def handler(signum: int, frame: FrameType | None) -> None:
         got.append(signum)
 
-    prev = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    try:
+    with SignalScope((signal.SIGINT, signal.SIGTERM, signal.SIGHUP), handler, keep_ignored=False):
         yield got
-    finally:
-        for s, h in prev.items():
-            signal.signal(s, h)
 
 
 def _report_detach(results: list[DetachResult], as_json: bool) -> None:
@@ -467,7 +465,8 @@ def run_run(args: argparse.Namespace) -> int:
             with contextlib.suppress(ProcessLookupError):
                 child.send_signal(signum)
 
-        prev = {s: signal.signal(s, forward) for s in _FORWARDED}
+        scope = SignalScope(_FORWARDED, forward, keep_ignored=False)
+        scope.install()
         try:
             watcher = AttachWatcher(
                 child.pid, config, follow_children=not args.no_children, journal=Journal()
@@ -495,8 +494,7 @@ def run_run(args: argparse.Namespace) -> int:
                     _warn(w.warnings[reported:])
                     reported = len(w.warnings)
         finally:
-            for s, h in prev.items():
-                signal.signal(s, h)
+            scope.restore()
             if child.poll() is None:  # we are dying of an exception: take CMD along
                 child.terminate()
                 child.wait()

@@ -166,12 +166,12 @@ def _options(args: argparse.Namespace) -> object:
     if args.load_for:
         changes["workload_loads"] = tuple(runner.parse_workload_loads(x) for x in args.load_for)
     if args.cpus:
-        from ..testbed.core import CpuPlacement
+        from ..testbed import CpuPlacement
 
         changes["cpus"] = CpuPlacement.parse(args.cpus)
     elif args.quick and len(os.sched_getaffinity(0)) >= 2:
         # CPU is what the recommendation weighs: keep the client off the server's core
-        from ..testbed.core import CpuPlacement
+        from ..testbed import CpuPlacement
 
         changes["cpus"] = CpuPlacement.parse("auto")
     if args.testbed_name:

@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from .._os import SignalScope
+
 if TYPE_CHECKING:
     from ..devmem.nic import KernelNic
     from ..devmem.setup import Plan, Step
@@ -252,12 +254,8 @@ def _signals_as_interrupt() -> Iterator[None]:
     def handler(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
+    with SignalScope((signal.SIGTERM, signal.SIGHUP), handler, keep_ignored=False):
         yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 def _dmabuf(args: argparse.Namespace) -> Any:

@@ -7,6 +7,8 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
+from .._os import SignalScope
+
 if TYPE_CHECKING:
     SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
@@ -103,9 +105,9 @@ def run(args: argparse.Namespace) -> int:
         def stop(signum: int, frame: object) -> None:
             raise KeyboardInterrupt
 
-        signal.signal(signal.SIGTERM, stop)
         try:
-            server.serve_forever()
+            with SignalScope((signal.SIGTERM,), stop, keep_ignored=False):
+                server.serve_forever()
         except KeyboardInterrupt:
             pass
         finally:

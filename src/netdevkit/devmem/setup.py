@@ -25,6 +25,8 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from .._drivers import DEVMEM_DRIVERS, NO_DEVMEM_DRIVERS
+from .._os import format_cpu_list  # queue ids are written in the same range syntax
 from ..errors import NetdevkitError, RequestError, UnsupportedError
 from ..ethtool.client import Channels, Features, Rings, Rss
 from ..ethtool.family import TcpDataSplit
@@ -33,10 +35,6 @@ from ..journal import Journal, Record
 from . import records as rec
 from .nic import Nic
 
-#: drivers with the queue API and unreadable-netmem page pools (KERNEL.md)
-DEVMEM_DRIVERS = frozenset({"gve", "mlx5_core", "bnxt_en", "fbnic", "idpf"})
-#: drivers known to lack them
-NO_DEVMEM_DRIVERS = frozenset({"veth", "virtio_net", "loopback", "dummy", "bridge", "tun"})
 REQUIREMENTS = ("driver", "queue API", "header split", "ntuple", "RSS", "queues")
 
 
@@ -222,8 +220,8 @@ def _steps(
     if any(q in qs for q in rss.indir):
         steps.append(
             Step(
-                f"RSS indirection table over queues {_ranges(others)} only "
-                f"(keeps {_ranges(list(qs))} for devmem)",
+                f"RSS indirection table over queues {format_cpu_list(others)} only "
+                f"(keeps {format_cpu_list(qs)} for devmem)",
                 rec.rss_record(netns, ifname, list(rss.indir), new),
                 lambda nic: nic.rss_set(ifname, new),
             )
@@ -236,16 +234,6 @@ def _steps(
         )
     )
     return steps
-
-
-def _ranges(qs: Sequence[int]) -> str:
-    out: list[str] = []
-    for q in sorted(qs):
-        if out and out[-1].split("-")[-1] == str(q - 1):
-            out[-1] = out[-1].split("-")[0] + f"-{q}"
-        else:
-            out.append(str(q))
-    return ",".join(out)
 
 
 # -- changing it ---------------------------------------------------------------------

@@ -16,7 +16,7 @@ down --all``) or :func:`down` (``testbed down NAME``). Only testbeds of *this* s
 directory are ever touched: another user's (or another test run's) testbeds live under
 another state directory and carry another tag.
 
-The namespace helpers that :class:`~netdevkit.testbed.core.Testbed` shares
+The namespace helpers that :class:`~netdevkit.testbed.lifecycle.Testbed` shares
 with :func:`down_all` (privilege check, netlink in a namespace, removing
 ``/run/netns/NAME``) live here too.
 """
@@ -41,32 +41,23 @@ from pyroute2 import netns as pr_netns
 from pyroute2.netlink.exceptions import NetlinkError
 
 from .. import netns as ndk_netns
+from .._os import CAP_NET_ADMIN, CAP_SYS_ADMIN, has_capability
 from .._signals import blocked
 from ..errors import KernelError, NetdevkitError, NotFoundError, RequestError
 from ..journal import state_dir
 
 if TYPE_CHECKING:
-    from .core import TestbedConfig
+    from .config import TestbedConfig
 
 #: where the records live when NETDEVKIT_STATE_DIR is unset (see :func:`records_dir`)
 JOURNAL_DIR = "/run/netdevkit/testbeds"
 ALIAS_PREFIX = "netdevkit-testbed:"
 NS_SUFFIXES = ("-srv", "-cli")
-_CAP_NET_ADMIN = 12
-_CAP_SYS_ADMIN = 21
 
 
 def _require_privileges() -> None:
     """setns/unshare/mount need CAP_SYS_ADMIN; links and ethtool CAP_NET_ADMIN."""
-    eff = 0
-    try:
-        with open("/proc/self/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"CapEff:"):
-                    eff = int(line.split()[1], 16)
-    except OSError:
-        eff = (1 << 64) - 1 if os.geteuid() == 0 else 0
-    if not (eff >> _CAP_NET_ADMIN) & 1 or not (eff >> _CAP_SYS_ADMIN) & 1:
+    if not has_capability(CAP_NET_ADMIN) or not has_capability(CAP_SYS_ADMIN):
         raise NetdevkitError(
             "a testbed creates network namespaces and veth pairs: needs root "
             "(CAP_NET_ADMIN and CAP_SYS_ADMIN); run as root"

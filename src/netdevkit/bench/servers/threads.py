@@ -28,7 +28,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .epoll import check_int_at_least
+from ...busypoll.epoll import check_int_at_least
+from ...busypoll.sockopt import set_busy_poll
 from .rr import (
     _FLAGS_LO,
     FLAG_CLIENT,
@@ -39,7 +40,6 @@ from .rr import (
     RrFramer,
     RrStats,
 )
-from .sockopt import set_busy_poll
 
 __all__ = ["serve_threads"]
 

@@ -21,7 +21,7 @@ whole message per read (no copy into the framer's buffer). :class:`RrConnection`
 same on netdevkit's :class:`~netdevkit.busypoll.fastloop.FastLoop` (``--loop fast``): one
 ``recv_into`` into a per-connection buffer, the flag flipped in place, one ``send`` of the
 same bytes. :func:`serve_rr` runs a server until SIGTERM/SIGINT or a stop event;
-``python -m netdevkit.busypoll.rr`` is the command.
+``python -m netdevkit.bench.servers.rr`` is the command.
 """
 
 from __future__ import annotations
@@ -39,12 +39,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast, get_args
 
-from ..errors import NetdevkitError, RequestError
-from .adaptive import AdaptiveWindow
-from .aio import BusyPollEventLoop, apply_to_loop, loop_factory
-from .epoll import EpollParams, validate_params
-from .fastloop import FastLoop
-from .sockopt import set_busy_poll
+from ...busypoll.adaptive import AdaptiveWindow
+from ...busypoll.aio import BusyPollEventLoop, apply_to_loop, loop_factory
+from ...busypoll.epoll import EpollParams, validate_params
+from ...busypoll.fastloop import FastLoop
+from ...busypoll.sockopt import set_busy_poll
+from ...errors import NetdevkitError, RequestError
 
 __all__ = [
     "DEFAULT_ADAPTIVE_US",
@@ -316,7 +316,7 @@ async def start_rr_server(
 
 def params_from_preset(name: str) -> EpollParams:
     """The epoll half of a named tuning preset as :class:`EpollParams`."""
-    from ..tuning.presets import get_preset
+    from ...tuning.presets import get_preset
 
     ep = get_preset(name).epoll
     return EpollParams(
@@ -433,14 +433,14 @@ def serve_rr(
     :class:`BusyPollEventLoop`; fast loop: ``FastLoop(spin_us=)`` plus SO_BUSY_POLL on each
     accepted socket); ``sock_busy_poll_us``: SO_BUSY_POLL on each accepted socket (fast
     loop, and ``threads``: a thread per connection whose blocking reads busy poll, see
-    :mod:`netdevkit.busypoll.rrthreads`).
+    :mod:`netdevkit.bench.servers.threads`).
     """
     if loop_kind == "threads":
         if params is not None or adaptive_us or hybrid or spin_us or hot_spin_us:
             raise RequestError(
                 "loop 'threads' has no epoll: its reads busy poll with sock_busy_poll_us only"
             )
-        from .rrthreads import serve_threads  # imports this module: import it late
+        from .threads import serve_threads  # imports this module: import it late
 
         return serve_threads(
             host,
@@ -601,7 +601,7 @@ def _serve_fast(
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m netdevkit.busypoll.rr",
+        prog="python -m netdevkit.bench.servers.rr",
         description="sockperf-compatible TCP request/response server on asyncio, netdevkit's "
         "busy-polling loop or uvloop",
     )

@@ -1,6 +1,6 @@
 """An open-loop memcached load generator that does not lie about latency.
 
-``python -m netdevkit.bench.mcload --host H --port P --rate R --duration S
+``python -m netdevkit.bench.loadgen.mcload --host H --port P --rate R --duration S
 --connections C [-j]`` sends memcached text-protocol ``get``/``set`` requests
 at a fixed aggregate rate over many connections and reports latency
 percentiles from an HDR histogram.
@@ -51,7 +51,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
-from ..errors import DecodeError, NetdevkitError, RequestError
+from ...errors import DecodeError, NetdevkitError, RequestError
 
 __all__ = [
     "LoadConfig",
@@ -490,7 +490,7 @@ async def run_load(cfg: LoadConfig, on_window: Callable[[str], None] | None = No
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m netdevkit.bench.mcload",
+        prog="python -m netdevkit.bench.loadgen.mcload",
         description="Open-loop memcached load at a fixed rate; latency from scheduled send time.",
     )
     p.add_argument("--host", required=True)
