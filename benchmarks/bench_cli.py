@@ -8,7 +8,8 @@ rounds (every command once per round, so drift hits all alike), medians:
 - ``netdevkit napi show --netns NS`` (the table, stdout not a terminal);
 - ``netdevkit napi show -j --netns NS`` (the JSON array);
 - ``python -c "<import what napi show -j needs>"`` (start-up: the CLI's parser
-  with every command registered, the netdev client, the units module);
+  as ``napi show -j`` builds it, parsing that command line, the netdev client
+  and the units module);
 - ``python -c pass`` (the interpreter alone).
 
 Each ``--tree LABEL=SRC`` adds a source tree (a ``src`` directory) to compare,
@@ -51,9 +52,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 SRC = Path(__file__).resolve().parent.parent / "src"
 TARGET_TABLE_VS_JSON = 2.0
 TARGET_IMPORT_MS = 30.0
+# the parser as `napi show -j` builds it: a tree whose build_parser takes the command
+# line registers that command only, an older one every command
 IMPORTS = (
-    "from netdevkit.cli.main import build_parser; build_parser(); "
-    "import netdevkit.netdev.client, netdevkit.units"
+    "from netdevkit.cli.main import build_parser; argv = ['napi', 'show', '-j']; "
+    "p = build_parser(argv) if build_parser.__code__.co_argcount else build_parser(); "
+    "p.parse_args(argv); import netdevkit.netdev.client, netdevkit.units"
 )
 
 

@@ -5,8 +5,8 @@ queues on each end and GRO on one end (veth has one NAPI per RX queue while
 GRO is on), so the namespace has 1024 NAPI instances and 4096 queues. Then
 times, in one run:
 
-- ``Netdev.queue_dump()`` and ``Netdev.napi_dump()`` (the typed API: frozen
-  dataclasses with enums);
+- ``Netdev.queue_dump()`` and ``Netdev.napi_dump()`` (the typed API:
+  NamedTuples with enums);
 - the same two dumps through a bare decoder written here: a raw generic
   netlink socket and a ``struct.unpack_from`` loop that yields plain tuples.
   It is the yardstick: what Python can do at best with the same bytes;

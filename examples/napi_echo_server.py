@@ -44,8 +44,9 @@ def main() -> None:
     host, port = dispatcher.start(args.host, args.port)
     print(f"echo on {host}:{port}, epoll {config.params}; Ctrl-C stops", flush=True)
     done.wait()
+    workers = dispatcher.workers()
     dispatcher.stop()
-    for w in dispatcher.workers():
+    for w in workers:
         print(f"worker for NAPI {w.napi_id}: {w.connections} connections")
 
 

@@ -8,9 +8,9 @@ arm64), so they check the codec against the ABI rather than against itself.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import socket
 import sys
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, settings
@@ -24,8 +24,6 @@ from netdevkit.netdev.client import (
     Napi,
     Netdev,
     Queue,
-    _napi_row,
-    _queue_row,
 )
 from netdevkit.netdev.family import NETDEV, NapiThreaded, QueueType
 from netdevkit.netlink import codec
@@ -298,8 +296,39 @@ def test_row_decoder_matches_the_dict_decoder() -> None:
     assert row[-1] == d[UNKNOWN] == [(42, b"\xab\xcd")]
 
 
+@contextlib.contextmanager
+def netdev_replying(cmd: int, *replies: bytes) -> Iterator[Netdev]:
+    """A :class:`Netdev` whose next request is answered by *replies* (attributes of
+    command *cmd*), then NLMSG_DONE: a real datagram through an AF_UNIX pair."""
+    ours, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    ops = frozenset(op.id for op in NETDEV.operations)
+    info = FamilyInfo("netdev", 20, 1, 0, ops, {})
+    seq = 1  # the first request of a new socket
+    head = codec.GENLMSGHDR.pack(cmd, 1, 0)
+    data = b"".join(codec.encode_message(20, codec.NLM_F_MULTI, seq, head + r) for r in replies)
+    peer.send(data + codec.encode_message(codec.NLMSG_DONE, codec.NLM_F_MULTI, seq, bytes(4)))
+    try:
+        with Netdev(GenlSocket(ours), info) as nd:
+            yield nd
+    finally:
+        peer.close()
+
+
+NAPI_GET, QUEUE_GET, DEV_GET = 11, 10, 1
+
+
+def napis(*replies: bytes) -> list[Napi]:
+    with netdev_replying(NAPI_GET, *replies) as nd:
+        return nd.napi_dump()
+
+
+def queues(*replies: bytes) -> list[Queue]:
+    with netdev_replying(QUEUE_GET, *replies) as nd:
+        return nd.queue_dump()
+
+
 def test_napi_object_keeps_unknown_attributes_and_values() -> None:
-    napi = _napi_row(NAPI_ROW(NAPI_REPLY_ATTRS, 0, len(NAPI_REPLY_ATTRS)))
+    [napi] = napis(NAPI_REPLY_ATTRS)
     assert (napi.id, napi.ifindex, napi.defer_hard_irqs) == (513, 3, 100)
     assert napi.gro_flush_timeout == 200_000
     assert napi.irq_suspend_timeout == 2**33
@@ -310,20 +339,14 @@ def test_napi_object_keeps_unknown_attributes_and_values() -> None:
 
 def test_unknown_enum_value_stays_an_int() -> None:
     # threaded 3 (no kernel has it yet) and a queue type 7
-    napi = _napi_row(
-        NAPI_ROW(*_whole(bytes.fromhex("080001000300000008000200010200000800080003000000")))
-    )
+    [napi] = napis(bytes.fromhex("080001000300000008000200010200000800080003000000"))
     assert napi.threaded == 3 and not isinstance(napi.threaded, NapiThreaded)
-    queue = _queue_row(
-        QUEUE_ROW(*_whole(bytes.fromhex("080001000000000008000200030000000800030007000000")))
-    )
+    [queue] = queues(bytes.fromhex("080001000000000008000200030000000800030007000000"))
     assert queue.type == 7 and not isinstance(queue.type, QueueType)
 
 
 def test_threaded_busy_poll_and_a_leased_queue_decode() -> None:
-    napi = _napi_row(
-        NAPI_ROW(*_whole(bytes.fromhex("080001000300000008000200010200000800080002000000")))
-    )
+    [napi] = napis(bytes.fromhex("080001000300000008000200010200000800080002000000"))
     assert napi.threaded is NapiThreaded.BUSY_POLL
     # RX queue 0 of ifindex 5, leased from RX queue 3 of ifindex 2 in netns id 1 (7.1+)
     reply = bytes.fromhex(
@@ -331,7 +354,7 @@ def test_threaded_busy_poll_and_a_leased_queue_decode() -> None:
         "28000880" "0800010002000000" "14000280" "0800010003000000" "0800030000000000"
         "0800030001000000"
     )  # fmt: skip
-    queue = _queue_row(QUEUE_ROW(*_whole(reply)))
+    [queue] = queues(reply)
     assert queue.lease == Lease(2, 3, QueueType.RX, 1)
     assert (queue.id, queue.ifindex, queue.extra) == (0, 5, ())
     encoded = encode_attrs(
@@ -350,9 +373,9 @@ def test_threaded_busy_poll_and_a_leased_queue_decode() -> None:
 def test_reply_without_its_id_is_a_decode_error() -> None:
     only_ifindex = bytes.fromhex("0800010003000000")
     with pytest.raises(DecodeError, match="napi reply without"):
-        _napi_row(NAPI_ROW(*_whole(only_ifindex)))
+        napis(only_ifindex)
     with pytest.raises(DecodeError, match="queue reply without"):
-        _queue_row(QUEUE_ROW(*_whole(only_ifindex)))
+        queues(only_ifindex)
 
 
 def test_row_decoder_must_cover_the_set() -> None:
@@ -374,34 +397,29 @@ def test_row_and_dict_decoders_agree_on_arbitrary_bytes(data: bytes) -> None:
     assert (row[-1] or []) == d.get(UNKNOWN, [])
 
 
-def _whole(data: bytes) -> tuple[bytes, int, int]:
-    return data, 0, len(data)
-
-
-def test_fast_built_objects_are_the_frozen_dataclasses() -> None:
-    napi = _napi_row(NAPI_ROW(NAPI_REPLY_ATTRS, 0, len(NAPI_REPLY_ATTRS)))
+def test_dumped_objects_are_immutable_values() -> None:
+    [napi] = napis(NAPI_REPLY_ATTRS)
     same = Napi(513, 3, None, None, 100, 200_000, 2**33, NapiThreaded.ENABLED, ((42, b"\xab\xcd"),))
     assert type(napi) is Napi
     assert napi == same
     assert hash(napi) == hash(same)
     assert repr(napi) == repr(same)
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         napi.defer_hard_irqs = 0  # type: ignore[misc]
-    queue = _queue_row([5, 2, 1, 77, None, {}, None, None, None])
+    attrs = {"id": 5, "ifindex": 2, "type": QueueType.TX, "napi-id": 77, "io-uring": {}}
+    [queue] = queues(encode_attrs(NETDEV, "queue", attrs))
     assert type(queue) is Queue
     assert queue == Queue(5, 2, QueueType.TX, 77, None, True, False, ())
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         queue.id = 6  # type: ignore[misc]
-    assert dataclasses.replace(queue, id=6).id == 6
+    assert queue._replace(id=6).id == 6
 
 
 def test_dict_built_reply_without_a_required_attribute_is_a_decode_error() -> None:
     # a dev-get reply with only xdp-features: no ifindex
     reply = bytes.fromhex("0c0003000100000000000000")
-    info = FamilyInfo("netdev", 20, 1, 0, frozenset({1}), {})
-    sock = GenlSocket(socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM))
     with (
-        Netdev(sock, info) as nd,
+        netdev_replying(DEV_GET, reply) as nd,
         pytest.raises(DecodeError, match="dev reply without its ifindex"),
     ):
-        nd._read_dev(reply, 0, len(reply))
+        nd.dev_dump()

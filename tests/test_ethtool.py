@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import errno
+import socket
 import struct
 from collections.abc import Callable
 
 import pytest
 
 from netdevkit.errors import KernelError
-from netdevkit.ethtool.client import Ethtool, _bit_names
+from netdevkit.ethtool.client import Ethtool
 from netdevkit.ethtool.family import ETHTOOL, TcpDataSplit
+from netdevkit.netlink import codec
 from netdevkit.netlink.codec import encode_attr
-from netdevkit.netlink.spec import Codec, encode_attrs
+from netdevkit.netlink.socket import FamilyInfo, GenlSocket
+from netdevkit.netlink.spec import encode_attrs
 from netdevkit.testbed import Testbed
 
 
@@ -55,10 +58,23 @@ def test_features_reply_bitsets_decode_to_names() -> None:
     listed = encode_attr(1, b"") + encode_attr(2, struct.pack("=I", 2)) + bits  # nomask
     masked = encode_attr(2, struct.pack("=I", 2)) + bits
     reply = encode_attr(4 | 0x8000, listed) + encode_attr(2 | 0x8000, masked)
-    d = Codec(ETHTOOL).decode("features", reply)
+    # the reply to the first request (seq 1) of a socket, then its ACK, through an AF_UNIX pair
+    head = codec.GENLMSGHDR.pack(11, 1, 0)
+    ack = struct.pack("=i", 0) + codec.NLMSGHDR.pack(20, 20, 5, 1, 0)
+    ours, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    peer.send(
+        codec.encode_message(21, 0, 1, head + reply)
+        + codec.encode_message(codec.NLMSG_ERROR, codec.NLM_F_CAPPED, 1, ack)
+    )
+    info = FamilyInfo("ethtool", 21, 1, 0, frozenset(op.id for op in ETHTOOL.operations), {})
+    try:
+        with Ethtool(GenlSocket(ours), info) as et:
+            feats = et.features_get("eth1")
+    finally:
+        peer.close()
     # a nomask bitset lists the set bits; a masked one says which are set by the value flag
-    assert _bit_names(d["active"]) == {"rx-gro", "rx-ntuple-filter"}
-    assert _bit_names(d["hw"]) == {"rx-gro"}
+    assert feats.active == {"rx-gro", "rx-ntuple-filter"}
+    assert feats.hw == {"rx-gro"}
 
 
 @pytest.mark.kernel

@@ -252,3 +252,16 @@ def test_mask_signals_delivers_after_the_body(usr1_default: object) -> None:
         os.kill(os.getpid(), signal.SIGUSR1)
         got.append("body")
     assert got == ["body", "handled"]
+
+
+# --- processes -------------------------------------------------------------------------
+
+
+def test_process_start_time_names_this_process() -> None:
+    with open(f"/proc/{os.getpid()}/stat", encoding="ascii", errors="replace") as f:
+        field22 = int(f.read().rsplit(")", 1)[1].split()[19])
+    assert _os.process_start_time(os.getpid()) == field22
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    with pytest.raises(FileNotFoundError):
+        _os.process_start_time(child.pid)

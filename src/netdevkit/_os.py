@@ -9,6 +9,7 @@
   back when it ends; :func:`mask_signals` blocks signals in the calling thread for a
   body. Python runs signal handlers in the main thread only, so a scope entered in
   another thread installs nothing.
+- Processes: :func:`process_start_time`, which with the pid names a process uniquely.
 - CPU lists: the kernel's cpulist language (``"0-3,8"``, as in ``Cpus_allowed_list``
   and ``taskset -c``): :func:`parse_cpu_list`, :func:`format_cpu_list`; and affinity:
   :func:`set_affinity` pins every thread of a process, :func:`affinity_of` reads back
@@ -25,7 +26,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from types import FrameType, TracebackType
 from typing import Any
 
-from .errors import NetdevkitError, NotFoundError, RequestError
+from .errors import NotFoundError, RequestError, translate_oserror
 
 # --- capabilities ----------------------------------------------------------------------
 
@@ -54,6 +55,19 @@ def has_capability(cap: int) -> bool:
     if eff is None:
         return os.geteuid() == 0
     return bool(eff >> cap & 1)
+
+
+# --- processes -------------------------------------------------------------------------
+
+
+def process_start_time(pid: int) -> int:
+    """Field 22 of ``/proc/PID/stat`` (clock ticks since boot): with the pid it names a
+    process uniquely, so a record about a pid is not applied to a later process that
+    reused the number. Raises :class:`OSError` (FileNotFoundError: no such process)."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        text = f.read()
+    # comm (field 2) may hold spaces and parentheses: split after the last ")".
+    return int(text[text.rindex(b")") + 2 :].split()[19])
 
 
 # --- signals ---------------------------------------------------------------------------
@@ -214,9 +228,10 @@ def set_affinity(pid: int, cpus: frozenset[int]) -> list[int]:
     except ProcessLookupError:
         raise NotFoundError(f"cannot pin process {pid} to CPUs {cpus}: it exited") from None
     except OSError as err:
-        raise NetdevkitError(
-            f"cannot pin process {pid} to CPUs {format_cpu_list(cpus)}: {err.strerror} "
-            "(a CPU offline or outside this cgroup's cpuset?)"
+        raise translate_oserror(
+            err,
+            f"cannot pin process {pid} to CPUs {format_cpu_list(cpus)}",
+            hint="a CPU offline or outside this cgroup's cpuset?",
         ) from err
 
 

@@ -16,8 +16,10 @@
 - :mod:`.claims` - the IRQ-suspension claims, each at the load it is about (pure).
 - :mod:`.compare` - what changed between two runs (pure).
 - :mod:`.byo` - ``--server``: the user's own program, and the wrk (HTTP) client.
-- :mod:`.report`, :mod:`.plots` - terminal table, PNG plots (the trade-off picture) and
-  the Markdown report, led by the recommendation.
+- :mod:`.table` - the results table's rows and cells (pure).
+- :mod:`.report` - writes a run's report files through the renderers: :mod:`.markdown`
+  (``report.md``, led by the recommendation), :mod:`.plots` (PNG plots, the trade-off
+  picture first); :mod:`.terminal` renders a run on the terminal.
 - :mod:`.runner` - probes, then runs rounds of modes x workloads x loads in a testbed and
   restores everything.
 

@@ -41,7 +41,7 @@ import select
 import time
 from collections.abc import Callable
 
-from ..errors import RequestError, UnsupportedError
+from ..errors import RequestError, UnsupportedError, translate_oserror
 from .adaptive import AdaptiveWindow, GapPredictor, WindowSwitch
 from .config import LOOP_KNOBS, BusyPollConfig, checked
 from .epoll import EpollParams, check_int_at_least, get_params, set_params
@@ -66,8 +66,7 @@ class TimerFd:
             raise UnsupportedError("hybrid polling needs timerfd_create in libc") from err
         fd = create(time.CLOCK_MONOTONIC, os.O_NONBLOCK | os.O_CLOEXEC)
         if fd < 0:
-            code = ctypes.get_errno()
-            raise OSError(code, f"timerfd_create: {os.strerror(code)}")
+            raise translate_oserror(ctypes.get_errno(), "timerfd_create")
         self.fd: int = fd
         # struct itimerspec {timespec it_interval; timespec it_value;}: four longs.
         self._spec = (ctypes.c_long * 4)()
@@ -77,8 +76,7 @@ class TimerFd:
         spec = self._spec
         spec[2], spec[3] = divmod(ns, 1_000_000_000)
         if self._settime(self.fd, 0, spec, None) < 0:
-            code = ctypes.get_errno()
-            raise OSError(code, f"timerfd_settime: {os.strerror(code)}")
+            raise translate_oserror(ctypes.get_errno(), "timerfd_settime")
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -40,8 +40,6 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from .._os import SignalScope
-
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -249,6 +247,8 @@ def _of_pid(pid: int) -> Callable[[Record], bool]:
 @contextlib.contextmanager
 def _stop_on_signals() -> Iterator[list[int]]:
     """SIGINT/SIGTERM/SIGHUP set a flag instead of killing us, so the finally-blocks restore."""
+    from .._os import SignalScope
+
     got: list[int] = []
 
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -464,6 +464,8 @@ def run_run(args: argparse.Namespace) -> int:
                 return
             with contextlib.suppress(ProcessLookupError):
                 child.send_signal(signum)
+
+        from .._os import SignalScope
 
         scope = SignalScope(_FORWARDED, forward, keep_ignored=False)
         scope.install()

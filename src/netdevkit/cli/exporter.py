@@ -7,8 +7,6 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
-from .._os import SignalScope
-
 if TYPE_CHECKING:
     SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
@@ -89,6 +87,7 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .._os import SignalScope
     from ..observe.exporter import Exporter, make_server
 
     host, port = parse_listen(args.listen)

@@ -1,9 +1,10 @@
 """Entry point of the ``netdevkit`` command.
 
-Each subcommand lives in its own module that exposes ``register(subparsers)``.
-Those modules import only the standard library at top level and import the
-library (and heavy dependencies such as pyroute2 or rich) inside the function
-that runs the command, so ``netdevkit napi show -j`` starts fast.
+Each command lives in a module whose ``register*(subparsers)`` functions add
+it; :data:`COMMANDS` says which functions add which command, and only those of
+the command that runs are imported and called. Those modules import only the standard
+library at top level and import the library (and heavy dependencies such as
+pyroute2 or rich) inside the function that runs the command.
 """
 
 from __future__ import annotations
@@ -11,30 +12,85 @@ from __future__ import annotations
 import _thread
 import argparse
 import importlib
+import os
 import re
 import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from ..errors import NetdevkitError, RequestError
 
-# Order here is the order in `netdevkit --help`.
-COMMAND_MODULES: tuple[str, ...] = (
-    "netdevkit.cli.show",
-    "netdevkit.cli.queue",
-    "netdevkit.cli.doctor",
-    "netdevkit.cli.tune",
-    "netdevkit.cli.attach",
-    "netdevkit.cli.bench",
-    "netdevkit.cli.testbed",
-    "netdevkit.cli.top",
-    "netdevkit.cli.monitor",
-    "netdevkit.cli.exporter",
-    "netdevkit.cli.devmem",
-)
+_SHOW, _TUNE = "netdevkit.cli.show:register_", "netdevkit.cli.tune:register_"
+_ATTACH = "netdevkit.cli.attach:register"  # attach, detach and run
+
+#: command word -> (its one-line help, the ``module:function`` calls that add it).
+#: Each function takes the subparsers; only the command that runs is registered.
+#: Order here is the order in `netdevkit --help`.
+COMMANDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "dev": ("network devices and their XDP/AF_XDP features", (_SHOW + "dev",)),
+    "queue": (
+        "RX and TX queues and the NAPI instance serving each",
+        (_SHOW + "queue", "netdevkit.cli.queue:register"),
+    ),
+    "napi": (
+        "NAPI instances: queues, IRQ, kthread and per-NAPI settings",
+        (_SHOW + "napi", _TUNE + "napi"),
+    ),
+    "qstats": (
+        "per-device or per-queue packet/byte counters the driver reports",
+        (_SHOW + "qstats",),
+    ),
+    "page-pool": (
+        "page pools: pages in flight, the NAPI they serve, statistics",
+        (_SHOW + "page_pool",),
+    ),
+    "doctor": (
+        "readiness report: kernel, config, netdev family, NAPIs, busy poll, devmem",
+        ("netdevkit.cli.doctor:register",),
+    ),
+    "apply": (
+        "apply a declarative tuning profile (TOML); --dry-run shows the diff",
+        (_TUNE + "apply",),
+    ),
+    "restore": (
+        "put back everything netdevkit changed (NAPI settings, epoll parameters, ...)",
+        (_TUNE + "restore",),
+    ),
+    "presets": (
+        "list the tuning presets: NAPI settings and the epoll parameters they pair with",
+        (_TUNE + "presets",),
+    ),
+    "attach": ("set epoll busy-poll parameters on a running program's epoll contexts", (_ATTACH,)),
+    "detach": ("restore the epoll parameters a `netdevkit attach` changed", (_ATTACH,)),
+    "run": ("start a program with busy polling on all its epoll contexts", (_ATTACH,)),
+    "bench": (
+        "measure latency and CPU of each NAPI/busy-poll mode in a veth testbed",
+        ("netdevkit.cli.bench:register",),
+    ),
+    "testbed": (
+        "build, list and remove the two-namespace veth testbed (NAPI test device)",
+        ("netdevkit.cli.testbed:register",),
+    ),
+    "top": (
+        "live per-queue and per-NAPI rates, settings and busy-poll activity",
+        ("netdevkit.cli.top:register",),
+    ),
+    "monitor": (
+        "print netdev notifications (devices, page pools) as they arrive",
+        ("netdevkit.cli.monitor:register",),
+    ),
+    "exporter": (
+        "serve Prometheus metrics of queues, NAPIs, page pools and busy polling",
+        ("netdevkit.cli.exporter:register",),
+    ),
+    "devmem": (
+        "Device Memory TCP: prepare a NIC, receive into / send from a dmabuf",
+        ("netdevkit.cli.devmem:register",),
+    ),
+}
 
 DESCRIPTION = """\
 Per-NAPI tuning, epoll busy polling, IRQ suspension and Device Memory TCP,
@@ -56,13 +112,43 @@ class Parser(argparse.ArgumentParser):
     Subcommand parsers are made with the same class (argparse's ``parser_class`` default).
     """
 
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        # argparse's own asks shutil for the width (for each add_argument), which
+        # imports shutil, bz2, lzma and zlib at every start-up; the same width here
+        formatter: Callable[..., argparse.HelpFormatter] = self.formatter_class
+        return formatter(prog=self.prog, width=terminal_width() - 2)
+
     def error(self, message: str) -> NoReturn:
         # argparse quotes the bad value whole: keep a line readable for any input
         message = re.sub(r"'([^']{40})[^']{20,}'", r"'\1...'", message)
         raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def terminal_width() -> int:
+    """The terminal's width as :func:`shutil.get_terminal_size` finds it: ``$COLUMNS``,
+    else the width of stdout's terminal, else 80."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for command line *argv*, registering only what it needs.
+
+    When *argv* starts with a command word, the functions that add that
+    command are imported and called (one may add sibling commands too).
+    Otherwise (``--help``, a mistyped or missing command) every command is a
+    placeholder with its one-line help from :data:`COMMANDS`, which is all
+    ``netdevkit --help`` and argparse's "invalid choice" message show. With
+    *argv* None every command is registered: the whole parser.
+    """
     parser = Parser(
         prog="netdevkit",
         description=DESCRIPTION,
@@ -70,14 +156,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    words = list(COMMANDS) if argv is None else [w for w in argv[:1] if w in COMMANDS]
+    registered: set[str] = set()
+    for word in words:
+        for where in COMMANDS[word][1]:
+            if where not in registered:
+                registered.add(where)
+                module, function = where.split(":")
+                getattr(importlib.import_module(module), function)(sub)
+    if not words:
+        for word, (help_, _modules) in COMMANDS.items():
+            sub.add_parser(word, help=help_)
     return parser
 
 
+def flag_spelling(name: str, value: str) -> str:
+    """A library parameter named in an error's hint, spelled as this CLI's flag.
+
+    ``force=True`` -> ``--force``, ``backend='sysfs'`` -> ``--backend sysfs``,
+    ``defer_hard_irqs`` -> ``--defer-hard-irqs`` (every command names its flags so).
+    """
+    flag = "--" + name.replace("_", "-")
+    value = value.strip("'\"")
+    return flag if value in ("", "True") else f"{flag} {value}"
+
+
 def _with_notes(err: BaseException) -> str:
-    """The error and its notes (what was rolled back, what to do) as one message."""
-    return "; ".join([str(err), *getattr(err, "__notes__", ())])
+    """The error (its hint in CLI flags) and its notes (what was rolled back, what to do)
+    as one message."""
+    text = err.describe(flag_spelling) if isinstance(err, NetdevkitError) else str(err)
+    return "; ".join([text, *getattr(err, "__notes__", ())])
 
 
 def _say(message: str) -> None:
@@ -136,8 +244,10 @@ def _interrupt_not_lost(unraisable: sys.UnraisableHookArgs) -> None:
 
 
 def _run(argv: Sequence[str] | None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
     try:
-        parser = build_parser()
+        parser = build_parser(argv)
         args = parser.parse_args(argv)
     except UsageError as err:
         _say(f"error: {err}")

@@ -5,30 +5,31 @@ Each object word is a parser of its own with actions below it::
     netdevkit dev show        netdevkit napi show       netdevkit page-pool show
     netdevkit queue show      netdevkit qstats show     netdevkit page-pool stats
 
-Every ``show`` prints a table (rich, imported only on that path) or, with
+Every ``show`` prints a table (:mod:`netdevkit.cli.table`) or, with
 ``-j/--json``, a JSON array with stable snake_case keys, enums as lowercase
 names and durations as integer nanoseconds. ``--ifname``/``--ifindex`` filter
 on one interface, ``--netns`` looks inside a named network namespace.
 
-Adding actions from another module (issue 3 adds ``napi set``)
----------------------------------------------------------------
+Adding actions from another module (as ``napi set`` does)
+---------------------------------------------------------
 Call :func:`napi_subparsers` (or :func:`object_subparsers` for any other object
-word) from your module's ``register(sub)`` and add your parser to what it
+word) from your module's registering function and add your parser to what it
 returns::
 
-    def register(sub):
+    def register_napi(sub):
         p = napi_subparsers(sub).add_parser("set", help="change NAPI settings", ...)
         add_target_options(p)
         p.set_defaults(func=run_set)
 
-Whichever module registers first creates the ``napi`` parser, so the order of
-:data:`netdevkit.cli.main.COMMAND_MODULES` does not matter.
+Whichever function runs first creates the ``napi`` parser; list yours for the
+word in :data:`netdevkit.cli.main.COMMANDS` (after this module's, so ``show``
+comes first in the word's help).
 :func:`add_target_options` gives the same ``--netns/--ifname/--ifindex``
 options and :func:`resolve_target` turns them into a :class:`Target` with the
 same one-line errors. The JSON rows are built by the ``*_json`` functions here,
 so ``napi diff`` can compare with what ``napi show -j`` prints.
 
-Start-up time matters (``netdevkit napi show -j`` must finish in 0.1 s): at
+Start-up time matters (a person waits for ``netdevkit napi show``): at
 top level this module imports the standard library only; the netdev client is
 imported by the command that runs, rich only by the table printer.
 """
@@ -41,8 +42,7 @@ import errno
 import json
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 # re-exported: attach, balance and testbed import it from here
 from .table import print_table as print_table  # noqa: PLC0414
@@ -68,29 +68,14 @@ _ACTIONS_ATTR = "_netdevkit_actions"
 _FILTERED_QUEUE_DUMPS = 4
 _FMT = argparse.RawDescriptionHelpFormatter
 
-#: object word -> (one-line help, description of the word's parser)
-OBJECTS: dict[str, tuple[str, str]] = {
-    "dev": (
-        "network devices and their XDP/AF_XDP features",
-        "Network devices as the netdev family sees them: XDP and AF_XDP features.",
-    ),
-    "queue": (
-        "RX and TX queues and the NAPI instance serving each",
-        "RX and TX queues of network devices, and the NAPI instance that serves each.",
-    ),
-    "napi": (
-        "NAPI instances: queues, IRQ, kthread and per-NAPI settings",
-        "NAPI instances (the kernel's per-queue polling contexts), their queues, IRQ,\n"
-        "kthread and the per-NAPI settings that control IRQ deferral and suspension.",
-    ),
-    "qstats": (
-        "per-device or per-queue packet/byte counters the driver reports",
-        "Queue statistics the driver reports through the netdev family (Linux 6.10+).",
-    ),
-    "page-pool": (
-        "page pools: pages in flight, the NAPI they serve, statistics",
-        "Page pools (the per-queue page allocators of drivers) and their statistics.",
-    ),
+#: object word -> description of the word's parser (its one-line help is in main.COMMANDS)
+OBJECTS: dict[str, str] = {
+    "dev": "Network devices as the netdev family sees them: XDP and AF_XDP features.",
+    "queue": "RX and TX queues of network devices, and the NAPI instance that serves each.",
+    "napi": "NAPI instances (the kernel's per-queue polling contexts), their queues, IRQ,\n"
+    "kthread and the per-NAPI settings that control IRQ deferral and suspension.",
+    "qstats": "Queue statistics the driver reports through the netdev family (Linux 6.10+).",
+    "page-pool": "Page pools (the per-queue page allocators of drivers) and their statistics.",
 }
 
 _COMMON_HELP = """
@@ -113,8 +98,10 @@ def object_subparsers(sub: SubParsers, word: str) -> SubParsers:
     """
     parser = sub.choices.get(word)
     if parser is None:
-        help_, description = OBJECTS[word]
-        parser = sub.add_parser(word, help=help_, description=description, formatter_class=_FMT)
+        from .main import COMMANDS
+
+        help_, _registrars = COMMANDS[word]
+        parser = sub.add_parser(word, help=help_, description=OBJECTS[word], formatter_class=_FMT)
         actions = parser.add_subparsers(dest="action", metavar="ACTION")
         actions.required = True
         setattr(parser, _ACTIONS_ATTR, actions)
@@ -153,8 +140,7 @@ def add_target_options(parser: argparse.ArgumentParser, *, json_option: bool = T
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
+class Target(NamedTuple):
     """Where a command looks: namespace, optional interface, and interface names."""
 
     netns: str | None
@@ -674,17 +660,28 @@ def _add_show(
     return p
 
 
-def register(sub: SubParsers) -> None:
-    """Add ``dev``, ``queue``, ``napi``, ``qstats`` and ``page-pool`` with their actions."""
+def register_dev(sub: SubParsers) -> None:
     _add_show(sub, "dev", "show", "show network devices", DEV_HELP, run_dev_show)
+
+
+def register_queue(sub: SubParsers) -> None:
     _add_show(sub, "queue", "show", "show queues", QUEUE_HELP, run_queue_show)
+
+
+def register_napi(sub: SubParsers) -> None:
     _add_show(sub, "napi", "show", "show NAPI instances", NAPI_HELP, run_napi_show)
+
+
+def register_qstats(sub: SubParsers) -> None:
     q = _add_show(sub, "qstats", "show", "show queue statistics", QSTATS_HELP, run_qstats_show)
     q.add_argument("--per-queue", action="store_true", help="one row per queue, not per device")
     from . import balance  # the standard library only at top level
 
     b = _add_show(sub, "qstats", "balance", balance.SUMMARY, balance.BODY, run_qstats_balance)
     balance.add_options(b)
+
+
+def register_page_pool(sub: SubParsers) -> None:
     _add_show(sub, "page-pool", "show", "show page pools", PAGE_POOL_HELP, run_page_pool_show)
     _add_show(
         sub,
@@ -694,3 +691,9 @@ def register(sub: SubParsers) -> None:
         PAGE_POOL_STATS_HELP,
         run_page_pool_stats,
     )
+
+
+def register(sub: SubParsers) -> None:
+    """Add ``dev``, ``queue``, ``napi``, ``qstats`` and ``page-pool`` with their actions."""
+    for add in (register_dev, register_queue, register_napi, register_qstats, register_page_pool):
+        add(sub)

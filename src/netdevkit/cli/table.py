@@ -1,13 +1,12 @@
 """Tables on stdout: rich for a small table on a terminal, plain text otherwise.
 
-rich lays out every cell on its own (measure, pad, style), which costs about
-a millisecond per row: 1.8 s for the 2048 rows of ``napi show`` on a
-1024-queue veth pair. :func:`plain_lines` writes the same layout directly
-(rich's ``SIMPLE_HEAD`` box without edges: columns three spaces apart, a
-rule of ``─`` under the header, right-aligned number columns, no trailing
-spaces), so on a pipe the output is the same byte for byte
-(``tests/test_cli_show.py`` compares them) and a big table on a terminal
-only loses the bold header and wrapping to the terminal's width.
+rich lays out every cell on its own (measure, pad, style), which is slow for
+thousands of rows (benchmarks/results/cli.md). :func:`plain_lines` writes the
+same layout directly (rich's ``SIMPLE_HEAD`` box without edges: columns three
+spaces apart, a rule of ``─`` under the header, right-aligned number columns,
+no trailing spaces), so on a pipe the output is the same byte for byte
+(``tests/test_cli_show.py`` compares them) and a big table on a terminal only
+loses the bold header and wrapping to the terminal's width.
 
 Only the standard library at top level: rich is imported by the path that
 uses it.

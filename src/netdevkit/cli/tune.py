@@ -94,6 +94,13 @@ Applying a profile that is already in effect prints "no changes".
 
 
 def register(sub: SubParsers) -> None:
+    """Add ``napi set``, ``napi diff``, ``apply``, ``restore`` and ``presets``."""
+    for add in (register_napi, register_apply, register_restore, register_presets):
+        add(sub)
+
+
+def register_napi(sub: SubParsers) -> None:
+    """Add ``napi set`` and ``napi diff``."""
     napi = napi_subparsers(sub)
     p = napi.add_parser(
         "set",
@@ -132,6 +139,8 @@ def register(sub: SubParsers) -> None:
     _journal_filter(p)
     p.set_defaults(func=run_diff)
 
+
+def register_apply(sub: SubParsers) -> None:
     p = sub.add_parser(
         "apply",
         help="apply a declarative tuning profile (TOML); --dry-run shows the diff",
@@ -146,6 +155,8 @@ def register(sub: SubParsers) -> None:
     p.add_argument("-j", "--json", action="store_true", help="print JSON")
     p.set_defaults(func=run_apply)
 
+
+def register_restore(sub: SubParsers) -> None:
     p = sub.add_parser(
         "restore",
         help="put back everything netdevkit changed (NAPI settings, epoll parameters, ...)",
@@ -161,6 +172,8 @@ def register(sub: SubParsers) -> None:
     _journal_filter(p)
     p.set_defaults(func=run_restore)
 
+
+def register_presets(sub: SubParsers) -> None:
     p = sub.add_parser(
         "presets",
         help="list the tuning presets: NAPI settings and the epoll parameters they pair with",

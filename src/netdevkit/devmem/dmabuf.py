@@ -31,7 +31,7 @@ import struct
 from collections.abc import Iterator
 from typing import Any, Protocol, Self
 
-from ..errors import KernelError, NetdevkitError, RequestError, UnsupportedError
+from ..errors import DecodeError, RequestError, UnsupportedError, translate_oserror
 
 UDMABUF_DEV = "/dev/udmabuf"
 UDMABUF_FLAGS_CLOEXEC = 0x01
@@ -129,7 +129,7 @@ class Udmabuf(_Source):
         try:
             fcntl.ioctl(self._fd, DMA_BUF_IOCTL_SYNC, DMA_BUF_SYNC_STRUCT.pack(flags))
         except OSError as err:
-            raise KernelError(err.errno or 0, f"DMA_BUF_IOCTL_SYNC flags {flags:#x}") from err
+            raise translate_oserror(err, f"DMA_BUF_IOCTL_SYNC flags {flags:#x}") from err
 
     @contextlib.contextmanager
     def cpu_access(self, read: bool = True, write: bool = False) -> Iterator[memoryview]:
@@ -174,8 +174,8 @@ def udmabuf(size: int, name: str = "netdevkit-devmem") -> Udmabuf:
             arg = bytearray(UDMABUF_CREATE_STRUCT.pack(memfd, UDMABUF_FLAGS_CLOEXEC, 0, size))
             fd = fcntl.ioctl(dev, UDMABUF_CREATE, arg, True)
         except OSError as err:
-            raise KernelError(
-                err.errno or 0,
+            raise translate_oserror(
+                err,
                 f"UDMABUF_CREATE of {size} bytes",
                 hint="size above /sys/module/udmabuf/parameters/size_limit_mb?"
                 if err.errno == errno.EINVAL
@@ -184,7 +184,7 @@ def udmabuf(size: int, name: str = "netdevkit-devmem") -> Udmabuf:
         finally:
             os.close(dev)
         if not isinstance(fd, int) or fd < 0:
-            raise NetdevkitError(f"UDMABUF_CREATE returned {fd!r}, not a file descriptor")
+            raise DecodeError(f"UDMABUF_CREATE returned {fd!r}, not a file descriptor")
         return Udmabuf(memfd, fd, size)
     except BaseException:
         os.close(memfd)

@@ -98,6 +98,62 @@ def _try(fn: Callable[[], object]) -> tuple[object | None, str]:
         return None, str(err)
 
 
+def _driver_req(drv: str | None) -> Requirement:
+    if drv in DEVMEM_DRIVERS:
+        return Requirement("driver", True, f"{drv} carries devmem")
+    if drv in NO_DEVMEM_DRIVERS or drv is None:
+        return Requirement(
+            "driver",
+            False,
+            f"{drv or 'this virtual device'} cannot carry devmem (needs one of "
+            f"{', '.join(sorted(DEVMEM_DRIVERS))})",
+        )
+    return Requirement("driver", None, f"{drv} is not known to carry devmem")
+
+
+_QUEUE_API = {
+    True: "the driver has the queue management API",
+    False: "the driver lacks the queue management API (the kernel refuses bind-rx)",
+    None: "cannot tell without CAP_NET_ADMIN (run as root)",
+}
+
+
+def _header_split_req(rings: object, err: str) -> Requirement:
+    if isinstance(rings, Rings) and rings.tcp_data_split is not None:
+        split = rings.tcp_data_split.name.lower()
+        return Requirement("header split", True, f"tcp-data-split is {split}")
+    why = err or "the driver does not report tcp-data-split"
+    return Requirement("header split", False, f"no header split ({why})")
+
+
+def _ntuple_req(feats: object, err: str) -> Requirement:
+    if isinstance(feats, Features) and rec.NTUPLE_FEATURE in feats.hw | feats.active:
+        return Requirement("ntuple", True, "ntuple flow steering available")
+    return Requirement("ntuple", False, err or "the driver has no ntuple flow steering")
+
+
+def _rss_req(nic: Nic, rss: object, err: str) -> Requirement:
+    if isinstance(rss, Rss) and rss.indir and nic.can_set_rss():
+        return Requirement("RSS", True, f"indirection table of {len(rss.indir)} entries")
+    if isinstance(rss, Rss) and rss.indir:
+        return Requirement("RSS", False, "the RSS indirection table cannot be set")
+    return Requirement("RSS", False, err or "no RSS indirection table")
+
+
+def _queues_req(queues: Sequence[int], chans: object, err: str) -> Requirement:
+    if not isinstance(chans, Channels):
+        return Requirement("queues", False, err or "cannot count the RX queues")
+    n = chans.rx_queues
+    bad = [q for q in queues if q >= n]
+    if not queues:
+        return Requirement("queues", False, "no devmem queue given")
+    if bad:
+        return Requirement("queues", False, f"queues {bad} out of range 0..{n - 1}")
+    if len(set(queues)) >= n:
+        return Requirement("queues", False, f"all {n} RX queues asked: none left for RSS")
+    return Requirement("queues", True, f"{len(queues)} of {n} RX queues for devmem")
+
+
 def requirements(
     nic: Nic, ifname: str, queues: Sequence[int] | None
 ) -> tuple[list[Requirement], dict[str, object]]:
@@ -105,73 +161,18 @@ def requirements(
 
     *queues* None leaves out the ``queues`` line (``doctor`` asks no queues).
     """
-    drv = nic.driver(ifname)
-    out: list[Requirement] = []
-    if drv in DEVMEM_DRIVERS:
-        out.append(Requirement("driver", True, f"{drv} carries devmem"))
-    elif drv in NO_DEVMEM_DRIVERS or drv is None:
-        out.append(
-            Requirement(
-                "driver",
-                False,
-                f"{drv or 'this virtual device'} cannot carry devmem (needs one of "
-                f"{', '.join(sorted(DEVMEM_DRIVERS))})",
-            )
-        )
-    else:
-        out.append(Requirement("driver", None, f"{drv} is not known to carry devmem"))
+    out = [_driver_req(nic.driver(ifname))]
     qapi = nic.queue_api(ifname)
-    out.append(
-        Requirement(
-            "queue API",
-            qapi,
-            {
-                True: "the driver has the queue management API",
-                False: "the driver lacks the queue management API (the kernel refuses bind-rx)",
-                None: "cannot tell without CAP_NET_ADMIN (run as root)",
-            }[qapi],
-        )
-    )
+    out.append(Requirement("queue API", qapi, _QUEUE_API[qapi]))
     rings, rings_err = _try(lambda: nic.rings_get(ifname))
-    if isinstance(rings, Rings) and rings.tcp_data_split is not None:
-        out.append(
-            Requirement(
-                "header split", True, f"tcp-data-split is {rings.tcp_data_split.name.lower()}"
-            )
-        )
-    else:
-        why = rings_err or "the driver does not report tcp-data-split"
-        out.append(Requirement("header split", False, f"no header split ({why})"))
+    out.append(_header_split_req(rings, rings_err))
     feats, feats_err = _try(lambda: nic.features_get(ifname))
-    if isinstance(feats, Features) and rec.NTUPLE_FEATURE in feats.hw | feats.active:
-        out.append(Requirement("ntuple", True, "ntuple flow steering available"))
-    else:
-        out.append(
-            Requirement("ntuple", False, feats_err or "the driver has no ntuple flow steering")
-        )
+    out.append(_ntuple_req(feats, feats_err))
     rss, rss_err = _try(lambda: nic.rss_get(ifname))
-    if isinstance(rss, Rss) and rss.indir and nic.can_set_rss():
-        out.append(Requirement("RSS", True, f"indirection table of {len(rss.indir)} entries"))
-    elif isinstance(rss, Rss) and rss.indir:
-        out.append(Requirement("RSS", False, "the RSS indirection table cannot be set"))
-    else:
-        out.append(Requirement("RSS", False, rss_err or "no RSS indirection table"))
+    out.append(_rss_req(nic, rss, rss_err))
     chans, chans_err = _try(lambda: nic.channels_get(ifname))
-    if queues is None:
-        pass
-    elif isinstance(chans, Channels):
-        n = chans.rx_queues
-        bad = [q for q in queues if q >= n]
-        if not queues:
-            out.append(Requirement("queues", False, "no devmem queue given"))
-        elif bad:
-            out.append(Requirement("queues", False, f"queues {bad} out of range 0..{n - 1}"))
-        elif len(set(queues)) >= n:
-            out.append(Requirement("queues", False, f"all {n} RX queues asked: none left for RSS"))
-        else:
-            out.append(Requirement("queues", True, f"{len(queues)} of {n} RX queues for devmem"))
-    else:
-        out.append(Requirement("queues", False, chans_err or "cannot count the RX queues"))
+    if queues is not None:
+        out.append(_queues_req(queues, chans, chans_err))
     facts: dict[str, object] = {"rings": rings, "features": feats, "rss": rss, "channels": chans}
     return out, facts
 

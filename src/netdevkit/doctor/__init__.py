@@ -23,6 +23,7 @@ from ..ethtool.ioctl import ETHTOOL_GDRVINFO as ETHTOOL_GDRVINFO
 from ..ethtool.ioctl import ETHTOOL_GGRO as ETHTOOL_GGRO
 from ..ethtool.ioctl import ETHTOOL_GTSO as ETHTOOL_GTSO
 from ..ethtool.ioctl import SIOCETHTOOL as SIOCETHTOOL
+from ..kver import parse_config
 from .checks import ATTACH as ATTACH
 from .checks import BUSY_POLL as BUSY_POLL
 from .checks import DEVMEM as DEVMEM
@@ -42,7 +43,7 @@ from .facts import IFF_LOOPBACK as IFF_LOOPBACK
 from .facts import ROOT_HINT as ROOT_HINT
 from .facts import SIOCGIFFLAGS as SIOCGIFFLAGS
 from .facts import SYS_PIDFD_GETFD as SYS_PIDFD_GETFD
-from .facts import Facts, IfaceFacts, gather, parse_config, parse_release
+from .facts import Facts, IfaceFacts, gather, parse_release
 from .verdicts import evaluate, matching_presets
 
 __all__ = [

@@ -35,7 +35,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
-import gzip
 import os
 import select
 import socket
@@ -123,35 +122,6 @@ def parse_release(release: str) -> tuple[int, int, int] | None:
         return kver.parse(release)
     except ValueError:
         return None
-
-
-def parse_config(text: str) -> dict[str, str]:
-    """A kernel .config as ``{"CONFIG_X": "y"}``; ``# CONFIG_X is not set`` is left out."""
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        if line.startswith("CONFIG_") and "=" in line:
-            key, _, value = line.partition("=")
-            out[key.strip()] = value.strip().strip('"')
-    return out
-
-
-def _read_config(release: str) -> tuple[dict[str, str] | None, str, str]:
-    """(config, source path, error); error is set when a config exists but cannot be read."""
-    error = ""
-    for path in ("/proc/config.gz", f"/boot/config-{release}"):
-        try:
-            if path.endswith(".gz"):
-                with gzip.open(path, "rt", encoding="utf-8", errors="replace") as f:
-                    return parse_config(f.read()), path, ""
-            with open(path, encoding="utf-8", errors="replace") as f:
-                return parse_config(f.read()), path, ""
-        except FileNotFoundError:
-            continue
-        except PermissionError:
-            error = f"{path} is not readable: {ROOT_HINT}"
-        except OSError as err:
-            error = f"{path}: {err.strerror}"
-    return None, "", error
 
 
 def _read_int(path: str) -> int | None:
@@ -323,7 +293,7 @@ def gather(ifname: str | None = None, netns: str | None = None) -> Facts:
         raise NotFoundError(f"network namespace {netns!r} does not exist (see `ip netns list`)")
     iface = None if ifname is None else _gather_iface(ifname, netns)
     release = os.uname().release
-    config, config_source, config_error = _read_config(release)
+    config, config_source, config_error = kver.read_config(release)
     family_version: int | None = None
     family_error = ""
     op_ids: frozenset[int] = frozenset()

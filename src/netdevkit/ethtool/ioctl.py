@@ -37,7 +37,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..errors import KernelError, NotFoundError, PermissionDenied, RequestError
+from ..errors import KernelError, RequestError, translate_oserror
 from ..netns import entered
 
 SIOCETHTOOL = 0x8946
@@ -179,13 +179,13 @@ def _ethtool(
     try:
         fcntl.ioctl(sock.fileno(), SIOCETHTOOL, ifr)
     except OSError as err:
-        e = err.errno or 0
-        if e == errno.ENODEV:
-            raise NotFoundError(f"{what}: no interface named {ifname!r}") from err
-        if e == errno.EPERM:
-            raise PermissionDenied(e, what, "CAP_NET_ADMIN") from err
-        hint = unsupported if e == errno.EOPNOTSUPP else ""
-        raise KernelError(e, what, hint=hint) from err
+        raise translate_oserror(
+            err,
+            what,
+            capability="CAP_NET_ADMIN",
+            gone={errno.ENODEV: f"{what}: no interface named {ifname!r}"},
+            hint=unsupported if err.errno == errno.EOPNOTSUPP else "",
+        ) from err
     finally:
         sock.close()
     return buf.raw

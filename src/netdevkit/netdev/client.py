@@ -4,7 +4,8 @@
 ...     for napi in nd.napi_dump(ifindex=2):
 ...         print(napi.id, napi.irq, napi.defer_hard_irqs)
 
-Everything returned is a frozen dataclass; kernel enums and flags are
+Everything returned is an immutable :class:`~typing.NamedTuple` (read by
+attribute; ``_replace`` makes a changed copy); kernel enums and flags are
 :class:`enum.Enum` / :class:`enum.IntFlag`. Attributes this library does not
 know (a newer kernel) are kept in ``extra`` as ``(id, bytes)`` pairs.
 
@@ -16,17 +17,18 @@ a :class:`~netdevkit.errors.KernelError` with the kernel's extack text and
 the path of the attribute it pointed at.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: NamedTuple fields annotated with strings
+# cost a compile() each at import, and every CLI start-up imports this module.
 import errno
 import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar
 
 from ..errors import (
     DecodeError,
+    DumpInterrupted,
+    ErrorReply,
     KernelError,
     NotFoundError,
     PermissionDenied,
@@ -34,7 +36,7 @@ from ..errors import (
     UnsupportedError,
 )
 from ..netlink import codec
-from ..netlink.socket import DumpInterrupted, ErrorReply, FamilyInfo, GenlSocket
+from ..netlink.socket import FamilyInfo, GenlSocket
 from ..netlink.spec import UNKNOWN, Codec, Operation, attr_path, encode_attrs
 from ..netns import entered
 from .family import (
@@ -59,8 +61,7 @@ _EMPTY: Mapping[str, int] = MappingProxyType({})
 _NO_XDP, _NO_META, _NO_XSK = XdpAct(0), XdpRxMetadata(0), XskFlags(0)
 
 
-@dataclass(frozen=True, slots=True)
-class Dev:
+class Dev(NamedTuple):
     ifindex: int
     xdp_features: XdpAct = _NO_XDP
     xdp_zc_max_segs: int | None = None
@@ -69,8 +70,7 @@ class Dev:
     extra: Extra = ()
 
 
-@dataclass(frozen=True, slots=True)
-class PagePool:
+class PagePool(NamedTuple):
     id: int
     ifindex: int | None = None
     napi_id: int | None = None
@@ -82,17 +82,15 @@ class PagePool:
     extra: Extra = ()
 
 
-@dataclass(frozen=True, slots=True)
-class PagePoolStats:
+class PagePoolStats(NamedTuple):
     id: int
     ifindex: int | None
     #: counter name (``alloc-fast`` ...) -> value, for the counters the kernel sent
-    counters: Mapping[str, int] = field(default_factory=lambda: _EMPTY)
+    counters: Mapping[str, int] = _EMPTY
     extra: Extra = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Lease:
+class Lease(NamedTuple):
     """The other end of a leased queue (Linux 7.1+): its netdev and queue."""
 
     ifindex: int | None
@@ -102,8 +100,7 @@ class Lease:
     netns_id: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Queue:
+class Queue(NamedTuple):
     id: int
     ifindex: int
     #: a plain int for a type this library does not know yet
@@ -117,8 +114,7 @@ class Queue:
     lease: Lease | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Napi:
+class Napi(NamedTuple):
     id: int
     ifindex: int
     irq: int | None = None
@@ -134,20 +130,18 @@ class Napi:
     extra: Extra = ()
 
 
-@dataclass(frozen=True, slots=True)
-class QStats:
+class QStats(NamedTuple):
     """One row of qstats: per device (queue fields None) or per queue."""
 
     ifindex: int
     queue_type: QueueType | int | None = None
     queue_id: int | None = None
     #: counter name (``rx-packets`` ...) -> value, for the counters the driver reports
-    counters: Mapping[str, int] = field(default_factory=lambda: _EMPTY)
+    counters: Mapping[str, int] = _EMPTY
     extra: Extra = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Notification:
+class Notification(NamedTuple):
     """A multicast notification: operation name and its decoded object."""
 
     name: str
@@ -191,13 +185,11 @@ def _page_pool_stats(d: Mapping[str, Any]) -> PagePoolStats:
 
 # -- the hot path: queue and NAPI dumps return thousands of objects ------------
 #
-# A frozen dataclass's __init__ sets each field with object.__setattr__, which
-# costs more than decoding the reply. The builders below fill a mutable twin
-# class that has exactly the same __slots__ with plain (specialised, fast)
-# attribute stores, then give the object its real class. CPython allows the
-# __class__ assignment because both classes have the same base and the same
-# slots; the result *is* a frozen Queue/Napi, equal to one made by __init__
-# (tests/test_codec.py checks both). Enum members come from a dict lookup.
+# The row decoders (netlink.spec.Codec.row_decoder) hand each reply over as a
+# list of values in the order of QUEUE_FIELDS / NAPI_FIELDS, then the unknown
+# attributes; enum members come from a dict lookup. The objects are made by
+# tuple.__new__, as the NamedTuple's own ``_make`` does (less its call and its
+# length check: all the values are written out right here).
 
 _QUEUE_TYPES: dict[int, QueueType] = {int(t): t for t in QueueType}
 _THREADED: dict[int, NapiThreaded] = {int(t): t for t in NapiThreaded}
@@ -216,23 +208,25 @@ NAPI_FIELDS = (
 )
 
 
-class _QueueFill:
-    __slots__ = Queue.__slots__
-
-    def __init__(self, r: list[Any]) -> None:
-        qid, ifindex, qtype, napi_id, dmabuf, io_uring, xsk, lease, extra = r
-        if qid is None or ifindex is None or qtype is None:
-            raise DecodeError("queue reply without its id, ifindex or type attribute")
-        self.id = qid
-        self.ifindex = ifindex
-        # a type this library does not know yet (a newer kernel) stays a plain int
-        self.type = _QUEUE_TYPES.get(qtype, qtype)
-        self.napi_id = napi_id
-        self.dmabuf = dmabuf
-        self.io_uring = io_uring is not None
-        self.xsk = xsk is not None
-        self.extra = tuple(extra) if extra else ()
-        self.lease = None if lease is None else _lease(lease)
+def _queue_row(r: list[Any]) -> Queue:
+    qid, ifindex, qtype, napi_id, dmabuf, io_uring, xsk, lease, extra = r
+    if qid is None or ifindex is None or qtype is None:
+        raise DecodeError("queue reply without its id, ifindex or type attribute")
+    return tuple.__new__(
+        Queue,
+        (
+            qid,
+            ifindex,
+            # a type this library does not know yet (a newer kernel) stays a plain int
+            _QUEUE_TYPES.get(qtype, qtype),
+            napi_id,
+            dmabuf,
+            io_uring is not None,
+            xsk is not None,
+            tuple(extra) if extra else (),
+            None if lease is None else _lease(lease),
+        ),
+    )
 
 
 def _lease(d: Mapping[str, Any]) -> Lease:
@@ -246,34 +240,24 @@ def _lease(d: Mapping[str, Any]) -> Lease:
     )
 
 
-class _NapiFill:
-    __slots__ = Napi.__slots__
-
-    def __init__(self, r: list[Any]) -> None:
-        ifindex, napi_id, irq, pid, defer, gro, suspend, threaded, extra = r
-        if napi_id is None or ifindex is None:
-            raise DecodeError("napi reply without its id or ifindex attribute")
-        self.id = napi_id
-        self.ifindex = ifindex
-        self.irq = irq
-        self.pid = pid
-        self.defer_hard_irqs = defer
-        self.gro_flush_timeout = gro
-        self.irq_suspend_timeout = suspend
-        self.threaded = None if threaded is None else _THREADED.get(threaded, threaded)
-        self.extra = tuple(extra) if extra else ()
-
-
-def _queue_row(r: list[Any]) -> Queue:
-    q: Any = _QueueFill(r)
-    q.__class__ = Queue
-    return cast(Queue, q)
-
-
 def _napi_row(r: list[Any]) -> Napi:
-    n: Any = _NapiFill(r)
-    n.__class__ = Napi
-    return cast(Napi, n)
+    ifindex, napi_id, irq, pid, defer, gro, suspend, threaded, extra = r
+    if napi_id is None or ifindex is None:
+        raise DecodeError("napi reply without its id or ifindex attribute")
+    return tuple.__new__(
+        Napi,
+        (
+            napi_id,
+            ifindex,
+            irq,
+            pid,
+            defer,
+            gro,
+            suspend,
+            None if threaded is None else _THREADED.get(threaded, threaded),
+            tuple(extra) if extra else (),
+        ),
+    )
 
 
 def _qstats(d: Mapping[str, Any]) -> QStats:
@@ -356,7 +340,7 @@ class Netdev:
         self._read_queue_dict = self._reader("queue", _as_dict)
 
     @classmethod
-    def open(cls, netns: str | None = None) -> Netdev:
+    def open(cls, netns: str | None = None) -> "Netdev":
         """Connect, in the current or in the named network namespace."""
         sock = GenlSocket.open(netns)
         try:
@@ -383,7 +367,7 @@ class Netdev:
         """The netlink socket's descriptor (for select, or SO_RCVBUF)."""
         return self._sock.fileno()
 
-    def __enter__(self) -> Netdev:
+    def __enter__(self) -> "Netdev":
         return self
 
     def __exit__(self, *exc: object) -> None:

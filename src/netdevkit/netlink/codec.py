@@ -16,11 +16,11 @@ Kernel facts relied on (include/uapi/linux/netlink.h, genetlink.h):
   whole request. With ``NLM_F_ACK_TLVS`` extended-ack attributes follow.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: NamedTuple fields annotated with strings
+# cost a compile() each at import, and every CLI start-up imports this module.
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ..errors import DecodeError
 
@@ -72,8 +72,7 @@ def align4(n: int) -> int:
     return (n + 3) & ~3
 
 
-@dataclass(frozen=True, slots=True)
-class ExtAck:
+class ExtAck(NamedTuple):
     """The kernel's extended acknowledgement for an error (or a warning on ACK)."""
 
     message: str = ""
@@ -84,18 +83,16 @@ class ExtAck:
     cookie: bytes = b""
 
 
-@dataclass(frozen=True, slots=True)
-class ErrorPayload:
+class ErrorPayload(NamedTuple):
     """A decoded NLMSG_ERROR: ``error`` is 0 for an ACK, else a negative errno."""
 
     error: int
     request_type: int
     request_seq: int
-    extack: ExtAck = field(default_factory=ExtAck)
+    extack: ExtAck = ExtAck()
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(NamedTuple):
     """One netlink message. ``payload`` follows the 16-byte header, unpadded."""
 
     type: int
@@ -196,28 +193,33 @@ def decode_error(payload: bytes, flags: int) -> ErrorPayload:
 Header = tuple[int, int, int, int, int]
 
 
-def iter_headers(buf: bytes | memoryview, pos: int = 0) -> Iterator[Header]:
-    """Yield ``(type, flags, seq, start, end)`` for each message in ``buf[pos:]``.
+def headers(buf: bytes | memoryview, pos: int = 0) -> list[Header]:
+    """``(type, flags, seq, start, end)`` of each message in ``buf[pos:]``.
 
     ``buf[start:end]`` is the message's payload (after its nlmsghdr, without
-    the padding that follows). This is the loop over message headers that
-    :func:`decode_messages` and the socket's single replies use; the socket's
-    dump loop inlines the same checks (a generator per message costs too
-    much there) and says so. Raises :class:`DecodeError` for a truncated
-    header or a length field that is too small or runs past the datagram.
+    the padding that follows). This is the one loop over message headers:
+    :func:`decode_messages` and the socket's replies and dumps all use it. It
+    returns a list for the whole datagram (a generator would cost a resume
+    per message on the dump path). Raises :class:`DecodeError` for a
+    truncated header or a length field that is too small or runs past the
+    datagram.
     """
+    out: list[Header] = []
+    add = out.append
     end = len(buf)
     unpack = NLMSGHDR.unpack_from
+    hdrlen = NLMSGHDR_LEN
     while pos < end:
-        if end - pos < NLMSGHDR_LEN:
+        if end - pos < hdrlen:
             raise DecodeError(f"truncated netlink header: {end - pos} bytes at byte {pos}")
         length, msg_type, flags, seq, _pid = unpack(buf, pos)
-        if length < NLMSGHDR_LEN or pos + length > end:
+        if length < hdrlen or pos + length > end:
             raise DecodeError(
                 f"netlink message at byte {pos}: length {length} does not fit in {end - pos} bytes"
             )
-        yield msg_type, flags, seq, pos + NLMSGHDR_LEN, pos + length
-        pos += align4(length)
+        add((msg_type, flags, seq, pos + hdrlen, pos + length))
+        pos += (length + 3) & ~3  # align4(length), without a call per message
+    return out
 
 
 def pid_at(buf: bytes | memoryview, start: int) -> int:
@@ -232,7 +234,7 @@ def decode_messages(buf: bytes) -> list[Message]:
     is too small or runs past the datagram, or a malformed NLMSG_ERROR.
     """
     out: list[Message] = []
-    for msg_type, flags, seq, start, end in iter_headers(buf):
+    for msg_type, flags, seq, start, end in headers(buf):
         payload = buf[start:end]
         error = decode_error(payload, flags) if msg_type == NLMSG_ERROR else None
         out.append(Message(msg_type, flags, seq, pid_at(buf, start), payload, error))

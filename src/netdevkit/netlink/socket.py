@@ -20,17 +20,21 @@ Kernel facts relied on:
   created in, which is how :meth:`GenlSocket.open` reaches a named namespace.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: NamedTuple fields annotated with strings
+# cost a compile() each at import, and every CLI start-up imports this module.
 import collections
 import errno
 import socket
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
-from ..errors import DecodeError, KernelError, NetdevkitError, UnsupportedError
+from ..errors import DecodeError, KernelError, UnsupportedError, translate_oserror
+
+# Defined in errors.py; importable from here as before.
+from ..errors import DumpInterrupted as DumpInterrupted  # noqa: PLC0414
+from ..errors import ErrorReply as ErrorReply  # noqa: PLC0414
+from ..errors import NotificationsLost as NotificationsLost  # noqa: PLC0414
 from ..netns import entered
 from . import codec
 from .codec import Message
@@ -63,17 +67,7 @@ _FIRST_FAMILY_TYPE = 0x10
 T = TypeVar("T")
 
 
-class DumpInterrupted(NetdevkitError):
-    """The kernel flagged the dump as inconsistent (NLM_F_DUMP_INTR): retry it."""
-
-
-class NotificationsLost(NetdevkitError):
-    """The socket's receive queue overflowed (ENOBUFS): multicast messages were
-    dropped. The socket stays usable; dump again to learn the current state."""
-
-
-@dataclass(frozen=True, slots=True)
-class FamilyInfo:
+class FamilyInfo(NamedTuple):
     """What nlctrl says about a family on this kernel."""
 
     name: str
@@ -138,18 +132,22 @@ class GenlSocket:
         self._leftover: list[tuple[bytes, int]] = []
 
     @classmethod
-    def open(cls, netns: str | None = None) -> GenlSocket:
+    def open(cls, netns: str | None = None) -> "GenlSocket":
         """Open a socket in the current namespace or in named namespace *netns*."""
+        operation = "open a generic netlink socket" + (f" in netns {netns}" if netns else "")
         with entered(netns):
-            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
+            try:
+                sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
+            except OSError as err:
+                raise translate_oserror(err, operation) from err
         try:
             sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
             sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
             sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
             sock.bind((0, 0))
-        except OSError:
+        except OSError as err:
             sock.close()
-            raise
+            raise translate_oserror(err, operation) from err
         return cls(sock, netns)
 
     def fileno(self) -> int:
@@ -158,7 +156,7 @@ class GenlSocket:
     def close(self) -> None:
         self._sock.close()
 
-    def __enter__(self) -> GenlSocket:
+    def __enter__(self) -> "GenlSocket":
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -176,12 +174,14 @@ class GenlSocket:
                 n = sock.recv_into(self._buf, len(self._buf))
             except InterruptedError:
                 continue
+            except TimeoutError:
+                raise  # the timeout poll_notifications set: not an error
             except OSError as err:
                 if err.errno == errno.ENOBUFS:
                     raise NotificationsLost(
                         "netlink receive queue overflowed (ENOBUFS): notifications were lost"
                     ) from err
-                raise
+                raise translate_oserror(err, "receive from a generic netlink socket") from err
             return bytes(self._buf[:n])
 
     def _next_message(self) -> Message:
@@ -221,13 +221,13 @@ class GenlSocket:
         """Send *request*; call ``row(datagram, start, end)`` for each reply.
 
         ``datagram[start:end]`` is the reply's payload after its nlmsghdr and
-        *skip* more bytes (a family header: 4 for generic netlink).
-        This is the dump hot path: headers are checked in one loop over each
-        datagram and no intermediate objects or copies are made. Messages of
-        other sequence numbers are set aside as notifications (sequence 0) or
-        dropped (replies to an abandoned request). Raises :class:`ErrorReply`
-        for an error reply, :class:`DumpInterrupted` for a dump flagged
-        ``NLM_F_DUMP_INTR`` and :class:`DecodeError` for malformed data.
+        *skip* more bytes (a family header: 4 for generic netlink). This is
+        the dump hot path: no intermediate objects or copies are made for a
+        reply. Messages of other sequence numbers are set aside as
+        notifications (sequence 0) or dropped (replies to an abandoned
+        request). Raises :class:`ErrorReply` for an error reply,
+        :class:`DumpInterrupted` for a dump flagged ``NLM_F_DUMP_INTR`` and
+        :class:`DecodeError` for malformed data.
         """
         # Anything parsed before this request was sent cannot answer it.
         while self._pending:
@@ -236,47 +236,29 @@ class GenlSocket:
                 self._notifications.append(msg)
         self.send(request)
         out: list[T] = []
-        interrupted = False
-        # codec.iter_headers' loop and checks, inlined: the generator costs about
-        # 0.1 us per message, 7% on top of a 4096-queue dump, whose budget is 1.5x
-        # a bare decoder (benchmarks/bench_dump.py). Change both together.
-        unpack = codec.NLMSGHDR.unpack_from
-        hdrlen = codec.NLMSGHDR_LEN
-        first = hdrlen + skip
+        add = out.append
+        flags_seen = 0  # of the replies: NLM_F_DUMP_INTR on any of them interrupts the dump
+        first_family_type = _FIRST_FAMILY_TYPE
         while True:
-            if self._leftover:
-                buf, pos = self._leftover.pop()
-            else:
-                buf, pos = self._recv_datagram(), 0
-            end = len(buf)
-            while pos < end:
-                if end - pos < hdrlen:
-                    raise DecodeError(f"truncated netlink header: {end - pos} bytes at byte {pos}")
-                length, mtype, flags, mseq, _pid = unpack(buf, pos)
-                if length < hdrlen or pos + length > end:
-                    raise DecodeError(
-                        f"netlink message at byte {pos}: length {length} does not fit in "
-                        f"{end - pos} bytes"
-                    )
-                nxt = pos + ((length + 3) & ~3)
-                if mseq == seq and mtype >= _FIRST_FAMILY_TYPE:
+            buf, pos = self._leftover.pop() if self._leftover else (self._recv_datagram(), 0)
+            for mtype, flags, mseq, start, end in codec.headers(buf, pos):
+                if mseq == seq and mtype >= first_family_type:
                     # the common case: one reply of many (types below 16 are control)
-                    if flags & codec.NLM_F_DUMP_INTR:
-                        interrupted = True
-                    out.append(row(buf, pos + first, pos + length))
+                    flags_seen |= flags
+                    add(row(buf, start + skip, end))
                 elif mseq != seq:
                     if mseq == 0:
-                        self._notifications.extend(codec.decode_messages(buf[pos : pos + length]))
+                        hdr = start - codec.NLMSGHDR_LEN
+                        self._notifications.extend(codec.decode_messages(buf[hdr:end]))
                 elif mtype in (codec.NLMSG_ERROR, codec.NLMSG_DONE):
-                    if nxt < end:
-                        self._leftover.append((buf, nxt))
-                    _raise_for_end(buf[pos + hdrlen : pos + length], mtype, flags, operation)
-                    if interrupted or flags & codec.NLM_F_DUMP_INTR:
+                    if codec.align4(end) < len(buf):
+                        self._leftover.append((buf, codec.align4(end)))
+                    _raise_for_end(buf[start:end], mtype, flags, operation)
+                    if (flags_seen | flags) & codec.NLM_F_DUMP_INTR:
                         raise DumpInterrupted(
                             f"{operation}: the kernel's object list changed during the dump"
                         )
                     return out
-                pos = nxt
 
     # -- families and groups ------------------------------------------------
 
@@ -305,10 +287,19 @@ class GenlSocket:
         return parse_family_info(replies[0].payload)
 
     def join_group(self, group_id: int) -> None:
-        self._sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, group_id)
+        """Join multicast group *group_id*; some groups need CAP_NET_ADMIN."""
+        try:
+            self._sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, group_id)
+        except OSError as err:
+            operation = f"join generic netlink multicast group {group_id}"
+            raise translate_oserror(err, operation, capability="CAP_NET_ADMIN") from err
 
     def leave_group(self, group_id: int) -> None:
-        self._sock.setsockopt(SOL_NETLINK, NETLINK_DROP_MEMBERSHIP, group_id)
+        try:
+            self._sock.setsockopt(SOL_NETLINK, NETLINK_DROP_MEMBERSHIP, group_id)
+        except OSError as err:
+            operation = f"leave generic netlink multicast group {group_id}"
+            raise translate_oserror(err, operation) from err
 
     def poll_notifications(self, timeout: float | None) -> Iterator[Message]:
         """Yield queued notifications, then wait up to *timeout* for more."""
@@ -330,8 +321,8 @@ class GenlSocket:
 
 def _message_at(buf: bytes, start: int, end: int) -> Message:
     """The :class:`Message` whose payload is ``buf[start:end]``."""
-    mtype, flags, seq, _start, _end = next(codec.iter_headers(buf, start - codec.NLMSGHDR_LEN))
-    return Message(mtype, flags, seq, codec.pid_at(buf, start), bytes(buf[start:end]))
+    _length, mtype, flags, seq, pid = codec.NLMSGHDR.unpack_from(buf, start - codec.NLMSGHDR_LEN)
+    return Message(mtype, flags, seq, pid, bytes(buf[start:end]))
 
 
 def _raise_for_end(payload: bytes, mtype: int, flags: int, operation: str) -> None:
@@ -349,16 +340,3 @@ def _raise_for_end(payload: bytes, mtype: int, flags: int, operation: str) -> No
                 codec.decode_extack(payload, 4) if flags & codec.NLM_F_ACK_TLVS else codec.ExtAck()
             )
             raise ErrorReply(-err, operation, extack)
-
-
-class ErrorReply(KernelError):
-    """The kernel's error reply, still carrying the raw extended ack.
-
-    Family clients catch it to name the offending attribute (from
-    ``extack.offset``) and the missing capability, then raise the
-    user-facing :class:`KernelError` subclass.
-    """
-
-    def __init__(self, err: int, operation: str, extack: codec.ExtAck) -> None:
-        super().__init__(err, operation, extack.message)
-        self.raw_extack = extack

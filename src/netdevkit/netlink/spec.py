@@ -2,24 +2,24 @@
 
 One :class:`AttrSpec` per attribute (id, name, type, nested set, enum) drives
 encoding, decoding, extack attribute paths, the CLI's help and the docs, as the
-kernel's YNL specs do. Unlike YNL the declarations are frozen, slotted
-dataclasses checked by mypy, not strings resolved late.
+kernel's YNL specs do. Unlike YNL the declarations are typed, read-only
+records (NamedTuples and slotted classes) checked by mypy, not strings resolved late.
 
 Decoding keeps attributes the declaration does not know (a newer kernel) under
 the key :data:`UNKNOWN` as ``(id, raw bytes)`` pairs instead of failing.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: NamedTuple fields annotated with strings
+# cost a compile() each at import, and every CLI start-up imports this module.
 import builtins
 import enum
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, NamedTuple, TypeVar
 
 from ..errors import DecodeError, RequestError
-from .codec import NLA_HDRLEN, NLA_TYPE_MASK, NLATTR, encode_attr, iter_attrs
+from .codec import NLA_F_NESTED, NLA_HDRLEN, NLA_TYPE_MASK, NLATTR, encode_attr, iter_attrs
 
 #: key under which decoded attribute dicts keep attributes nobody declared
 UNKNOWN = "__unknown__"
@@ -61,8 +61,7 @@ _U64 = _FIXED[AttrType.U64]
 _U32_ATTR = struct.Struct("=HHI")
 
 
-@dataclass(frozen=True, slots=True)
-class AttrSpec:
+class AttrSpec(NamedTuple):
     """One attribute of an attribute set."""
 
     id: int
@@ -74,27 +73,52 @@ class AttrSpec:
     #: may appear several times; decoded as a list
     multi: bool = False
     #: Enum or IntFlag class the integer value is drawn from
-    enum: builtins.type[enum.Enum] | None = None
+    enum: builtins.type[Enum] | None = None
     #: inclusive upper bound the kernel's policy enforces (None: the type's range)
     max: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class AttrSet:
+class _ReadOnly:
+    """Slots set once by ``__init__``; assigning or deleting them later raises."""
+
+    __slots__ = ()
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is read-only (cannot set {name!r})")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is read-only (cannot delete {name!r})")
+
+
+class AttrSet(_ReadOnly):
     """A named set of attributes, indexed both ways."""
 
+    __slots__ = ("attrs", "by_id", "by_name", "name")
     name: str
     attrs: tuple[AttrSpec, ...]
-    by_id: Mapping[int, AttrSpec] = field(init=False, repr=False, compare=False)
-    by_name: Mapping[str, AttrSpec] = field(init=False, repr=False, compare=False)
+    by_id: Mapping[int, AttrSpec]
+    by_name: Mapping[str, AttrSpec]
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "by_id", {a.id: a for a in self.attrs})
-        object.__setattr__(self, "by_name", {a.name: a for a in self.attrs})
+    def __init__(self, name: str, attrs: tuple[AttrSpec, ...]) -> None:
+        init = object.__setattr__
+        init(self, "name", name)
+        init(self, "attrs", attrs)
+        init(self, "by_id", {a.id: a for a in attrs})
+        init(self, "by_name", {a.name: a for a in attrs})
+
+    def __repr__(self) -> str:
+        return f"AttrSet(name={self.name!r}, attrs={self.attrs!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, AttrSet):
+            return NotImplemented
+        return (self.name, self.attrs) == (other.name, other.attrs)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.attrs))
 
 
-@dataclass(frozen=True, slots=True)
-class Operation:
+class Operation(NamedTuple):
     """One command of a family."""
 
     id: int
@@ -115,25 +139,49 @@ class Operation:
     since: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Family:
+class Family(_ReadOnly):
     """A generic netlink family as declared data."""
 
+    __slots__ = (
+        "attr_sets",
+        "mcast_groups",
+        "name",
+        "operations",
+        "ops_by_id",
+        "ops_by_name",
+        "version",
+    )
     name: str
     version: int
     attr_sets: Mapping[str, AttrSet]
     operations: tuple[Operation, ...]
-    mcast_groups: tuple[str, ...] = ()
-    ops_by_name: Mapping[str, Operation] = field(init=False, repr=False, compare=False)
-    ops_by_id: Mapping[int, Operation] = field(init=False, repr=False, compare=False)
+    mcast_groups: tuple[str, ...]
+    ops_by_name: Mapping[str, Operation]
+    ops_by_id: Mapping[int, Operation]
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "ops_by_name", {op.name: op for op in self.operations})
-        object.__setattr__(self, "ops_by_id", {op.id: op for op in self.operations})
-        for s in self.attr_sets.values():
+    def __init__(
+        self,
+        name: str,
+        version: int,
+        attr_sets: Mapping[str, AttrSet],
+        operations: tuple[Operation, ...],
+        mcast_groups: tuple[str, ...] = (),
+    ) -> None:
+        for s in attr_sets.values():
             for a in s.attrs:
-                if a.type is AttrType.NEST and a.nested not in self.attr_sets:
+                if a.type is AttrType.NEST and a.nested not in attr_sets:
                     raise ValueError(f"{s.name}.{a.name}: unknown nested set {a.nested!r}")
+        init = object.__setattr__
+        init(self, "name", name)
+        init(self, "version", version)
+        init(self, "attr_sets", attr_sets)
+        init(self, "operations", operations)
+        init(self, "mcast_groups", mcast_groups)
+        init(self, "ops_by_name", {op.name: op for op in operations})
+        init(self, "ops_by_id", {op.id: op for op in operations})
+
+    def __repr__(self) -> str:
+        return f"Family(name={self.name!r}, version={self.version!r})"
 
 
 # -- encoding ---------------------------------------------------------------
@@ -189,7 +237,9 @@ def encode_attrs(family: Family, set_name: str, values: Mapping[str, Any]) -> by
                 if not isinstance(item, Mapping):
                     raise RequestError(f"{where}: expected a mapping of nested attributes")
                 assert spec.nested is not None
-                out.append(encode_attr(spec.id | 0x8000, encode_attrs(family, spec.nested, item)))
+                out.append(
+                    encode_attr(spec.id | NLA_F_NESTED, encode_attrs(family, spec.nested, item))
+                )
             else:
                 scalar = item.value if isinstance(item, enum.Enum) else item
                 out.append(encode_attr(spec.id, _encode_scalar(spec, scalar, where)))
@@ -247,8 +297,8 @@ Unpack = Callable[[bytes, int], tuple[Any, ...]]
 class _Entry(NamedTuple):
     """How to decode one attribute id of a set.
 
-    The decoding loops hold ``tuple(entry)``: unpacking an exact tuple is
-    specialised by CPython, a NamedTuple's is ~30 ns slower per attribute.
+    The decoding loops hold ``tuple(entry)``: CPython specialises unpacking
+    an exact tuple, not a NamedTuple's.
     """
 
     #: the attribute's name (:meth:`Codec.decode`), or its index in the row
@@ -348,55 +398,8 @@ class Codec:
             a.id: table[a.id].key
             for a in aset.attrs
             if a.type is AttrType.U32 and not a.multi and a.name in fields
-        }.get
-        get = _plain(table).get
-        width = len(fields)
-        unpack = NLATTR.unpack_from
-        unpack_u32_attr = _U32_ATTR.unpack_from
-
-        def decode_row(buf: bytes, start: int, end: int) -> R:
-            row: list[Any] = [None] * (width + 1)
-            pos = start
-            while end - pos >= 4:
-                if end - pos >= 8:
-                    length, attr_type, value = unpack_u32_attr(buf, pos)
-                    if length == 8:
-                        i = u32_index(attr_type)
-                        if i is not None:
-                            row[i] = value
-                            pos += 8
-                            continue
-                else:
-                    length, attr_type = unpack(buf, pos)
-                if length < 4 or pos + length > end:
-                    raise DecodeError(
-                        f"{set_name}: attribute at byte {pos} has length {length}, "
-                        f"{end - pos} bytes left"
-                    )
-                entry = get(attr_type & NLA_TYPE_MASK)
-                if entry is None:
-                    if row[width] is None:
-                        row[width] = []
-                    row[width].append(
-                        (attr_type & NLA_TYPE_MASK, bytes(buf[pos + 4 : pos + length]))
-                    )
-                else:
-                    i, fast, lo, hi, dec, multi = entry
-                    value = (
-                        fast(buf, pos + 4)[0]
-                        if lo <= length <= hi
-                        else dec(buf, pos + 4, pos + length)
-                    )
-                    if multi:
-                        if row[i] is None:
-                            row[i] = []
-                        row[i].append(value)
-                    elif i >= 0:
-                        row[i] = value
-                pos += (length + 3) & ~3
-            return finish(row)
-
-        return decode_row
+        }
+        return _row_loop(set_name, _plain(table), u32_index, len(fields), finish)
 
     def decode(
         self, set_name: str, buf: bytes, start: int = 0, end: int | None = None
@@ -433,6 +436,65 @@ class Codec:
                     out[name] = value
             pos += (length + 3) & ~3
         return out
+
+
+def _row_loop(
+    set_name: str,
+    table: dict[int, tuple[Any, ...]],
+    u32_index: dict[int, int],
+    width: int,
+    finish: Callable[[list[Any]], R],
+) -> Callable[[bytes, int, int], R]:
+    """The loop of :meth:`Codec.row_decoder`: *table* by attribute id, with row indexes as keys.
+
+    A u32 attribute in *u32_index* is unpacked together with its header in one
+    call; every other attribute takes the checked path of :meth:`Codec.decode`.
+    """
+    get = table.get
+    index_of_u32 = u32_index.get
+    unpack = NLATTR.unpack_from
+    unpack_u32_attr = _U32_ATTR.unpack_from
+
+    def decode_row(buf: bytes, start: int, end: int) -> R:
+        # NLA_HDRLEN (4) and align4 are inlined, as in Codec.decode
+        row: list[Any] = [None] * (width + 1)
+        pos = start
+        while end - pos >= 4:
+            if end - pos >= 8:
+                length, attr_type, value = unpack_u32_attr(buf, pos)
+                if length == 8:
+                    i = index_of_u32(attr_type)
+                    if i is not None:
+                        row[i] = value
+                        pos += 8
+                        continue
+            else:
+                length, attr_type = unpack(buf, pos)
+            if length < 4 or pos + length > end:
+                raise DecodeError(
+                    f"{set_name}: attribute at byte {pos} has length {length}, "
+                    f"{end - pos} bytes left"
+                )
+            entry = get(attr_type & NLA_TYPE_MASK)
+            if entry is None:
+                if row[width] is None:
+                    row[width] = []
+                row[width].append((attr_type & NLA_TYPE_MASK, bytes(buf[pos + 4 : pos + length])))
+            else:
+                i, fast, lo, hi, dec, multi = entry
+                value = (
+                    fast(buf, pos + 4)[0] if lo <= length <= hi else dec(buf, pos + 4, pos + length)
+                )
+                if multi:
+                    if row[i] is None:
+                        row[i] = []
+                    row[i].append(value)
+                elif i >= 0:
+                    row[i] = value
+            pos += (length + 3) & ~3
+        return finish(row)
+
+    return decode_row
 
 
 def attr_path(family: Family, set_name: str, buf: bytes, start: int, offset: int) -> str:

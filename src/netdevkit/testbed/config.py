@@ -133,8 +133,9 @@ class CpuPlacement:
             n = cpu_count if cpu_count is not None else (os.cpu_count() or 1)
             if n < 2:
                 raise RequestError(
-                    f"--cpus auto puts server and client on different CPUs: this machine "
-                    f"has {n} CPU, it needs at least 2 (run without --cpus)"
+                    f"CPU placement 'auto' puts server and client on different CPUs: this "
+                    f"machine has {n} CPU, it needs at least 2",
+                    hint="run without `cpus`",
                 )
             last = frozenset({n - 1})
             return cls(server=last, client=frozenset({0}), napi=last)

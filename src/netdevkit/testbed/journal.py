@@ -43,7 +43,15 @@ from pyroute2.netlink.exceptions import NetlinkError
 from .. import netns as ndk_netns
 from .._os import CAP_NET_ADMIN, CAP_SYS_ADMIN, has_capability
 from .._signals import blocked
-from ..errors import KernelError, NetdevkitError, NotFoundError, RequestError
+from ..errors import (
+    CleanupError,
+    ConflictError,
+    KernelError,
+    NetdevkitError,
+    NotFoundError,
+    PrivilegeError,
+    RequestError,
+)
 from ..journal import state_dir
 
 if TYPE_CHECKING:
@@ -58,7 +66,7 @@ NS_SUFFIXES = ("-srv", "-cli")
 def _require_privileges() -> None:
     """setns/unshare/mount need CAP_SYS_ADMIN; links and ethtool CAP_NET_ADMIN."""
     if not has_capability(CAP_NET_ADMIN) or not has_capability(CAP_SYS_ADMIN):
-        raise NetdevkitError(
+        raise PrivilegeError(
             "a testbed creates network namespaces and veth pairs: needs root "
             "(CAP_NET_ADMIN and CAP_SYS_ADMIN); run as root"
         )
@@ -423,7 +431,7 @@ def down_all(prefix: str | None = None, *, include_live: bool = False) -> list[s
         removed += r
         problems += p
     if problems:
-        raise NetdevkitError("could not remove testbed namespaces: " + "; ".join(problems))
+        raise CleanupError("could not remove testbed namespaces: " + "; ".join(problems))
     return sorted(removed)
 
 
@@ -439,11 +447,12 @@ def down(name: str, *, force: bool = False) -> list[str]:
         )
     info = found[0]
     if info.status == "running" and not force:
-        raise NetdevkitError(
+        raise ConflictError(
             f"testbed {name!r} belongs to running process {info.owner_pid}: stop that "
-            "process (it removes its testbed), or add --force"
+            "process (it removes its testbed)",
+            hint="or add `force=True`",
         )
     removed, problems = _remove(info)
     if problems:
-        raise NetdevkitError("could not remove testbed namespaces: " + "; ".join(problems))
+        raise CleanupError("could not remove testbed namespaces: " + "; ".join(problems))
     return sorted(removed)

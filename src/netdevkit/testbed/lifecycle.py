@@ -57,7 +57,15 @@ from pyroute2 import netns as pr_netns
 from .. import _fault
 from .. import netns as ndk_netns
 from .._os import SignalScope, mask_signals, set_affinity
-from ..errors import NetdevkitError, NotFoundError, RequestError, UnsupportedError
+from ..errors import (
+    CleanupError,
+    ConflictError,
+    NetdevkitError,
+    NotFoundError,
+    RequestError,
+    StateError,
+    UnsupportedError,
+)
 from .config import CLIENT_IF, SERVER_IF, Side, TestbedConfig
 from .datapath import _udp_napi_id, get_offloads, set_offloads, socket_in_netns
 from .journal import (
@@ -171,7 +179,7 @@ class Testbed:
 
     def _index(self, side: Side) -> int:
         if not self._is_up:
-            raise NetdevkitError(f"testbed {self.config.name!r} is not up: call up() first")
+            raise StateError(f"testbed {self.config.name!r} is not up: call up() first")
         return self._ifindex[side]
 
     def ns_of(self, side: Side) -> str:
@@ -207,7 +215,7 @@ class Testbed:
             self.config.cpus.check_machine()
         for ns in (self.server_ns, self.client_ns):
             if ndk_netns.exists(ns):
-                raise NetdevkitError(
+                raise ConflictError(
                     f"namespace {ns} already exists: another testbed named "
                     f"{self.config.name!r} is up, or a leftover (`netdevkit testbed show` "
                     f"lists them; `netdevkit testbed down {self.config.name}` removes it)"
@@ -251,7 +259,7 @@ class Testbed:
                     pr_netns.create(ns)
             except FileExistsError as err:
                 self._created.remove(ns)  # someone else's: never remove it
-                raise NetdevkitError(f"namespace {ns} appeared while building the testbed") from err
+                raise ConflictError(f"namespace {ns} appeared while building the testbed") from err
         q = cfg.queues
         _fault.point("veth-create")
         with _ipr(self.server_ns, f"create veth {SERVER_IF}<->{CLIENT_IF}") as ipr:
@@ -286,7 +294,7 @@ class Testbed:
             ipr.link("set", index=1, state="up")
             idx = ipr.link_lookup(ifname=ifname)
             if not idx:
-                raise NetdevkitError(f"{ifname} missing in {ns} right after creating it")
+                raise NotFoundError(f"{ifname} missing in {ns} right after creating it")
             self._ifindex[side] = int(idx[0])
             ipr.addr("add", index=idx[0], address=addr, prefixlen=24)
         # Features while the link is down, so the NAPIs are created once at open.
@@ -306,7 +314,7 @@ class Testbed:
             if not pending:
                 return
             if time.monotonic() > deadline:
-                raise NetdevkitError(f"veth ends {pending} not operationally up after 5 s")
+                raise StateError(f"veth ends {pending} not operationally up after 5 s")
             time.sleep(0.01)
 
     def probe_napi(self, timeout: float = 2.0) -> tuple[int, int]:
@@ -358,7 +366,7 @@ class Testbed:
             self._sigterm_pending = False
             raise SystemExit(128 + (self._terminated or signal.SIGTERM))
         if problems:
-            raise NetdevkitError("testbed teardown left namespaces behind: " + "; ".join(problems))
+            raise CleanupError("testbed teardown left namespaces behind: " + "; ".join(problems))
 
     def _teardown(self, problems: list[str]) -> None:
         """Stop every process inside, delete the veth pair, remove the namespaces this
@@ -395,7 +403,7 @@ class Testbed:
         (``netdevkit testbed up``), until ``netdevkit testbed down NAME`` (or ``--all``)
         removes it. Programs started with :meth:`popen` are not kept: they are stopped."""
         if not self._is_up:
-            raise NetdevkitError(f"testbed {self.config.name!r} is not up: call up() first")
+            raise StateError(f"testbed {self.config.name!r} is not up: call up() first")
         _write_journal(self.config, self._owner, kept=True)
         self._stop_procs()
         self._remove_handlers()
@@ -457,7 +465,7 @@ class Testbed:
     def _ns_argv(self, side: Side, argv: list[str]) -> list[str]:
         ns = self.ns_of(side)
         if not self._is_up:
-            raise NetdevkitError(f"testbed {self.config.name!r} is not up: call up() first")
+            raise StateError(f"testbed {self.config.name!r} is not up: call up() first")
         ip = shutil.which("ip") or "/usr/sbin/ip"
         # `ip netns exec` setns()es, remounts /sys for the namespace and
         # execs argv without forking, so Popen.pid is the program itself.

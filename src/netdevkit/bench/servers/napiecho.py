@@ -7,11 +7,8 @@ asyncio loop busy polls with the epoll half of a preset.
 Two protocols:
 
 - ``echo``: every byte read is written back.
-- ``sockperf``: speaks the framing of sockperf's client (``sockperf ping-pong --tcp``), so the
-  C client can measure this Python server. Each message starts with a 14-byte big-endian
-  header, ``u64 sequence number, u16 flags, u32 total length`` (header included); a message
-  with the pong-request flag (0x2) is returned with the client flag (0x1) cleared; others
-  (throughput mode) are consumed.
+- ``sockperf``: speaks the framing of sockperf's client (``sockperf ping-pong --tcp``,
+  :mod:`.framing`), so the C client can measure this Python server.
 
 Run it inside a testbed namespace and measure from the other side, e.g.::
 
@@ -25,18 +22,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
-import struct
 import sys
 import threading
 from types import FrameType
 
-from netdevkit.dispatch import Handler, NapiDispatcher
-from netdevkit.tuning.presets import get_preset
-
-HEADER = struct.Struct(">QHI")  # sequence number, flags, total length (14 bytes)
-FLAG_CLIENT = 0x1
-FLAG_PONG_REQUEST = 0x2
-MAX_MESSAGE = 65536 + HEADER.size
+from ...dispatch import Handler, NapiDispatcher
+from ...tuning.presets import get_preset
+from .framing import Framer, FramingError
 
 
 async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -47,17 +39,14 @@ async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
 
 
 async def sockperf(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    while True:
+    framer = Framer()
+    while data := await reader.read(65536):
         try:
-            header = await reader.readexactly(HEADER.size)
-        except asyncio.IncompleteReadError:
-            return  # the client closed between messages
-        seq, flags, length = HEADER.unpack(header)
-        if not HEADER.size <= length <= MAX_MESSAGE:
+            out = framer.feed(data)
+        except FramingError:
             return  # not sockperf framing: drop the connection
-        body = await reader.readexactly(length - HEADER.size) if length > HEADER.size else b""
-        if flags & FLAG_PONG_REQUEST:
-            writer.write(HEADER.pack(seq, flags & ~FLAG_CLIENT, length) + body)
+        if out:
+            writer.write(out)
             if writer.transport.get_write_buffer_size() > 1 << 20:
                 await writer.drain()
 

@@ -7,8 +7,8 @@ three loops: netdevkit's own (:mod:`.napiecho` itself), stock asyncio and uvloop
 The stock loops get their busy-poll parameters from outside, through
 ``netdevkit attach``, like any unmodified server.
 
-The handler is loaded from a module file (``--example PATH``, default: the
-installed ``napiecho.py`` beside this module), not copied here.
+The handler is :func:`netdevkit.bench.servers.napiecho.sockperf` itself, not a copy;
+``--example PATH`` loads the ``sockperf`` handler of another file instead.
 """
 
 from __future__ import annotations
@@ -16,21 +16,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
-import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
-__all__ = ["default_example_path", "load_handler", "main"]
+from . import napiecho
+
+__all__ = ["load_handler", "main"]
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-def default_example_path() -> str:
-    """The file of :mod:`netdevkit.bench.servers.napiecho` (installed with this package)."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    return os.path.join(here, "napiecho.py")
 
 
 def load_handler(path: str, name: str = "sockperf") -> Handler:
@@ -59,9 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     p.add_argument("--host", required=True)
     p.add_argument("--port", type=int, default=11111)
-    p.add_argument("--example", default=default_example_path())
+    p.add_argument("--example", help="load the 'sockperf' handler of this file instead")
     args = p.parse_args(argv)
-    handler = load_handler(args.example)
+    handler = load_handler(args.example) if args.example else napiecho.sockperf
     factory: Any = None
     if args.loop == "uvloop":
         import uvloop
