@@ -658,4 +658,4 @@ def test_hot_spin_is_validated() -> None:
     with pytest.raises(RequestError, match="hot_spin_us"):
         make_loop("asyncio", hot_spin_us=50)
     with pytest.raises(RequestError, match="hot_spin_us"):
-        serve_rr("127.0.0.1", 0, "fast", spin_us=50)
+        serve_rr("127.0.0.1", 0, "fast", hot_spin_us=-1)
