@@ -262,3 +262,18 @@ def test_sockopt_on_a_closed_socket_is_a_request_error() -> None:
     sock.close()
     with pytest.raises(RequestError, match="socket is closed"):
         get_busy_poll(sock)
+
+
+def test_cli_prints_the_hint_with_its_flags(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The library's "nothing to set" names NapiSettings fields; the CLI names its flags."""
+    from netdevkit.cli.main import main
+
+    monkeypatch.setenv("NETDEVKIT_STATE_DIR", str(tmp_path))
+    assert main(["napi", "set", "--ifname", "lo"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "netdevkit: error: nothing to set; give a preset or at least one of --defer-hard-irqs, "
+        "--gro-flush-timeout, --irq-suspend-timeout, --threaded\n"
+    )

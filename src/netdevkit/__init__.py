@@ -6,7 +6,6 @@ first use so ``import netdevkit`` stays cheap for the CLI.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -67,4 +66,6 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'netdevkit' has no attribute {name!r}")
+    import importlib
+
     return getattr(importlib.import_module(module), name)

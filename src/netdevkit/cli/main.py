@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import _thread
 import argparse
-import importlib
 import os
 import re
 import signal
@@ -163,7 +162,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
             if where not in registered:
                 registered.add(where)
                 module, function = where.split(":")
-                getattr(importlib.import_module(module), function)(sub)
+                # __import__ returns the module itself when given a fromlist; importlib
+                # would be one more import at every start-up
+                getattr(__import__(module, fromlist=[function]), function)(sub)
     if not words:
         for word, (help_, _modules) in COMMANDS.items():
             sub.add_parser(word, help=help_)

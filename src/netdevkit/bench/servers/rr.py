@@ -370,25 +370,21 @@ def stopping(
     from a signal handler and another thread). At exit the signal handlers are put back
     and *stop* is set, ending the thread that waits on it.
     """
-    signals = SignalScope(
-        (signal.SIGTERM, signal.SIGINT), lambda _s, _f: on_stop(), keep_ignored=False
-    )
+    signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
     watcher: threading.Thread | None = None
     try:
-        if handle_signals:
-            signals.install()  # only in the main thread
-        if stop is not None:
-            stop_event = stop
+        with SignalScope(signals, lambda _s, _f: on_stop(), keep_ignored=False):
+            if stop is not None:
+                stop_event = stop
 
-            def watch() -> None:
-                stop_event.wait()
-                on_stop()
+                def watch() -> None:
+                    stop_event.wait()
+                    on_stop()
 
-            watcher = threading.Thread(target=watch, name="rr-stop", daemon=True)
-            watcher.start()
-        yield
+                watcher = threading.Thread(target=watch, name="rr-stop", daemon=True)
+                watcher.start()
+            yield
     finally:
-        signals.restore()
         if watcher is not None and stop is not None:
             stop.set()
             watcher.join(timeout=5)
