@@ -52,8 +52,8 @@ from typing import Any, Literal
 
 from netdevkit.bench import sockperf
 from netdevkit.bench.cpu import process_cpu_seconds
+from netdevkit.bench.servers.rr import default_adaptive_us
 from netdevkit.busypoll import EpollParams
-from netdevkit.busypoll.rr import default_adaptive_us
 from netdevkit.netdev.client import Netdev
 from netdevkit.procs import stop
 from netdevkit.testbed import Testbed, TestbedConfig
@@ -294,7 +294,7 @@ def server_argv(tb: Testbed, cell: Cell, ready_file: str, port: int) -> list[str
         *pin,
         sys.executable,
         "-m",
-        "netdevkit.busypoll.rr",
+        "netdevkit.bench.servers.rr",
         "--host",
         tb.server_addr,
         "--port",

@@ -32,9 +32,10 @@ import time
 from pathlib import Path
 
 from netdevkit.bench import runner
+from netdevkit.bench.claims import evaluate_claims
 from netdevkit.bench.recommend import parse_target, recommend
-from netdevkit.bench.report import evaluate_claims, write_report
-from netdevkit.testbed.core import CpuPlacement
+from netdevkit.bench.report import write_report
+from netdevkit.testbed import CpuPlacement
 
 OUT = Path(__file__).resolve().parent / "results" / "modes"
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from netdevkit import kver
 from netdevkit.bench import runner
-from netdevkit.bench.modes import kernel_version
 from netdevkit.bench.results import Results
 from netdevkit.cli.main import main
 from netdevkit.errors import NetdevkitError, RequestError
@@ -78,7 +78,7 @@ def test_quick_is_every_mode_on_the_fast_loop_swept() -> None:
     assert q.modes == runner.MODES and q.workloads == ("echo",) and q.servers == ("fast",)
     assert len(q.sweep) == 3 and q.loads == ()
     # one capacity probe + 9 modes (busy-poll-thread is absent before 6.19) x 3 loads
-    runnable = 9 if kernel_version() < (6, 19) else 10
+    runnable = 9 if not kver.at_least("6.19") else 10
     assert runner.count_steps(q) == 1 + runnable * 3
 
 

@@ -12,7 +12,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from netdevkit.bench.mcload import LoadConfig, ResponseParser, get_request, set_request
+from netdevkit.bench.loadgen.mcload import (
+    LoadConfig,
+    ResponseParser,
+    client_limits,
+    get_request,
+    set_request,
+)
 from netdevkit.errors import DecodeError, RequestError
 
 STREAM = (
@@ -22,6 +28,28 @@ STREAM = (
     b"VALUE a 0 1 77\r\nz\r\nVALUE b 0 1\r\ny\r\nEND\r\n"  # with cas, two values
     b"SERVER_ERROR out of memory storing object\r\n"
 )
+
+
+# target, sent/s, lag p50, lag p99 (us), ceiling/s, not sent -> why the client is the limit
+LIMITS: list[tuple[tuple[float, float, float, float, float, int], list[str]]] = [
+    ((1000, 1000, 50, 500, 10_000, 0), []),
+    ((1000, 940, 50, 500, 10_000, 0), ["sent 940/s of the 1000/s target"]),
+    ((1000, 1000, 201, 500, 10_000, 0), ["send lag p50 201 us > 200 us"]),
+    ((1000, 1000, 50, 2001, 10_000, 0), ["send lag p99 2001 us > 2000 us"]),
+    ((7000, 7000, 50, 500, 10_000, 0), ["target above 60% of the client ceiling 10000/s"]),
+    ((1000, 1000, 50, 500, 10_000, 3), ["3 requests not sent (100000 outstanding)"]),
+    (
+        (1000, 900, 300, 500, 10_000, 0),
+        ["sent 900/s of the 1000/s target", "send lag p50 300 us > 200 us"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("args", "want"), LIMITS)
+def test_client_limits(
+    args: tuple[float, float, float, float, float, int], want: list[str]
+) -> None:
+    assert client_limits(*args) == want
 
 
 def test_parser_whole_stream() -> None:
@@ -103,7 +131,7 @@ def test_against_real_memcached(memcached: int) -> None:
         [
             sys.executable,
             "-m",
-            "netdevkit.bench.mcload",
+            "netdevkit.bench.loadgen.mcload",
             "--host",
             "127.0.0.1",
             "--port",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from netdevkit.bench.modes import kernel_version
+from netdevkit import kver
 from netdevkit.bench.results import Results
 from netdevkit.netns import list_names
 
@@ -73,7 +73,7 @@ def test_netdevkit_modes_on_the_fast_loop(tmp_path: Path) -> None:
     assert by_mode["adaptive-window"].napi["irq_suspend_timeout"] == 20_000_000
     assert by_mode["hot-spin"].napi["defer_hard_irqs"] == 0
     assert by_mode["hybrid"].napi["gro_flush_timeout"] == 0
-    if kernel_version() < (6, 19):  # threaded busy polling: said to be absent, not failed
+    if not kver.at_least("6.19"):  # threaded busy polling: said to be absent, not failed
         (skip,) = [k for k in res.skipped if k.mode == "busy-poll-thread"]
         assert "needs Linux 6.19" in skip.reason
         assert "busy-poll-thread" not in by_mode

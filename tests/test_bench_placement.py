@@ -12,9 +12,10 @@ import pytest
 
 from netdevkit.bench import runner
 from netdevkit.errors import RequestError
-from netdevkit.testbed import Testbed, TestbedConfig
-from netdevkit.testbed.core import (
+from netdevkit.testbed import (
     CpuPlacement,
+    Testbed,
+    TestbedConfig,
     affinity_of,
     format_cpu_list,
     parse_cpu_list,

@@ -13,16 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from netdevkit.bench.report import (
-    MEASURED_NOT,
-    NOT_SHOWN,
-    SHOWN,
-    evaluate_claims,
-    markdown_report,
-    rich_table,
-    write_report,
-)
+from netdevkit.bench.claims import MEASURED_NOT, NOT_SHOWN, SHOWN, evaluate_claims
+from netdevkit.bench.markdown import markdown_report
+from netdevkit.bench.report import write_report
 from netdevkit.bench.results import Results
+from netdevkit.bench.terminal import rich_table
 
 FIXTURE = Path(__file__).parent / "data" / "bench_results_fixture.json"
 

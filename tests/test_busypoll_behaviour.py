@@ -20,7 +20,7 @@ for the way back, and the difference measured is the server's own receive path.
 The client is Debian's ``sockperf ping-pong --tcp --full-rtt`` (C, so the client adds
 little): thousands of round trips per run, median as sockperf reports it. The echo server runs
 in a child process inside the server namespace. A second test checks that sockperf's client
-accepts :mod:`netdevkit.busypoll.rr` as a server (valid latency lines, no loss).
+accepts :mod:`netdevkit.bench.servers.rr` as a server (valid latency lines, no loss).
 """
 
 from __future__ import annotations
@@ -207,7 +207,7 @@ def test_sockperf_client_measures_rr_server(testbed: Testbed, extra: list[str]) 
     tb = testbed
     with tempfile.TemporaryDirectory(prefix="ndk-rr-") as tmp:
         ready = os.path.join(tmp, "ready")
-        argv = [sys.executable, "-m", "netdevkit.busypoll.rr", "--host", tb.server_addr]
+        argv = [sys.executable, "-m", "netdevkit.bench.servers.rr", "--host", tb.server_addr]
         argv += ["--port", str(PORT), *extra]
         with _server(tb, [*argv, "--ready-file", ready], ready) as proc:
             pct, total, text = _sockperf(tb, 2)

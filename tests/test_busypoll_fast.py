@@ -21,6 +21,15 @@ from typing import Any, cast
 
 import pytest
 
+from netdevkit.bench.servers.rr import (
+    DEFAULT_ADAPTIVE_US,
+    HEADER,
+    RrStats,
+    default_adaptive_us,
+    make_loop,
+    params_from_preset,
+    serve_rr,
+)
 from netdevkit.busypoll import (
     BusyPollEventLoop,
     BusyPollSelector,
@@ -31,15 +40,6 @@ from netdevkit.busypoll import (
 )
 from netdevkit.busypoll.adaptive import AdaptiveWindow, GapPredictor
 from netdevkit.busypoll.fastloop import FastLoop
-from netdevkit.busypoll.rr import (
-    DEFAULT_ADAPTIVE_US,
-    HEADER,
-    RrStats,
-    default_adaptive_us,
-    make_loop,
-    params_from_preset,
-    serve_rr,
-)
 from netdevkit.errors import RequestError
 
 SUSPEND = EpollParams(busy_poll_usecs=0, busy_poll_budget=64, prefer_busy_poll=True)

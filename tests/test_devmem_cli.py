@@ -17,10 +17,10 @@ import pytest
 from netdevkit import doctor
 from netdevkit.devmem.fake import FakeKernel, TxBinding
 from netdevkit.devmem.rx import DevmemReceiver
-from netdevkit.devmem.tool import ValidationError, fill_pattern, receive, send
+from netdevkit.devmem.tool import fill_pattern, receive, send
 from netdevkit.devmem.tx import DevmemSender
 from netdevkit.doctor import Facts, IfaceFacts, Status, evaluate
-from netdevkit.errors import RequestError
+from netdevkit.errors import RequestError, ValidationError
 from netdevkit.ethtool.client import Ethtool
 from netdevkit.netdev.family import NETDEV
 from netdevkit.testbed import Testbed

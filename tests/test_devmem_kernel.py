@@ -23,6 +23,10 @@ from netdevkit.devmem.syscalls import Kernel, libc
 from netdevkit.devmem.tx import devmem_cmsg
 from netdevkit.errors import KernelError, RequestError, UnsupportedError
 from netdevkit.netdev.client import Netdev
+from netdevkit.netdev.family import NETDEV
+from netdevkit.netlink import codec
+from netdevkit.netlink.socket import GenlSocket
+from netdevkit.netlink.spec import encode_attrs
 from netdevkit.testbed import Testbed
 
 pytestmark = pytest.mark.kernel
@@ -84,11 +88,15 @@ def test_empty_queue_list_refused_here_as_the_kernel_would(testbed4: Testbed, me
     with pytest.raises(RequestError, match="at least one RX queue"):
         bind_rx(testbed4.server_if, [], memfd, netns=testbed4.server_ns)
     # the kernel's own answer to a bind-rx without queues (sent raw): EINVAL
-    with Netdev.open(testbed4.server_ns) as nd:
-        op = nd.family.ops_by_name["bind-rx"]
-        attrs = {"ifindex": testbed4.server_ifindex, "fd": memfd}
+    op = NETDEV.ops_by_name["bind-rx"]
+    payload = encode_attrs(NETDEV, op.attr_set, {"ifindex": testbed4.server_ifindex, "fd": memfd})
+    with GenlSocket.open(testbed4.server_ns) as sock:
+        family = sock.resolve_family(NETDEV.name)
+        seq = sock.next_seq()
+        flags = codec.NLM_F_REQUEST | codec.NLM_F_ACK
+        req = codec.encode_genl(family.id, op.id, NETDEV.version, flags, seq, payload)
         with pytest.raises(KernelError) as exc:
-            nd._request(op, attrs, False, "bind-rx without queues", nd._read_dmabuf)
+            sock.transact(req, seq, "bind-rx without queues")
     assert exc.value.errno == errno.EINVAL
 
 

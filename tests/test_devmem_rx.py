@@ -25,16 +25,9 @@ from netdevkit.devmem.cmsg import (
     token_ranges,
 )
 from netdevkit.devmem.fake import FakeKernel
-from netdevkit.devmem.rx import (
-    AsyncDevmemReceiver,
-    DevmemReceiver,
-    Fragment,
-    OutstandingLimit,
-    RxBatch,
-    TokenReturnError,
-)
+from netdevkit.devmem.rx import AsyncDevmemReceiver, DevmemReceiver, Fragment, RxBatch
 from netdevkit.devmem.uapi import MSG_SOCK_DEVMEM
-from netdevkit.errors import KernelError, RequestError
+from netdevkit.errors import KernelError, OutstandingLimit, RequestError, TokenReturnError
 
 PAGE = 4096
 

@@ -27,7 +27,6 @@ from netdevkit.errors import RequestError
 from netdevkit.testbed import Testbed
 
 SUSPEND = EpollParams(0, 64, True)
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "napi_echo_server.py"
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: network namespaces")
 
 
@@ -155,7 +154,7 @@ def test_example_server_answers_sockperf_ping_pong(testbed: Testbed) -> None:
     server = testbed.popen(
         "server",
         [
-            *(sys.executable, str(EXAMPLE), "--protocol", "sockperf"),
+            *(sys.executable, "-m", "netdevkit.bench.servers.napiecho", "--protocol", "sockperf"),
             *("--host", testbed.server_addr, "--port", port, "--preset", "suspend"),
         ],
         stdout=subprocess.PIPE,
@@ -179,3 +178,28 @@ def test_example_server_answers_sockperf_ping_pong(testbed: Testbed) -> None:
     stats = out.split("connections by NAPI id: ", 1)[1].splitlines()[0]
     napi_ids = list(ast.literal_eval(stats))
     assert napi_ids and all(napi_ids), out  # the sockperf connection came through a NAPI
+
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "napi_echo_server.py"
+
+
+@needs_root
+@pytest.mark.kernel
+def test_the_example_echoes_per_napi(testbed: Testbed) -> None:
+    """examples/napi_echo_server.py: bytes come back, through a NAPI's worker."""
+    argv = [sys.executable, str(EXAMPLE), "--host", testbed.server_addr, "--port", "11112"]
+    server = testbed.popen("server", argv, stdout=subprocess.PIPE)
+    try:
+        assert server.stdout is not None
+        assert server.stdout.readline().startswith(b"echo on")
+        with testbed.socket("client") as sock:
+            sock.settimeout(5)
+            sock.connect((testbed.server_addr, 11112))
+            sock.sendall(b"hello, NAPI")
+            assert sock.recv(100) == b"hello, NAPI"
+    finally:
+        server.terminate()
+        out = server.communicate(timeout=10)[0].decode()
+    assert server.returncode == 0, out
+    served = [line for line in out.splitlines() if line.endswith(": 1 connections")]
+    assert len(served) == 1 and not served[0].startswith("worker for NAPI 0:"), out

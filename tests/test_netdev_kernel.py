@@ -18,11 +18,11 @@ import pytest
 from pyroute2 import IPRoute
 
 from netdevkit import kver
-from netdevkit.errors import KernelError, NotFoundError, RequestError, UnsupportedError
+from netdevkit.errors import ErrorReply, KernelError, NotFoundError, RequestError, UnsupportedError
 from netdevkit.netdev.client import Dev, Netdev
 from netdevkit.netdev.family import NETDEV, NapiThreaded, QueueType
 from netdevkit.netlink import codec
-from netdevkit.netlink.socket import ErrorReply, GenlSocket
+from netdevkit.netlink.socket import GenlSocket
 from netdevkit.netlink.spec import attr_path, encode_attrs
 from netdevkit.testbed import Side, Testbed
 

@@ -12,8 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from netdevkit.errors import DumpInterrupted, ErrorReply
 from netdevkit.netlink import codec
-from netdevkit.netlink.socket import DumpInterrupted, ErrorReply, GenlSocket
+from netdevkit.netlink.socket import GenlSocket
 
 
 @pytest.fixture

@@ -582,7 +582,8 @@ def test_top_live_view_sorts_pauses_and_quits_on_keys(testbed: Testbed) -> None:
 
 
 def test_reader_reports_a_deleted_namespace_and_reopens_a_recreated_one(testbed_name: str) -> None:
-    from netdevkit.observe.sources import NamespaceGone, NamespaceReader
+    from netdevkit.errors import NamespaceGone
+    from netdevkit.observe.sources import NamespaceReader
 
     ns = testbed_name
     subprocess.run(["ip", "netns", "add", ns], check=True)

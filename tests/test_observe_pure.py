@@ -358,9 +358,10 @@ def test_rtnetlink_link_payload_decodes_name_kind_state_and_stats() -> None:
 def test_journal_epoll_records_give_epoll_contexts_and_metrics(tmp_path: Any) -> None:
     import os
 
+    from netdevkit.attach.proc import start_time
     from netdevkit.journal import Journal, Record
     from netdevkit.observe.exporter import machine_families
-    from netdevkit.observe.sources import _start_time, read_attached_epolls
+    from netdevkit.observe.sources import read_attached_epolls
 
     me = os.getpid()
 
@@ -378,7 +379,7 @@ def test_journal_epoll_records_give_epoll_contexts_and_metrics(tmp_path: Any) ->
             },
         )
 
-    with Journal(str(tmp_path)).intent([record(me, _start_time(me)), record(1, 5)]):
+    with Journal(str(tmp_path)).intent([record(me, start_time(me)), record(1, 5)]):
         pass
     got = {e.pid: e for e in read_attached_epolls(str(tmp_path))}
     assert set(got) == {me, 1}
@@ -399,15 +400,15 @@ def test_journal_epoll_records_give_epoll_contexts_and_metrics(tmp_path: Any) ->
 
 
 def test_monitor_lines_name_the_event_and_the_object() -> None:
-    from netdevkit.cli.monitor import _line, event_json
+    from netdevkit.cli.monitor import event_json, event_line
     from netdevkit.netdev.client import Dev
     from netdevkit.netdev.family import XdpAct
     from netdevkit.observe.monitor import Event
 
     add = Event("notification", "dev-add-ntf", Dev(7, XdpAct.BASIC | XdpAct.REDIRECT), 0.0)
-    assert _line(add).endswith("dev-add-ntf ifindex=7 xdp_features=basic,redirect")
+    assert event_line(add).endswith("dev-add-ntf ifindex=7 xdp_features=basic,redirect")
     assert event_json(add)["object"]["xdp_features"] == ["basic", "redirect"]
-    assert "OVERRUN" in _line(Event("overrun", "enobufs", None, 0.0))
+    assert "OVERRUN" in event_line(Event("overrun", "enobufs", None, 0.0))
     assert event_json(Event("resynced", "resynced", None, 1.5)) == {
         "time": 1.5,
         "event": "resynced",

@@ -102,5 +102,6 @@ def test_down_refuses_a_running_owners_testbed(testbed_name: str) -> None:
     with Testbed(TestbedConfig(name=testbed_name)) as tb:
         p = ndk("testbed", "down", testbed_name, check=1)
         assert "belongs to running process" in p.stderr
+        assert "or add --force" in p.stderr  # the library's hint, in the CLI's flag
         assert ndk("testbed", "down", "--all").stdout.strip() == "nothing to remove"
         assert netns.exists(tb.server_ns)

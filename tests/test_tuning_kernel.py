@@ -21,14 +21,14 @@ from pyroute2 import IPRoute
 from pyroute2.ethtool.ioctl import IoctlEthtool, NotSupportedError
 
 from netdevkit import kver
-from netdevkit.errors import NotFoundError, RequestError, UnsupportedError
+from netdevkit.errors import NotFoundError, RequestError, TuningError, UnsupportedError
 from netdevkit.netdev.client import Napi, Netdev
 from netdevkit.netdev.family import NapiThreaded
 from netdevkit.netns import entered
 from netdevkit.testbed import Testbed
 from netdevkit.tuning.context import tuned
 from netdevkit.tuning.journal import Journal
-from netdevkit.tuning.model import S32_MAX, TuningError
+from netdevkit.tuning.model import S32_MAX
 from netdevkit.tuning.napi import Tuner
 from netdevkit.tuning.presets import MS, PRESETS, US, NapiSettings
 

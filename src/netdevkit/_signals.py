@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from types import FrameType, TracebackType
-from typing import Any
+
+from ._os import SignalScope, mask_signals
 
 #: the signals a terminal, a service manager or a parent send to stop us
 DEFERRED: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-_Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 
 @contextlib.contextmanager
@@ -40,12 +38,8 @@ def blocked(signals: tuple[signal.Signals, ...] = DEFERRED) -> Iterator[None]:
     runs the handler in the main thread mid-body. So in the main thread the body also runs
     under a :class:`Deferral`, which records such a signal and re-raises it at the end.
     """
-    with Deferral(signals):
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, set(signals))
-        try:
-            yield
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    with Deferral(signals), mask_signals(signals):
+        yield
 
 
 class Interrupted(KeyboardInterrupt):
@@ -70,17 +64,10 @@ class Deferral:
     def __init__(self, signals: tuple[signal.Signals, ...] = DEFERRED) -> None:
         self.signals = signals
         self.pending: list[int] = []
-        self._prev: dict[int, _Handler] = {}
+        self._scope = SignalScope(signals, self._record)
 
     def __enter__(self) -> Deferral:
-        if threading.current_thread() is not threading.main_thread():
-            return self
-        for sig in self.signals:
-            prev = signal.getsignal(sig)
-            if prev is signal.SIG_IGN:
-                continue
-            self._prev[sig] = prev
-            signal.signal(sig, self._record)
+        self._scope.install()
         return self
 
     def _record(self, signum: int, frame: FrameType | None) -> None:
@@ -100,9 +87,7 @@ class Deferral:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        prev, self._prev = self._prev, {}
-        for sig, handler in prev.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        self._scope.restore()
         pending = self.take()
         if pending is not None and exc is None:
             signal.raise_signal(pending)  # the previous handler acts on it now

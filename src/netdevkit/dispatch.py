@@ -43,7 +43,7 @@ from typing import Literal
 from .busypoll.aio import BusyPollEventLoop
 from .busypoll.epoll import EpollParams, validate_params
 from .busypoll.sockopt import get_incoming_napi_id
-from .errors import NetdevkitError, RequestError
+from .errors import NetdevkitError, RequestError, StateError, translate_oserror
 from .netns import entered
 
 __all__ = ["FALLBACK", "Handler", "NapiDispatcher", "WorkerInfo", "worker_napi_id"]
@@ -315,7 +315,7 @@ class NapiDispatcher:
     @property
     def address(self) -> tuple[str, int]:
         if self._listener is None:
-            raise NetdevkitError("the dispatcher is not started")
+            raise StateError("the dispatcher is not started")
         host, port = self._listener.getsockname()[:2]
         return str(host), int(port)
 
@@ -373,7 +373,7 @@ class NapiDispatcher:
         finally:
             self.stop()
         if self.accept_error is not None:
-            raise NetdevkitError(f"accept failed: {self.accept_error}") from self.accept_error
+            raise translate_oserror(self.accept_error, "accept failed") from self.accept_error
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop accepting, close every worker's connections and the workers (idempotent)."""
@@ -434,7 +434,7 @@ class NapiDispatcher:
             sock.listen(backlog)
         except OSError as err:
             sock.close()
-            raise NetdevkitError(f"cannot listen on {host}:{port}: {err.strerror}") from err
+            raise translate_oserror(err, f"cannot listen on {host}:{port}") from err
         return sock
 
     def _fork_worker(self, napi_id: int) -> _ProcessWorker:

@@ -50,7 +50,7 @@ from typing import Any, Literal, Protocol
 
 from . import _fault
 from ._signals import Deferral, blocked
-from .errors import NetdevkitError, RequestError
+from .errors import JournalError, NetdevkitError, RequestError
 
 STATE_DIR_ENV = "NETDEVKIT_STATE_DIR"
 DEFAULT_STATE_DIR = "/run/netdevkit"
@@ -259,7 +259,7 @@ class Journal:
                 os.path.join(self.directory, LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
             )
         except OSError as err:
-            raise NetdevkitError(
+            raise JournalError(
                 f"cannot open the journal lock in {self.directory}: {err.strerror} "
                 f"(run as root, or point ${STATE_DIR_ENV} at a writable directory)"
             ) from err
@@ -284,11 +284,11 @@ class Journal:
         except FileNotFoundError:
             return []
         except OSError as err:
-            raise NetdevkitError(f"cannot read the journal {self.path}: {err.strerror}") from err
+            raise JournalError(f"cannot read the journal {self.path}: {err.strerror}") from err
         try:
             data = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as err:
-            raise NetdevkitError(
+            raise JournalError(
                 f"the journal {self.path} is not a netdevkit journal (not JSON: {err}); fix or "
                 "remove it (it lists the settings to restore)"
             ) from None
@@ -304,7 +304,7 @@ class Journal:
                 raise ValueError(f"format version {version!r}")
             return [Record.from_json(e) for e in entries]
         except (AttributeError, KeyError, TypeError, ValueError, OverflowError) as err:
-            raise NetdevkitError(
+            raise JournalError(
                 f"the journal {self.path} is not a netdevkit journal (format "
                 f"{FORMAT_VERSION}): {err}; fix or remove it"
             ) from None
@@ -334,9 +334,7 @@ class Journal:
             except OSError as err:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
-                raise NetdevkitError(
-                    f"cannot write the journal {self.path}: {err.strerror}"
-                ) from err
+                raise JournalError(f"cannot write the journal {self.path}: {err.strerror}") from err
 
     def _fsync_dir(self) -> None:
         # A rename or unlink is durable only once the directory itself is synced.

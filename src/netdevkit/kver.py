@@ -41,30 +41,46 @@ def at_least(wanted: str) -> bool:
 
 
 def config() -> dict[str, str] | None:
-    """The running kernel's build configuration (``{"CONFIG_X": "y"}``), if readable.
+    """The running kernel's build configuration (``{"CONFIG_X": "y"}``), if readable
+    (see :func:`read_config`); None if none is."""
+    return read_config()[0]
 
-    From /proc/config.gz (CONFIG_IKCONFIG_PROC), else the distribution's copy
-    in /boot/config-RELEASE or /usr/lib/modules/RELEASE/config; None if none.
+
+def parse_config(text: str) -> dict[str, str]:
+    """A kernel .config as ``{"CONFIG_X": "y"}``; ``# CONFIG_X is not set`` is left out
+    and a string value loses its quotes."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("CONFIG_") and "=" in line:
+            key, _, value = line.partition("=")
+            out[key.strip()] = value.strip().strip('"')
+    return out
+
+
+def read_config(rel: str | None = None) -> tuple[dict[str, str] | None, str, str]:
+    """(configuration, the file it came from, why none could be read) of kernel *rel*
+    (default: the running one).
+
+    From /proc/config.gz (CONFIG_IKCONFIG_PROC, the running kernel's), else the
+    distribution's copy in /boot/config-RELEASE or /usr/lib/modules/RELEASE/config. The
+    reason is empty when no file exists, and names the file when one exists but cannot be
+    read (not root, say).
     """
     import gzip
 
-    rel = release()
-    try:
-        with gzip.open("/proc/config.gz", "rt") as f:
-            text = f.read()
-    except OSError:
-        for path in (f"/boot/config-{rel}", f"/usr/lib/modules/{rel}/config"):
-            try:
-                with open(path) as f:
-                    text = f.read()
-                break
-            except OSError:
-                continue
-        else:
-            return None
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        name, sep, value = line.partition("=")
-        if sep and name.startswith("CONFIG_"):
-            out[name] = value
-    return out
+    rel = rel if rel is not None else release()
+    error = ""
+    for path in ("/proc/config.gz", f"/boot/config-{rel}", f"/usr/lib/modules/{rel}/config"):
+        try:
+            if path.endswith(".gz"):
+                with gzip.open(path, "rt", encoding="utf-8", errors="replace") as f:
+                    return parse_config(f.read()), path, ""
+            with open(path, encoding="utf-8", errors="replace") as f:
+                return parse_config(f.read()), path, ""
+        except FileNotFoundError:
+            continue
+        except PermissionError:
+            error = f"{path} is not readable: run as root to check"
+        except OSError as err:
+            error = f"{path}: {err.strerror}"
+    return None, "", error

@@ -16,7 +16,7 @@ import errno
 import os
 from collections.abc import Iterator
 
-from .errors import NetdevkitError, NotFoundError, RequestError
+from .errors import NotFoundError, PrivilegeError, RequestError
 
 NETNS_RUN_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
@@ -84,7 +84,7 @@ def entered(name: str | None) -> Iterator[None]:
             f"network namespace {name!r} does not exist (see `ip netns list`)"
         ) from None
     except PermissionError as err:
-        raise NetdevkitError(f"cannot open network namespace {name!r}: {err}") from err
+        raise PrivilegeError(f"cannot open network namespace {name!r}: {err}") from err
     except OSError as err:
         raise NotFoundError(f"cannot open network namespace {name!r}: {err.strerror}") from None
     try:
@@ -93,7 +93,7 @@ def entered(name: str | None) -> Iterator[None]:
             try:
                 _setns(target, CLONE_NEWNET)
             except PermissionError as err:
-                raise NetdevkitError(
+                raise PrivilegeError(
                     f"cannot enter network namespace {name!r}: needs CAP_SYS_ADMIN (run as root)"
                 ) from err
             except OSError as err:

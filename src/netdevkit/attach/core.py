@@ -35,9 +35,12 @@ from typing import Any
 from .. import _fault
 from ..busypoll.epoll import EpollParams, get_params, is_epoll_fd, set_params, validate_params
 from ..busypoll.sockopt import get_incoming_napi_id
-from ..errors import NetdevkitError, NotFoundError
+from ..errors import FdGone, NetdevkitError, NotFoundError, ProcessGone
+
+# Defined in errors.py; importable from here as before.
+from ..errors import NoEpollError as NoEpollError  # noqa: PLC0414
 from ..journal import Journal, Record
-from .pidfd import FdGone, Pidfd, ProcessGone
+from .pidfd import Pidfd
 from .proc import EpollFd, fd_link, find_epoll_fds, read_epoll_fdinfo, start_time
 from .records import KIND as EPOLL_KIND
 from .records import epoll_record
@@ -54,10 +57,6 @@ __all__ = [
     "watched_fds",
     "watched_in",
 ]
-
-
-class NoEpollError(NotFoundError):
-    """The target process has no epoll fd (yet)."""
 
 
 @dataclass(frozen=True, slots=True)

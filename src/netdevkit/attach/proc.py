@@ -36,7 +36,8 @@ import platform
 import re
 from dataclasses import dataclass
 
-from ..errors import NotFoundError, PermissionDenied
+from .._os import process_start_time
+from ..errors import NetdevkitError, NotFoundError, translate_oserror
 
 __all__ = [
     "EVENTPOLL_LINK",
@@ -122,14 +123,14 @@ def parse_epoll_fdinfo(text: str) -> list[TfdEntry]:
     return entries
 
 
-def _proc_error(err: OSError, pid: int, what: str) -> Exception:
-    if isinstance(err, FileNotFoundError) or err.errno == errno.ESRCH:
-        return NotFoundError(f"process {pid} does not exist (no /proc/{pid}): {what}")
-    if isinstance(err, PermissionError):
-        return PermissionDenied(
-            err.errno or errno.EACCES, f"read {what} of process {pid}", "CAP_SYS_PTRACE"
-        )
-    return err
+def _proc_error(err: OSError, pid: int, what: str) -> NetdevkitError:
+    gone = f"process {pid} does not exist (no /proc/{pid}): {what}"
+    return translate_oserror(
+        err,
+        f"read {what} of process {pid}",
+        capability="CAP_SYS_PTRACE",
+        gone={errno.ENOENT: gone, errno.ESRCH: gone},
+    )
 
 
 def _task_dir(pid: int, tid: int) -> str:
@@ -243,13 +244,9 @@ def start_time(pid: int) -> int:
     process uniquely, so a record about a pid is not applied to a later process that
     reused the number."""
     try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as stat:
-            text = stat.read()
+        return process_start_time(pid)
     except OSError as err:
         raise _proc_error(err, pid, "stat") from err
-    # comm (field 2) may hold spaces and parentheses: split after the last ")".
-    rest = text[text.rindex(")") + 2 :].split()
-    return int(rest[19])
 
 
 def descendants(pid: int) -> list[int]:

@@ -22,9 +22,9 @@ from typing import Any
 
 from .. import _fault
 from ..busypoll.epoll import EpollParams, get_params, is_epoll_fd, set_params
-from ..errors import NotFoundError
+from ..errors import FdGone, NotFoundError, ProcessGone
 from ..journal import Record, RestoreOutcome, key_of, register_kind
-from .pidfd import FdGone, Pidfd, ProcessGone
+from .pidfd import Pidfd
 from .proc import EpollFd, start_time
 
 KIND = "epoll"

@@ -29,7 +29,7 @@ from types import TracebackType
 
 from .. import _fault
 from ..busypoll.epoll import EpollParams, get_params, is_epoll_fd, set_params, validate_params
-from ..errors import NotFoundError, PermissionDenied
+from ..errors import FdGone, NotFoundError, PermissionDenied
 from ..journal import Journal, Record
 from .core import (
     AttachResult,
@@ -40,7 +40,6 @@ from .core import (
     detach_journaled,
     watched_in,
 )
-from .pidfd import FdGone
 from .proc import EpollFd, descendants, find_epoll_fds, start_time
 from .records import epoll_record
 

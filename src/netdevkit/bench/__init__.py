@@ -3,7 +3,12 @@
 - :mod:`.results` - the typed results model and its versioned JSON form.
 - :mod:`.cpu` - CPU accounting from ``/proc`` (process user+system, softirq per CPU).
 - :mod:`.sockperf` - Debian's sockperf server and client, output parsed.
-- :mod:`.mcload` - an open-loop memcached load generator without coordinated omission.
+- :mod:`.servers` - the servers the bench measures: the sockperf-framing request/response
+  server on every loop (:mod:`.servers.rr`, :mod:`.servers.threads`), the per-NAPI
+  echo server (:mod:`.servers.napiecho`) and its handler on stock loops
+  (:mod:`.servers.stockecho`).
+- :mod:`.loadgen` - :mod:`.loadgen.mcload`, an open-loop memcached load generator without
+  coordinated omission.
 - :mod:`.modes` - the kernel presets and netdevkit's own modes, and where each applies.
 - :mod:`.sweep` - the capacity probe and the load sweep's rates.
 - :mod:`.paired` - medians over rounds and paired per-round ratios (pure).
@@ -11,8 +16,10 @@
 - :mod:`.claims` - the IRQ-suspension claims, each at the load it is about (pure).
 - :mod:`.compare` - what changed between two runs (pure).
 - :mod:`.byo` - ``--server``: the user's own program, and the wrk (HTTP) client.
-- :mod:`.report`, :mod:`.plots` - terminal table, PNG plots (the trade-off picture) and
-  the Markdown report, led by the recommendation.
+- :mod:`.table` - the results table's rows and cells (pure).
+- :mod:`.report` - writes a run's report files through the renderers: :mod:`.markdown`
+  (``report.md``, led by the recommendation), :mod:`.plots` (PNG plots, the trade-off
+  picture first); :mod:`.terminal` renders a run on the terminal.
 - :mod:`.runner` - probes, then runs rounds of modes x workloads x loads in a testbed and
   restores everything.
 

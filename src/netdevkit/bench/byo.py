@@ -11,8 +11,8 @@ Clients (``--client``):
 
 =========  ==================================================================
 sockperf   Debian's sockperf client: the server speaks sockperf's framing
-           (14-byte header; see :mod:`netdevkit.busypoll.rr`); swept open loop
-memcached  :mod:`netdevkit.bench.mcload` (memcached text protocol), open loop
+           (14-byte header; see :mod:`netdevkit.bench.servers.rr`); swept open loop
+memcached  :mod:`netdevkit.bench.loadgen.mcload` (memcached text protocol), open loop
 redis      ``redis-benchmark -c 1 -t get`` (closed loop: ping-pong only)
 http       ``wrk -t 1 -c 1 --latency`` on ``http://ADDR:PORT/`` (Debian package
            wrk; closed loop: ping-pong only)
@@ -29,7 +29,7 @@ import shlex
 import shutil
 import string
 
-from ..errors import NetdevkitError, RequestError
+from ..errors import RequestError, ToolError
 from ..testbed import Testbed
 from .workloads import ServerSpec
 
@@ -51,7 +51,7 @@ def _fields(template: str) -> list[str]:
         return [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
     except ValueError as err:
         raise RequestError(
-            f"--server {template!r}: {err} (write literal braces as {{{{ }}}})"
+            f"server command {template!r}: {err} (write literal braces as {{{{ }}}})"
         ) from None
 
 
@@ -60,30 +60,30 @@ def check_template(template: str, client: str) -> None:
     if client not in CLIENTS:
         raise RequestError(f"unknown client {client!r} (known: {', '.join(CLIENTS)})")
     if not template.strip():
-        raise RequestError("--server: empty command line")
+        raise RequestError("server command: empty command line")
     names = _fields(template)
     unknown = sorted({n for n in names if n not in _FIELDS})
     if unknown:
         raise RequestError(
-            f"--server: unknown placeholder {{{unknown[0]}}} (known: {{addr}}, {{port}})"
+            f"server command: unknown placeholder {{{unknown[0]}}} (known: {{addr}}, {{port}})"
         )
     if "port" not in names:
         raise RequestError(
-            "--server: the command line must contain {port} (the port the bench drives), "
+            "server command: the command line must contain {port} (the port the bench drives), "
             "e.g. 'python3 myserver.py --host {addr} --port {port}'"
         )
     try:
         argv = shlex.split(template)
     except ValueError as err:
-        raise RequestError(f"--server: cannot split the command line: {err}") from None
+        raise RequestError(f"server command: cannot split the command line: {err}") from None
     prog = argv[0]
     if ("/" in prog and not os.access(prog, os.X_OK)) or (
         "/" not in prog and shutil.which(prog) is None
     ):
-        raise RequestError(f"--server: program {prog!r} not found or not executable")
+        raise RequestError(f"server command: program {prog!r} not found or not executable")
     need, pkg = CLIENTS[client][1:]
     if need and shutil.which(need) is None:
-        raise RequestError(f"--client {client} needs {need}: install the Debian package '{pkg}'")
+        raise RequestError(f"client {client} needs {need}: install the Debian package '{pkg}'")
 
 
 def argv_of(template: str, addr: str, port: int) -> list[str]:
@@ -112,5 +112,5 @@ def parse_wrk(text: str) -> tuple[dict[int, float], float]:
     rps = _WRK_RPS.search(text)
     if 50 not in pct or 99 not in pct or rps is None:
         tail = " / ".join(text.strip().splitlines()[-4:])
-        raise NetdevkitError(f"wrk printed no latency distribution: {tail}")
+        raise ToolError(f"wrk printed no latency distribution: {tail}")
     return pct, float(rps.group(1))

@@ -7,9 +7,8 @@ Two numbers per sample, both in *cores* (CPU seconds per wall-clock second):
   the server process and of every live descendant (walked through
   ``/proc/*/stat``'s ppid, so a server that forks workers is counted whole).
   Not ``utime + stime`` of ``/proc/PID/stat``: those are sampled at the tick,
-  and a server that runs in short bursts between ticks is missed [seen: the
-  sockperf server answering 57k round trips/s in the veth testbed showed 0
-  ticks over 1.5 s while its sum_exec_runtime grew by 0.8 s]. Without
+  and a server that runs in short bursts between ticks is missed (an example
+  is in ``docs/bench.md``, "Reading the numbers"). Without
   ``schedstat`` (CONFIG_SCHED_INFO off) the ticks are used instead.
 - softirq time: the ``softirq`` column (7th value) of each ``cpuN`` line of
   ``/proc/stat``. On veth the "interrupt" is the sender's napi_schedule, so

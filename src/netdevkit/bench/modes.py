@@ -30,11 +30,11 @@ reads the running kernel's version.
 
 from __future__ import annotations
 
-import os
-import re
 from dataclasses import dataclass
 
+from .. import kver
 from ..errors import RequestError
+from ..netdev.family import THREADED_BUSY_POLL_SINCE
 from ..tuning.presets import PRESETS
 
 __all__ = [
@@ -52,7 +52,6 @@ __all__ = [
 NETDEVKIT_LOOP_SERVERS = ("fast",)
 #: the mode name of threaded busy polling (NAPI threaded = 2, Linux 6.19)
 THREADED_BUSY_POLL = "busy-poll-thread"
-_THREADED_BUSY_POLL_SINCE = (6, 19)
 _ADAPTIVE_US = 50
 _HOT_SPIN_US = 50
 
@@ -67,7 +66,7 @@ class ModeSpec:
     napi_preset: str
     #: "kernel": a preset, on every server; "netdevkit": only on netdevkit's loops
     kind: str
-    #: rr server arguments for netdevkit's loops (``python -m netdevkit.busypoll.rr``)
+    #: rr server arguments for netdevkit's loops (``python -m netdevkit.bench.servers.rr``)
     loop_args: tuple[str, ...] = ()
 
     def applies_to(self, server: str) -> bool:
@@ -153,19 +152,16 @@ def parse_modes(value: str) -> tuple[str, ...]:
     return items
 
 
-def kernel_version(release: str | None = None) -> tuple[int, int]:
-    """(major, minor) of ``uname -r`` (or *release*); (0, 0) if unreadable."""
-    m = re.match(r"(\d+)\.(\d+)", release if release is not None else os.uname().release)
-    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
-
-
 def threaded_busy_poll_absent(release: str | None = None) -> str | None:
     """Why threaded busy polling cannot run here, or None when it can."""
-    ver = kernel_version(release)
-    if ver < _THREADED_BUSY_POLL_SINCE:
+    try:
+        ver = kver.parse(release if release is not None else kver.release())
+    except ValueError:
+        ver = (0, 0, 0)
+    if ver < kver.parse(THREADED_BUSY_POLL_SINCE):
         return (
             f"threaded busy polling (NAPI threaded = 2) needs Linux "
-            f"{_THREADED_BUSY_POLL_SINCE[0]}.{_THREADED_BUSY_POLL_SINCE[1]}; this kernel is "
+            f"{THREADED_BUSY_POLL_SINCE}; this kernel is "
             f"{ver[0]}.{ver[1]} (it answers ERANGE): not measured"
         )
     if THREADED_BUSY_POLL not in PRESETS:

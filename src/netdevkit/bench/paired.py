@@ -3,8 +3,8 @@
 Every round of a run measures every mode once, so round *r* of mode A and
 round *r* of mode B ran minutes apart at most. A comparison of two modes takes
 one ratio per round in which both measured and the median of those ratios:
-this VM's latency drifts twofold between runs and by tens of percent between
-minutes, and a ratio of medians taken at different times mixes that drift in.
+latency drifts between runs and between minutes (docs/bench.md), and a ratio of
+medians taken at different times mixes that drift in.
 """
 
 from __future__ import annotations

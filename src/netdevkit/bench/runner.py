@@ -32,10 +32,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from ..errors import NetdevkitError, RequestError
+from .._os import affinity_of, format_cpu_list
+from ..errors import NetdevkitError, PrivilegeError, RequestError, ToolError
 from ..procs import stop
-from ..testbed import Testbed, TestbedConfig
-from ..testbed.core import CpuPlacement, affinity_of, format_cpu_list
+from ..testbed import CpuPlacement, Testbed, TestbedConfig
 from ..tuning.presets import PRESETS, Preset
 from . import sweep
 from .modes import ALL_MODES, THREADED_BUSY_POLL, ModeSpec, get_mode, threaded_busy_poll_absent
@@ -100,8 +100,7 @@ class BenchOptions:
 
 #: ``--quick``: every mode on netdevkit's FastLoop echo server (the one server that
 #: runs netdevkit's own modes too), swept at 10/50/90% of its probed capacity: 27
-#: samples. A 0.5 s sample is ``sockperf -t 1`` (0.55 s measured, thousands of
-#: requests) plus sockperf's fixed ~2 s warm-up: about 3.2 s each.
+#: samples of 0.5 s (``sockperf -t 1``; its durations: docs/bench.md).
 QUICK = BenchOptions(
     modes=MODES,
     workloads=("echo",),
@@ -224,9 +223,9 @@ def validate(opts: BenchOptions) -> None:
         opts.cpus.check_machine()
     missing = [] if opts.server_cmd else missing_peers(opts.workloads)
     if missing:
-        raise NetdevkitError("missing peer programs: " + "; ".join(missing))
+        raise ToolError("missing peer programs: " + "; ".join(missing))
     if os.geteuid() != 0:
-        raise NetdevkitError(
+        raise PrivilegeError(
             "netdevkit bench builds a testbed (network namespaces, a veth pair) and changes "
             "NAPI settings: run it as root"
         )
@@ -290,7 +289,7 @@ def _wait_listening(tb: Testbed, port: int, proc_alive: Callable[[], bool], time
     deadline = time.monotonic() + timeout
     while True:
         if not proc_alive():
-            raise NetdevkitError("the server exited before it listened")
+            raise ToolError("the server exited before it listened")
         with tb.socket("client", socket.AF_INET, socket.SOCK_STREAM) as s:
             s.settimeout(0.3)
             try:
@@ -298,7 +297,7 @@ def _wait_listening(tb: Testbed, port: int, proc_alive: Callable[[], bool], time
                 return
             except OSError as err:
                 if time.monotonic() > deadline:
-                    raise NetdevkitError(
+                    raise ToolError(
                         f"server did not listen on {tb.server_addr}:{port} within {timeout:.0f} s"
                     ) from err
         time.sleep(0.05)
@@ -550,7 +549,7 @@ def run_bench(opts: BenchOptions, progress: Callable[[Step], None] | None = None
     First each server's capacity is probed (the load sweep's rates are fractions
     of it); then rounds: every round runs every mode once, each mode every server
     that can run it at every load, so that the repeats of two modes are paired
-    round by round (this VM's latency drifts between minutes). A server or mode
+    round by round (latency drifts between minutes: docs/bench.md). A server or mode
     that fails is recorded as a :class:`Skip` with the error and the run goes on;
     a mode this kernel lacks (threaded busy polling before 6.19) is recorded as
     a Skip saying so. KeyboardInterrupt and SystemExit stop the run (after the

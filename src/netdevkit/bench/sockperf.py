@@ -40,7 +40,7 @@ import subprocess
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from ..errors import NetdevkitError, RequestError
+from ..errors import RequestError, ToolError
 from .results import Latency
 
 __all__ = [
@@ -74,7 +74,7 @@ def sockperf_path() -> str:
     """Absolute path of the sockperf binary, or an error naming the Debian package."""
     path = shutil.which("sockperf")
     if path is None:
-        raise NetdevkitError(
+        raise ToolError(
             "sockperf not found: install the Debian package 'sockperf' (apt-get install sockperf)"
         )
     return path
@@ -114,7 +114,7 @@ class SockperfReport:
             return self.percentiles[pct]
         above = [p for p in self.percentiles if p >= pct]
         if not above:
-            raise NetdevkitError(f"sockperf printed no percentile at or above {pct}")
+            raise ToolError(f"sockperf printed no percentile at or above {pct}")
         return self.percentiles[min(above)]
 
     def latency(self) -> Latency:
@@ -143,7 +143,7 @@ def parse_report(text: str, *, full_rtt: bool = False) -> SockperfReport:
     pcts = {float(p): float(v) for p, v in _PCT.findall(text)}
     if valid is None or not pcts:
         tail = "\n".join(text.strip().splitlines()[-6:])
-        raise NetdevkitError(f"sockperf client produced no latency report; it said:\n{tail}")
+        raise ToolError(f"sockperf client produced no latency report; it said:\n{tail}")
     loss = _LOSS.search(text)
     total = _TOTAL.search(text)
     avg, lo, hi = _AVG.search(text), _MIN.search(text), _MAX.search(text)
@@ -253,9 +253,9 @@ def run_client(
             timeout=seconds + 30,
         )
     except subprocess.TimeoutExpired as err:
-        raise NetdevkitError(f"sockperf client {' '.join(argv)} did not finish in time") from err
+        raise ToolError(f"sockperf client {' '.join(argv)} did not finish in time") from err
     text = cp.stdout.decode(errors="replace")
     if cp.returncode != 0:
         tail = "\n".join(text.strip().splitlines()[-6:])
-        raise NetdevkitError(f"sockperf client exited with status {cp.returncode}:\n{tail}")
+        raise ToolError(f"sockperf client exited with status {cp.returncode}:\n{tail}")
     return parse_report(text, full_rtt=full_rtt)

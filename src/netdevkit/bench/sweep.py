@@ -10,10 +10,9 @@ How the capacity is found, per client:
 
 - sockperf framing (``sockperf``, ``echo``, a ``--server`` driven by sockperf):
   one closed-loop ``sockperf ping-pong`` sample; its answered rate is the rate
-  at which one connection is served back to back. [seen] On the 2-vCPU VM,
-  open-loop ``under-load`` at that rate is at the knee: sockperf's C server
-  answered 56k/s ping-pong and reached a 5 ms p50 at 60k/s open loop, so
-  0.9 of it is "near capacity".
+  at which one connection is served back to back; open-loop ``under-load`` at
+  that rate is at the knee (``docs/bench.md``, "What a run does", has the
+  measurement), so 0.9 of it is "near capacity".
 - memcached (mcload): one open-loop sample at :data:`MC_PROBE_RATE`; the
   capacity is the smaller of what was answered and 60% of mcload's own
   ceiling (above that mcload marks samples client-limited), so the sweep

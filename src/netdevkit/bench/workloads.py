@@ -4,10 +4,10 @@
 workload   servers (in the server namespace)       client (in the client namespace)
 =========  ======================================  ==========================================
 sockperf   Debian's ``sockperf server`` (epoll)    ``sockperf ping-pong`` / ``under-load``
-echo       ``examples/napi_echo_server.py`` on     the same sockperf client (the servers
+echo       :mod:`.servers.napiecho` on             the same sockperf client (the servers
            netdevkit's loop; the same handler on   speak sockperf's framing)
            stock asyncio and on uvloop
-memcached  Debian's ``memcached -N`` (1 thread)    :mod:`netdevkit.bench.mcload`, open loop
+memcached  Debian's ``memcached -N`` (1 thread)    :mod:`.loadgen.mcload`, open loop
 redis      Debian's ``redis-server``               ``redis-benchmark -c 1 -t get`` (closed
                                                    loop: ping-pong only)
 =========  ======================================  ==========================================
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
 import subprocess
@@ -37,13 +36,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import NetdevkitError
+from .._os import affinity_of, format_cpu_list
+from ..errors import NetdevkitError, RequestError, ToolError
 from ..testbed import Testbed
-from ..testbed.core import affinity_of, format_cpu_list
 from . import sockperf
 from .cpu import CpuSnapshot, snapshot
 from .results import PING_PONG, Latency
-from .stockecho import default_example_path
 
 __all__ = [
     "PEERS",
@@ -87,8 +85,6 @@ def missing_peers(workloads: tuple[str, ...]) -> list[str]:
         for prog, pkg in PEERS.get(w, ()):
             if shutil.which(prog) is None:
                 out.append(f"{w} needs {prog}: install the Debian package '{pkg}'")
-    if "echo" in workloads and not os.path.exists(default_example_path()):
-        out.append(f"echo needs {default_example_path()} (run from a netdevkit source checkout)")
     return sorted(set(out))
 
 
@@ -119,17 +115,18 @@ def server_specs(
         return [ServerSpec(workload, "sockperf", argv, port, True, loads)]
     if workload == "echo":
         py = sys.executable
-        nd = [py, default_example_path(), "--protocol", "sockperf", "--host", addr]
+        nd = [py, "-m", "netdevkit.bench.servers.napiecho", "--protocol", "sockperf"]
+        nd += ["--host", addr]
         nd += ["--port", str(port), "--preset", mode, "--mode", "thread"]
         specs = [ServerSpec(workload, "netdevkit", nd, port, False, loads)]
         for loop in ("asyncio", "uvloop"):
-            argv = [py, "-m", "netdevkit.bench.stockecho", "--loop", loop]
+            argv = [py, "-m", "netdevkit.bench.servers.stockecho", "--loop", loop]
             argv += ["--host", addr, "--port", str(port)]
             specs.append(ServerSpec(workload, loop, argv, port, True, loads))
         # netdevkit's FastLoop runs every mode, its own included (see bench.modes)
         from .modes import get_mode
 
-        fast = [py, "-m", "netdevkit.busypoll.rr", "--loop", "fast", "--host", addr]
+        fast = [py, "-m", "netdevkit.bench.servers.rr", "--loop", "fast", "--host", addr]
         fast += ["--port", str(port), *get_mode(mode).loop_args]
         specs.append(ServerSpec(workload, "fast", fast, port, False, loads))
         return specs
@@ -143,7 +140,7 @@ def server_specs(
         argv += ["--port", str(port), "--save", "", "--appendonly", "no"]
         argv += ["--protected-mode", "no", "--io-threads", "1"]
         return [ServerSpec(workload, "redis", argv, port, True, (PING_PONG,))]
-    raise NetdevkitError(f"no servers for workload {workload!r}")
+    raise RequestError(f"no servers for workload {workload!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,9 +181,9 @@ def _drive(
     line contains ``markers[0]`` (measuring starts) and ``markers[1]`` (it ends).
     Without markers the window is the whole run.
 
-    [seen] sockperf 3.7 spends about 2 s before "Starting test..." (with or
-    without --dontwarmup), so a window timed from the client's start would
-    miss the run; hence the markers.
+    sockperf idles for a while before "Starting test..." (with or without
+    --dontwarmup; docs/bench.md), so a window timed from the client's start
+    would dilute the run; hence the markers.
     """
     proc = tb.popen("client", argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     watchdog = threading.Timer(timeout, proc.kill)
@@ -220,11 +217,9 @@ def _drive(
     if proc.returncode != 0:
         tail = "\n".join(text.strip().splitlines()[-6:])
         killed = " (killed: no answer in time)" if proc.returncode == -9 else ""
-        raise NetdevkitError(
-            f"client {argv[0]} exited with status {proc.returncode}{killed}:\n{tail}"
-        )
+        raise ToolError(f"client {argv[0]} exited with status {proc.returncode}{killed}:\n{tail}")
     if before is None:
-        raise NetdevkitError(f"client {argv[0]} never reported that it started measuring")
+        raise ToolError(f"client {argv[0]} never reported that it started measuring")
     if after is None:
         after = snapshot(server_pid)
     return text, before, after, placement
@@ -265,7 +260,7 @@ def _sockperf_client(
 def _mcload_client(
     tb: Testbed, spec: ServerSpec, server_pid: int, load: int, duration: float
 ) -> ClientResult:
-    argv = [sys.executable, "-m", "netdevkit.bench.mcload", "--host", tb.server_addr]
+    argv = [sys.executable, "-m", "netdevkit.bench.loadgen.mcload", "--host", tb.server_addr]
     argv += ["--port", str(spec.port), "--rate", str(load), "--duration", str(duration)]
     argv += ["--connections", "16", "--warmup", "0.5", "-j", "--markers"]
     markers = ("mcload: window start", "mcload: window end")
@@ -304,7 +299,7 @@ def parse_redis_benchmark(text: str) -> tuple[Latency, float]:
     rps = _REDIS_RPS.search(text)
     if not rows or rps is None:
         tail = "\n".join(text.strip().splitlines()[-6:])
-        raise NetdevkitError(f"redis-benchmark printed no latency distribution:\n{tail}")
+        raise ToolError(f"redis-benchmark printed no latency distribution:\n{tail}")
     total = rows[-1][1]
 
     def pct(p: float) -> float:

@@ -10,8 +10,8 @@
 - :mod:`.adaptive` - the adaptive in-kernel busy-poll window (:class:`AdaptiveWindow`) and
   hybrid sleep-then-poll (:class:`GapPredictor`) that the loops use.
 - :mod:`.fastloop` - :class:`FastLoop`, a minimal callback loop on one busy-polling epoll.
-- :mod:`.rr` / :mod:`.rrthreads` - the sockperf-compatible request/response server on every
-  loop, and with a thread per connection (blocking, busy-polling reads).
+The sockperf-compatible request/response servers on every loop live in the bench:
+:mod:`netdevkit.bench.servers`.
 
 The design and the measurements behind it: ``docs/busypoll.md``.
 """

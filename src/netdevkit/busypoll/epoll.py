@@ -30,7 +30,15 @@ import fcntl
 import os
 import struct
 
-from ..errors import KernelError, NetdevkitError, PermissionDenied, RequestError, UnsupportedError
+from .._os import CAP_NET_ADMIN, has_capability
+from ..errors import (
+    DecodeError,
+    NetdevkitError,
+    ParamsMismatchError,  # defined in errors.py, importable from here too
+    PermissionDenied,
+    RequestError,
+    translate_oserror,
+)
 
 __all__ = [
     "EPIOCGPARAMS",
@@ -57,7 +65,6 @@ U16_MAX = 2**16 - 1
 # Budgets above NAPI_POLL_WEIGHT need CAP_NET_ADMIN; 0 makes the kernel use BUSY_POLL_BUDGET.
 NAPI_POLL_WEIGHT = 64
 BUSY_POLL_BUDGET_DEFAULT = 8
-CAP_NET_ADMIN = 12  # bit in /proc/self/status CapEff
 
 _EVENTPOLL_LINK = "anon_inode:[eventpoll]"
 
@@ -90,25 +97,10 @@ class EpollParams:
     def unpack(cls, data: bytes) -> EpollParams:
         """Decode ``struct epoll_params`` as the kernel returns it (pad ignored)."""
         if len(data) != _EPOLL_PARAMS.size:
-            raise NetdevkitError(
-                f"struct epoll_params is {_EPOLL_PARAMS.size} bytes, got {len(data)}"
-            )
+            raise DecodeError(f"struct epoll_params is {_EPOLL_PARAMS.size} bytes, got {len(data)}")
         usecs, budget, prefer, _pad = _EPOLL_PARAMS.unpack(data)
         # prefer_busy_poll is a u8 the kernel only ever stores as 0 or 1.
         return cls(busy_poll_usecs=usecs, busy_poll_budget=budget, prefer_busy_poll=bool(prefer))
-
-
-class ParamsMismatchError(NetdevkitError):
-    """The kernel accepted the parameters but reads back something else."""
-
-    def __init__(self, fd: int, requested: EpollParams, actual: EpollParams) -> None:
-        self.fd = fd
-        self.requested = requested
-        self.actual = actual
-        super().__init__(
-            f"epoll fd {fd}: set {requested} but the kernel reads back {actual}; "
-            "is another thread or process changing this epoll context?"
-        )
 
 
 def has_cap_net_admin() -> bool:
@@ -119,14 +111,7 @@ def has_cap_net_admin() -> bool:
     will grant, and then the ioctl still answers EPERM (mapped to
     :class:`~netdevkit.errors.PermissionDenied` too).
     """
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("CapEff:"):
-                    return bool(int(line.split()[1], 16) >> CAP_NET_ADMIN & 1)
-    except OSError:
-        pass
-    return os.geteuid() == 0
+    return has_capability(CAP_NET_ADMIN)
 
 
 _process_has_cap = has_cap_net_admin  # validate_params' keyword argument shadows the name
@@ -187,25 +172,27 @@ def _check_fd(fd: object) -> int:
 
 
 def _translate(err: OSError, fd: int, operation: str) -> NetdevkitError:
-    code = err.errno
-    if code == errno.ENOTTY:
-        if is_epoll_fd(fd):
-            # The epoll file had no ioctl handler before 6.9.
-            return UnsupportedError(
-                f"{operation}: the kernel has no epoll busy-poll ioctls (ENOTTY on an epoll fd):"
-                f" needs Linux >= 6.9 with CONFIG_NET_RX_BUSY_POLL, running {os.uname().release}"
-            )
-        return RequestError(f"fd {fd} is not an epoll fd ({operation} answered ENOTTY)")
-    if code == errno.EBADF:
-        return RequestError(f"fd {fd} is not an open file descriptor ({operation})")
-    if code == errno.EOPNOTSUPP:
-        return UnsupportedError(
-            f"{operation}: EOPNOTSUPP: the kernel was built without busy polling; needs "
-            f"Linux >= 6.9 with CONFIG_NET_RX_BUSY_POLL, running {os.uname().release}"
+    needs = f"needs Linux >= 6.9 with CONFIG_NET_RX_BUSY_POLL, running {os.uname().release}"
+    unsupported = {
+        errno.EOPNOTSUPP: f"{operation}: EOPNOTSUPP: the kernel was built without busy "
+        f"polling; {needs}"
+    }
+    if err.errno == errno.ENOTTY and is_epoll_fd(fd):
+        # The epoll file had no ioctl handler before 6.9.
+        unsupported[errno.ENOTTY] = (
+            f"{operation}: the kernel has no epoll busy-poll ioctls (ENOTTY on an epoll fd): "
+            + needs
         )
-    if code in (errno.EPERM, errno.EACCES):
-        return PermissionDenied(code, operation, "CAP_NET_ADMIN")
-    return KernelError(code if code is not None else errno.EIO, operation)
+    return translate_oserror(
+        err,
+        operation,
+        capability="CAP_NET_ADMIN",
+        unsupported=unsupported,
+        invalid={
+            errno.ENOTTY: f"fd {fd} is not an epoll fd ({operation} answered ENOTTY)",
+            errno.EBADF: f"fd {fd} is not an open file descriptor ({operation})",
+        },
+    )
 
 
 def get_params(epfd: int) -> EpollParams:

@@ -13,7 +13,7 @@ It has the same busy-poll knobs as netdevkit's asyncio loop: ``params`` for the 
 says how long to sleep; a timerfd in the same epoll ends the sleep, a request that comes
 early ends it too, through the NAPI's IRQ). Python 3.11 has no ``os.timerfd_*``, so the
 timerfd is made with ``ctypes`` (``timerfd_create``/``timerfd_settime`` from libc).
-:func:`netdevkit.busypoll.rr.serve_rr` with ``loop_kind="fast"`` runs the sockperf
+:func:`netdevkit.bench.servers.rr.serve_rr` with ``loop_kind="fast"`` runs the sockperf
 request/response server on it.
 
 ``spin_us`` is the fastest mode for a few hot connections: after a callback ran, the loop
@@ -30,7 +30,7 @@ loop's Python: ``epoll_wait`` busy polls, returns, then ``recv`` runs, a few mic
 longer than a read that busy polls itself, and on that VM a reply a microsecond later finds
 the client's vCPU halted (about +10 us per round trip). The hot-socket spin takes the
 read-that-polls path and answers in ~10 us p50, within 1.15x of C. So does
-:mod:`netdevkit.busypoll.rrthreads`, with a blocking ``recv`` per thread.
+:mod:`netdevkit.bench.servers.threads`, with a blocking ``recv`` per thread.
 
 :meth:`FastLoop.stop` is safe from other threads and from signal handlers: it writes an
 eventfd that the loop watches (Python runs a signal handler when ``epoll_wait`` returns
@@ -46,7 +46,7 @@ import select
 import time
 from collections.abc import Callable
 
-from ..errors import RequestError, UnsupportedError
+from ..errors import RequestError, UnsupportedError, translate_oserror
 from .adaptive import AdaptiveWindow, GapPredictor, WindowSwitch
 from .epoll import EpollParams, check_int_at_least, get_params, set_params, validate_params
 
@@ -70,8 +70,7 @@ class TimerFd:
             raise UnsupportedError("hybrid polling needs timerfd_create in libc") from err
         fd = create(time.CLOCK_MONOTONIC, os.O_NONBLOCK | os.O_CLOEXEC)
         if fd < 0:
-            code = ctypes.get_errno()
-            raise OSError(code, f"timerfd_create: {os.strerror(code)}")
+            raise translate_oserror(ctypes.get_errno(), "timerfd_create")
         self.fd: int = fd
         # struct itimerspec {timespec it_interval; timespec it_value;}: four longs.
         self._spec = (ctypes.c_long * 4)()
@@ -81,8 +80,7 @@ class TimerFd:
         spec = self._spec
         spec[2], spec[3] = divmod(ns, 1_000_000_000)
         if self._settime(self.fd, 0, spec, None) < 0:
-            code = ctypes.get_errno()
-            raise OSError(code, f"timerfd_settime: {os.strerror(code)}")
+            raise translate_oserror(ctypes.get_errno(), "timerfd_settime")
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -29,7 +29,7 @@ import errno
 import socket
 from collections.abc import Iterator
 
-from ..errors import KernelError, NetdevkitError, PermissionDenied, RequestError, UnsupportedError
+from ..errors import MismatchError, NetdevkitError, RequestError, translate_oserror
 
 __all__ = [
     "SO_BUSY_POLL",
@@ -97,20 +97,20 @@ def _fd(sock: socket.socket) -> int:
 
 
 def _translate(err: OSError, sock: socket.socket, operation: str) -> NetdevkitError:
-    code = err.errno if err.errno is not None else errno.EIO
-    if code in (errno.EPERM, errno.EACCES):
-        return PermissionDenied(code, operation, "CAP_NET_ADMIN")
-    if code == errno.ENOPROTOOPT:
-        return UnsupportedError(
-            f"{operation}: ENOPROTOOPT: this kernel does not know the option here "
-            "(busy polling needs CONFIG_NET_RX_BUSY_POLL; SO_PREFER_BUSY_POLL and "
+    return translate_oserror(
+        err,
+        operation,
+        capability="CAP_NET_ADMIN",
+        unsupported={
+            errno.ENOPROTOOPT: f"{operation}: ENOPROTOOPT: this kernel does not know the option "
+            "here (busy polling needs CONFIG_NET_RX_BUSY_POLL; SO_PREFER_BUSY_POLL and "
             "SO_BUSY_POLL_BUDGET need Linux >= 5.11)"
-        )
-    if code == errno.ENOTSOCK:
-        return RequestError(f"fd {_fd(sock)} is not a socket ({operation})")
-    if code == errno.EBADF:
-        return RequestError(f"fd {_fd(sock)} is not open ({operation})")
-    return KernelError(code, operation)
+        },
+        invalid={
+            errno.ENOTSOCK: f"fd {_fd(sock)} is not a socket ({operation})",
+            errno.EBADF: f"fd {_fd(sock)} is not open ({operation})",
+        },
+    )
 
 
 def _get(sock: SocketLike, opt: int) -> int:
@@ -148,7 +148,7 @@ def set_busy_poll(sock: SocketLike, usecs: int) -> int:
     _set(sock, SO_BUSY_POLL, value)
     actual = get_busy_poll(sock)
     if actual != value:
-        raise NetdevkitError(f"set SO_BUSY_POLL={value} but the socket reads back {actual}")
+        raise MismatchError(f"set SO_BUSY_POLL={value} but the socket reads back {actual}")
     return actual
 
 
@@ -170,7 +170,7 @@ def set_prefer_busy_poll(sock: SocketLike, prefer: bool) -> bool:
     _set(sock, SO_PREFER_BUSY_POLL, int(prefer))
     actual = get_prefer_busy_poll(sock)
     if actual != bool(prefer):
-        raise NetdevkitError(
+        raise MismatchError(
             f"set SO_PREFER_BUSY_POLL={int(prefer)} but the socket reads back {int(actual)}"
         )
     return actual

@@ -246,17 +246,15 @@ def _of_pid(pid: int) -> Callable[[Record], bool]:
 @contextlib.contextmanager
 def _stop_on_signals() -> Iterator[list[int]]:
     """SIGINT/SIGTERM/SIGHUP set a flag instead of killing us, so the finally-blocks restore."""
+    from .._os import SignalScope
+
     got: list[int] = []
 
     def handler(signum: int, frame: FrameType | None) -> None:
         got.append(signum)
 
-    prev = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    try:
+    with SignalScope((signal.SIGINT, signal.SIGTERM, signal.SIGHUP), handler, keep_ignored=False):
         yield got
-    finally:
-        for s, h in prev.items():
-            signal.signal(s, h)
 
 
 def _report_detach(results: list[DetachResult], as_json: bool) -> None:
@@ -466,7 +464,10 @@ def run_run(args: argparse.Namespace) -> int:
             with contextlib.suppress(ProcessLookupError):
                 child.send_signal(signum)
 
-        prev = {s: signal.signal(s, forward) for s in _FORWARDED}
+        from .._os import SignalScope
+
+        scope = SignalScope(_FORWARDED, forward, keep_ignored=False)
+        scope.install()
         try:
             watcher = AttachWatcher(
                 child.pid, params, follow_children=not args.no_children, journal=Journal()
@@ -494,8 +495,7 @@ def run_run(args: argparse.Namespace) -> int:
                     _warn(w.warnings[reported:])
                     reported = len(w.warnings)
         finally:
-            for s, h in prev.items():
-                signal.signal(s, h)
+            scope.restore()
             if child.poll() is None:  # we are dying of an exception: take CMD along
                 child.terminate()
                 child.wait()

@@ -31,7 +31,7 @@ modes      kernel presets: base, defer, napibusy, fullbusy, suspend, threaded
              adaptive-window  IRQ suspension + an adaptive 50 us busy-poll window
              hot-spin         re-read the hot socket for 50 us (SO_BUSY_POLL)
              hybrid           sleep until the next request is due, then busy poll
-workloads  echo       sockperf-framing echo servers: netdevkit (dispatcher example),
+workloads  echo       sockperf-framing echo servers: netdevkit (NapiDispatcher),
                       asyncio, uvloop, fast (netdevkit's FastLoop: every mode)
            sockperf   Debian's sockperf server and client (ping-pong, under-load)
            memcached  Debian's memcached -N, open-loop mcload client
@@ -83,6 +83,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="compare A B",
         help="compare two runs: `netdevkit bench compare A/results.json B/results.json`",
     )
+    _add_run_args(p)
+    _add_own_server_args(p)
+    p.add_argument(
+        "--out", help="output directory (default ./bench-out/TIMESTAMP); checked before the run"
+    )
+    p.add_argument("--report", metavar="RESULTS_JSON", help="only re-render an earlier run")
+    p.add_argument(
+        "--testbed-name",
+        metavar="NAME",
+        help="name of the bench's testbed (default ndkbench-PID; `netdevkit testbed show`)",
+    )
+    p.add_argument("-j", "--json", action="store_true", help="print results.json to stdout")
+    p.set_defaults(func=run_bench_cmd)
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    """What to measure: modes, workloads, loads, placement, durations."""
     p.add_argument("--modes", help="comma-separated modes (default: all)")
     p.add_argument(
         "--workload",
@@ -124,6 +141,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="LATENCY",
         help="p99 target of the recommendation, e.g. 50us, 0.2ms (default 100us)",
     )
+
+
+def _add_own_server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--server",
         dest="server_cmd",
@@ -135,17 +155,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         choices=("sockperf", "memcached", "redis", "http"),
         help="what drives --server (default sockperf)",
     )
-    p.add_argument(
-        "--out", help="output directory (default ./bench-out/TIMESTAMP); checked before the run"
-    )
-    p.add_argument("--report", metavar="RESULTS_JSON", help="only re-render an earlier run")
-    p.add_argument(
-        "--testbed-name",
-        metavar="NAME",
-        help="name of the bench's testbed (default ndkbench-PID; `netdevkit testbed show`)",
-    )
-    p.add_argument("-j", "--json", action="store_true", help="print results.json to stdout")
-    p.set_defaults(func=run_bench_cmd)
 
 
 def _options(args: argparse.Namespace) -> object:
@@ -166,12 +175,12 @@ def _options(args: argparse.Namespace) -> object:
     if args.load_for:
         changes["workload_loads"] = tuple(runner.parse_workload_loads(x) for x in args.load_for)
     if args.cpus:
-        from ..testbed.core import CpuPlacement
+        from ..testbed import CpuPlacement
 
         changes["cpus"] = CpuPlacement.parse(args.cpus)
     elif args.quick and len(os.sched_getaffinity(0)) >= 2:
         # CPU is what the recommendation weighs: keep the client off the server's core
-        from ..testbed.core import CpuPlacement
+        from ..testbed import CpuPlacement
 
         changes["cpus"] = CpuPlacement.parse("auto")
     if args.testbed_name:
@@ -205,11 +214,10 @@ def _options(args: argparse.Namespace) -> object:
 
 def _render(res: object, out: str, as_json: bool, target_us: float | None = None) -> int:
     from rich.console import Console
-    from rich.markup import escape
 
-    from ..bench.recommend import recommend
-    from ..bench.report import evaluate_claims, rich_table, write_report
+    from ..bench.report import write_report
     from ..bench.results import Results
+    from ..bench.terminal import print_run
 
     assert isinstance(res, Results)
     os.makedirs(out, exist_ok=True)
@@ -221,28 +229,7 @@ def _render(res: object, out: str, as_json: bool, target_us: float | None = None
     console = Console()
     if not console.is_terminal:
         console = Console(width=170)  # a log file or pipe: do not squeeze the table
-    recs = recommend(res, target_us)
-    target = recs[0].target_us if recs else (target_us or res.config.target_p99_us or 100.0)
-    console.print(f"[bold]Which mode: least server CPU with p99 <= {target:g} us[/bold]")
-    for r in recs:
-        console.print("  " + escape(r.text))
-    if not recs:
-        console.print("  no samples in this run")
-    for k in res.skipped:
-        console.print(f"[yellow]not measured[/yellow] {k.mode} {k.workload}: {escape(k.reason)}")
-    console.print()
-    console.print(rich_table(res))
-    for cap in res.capacities:
-        console.print(
-            f"capacity {cap.workload}/{cap.server}: {cap.rate:.0f}/s ({escape(cap.method)}); "
-            f"swept at {', '.join(f'{x}/s' for x in cap.loads)}"
-        )
-    for c in evaluate_claims(res):
-        at = f" at {c.load}" if c.load else ""
-        console.print(
-            f"({c.key}) {c.workload}/{c.server}: [bold]{c.verdict}[/bold]{escape(at)} - "
-            + escape(c.evidence)
-        )
+    print_run(console, res, target_us)
     console.print(f"results, plots (tradeoff.png first) and report: {out}  (report: {path})")
     return 0
 

@@ -248,16 +248,13 @@ def run_teardown(args: argparse.Namespace) -> int:
 @contextlib.contextmanager
 def _signals_as_interrupt() -> Iterator[None]:
     """SIGTERM and SIGHUP raise KeyboardInterrupt, so every cleanup path runs."""
+    from .._os import SignalScope
 
     def handler(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
+    with SignalScope((signal.SIGTERM, signal.SIGHUP), handler, keep_ignored=False):
         yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 def _dmabuf(args: argparse.Namespace) -> Any:
@@ -267,16 +264,27 @@ def _dmabuf(args: argparse.Namespace) -> Any:
     return cuda(size, args.device) if args.dmabuf == "cuda" else udmabuf(size)
 
 
+def _check_validate(pattern: int | None) -> None:
+    """The library's pattern check, worded for ``--validate``."""
+    from ..devmem.tool import check_pattern
+    from ..errors import RequestError
+
+    try:
+        check_pattern(pattern)
+    except RequestError as err:
+        raise RequestError(f"--validate {err}") from None
+
+
 def run_recv(args: argparse.Namespace) -> int:
     from ..devmem.binding import bind_rx
     from ..devmem.nic import KernelNic
     from ..devmem.rx import DevmemReceiver
     from ..devmem.setup import parse_queues
-    from ..devmem.tool import check_pattern, receive
+    from ..devmem.tool import receive
     from ..errors import RequestError, UnsupportedError
     from ..netns import entered
 
-    check_pattern(args.validate)
+    _check_validate(args.validate)
     if not 0 < args.port < 65536:
         raise RequestError(f"--port must be 1..65535, not {args.port}")
     queues = parse_queues(args.queues)
@@ -337,13 +345,13 @@ def _undo_and_report(args: argparse.Namespace, nic: KernelNic, written: list[Rec
 
 def run_send(args: argparse.Namespace) -> int:
     from ..devmem.binding import bind_tx
-    from ..devmem.tool import check_pattern, fill_pattern, send
+    from ..devmem.tool import fill_pattern, send
     from ..devmem.tx import DevmemSender
     from ..errors import RequestError
     from ..netns import entered
 
     pattern = args.validate or 256
-    check_pattern(pattern)
+    _check_validate(pattern)
     total, chunk = parse_size(args.bytes), parse_size(args.chunk)
     if not 0 < args.port < 65536:
         raise RequestError(f"--port must be 1..65535, not {args.port}")

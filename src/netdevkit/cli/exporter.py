@@ -87,6 +87,7 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .._os import SignalScope
     from ..observe.exporter import Exporter, make_server
 
     host, port = parse_listen(args.listen)
@@ -103,9 +104,9 @@ def run(args: argparse.Namespace) -> int:
         def stop(signum: int, frame: object) -> None:
             raise KeyboardInterrupt
 
-        signal.signal(signal.SIGTERM, stop)
         try:
-            server.serve_forever()
+            with SignalScope((signal.SIGTERM,), stop, keep_ignored=False):
+                server.serve_forever()
         except KeyboardInterrupt:
             pass
         finally:

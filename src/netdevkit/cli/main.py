@@ -171,9 +171,22 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def flag_spelling(name: str, value: str) -> str:
+    """A library parameter named in an error's hint, spelled as this CLI's flag.
+
+    ``force=True`` -> ``--force``, ``backend='sysfs'`` -> ``--backend sysfs``,
+    ``defer_hard_irqs`` -> ``--defer-hard-irqs`` (every command names its flags so).
+    """
+    flag = "--" + name.replace("_", "-")
+    value = value.strip("'\"")
+    return flag if value in ("", "True") else f"{flag} {value}"
+
+
 def _with_notes(err: BaseException) -> str:
-    """The error and its notes (what was rolled back, what to do) as one message."""
-    return "; ".join([str(err), *getattr(err, "__notes__", ())])
+    """The error (its hint in CLI flags) and its notes (what was rolled back, what to do)
+    as one message."""
+    text = err.describe(flag_spelling) if isinstance(err, NetdevkitError) else str(err)
+    return "; ".join([text, *getattr(err, "__notes__", ())])
 
 
 def _say(message: str) -> None:

@@ -70,7 +70,8 @@ def event_json(e: Event) -> dict[str, Any]:
     return {"time": round(e.time, 6), "event": e.kind, "name": e.name, "object": obj}
 
 
-def _line(e: Event) -> str:
+def event_line(e: Event) -> str:
+    """The human line `netdevkit monitor` prints for *e* (time, event, the object)."""
     stamp = time.strftime("%H:%M:%S", time.localtime(e.time)) + f".{int(e.time * 1000) % 1000:03d}"
     if e.kind == "overrun":
         return f"{stamp} OVERRUN notifications were lost (ENOBUFS): resynchronising"
@@ -101,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
                     if args.json:
                         sys.stdout.write(json.dumps(event_json(e)) + "\n")
                     else:
-                        sys.stdout.write(_line(e) + "\n")
+                        sys.stdout.write(event_line(e) + "\n")
                     sys.stdout.flush()
                     if deadline is not None and time.monotonic() >= deadline:
                         break

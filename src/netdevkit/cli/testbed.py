@@ -99,8 +99,7 @@ def register(sub: SubParsers) -> None:
 
 
 def run_up(args: argparse.Namespace) -> int:
-    from ..testbed import Testbed, TestbedConfig
-    from ..testbed.core import CpuPlacement
+    from ..testbed import CpuPlacement, Testbed, TestbedConfig
 
     cpus = CpuPlacement.parse(args.cpus) if args.cpus else None
     cfg = TestbedConfig(name=args.name, queues=args.queues, cpus=cpus)

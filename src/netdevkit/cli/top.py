@@ -181,7 +181,7 @@ def _live(reader: Any, interval: float) -> int:
     from rich.live import Live
     from rich.text import Text
 
-    from ..observe.sources import NamespaceGone
+    from ..errors import NamespaceGone
     from ..observe.top import SORT_KEYS, Sampler
 
     sampler = Sampler(reader)
@@ -262,21 +262,14 @@ def _rows(
     return [title, line(head), *(line(r) for r in rows), ""]
 
 
-def render(sample: Sample, sort: str, paused: bool) -> Any:
-    """The rich renderable of one sample: one Text, bold section titles.
+def _more(total: int, shown: int) -> str:
+    return f" (top {shown} of {total})" if total > shown else ""
 
-    Plain fixed-width lines instead of rich tables: at a 1 s refresh the
-    tables alone cost more CPU than reading the kernel.
-    """
-    from rich.text import Text
 
-    from ..observe.top import sorted_links, sorted_napis, sorted_queues
-    from ..units import format_duration_ns
-    from .show import enum_name
+def _links_section(r: Rates, sort: str) -> list[str]:
+    from ..observe.top import sorted_links
 
-    r = sample.rates
-    lines: list[str] = [*_header(r, sort, paused).split("\n"), ""]
-    lines += _rows(
+    return _rows(
         "INTERFACES",
         ["IFNAME", "SOURCE", "RX PKT/S", "TX PKT/S", "RX B/S", "TX B/S", "DROP/S", "ALLOCFAIL/S"],
         [-15, -7, 9, 9, 9, 9, 8, 11],
@@ -294,67 +287,92 @@ def render(sample: Sample, sort: str, paused: bool) -> Any:
             for x in sorted_links(r.links, sort)
         ],
     )
+
+
+def _queues_section(r: Rates, sort: str) -> list[str]:
+    from ..observe.top import sorted_queues
+
+    return _rows(
+        f"QUEUES{_more(len(r.queues), _QUEUE_ROWS)}",
+        ["IFNAME", "TYPE", "QUEUE", "SOURCE", "PKT/S", "B/S", "DROP/S", "ALLOCFAIL/S"],
+        [-15, -4, 5, -7, 9, 9, 8, 11],
+        [
+            [
+                q.ifname,
+                q.queue_type,
+                str(q.queue_id),
+                q.source,
+                _n(q.pps),
+                _n(q.bps),
+                _n(q.drops_ps),
+                _n(q.alloc_fail_ps),
+            ]
+            for q in sorted_queues(r.queues, sort, _QUEUE_ROWS)
+        ],
+    )
+
+
+def _napis_section(r: Rates) -> list[str]:
+    from ..observe.top import sorted_napis
+    from ..units import format_duration_ns
+    from .show import enum_name
+
+    return _rows(
+        f"NAPIS{_more(len(r.napis), _NAPI_ROWS)}",
+        ["IFNAME", "NAPI", "DEFER", "GRO-FLUSH", "IRQ-SUSPEND", "THREADED", "PID", "CPU%"],
+        [-15, 7, 6, 9, 11, -9, 7, 6],
+        [
+            [
+                n.ifname,
+                str(n.napi.id),
+                _s(n.napi.defer_hard_irqs),
+                format_duration_ns(n.napi.gro_flush_timeout),
+                format_duration_ns(n.napi.irq_suspend_timeout),
+                enum_name(n.napi.threaded) or "-",
+                _s(n.napi.pid),
+                "-" if n.kthread_cpu is None else f"{100 * n.kthread_cpu:.1f}",
+            ]
+            for n in sorted_napis(r.napis, _NAPI_ROWS)
+        ],
+    )
+
+
+def _pools_section(r: Rates) -> list[str]:
+    return _rows(
+        f"PAGE POOLS ({len(r.pools)})",
+        ["ID", "IFINDEX", "NAPI", "INFLIGHT", "INFLIGHT-MEM", "DMABUF"],
+        [7, 7, 7, 9, 12, 7],
+        [
+            [
+                str(p.id),
+                _s(p.ifindex),
+                _s(p.napi_id),
+                _s(p.inflight),
+                _s(p.inflight_mem),
+                _s(p.dmabuf),
+            ]
+            for p in r.pools[:_NAPI_ROWS]
+        ],
+    )
+
+
+def render(sample: Sample, sort: str, paused: bool) -> Any:
+    """The rich renderable of one sample: one Text, bold section titles.
+
+    Plain fixed-width lines instead of rich tables: at a 1 s refresh the
+    tables alone cost more CPU than reading the kernel.
+    """
+    from rich.text import Text
+
+    r = sample.rates
+    lines: list[str] = [*_header(r, sort, paused).split("\n"), ""]
+    lines += _links_section(r, sort)
     if r.queues:
-        qs = sorted_queues(r.queues, sort, _QUEUE_ROWS)
-        total = len(r.queues)
-        more = f" (top {_QUEUE_ROWS} of {total})" if total > _QUEUE_ROWS else ""
-        lines += _rows(
-            f"QUEUES{more}",
-            ["IFNAME", "TYPE", "QUEUE", "SOURCE", "PKT/S", "B/S", "DROP/S", "ALLOCFAIL/S"],
-            [-15, -4, 5, -7, 9, 9, 8, 11],
-            [
-                [
-                    q.ifname,
-                    q.queue_type,
-                    str(q.queue_id),
-                    q.source,
-                    _n(q.pps),
-                    _n(q.bps),
-                    _n(q.drops_ps),
-                    _n(q.alloc_fail_ps),
-                ]
-                for q in qs
-            ],
-        )
+        lines += _queues_section(r, sort)
     if r.napis:
-        ns = sorted_napis(r.napis, _NAPI_ROWS)
-        total = len(r.napis)
-        more = f" (top {_NAPI_ROWS} of {total})" if total > _NAPI_ROWS else ""
-        lines += _rows(
-            f"NAPIS{more}",
-            ["IFNAME", "NAPI", "DEFER", "GRO-FLUSH", "IRQ-SUSPEND", "THREADED", "PID", "CPU%"],
-            [-15, 7, 6, 9, 11, -9, 7, 6],
-            [
-                [
-                    n.ifname,
-                    str(n.napi.id),
-                    _s(n.napi.defer_hard_irqs),
-                    format_duration_ns(n.napi.gro_flush_timeout),
-                    format_duration_ns(n.napi.irq_suspend_timeout),
-                    enum_name(n.napi.threaded) or "-",
-                    _s(n.napi.pid),
-                    "-" if n.kthread_cpu is None else f"{100 * n.kthread_cpu:.1f}",
-                ]
-                for n in ns
-            ],
-        )
+        lines += _napis_section(r)
     if r.pools:
-        lines += _rows(
-            f"PAGE POOLS ({len(r.pools)})",
-            ["ID", "IFINDEX", "NAPI", "INFLIGHT", "INFLIGHT-MEM", "DMABUF"],
-            [7, 7, 7, 9, 12, 7],
-            [
-                [
-                    str(p.id),
-                    _s(p.ifindex),
-                    _s(p.napi_id),
-                    _s(p.inflight),
-                    _s(p.inflight_mem),
-                    _s(p.dmabuf),
-                ]
-                for p in r.pools[:_NAPI_ROWS]
-            ],
-        )
+        lines += _pools_section(r)
     text = Text("\n".join(lines))
     for title in ("INTERFACES", "QUEUES", "NAPIS", "PAGE POOLS"):
         text.highlight_regex(rf"(?m)^{title}.*$", "bold")

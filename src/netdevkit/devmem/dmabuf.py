@@ -29,9 +29,9 @@ import mmap
 import os
 import struct
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
-from ..errors import KernelError, NetdevkitError, RequestError, UnsupportedError
+from ..errors import DecodeError, RequestError, UnsupportedError, translate_oserror
 
 UDMABUF_DEV = "/dev/udmabuf"
 UDMABUF_FLAGS_CLOEXEC = 0x01
@@ -81,14 +81,12 @@ def _check_range(what: str, size: int, offset: int, length: int) -> None:
         raise RequestError(f"{what}: bytes {offset}..{offset + length} lie outside 0..{size}")
 
 
-class Udmabuf:
-    """A udmabuf: sealed memfd pages exported as a dmabuf, mapped for the CPU."""
+class _Source:
+    """What every source shares: the dmabuf fd, its size, ``with`` closing it."""
 
-    def __init__(self, memfd: int, fd: int, size: int) -> None:
-        self._memfd = memfd
+    def __init__(self, fd: int, size: int) -> None:
         self._fd = fd
         self._size = size
-        self._map: mmap.mmap | None = mmap.mmap(fd, size, mmap.MAP_SHARED)
 
     @property
     def fd(self) -> int:
@@ -97,6 +95,27 @@ class Udmabuf:
     @property
     def size(self) -> int:
         return self._size
+
+    def view(self, offset: int, size: int) -> memoryview:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Udmabuf(_Source):
+    """A udmabuf: sealed memfd pages exported as a dmabuf, mapped for the CPU."""
+
+    def __init__(self, memfd: int, fd: int, size: int) -> None:
+        super().__init__(fd, size)
+        self._memfd = memfd
+        self._map: mmap.mmap | None = mmap.mmap(fd, size, mmap.MAP_SHARED)
 
     def view(self, offset: int, size: int) -> memoryview:
         """The bytes ``offset .. offset+size`` of the mapping (no copy)."""
@@ -110,7 +129,7 @@ class Udmabuf:
         try:
             fcntl.ioctl(self._fd, DMA_BUF_IOCTL_SYNC, DMA_BUF_SYNC_STRUCT.pack(flags))
         except OSError as err:
-            raise KernelError(err.errno or 0, f"DMA_BUF_IOCTL_SYNC flags {flags:#x}") from err
+            raise translate_oserror(err, f"DMA_BUF_IOCTL_SYNC flags {flags:#x}") from err
 
     @contextlib.contextmanager
     def cpu_access(self, read: bool = True, write: bool = False) -> Iterator[memoryview]:
@@ -134,12 +153,6 @@ class Udmabuf:
                 os.close(fd)
         self._fd = self._memfd = -1
 
-    def __enter__(self) -> Udmabuf:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 def udmabuf(size: int, name: str = "netdevkit-devmem") -> Udmabuf:
     """A new udmabuf of *size* bytes (a multiple of the page size)."""
@@ -161,8 +174,8 @@ def udmabuf(size: int, name: str = "netdevkit-devmem") -> Udmabuf:
             arg = bytearray(UDMABUF_CREATE_STRUCT.pack(memfd, UDMABUF_FLAGS_CLOEXEC, 0, size))
             fd = fcntl.ioctl(dev, UDMABUF_CREATE, arg, True)
         except OSError as err:
-            raise KernelError(
-                err.errno or 0,
+            raise translate_oserror(
+                err,
                 f"UDMABUF_CREATE of {size} bytes",
                 hint="size above /sys/module/udmabuf/parameters/size_limit_mb?"
                 if err.errno == errno.EINVAL
@@ -171,14 +184,14 @@ def udmabuf(size: int, name: str = "netdevkit-devmem") -> Udmabuf:
         finally:
             os.close(dev)
         if not isinstance(fd, int) or fd < 0:
-            raise NetdevkitError(f"UDMABUF_CREATE returned {fd!r}, not a file descriptor")
+            raise DecodeError(f"UDMABUF_CREATE returned {fd!r}, not a file descriptor")
         return Udmabuf(memfd, fd, size)
     except BaseException:
         os.close(memfd)
         raise
 
 
-class DmabufFd:
+class DmabufFd(_Source):
     """A dmabuf fd the caller already has. Not closed here unless *owned*."""
 
     def __init__(self, fd: int, size: int | None = None, owned: bool = False) -> None:
@@ -188,18 +201,9 @@ class DmabufFd:
                 os.lseek(fd, 0, os.SEEK_SET)
             except OSError as err:
                 raise RequestError(f"fd {fd}: cannot learn the dmabuf's size ({err})") from err
-        self._fd = fd
-        self._size = size
+        super().__init__(fd, size)
         self._owned = owned
         self._map: mmap.mmap | None = None
-
-    @property
-    def fd(self) -> int:
-        return self._fd
-
-    @property
-    def size(self) -> int:
-        return self._size
 
     def view(self, offset: int, size: int) -> memoryview:
         _check_range("dmabuf view", self._size, offset, size)
@@ -221,12 +225,6 @@ class DmabufFd:
         if self._owned and self._fd >= 0:
             os.close(self._fd)
         self._fd = -1
-
-    def __enter__(self) -> DmabufFd:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 # -- CUDA ------------------------------------------------------------------------
@@ -255,23 +253,14 @@ def _ck(driver: Any, result: Any, what: str) -> Any:
     return rest[0] if len(rest) == 1 else tuple(rest)
 
 
-class CudaDmabuf:
+class CudaDmabuf(_Source):
     """GPU memory exported as a dmabuf. ``device_pointer(offset)`` for kernels."""
 
     def __init__(self, driver: Any, ptr: int, size: int, fd: int, device: int) -> None:
+        super().__init__(fd, size)
         self._driver = driver
         self._ptr = ptr
-        self._size = size
-        self._fd = fd
         self.device = device
-
-    @property
-    def fd(self) -> int:
-        return self._fd
-
-    @property
-    def size(self) -> int:
-        return self._size
 
     def device_pointer(self, offset: int = 0) -> int:
         """The CUDA device address of byte *offset* (for a kernel or cuMemcpy)."""
@@ -293,12 +282,6 @@ class CudaDmabuf:
         if self._ptr:
             _ck(self._driver, self._driver.cuMemFree(self._ptr), "cuMemFree")
             self._ptr = 0
-
-    def __enter__(self) -> CudaDmabuf:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def cuda(size: int, device: int = 0) -> CudaDmabuf:

@@ -189,6 +189,23 @@ class FakeKernel(Kernel):
         frag = frag_size or self.page_size
         if not 0 < frag <= self.page_size:
             raise ValueError(f"frag_size must be 1..{self.page_size}")
+        kinds, a, sizes, pos = self._lay_out(data, total, linear, frag)
+        pages = np.array([p for k, p in zip(kinds, a, strict=True) if k == _FRAG], np.int64)
+        self._page_free[pages] = False
+        self._refs[pages] += 1
+        self._append(kinds, a, sizes)
+        if kinds:
+            self._signal()
+        return pos
+
+    def _lay_out(
+        self, data: bytes | None, total: int, linear: int, frag: int
+    ) -> tuple[list[int], list[int], list[int], int]:
+        """Cut *total* bytes into skbs: (kinds, linear offset or page, sizes, bytes taken).
+
+        Each skb is *linear* bytes of linear data, then up to SKB_FRAGS fragments of
+        *frag* bytes on free pages (written to :attr:`memory` when *data* is given).
+        """
         kinds: list[int] = []
         a: list[int] = []
         sizes: list[int] = []
@@ -219,13 +236,7 @@ class FakeKernel(Kernel):
                 a.append(page)
                 sizes.append(n)
                 pos += n
-        pages = np.array([p for k, p in zip(kinds, a, strict=True) if k == _FRAG], np.int64)
-        self._page_free[pages] = False
-        self._refs[pages] += 1
-        self._append(kinds, a, sizes)
-        if kinds:
-            self._signal()
-        return pos
+        return kinds, a, sizes, pos
 
     def _append(self, kinds: list[int], a: list[int], sizes: list[int]) -> None:
         self._kind = np.concatenate((self._kind, np.array(kinds, np.int8)))

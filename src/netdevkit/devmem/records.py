@@ -18,7 +18,8 @@ device lists through ETHTOOL_GRXCLSRLALL / GRXCLSRULE).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..errors import NotFoundError
@@ -143,24 +144,26 @@ def restore(nic: Nic, record: Record) -> str:
 nic_for: Callable[[str | None], Nic] = KernelNic
 
 
+@contextlib.contextmanager
+def _nic_of(record: Record) -> Iterator[Nic]:
+    """The Nic for *record*'s namespace, closed after the body."""
+    nic = nic_for(record.info.get("netns"))
+    try:
+        yield nic
+    finally:
+        close = getattr(nic, "close", None)
+        if close is not None:
+            close()
+
+
 class _Restorer:
     def restore(self, record: Record) -> str:
-        nic = nic_for(record.info.get("netns"))
-        try:
+        with _nic_of(record) as nic:
             return restore(nic, record)
-        finally:
-            close = getattr(nic, "close", None)
-            if close is not None:
-                close()
 
     def current(self, record: Record) -> dict[str, Any] | None:
-        nic = nic_for(record.info.get("netns"))
-        try:
+        with _nic_of(record) as nic:
             return current(nic, record)
-        finally:
-            close = getattr(nic, "close", None)
-            if close is not None:
-                close()
 
 
 for _kind in KINDS:

@@ -40,7 +40,11 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import KernelError, NetdevkitError, RequestError
+from ..errors import NetdevkitError, RequestError, translate_oserror
+
+# Defined in errors.py; importable from here as before.
+from ..errors import OutstandingLimit as OutstandingLimit  # noqa: PLC0414
+from ..errors import TokenReturnError as TokenReturnError  # noqa: PLC0414
 from .cmsg import EMPTY, Parsed, dontneed_batches, parse_control, ranges_tail, token_ranges
 from .syscalls import Kernel, libc
 from .uapi import DEVMEM_CMSG_SPACE, MSG_DONTWAIT, MSG_SOCK_DEVMEM
@@ -48,14 +52,6 @@ from .uapi import DEVMEM_CMSG_SPACE, MSG_DONTWAIT, MSG_SOCK_DEVMEM
 #: control buffer of the default receiver: 1638 cmsgs (64 KiB)
 DEFAULT_BATCH = 1638
 DEFAULT_MAX_OUTSTANDING = 16384
-
-
-class OutstandingLimit(NetdevkitError):
-    """The caller holds ``max_outstanding`` fragments: release some before receiving."""
-
-
-class TokenReturnError(KernelError):
-    """SO_DEVMEM_DONTNEED freed nothing: the kernel does not hold those tokens."""
 
 
 class FdLike(Protocol):
@@ -352,8 +348,8 @@ class DevmemReceiver:
                 n = self._kernel.dontneed(self._fd, call)
             except OSError as err:
                 self._pending.insert(0, _expand(call))
-                raise KernelError(
-                    err.errno or 0,
+                raise translate_oserror(
+                    err,
                     f"SO_DEVMEM_DONTNEED of {want - done} frags",
                     hint="the socket may be closed (the kernel then frees them itself)",
                 ) from err
@@ -417,16 +413,13 @@ def _expand(call: npt.NDArray[np.void]) -> npt.NDArray[np.uint32]:
 
 
 def _recv_error(err: OSError, control_len: int) -> NetdevkitError:
-    e = err.errno or 0
-    what = "recvmsg(MSG_SOCK_DEVMEM)"
-    if e == errno.EFAULT:
-        return KernelError(
-            e,
-            what,
-            hint=f"the {control_len}-byte control buffer had no room for one 40-byte cmsg, "
-            "or the data is devmem and MSG_SOCK_DEVMEM was missing",
+    hint = ""
+    if err.errno == errno.EFAULT:
+        hint = (
+            f"the {control_len}-byte control buffer had no room for one 40-byte cmsg, "
+            "or the data is devmem and MSG_SOCK_DEVMEM was missing"
         )
-    return KernelError(e, what)
+    return translate_oserror(err, "recvmsg(MSG_SOCK_DEVMEM)", hint=hint)
 
 
 class AsyncDevmemReceiver:

@@ -25,6 +25,8 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from .._drivers import DEVMEM_DRIVERS, NO_DEVMEM_DRIVERS
+from .._os import format_cpu_list  # queue ids are written in the same range syntax
 from ..errors import NetdevkitError, RequestError, UnsupportedError
 from ..ethtool.client import Channels, Features, Rings, Rss
 from ..ethtool.family import TcpDataSplit
@@ -33,10 +35,6 @@ from ..journal import Journal, Record
 from . import records as rec
 from .nic import Nic
 
-#: drivers with the queue API and unreadable-netmem page pools (KERNEL.md)
-DEVMEM_DRIVERS = frozenset({"gve", "mlx5_core", "bnxt_en", "fbnic", "idpf"})
-#: drivers known to lack them
-NO_DEVMEM_DRIVERS = frozenset({"veth", "virtio_net", "loopback", "dummy", "bridge", "tun"})
 REQUIREMENTS = ("driver", "queue API", "header split", "ntuple", "RSS", "queues")
 
 
@@ -100,6 +98,62 @@ def _try(fn: Callable[[], object]) -> tuple[object | None, str]:
         return None, str(err)
 
 
+def _driver_req(drv: str | None) -> Requirement:
+    if drv in DEVMEM_DRIVERS:
+        return Requirement("driver", True, f"{drv} carries devmem")
+    if drv in NO_DEVMEM_DRIVERS or drv is None:
+        return Requirement(
+            "driver",
+            False,
+            f"{drv or 'this virtual device'} cannot carry devmem (needs one of "
+            f"{', '.join(sorted(DEVMEM_DRIVERS))})",
+        )
+    return Requirement("driver", None, f"{drv} is not known to carry devmem")
+
+
+_QUEUE_API = {
+    True: "the driver has the queue management API",
+    False: "the driver lacks the queue management API (the kernel refuses bind-rx)",
+    None: "cannot tell without CAP_NET_ADMIN (run as root)",
+}
+
+
+def _header_split_req(rings: object, err: str) -> Requirement:
+    if isinstance(rings, Rings) and rings.tcp_data_split is not None:
+        split = rings.tcp_data_split.name.lower()
+        return Requirement("header split", True, f"tcp-data-split is {split}")
+    why = err or "the driver does not report tcp-data-split"
+    return Requirement("header split", False, f"no header split ({why})")
+
+
+def _ntuple_req(feats: object, err: str) -> Requirement:
+    if isinstance(feats, Features) and rec.NTUPLE_FEATURE in feats.hw | feats.active:
+        return Requirement("ntuple", True, "ntuple flow steering available")
+    return Requirement("ntuple", False, err or "the driver has no ntuple flow steering")
+
+
+def _rss_req(nic: Nic, rss: object, err: str) -> Requirement:
+    if isinstance(rss, Rss) and rss.indir and nic.can_set_rss():
+        return Requirement("RSS", True, f"indirection table of {len(rss.indir)} entries")
+    if isinstance(rss, Rss) and rss.indir:
+        return Requirement("RSS", False, "the RSS indirection table cannot be set")
+    return Requirement("RSS", False, err or "no RSS indirection table")
+
+
+def _queues_req(queues: Sequence[int], chans: object, err: str) -> Requirement:
+    if not isinstance(chans, Channels):
+        return Requirement("queues", False, err or "cannot count the RX queues")
+    n = chans.rx_queues
+    bad = [q for q in queues if q >= n]
+    if not queues:
+        return Requirement("queues", False, "no devmem queue given")
+    if bad:
+        return Requirement("queues", False, f"queues {bad} out of range 0..{n - 1}")
+    if len(set(queues)) >= n:
+        return Requirement("queues", False, f"all {n} RX queues asked: none left for RSS")
+    return Requirement("queues", True, f"{len(queues)} of {n} RX queues for devmem")
+
+
 def requirements(
     nic: Nic, ifname: str, queues: Sequence[int] | None
 ) -> tuple[list[Requirement], dict[str, object]]:
@@ -107,73 +161,18 @@ def requirements(
 
     *queues* None leaves out the ``queues`` line (``doctor`` asks no queues).
     """
-    drv = nic.driver(ifname)
-    out: list[Requirement] = []
-    if drv in DEVMEM_DRIVERS:
-        out.append(Requirement("driver", True, f"{drv} carries devmem"))
-    elif drv in NO_DEVMEM_DRIVERS or drv is None:
-        out.append(
-            Requirement(
-                "driver",
-                False,
-                f"{drv or 'this virtual device'} cannot carry devmem (needs one of "
-                f"{', '.join(sorted(DEVMEM_DRIVERS))})",
-            )
-        )
-    else:
-        out.append(Requirement("driver", None, f"{drv} is not known to carry devmem"))
+    out = [_driver_req(nic.driver(ifname))]
     qapi = nic.queue_api(ifname)
-    out.append(
-        Requirement(
-            "queue API",
-            qapi,
-            {
-                True: "the driver has the queue management API",
-                False: "the driver lacks the queue management API (the kernel refuses bind-rx)",
-                None: "cannot tell without CAP_NET_ADMIN (run as root)",
-            }[qapi],
-        )
-    )
+    out.append(Requirement("queue API", qapi, _QUEUE_API[qapi]))
     rings, rings_err = _try(lambda: nic.rings_get(ifname))
-    if isinstance(rings, Rings) and rings.tcp_data_split is not None:
-        out.append(
-            Requirement(
-                "header split", True, f"tcp-data-split is {rings.tcp_data_split.name.lower()}"
-            )
-        )
-    else:
-        why = rings_err or "the driver does not report tcp-data-split"
-        out.append(Requirement("header split", False, f"no header split ({why})"))
+    out.append(_header_split_req(rings, rings_err))
     feats, feats_err = _try(lambda: nic.features_get(ifname))
-    if isinstance(feats, Features) and rec.NTUPLE_FEATURE in feats.hw | feats.active:
-        out.append(Requirement("ntuple", True, "ntuple flow steering available"))
-    else:
-        out.append(
-            Requirement("ntuple", False, feats_err or "the driver has no ntuple flow steering")
-        )
+    out.append(_ntuple_req(feats, feats_err))
     rss, rss_err = _try(lambda: nic.rss_get(ifname))
-    if isinstance(rss, Rss) and rss.indir and nic.can_set_rss():
-        out.append(Requirement("RSS", True, f"indirection table of {len(rss.indir)} entries"))
-    elif isinstance(rss, Rss) and rss.indir:
-        out.append(Requirement("RSS", False, "the RSS indirection table cannot be set"))
-    else:
-        out.append(Requirement("RSS", False, rss_err or "no RSS indirection table"))
+    out.append(_rss_req(nic, rss, rss_err))
     chans, chans_err = _try(lambda: nic.channels_get(ifname))
-    if queues is None:
-        pass
-    elif isinstance(chans, Channels):
-        n = chans.rx_queues
-        bad = [q for q in queues if q >= n]
-        if not queues:
-            out.append(Requirement("queues", False, "no devmem queue given"))
-        elif bad:
-            out.append(Requirement("queues", False, f"queues {bad} out of range 0..{n - 1}"))
-        elif len(set(queues)) >= n:
-            out.append(Requirement("queues", False, f"all {n} RX queues asked: none left for RSS"))
-        else:
-            out.append(Requirement("queues", True, f"{len(queues)} of {n} RX queues for devmem"))
-    else:
-        out.append(Requirement("queues", False, chans_err or "cannot count the RX queues"))
+    if queues is not None:
+        out.append(_queues_req(queues, chans, chans_err))
     facts: dict[str, object] = {"rings": rings, "features": feats, "rss": rss, "channels": chans}
     return out, facts
 
@@ -222,8 +221,8 @@ def _steps(
     if any(q in qs for q in rss.indir):
         steps.append(
             Step(
-                f"RSS indirection table over queues {_ranges(others)} only "
-                f"(keeps {_ranges(list(qs))} for devmem)",
+                f"RSS indirection table over queues {format_cpu_list(others)} only "
+                f"(keeps {format_cpu_list(qs)} for devmem)",
                 rec.rss_record(netns, ifname, list(rss.indir), new),
                 lambda nic: nic.rss_set(ifname, new),
             )
@@ -236,16 +235,6 @@ def _steps(
         )
     )
     return steps
-
-
-def _ranges(qs: Sequence[int]) -> str:
-    out: list[str] = []
-    for q in sorted(qs):
-        if out and out[-1].split("-")[-1] == str(q - 1):
-            out[-1] = out[-1].split("-")[0] + f"-{q}"
-        else:
-            out.append(str(q))
-    return ",".join(out)
 
 
 # -- changing it ---------------------------------------------------------------------

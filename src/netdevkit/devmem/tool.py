@@ -18,14 +18,13 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import NetdevkitError, RequestError
+from ..errors import RequestError
+
+# Defined in errors.py; importable from here as before.
+from ..errors import ValidationError as ValidationError  # noqa: PLC0414
 from .dmabuf import DMA_BUF_SYNC_END, DMA_BUF_SYNC_READ, DMA_BUF_SYNC_START
 from .rx import DevmemReceiver, Fragment, RxBatch, Source
 from .tx import DevmemSender
-
-
-class ValidationError(NetdevkitError):
-    """Received bytes differ from the expected pattern."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +56,7 @@ class SendReport:
 
 def check_pattern(pattern: int | None) -> None:
     if pattern is not None and not 1 <= pattern <= 256:
-        raise RequestError(f"--validate takes a pattern length from 1 to 256, not {pattern}")
+        raise RequestError(f"{pattern} is not a pattern length from 1 to 256")
 
 
 def _expected(pos: int, n: int, pattern: int) -> npt.NDArray[np.uint8]:

@@ -22,7 +22,7 @@ import select
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from ..errors import KernelError, RequestError
+from ..errors import NetdevkitError, RequestError, translate_oserror
 from .rx import FdLike
 from .syscalls import Kernel, libc
 from .uapi import (
@@ -100,7 +100,7 @@ class DevmemSender:
         try:
             self._kernel.enable_zerocopy(self._fd)
         except OSError as err:
-            raise KernelError(err.errno or 0, "setsockopt(SO_ZEROCOPY)") from err
+            raise translate_oserror(err, "setsockopt(SO_ZEROCOPY)") from err
 
     def send(self, regions: Iterable[tuple[int, int]] | tuple[int, int]) -> Send:
         """Send dmabuf *regions* ``(offset, length)`` in one ``sendmsg``.
@@ -125,8 +125,7 @@ class DevmemSender:
             self._next_id = (self._next_id + 1) & 0xFFFF_FFFF
         return s
 
-    def _error(self, err: OSError) -> KernelError:
-        e = err.errno or 0
+    def _error(self, err: OSError) -> NetdevkitError:
         what = f"devmem sendmsg (binding {self.binding_id})"
         hints = {
             errno.ENODEV: f"the route to the peer leaves through another device than the "
@@ -136,7 +135,7 @@ class DevmemSender:
             "(bind_tx on the device the route uses; an RX binding id does not work)",
             errno.EFAULT: "an iovec lies outside the dmabuf, or SO_ZEROCOPY is off",
         }
-        return KernelError(e, what, hint=hints.get(e, ""))
+        return translate_oserror(err, what, hint=hints.get(err.errno or 0, ""))
 
     def poll_completions(self) -> list[Send]:
         """Read the error queue; returns the sends whose regions may be reused now."""
@@ -149,7 +148,7 @@ class DevmemSender:
             except OSError as err:
                 if err.errno == errno.EAGAIN:
                     break
-                raise KernelError(err.errno or 0, "recvmsg(MSG_ERRQUEUE)") from err
+                raise translate_oserror(err, "recvmsg(MSG_ERRQUEUE)") from err
             ranges, copied = parse_completions(bytes(self._errbuf[:used]))
             self.copied |= copied
             for lo, hi in ranges:

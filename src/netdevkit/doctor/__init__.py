@@ -14,6 +14,16 @@ Two halves, like the netlink codec and its socket:
 
 from __future__ import annotations
 
+from .._drivers import DEVMEM_DRIVERS as DEVMEM_DRIVERS
+from .._drivers import NO_DEVMEM_DRIVERS as NO_DEVMEM_DRIVERS
+from .._os import CAP_NET_ADMIN as CAP_NET_ADMIN
+from .._os import CAP_SYS_ADMIN as CAP_SYS_ADMIN
+from .._os import CAP_SYS_PTRACE as CAP_SYS_PTRACE
+from ..ethtool.ioctl import ETHTOOL_GDRVINFO as ETHTOOL_GDRVINFO
+from ..ethtool.ioctl import ETHTOOL_GGRO as ETHTOOL_GGRO
+from ..ethtool.ioctl import ETHTOOL_GTSO as ETHTOOL_GTSO
+from ..ethtool.ioctl import SIOCETHTOOL as SIOCETHTOOL
+from ..kver import parse_config
 from .checks import ATTACH as ATTACH
 from .checks import BUSY_POLL as BUSY_POLL
 from .checks import DEVMEM as DEVMEM
@@ -29,20 +39,11 @@ from .checks import QSTATS as QSTATS
 from .checks import QUEUE_API as QUEUE_API
 from .checks import Check, Status, report, summary
 from .checks import Version as Version
-from .facts import ETHTOOL_GDRVINFO as ETHTOOL_GDRVINFO
-from .facts import ETHTOOL_GGRO as ETHTOOL_GGRO
-from .facts import ETHTOOL_GTSO as ETHTOOL_GTSO
 from .facts import IFF_LOOPBACK as IFF_LOOPBACK
 from .facts import ROOT_HINT as ROOT_HINT
-from .facts import SIOCETHTOOL as SIOCETHTOOL
 from .facts import SIOCGIFFLAGS as SIOCGIFFLAGS
 from .facts import SYS_PIDFD_GETFD as SYS_PIDFD_GETFD
-from .facts import Facts, IfaceFacts, gather, parse_config, parse_release
-from .verdicts import CAP_NET_ADMIN as CAP_NET_ADMIN
-from .verdicts import CAP_SYS_ADMIN as CAP_SYS_ADMIN
-from .verdicts import CAP_SYS_PTRACE as CAP_SYS_PTRACE
-from .verdicts import DEVMEM_DRIVERS as DEVMEM_DRIVERS
-from .verdicts import NO_DEVMEM_DRIVERS as NO_DEVMEM_DRIVERS
+from .facts import Facts, IfaceFacts, gather, parse_release
 from .verdicts import evaluate, matching_presets
 
 __all__ = [

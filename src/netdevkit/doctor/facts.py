@@ -35,9 +35,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
-import gzip
 import os
-import re
 import select
 import socket
 import struct
@@ -45,8 +43,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from .. import kver
+from .._os import effective_caps
 from ..busypoll.epoll import EPIOCGPARAMS
 from ..errors import KernelError, NetdevkitError, NotFoundError
+from ..ethtool.ioctl import ETHTOOL_GGRO, ETHTOOL_GTSO, driver_info, get_flag
 from ..netdev.client import Napi, Netdev, QStats, Queue
 from ..netns import entered
 from ..netns import exists as netns_exists
@@ -54,17 +55,8 @@ from ..netns import exists as netns_exists
 SYS_PIDFD_GETFD = 438
 
 # ethtool ioctls (include/uapi/linux/ethtool.h, linux/sockios.h)
-SIOCETHTOOL = 0x8946
 SIOCGIFFLAGS = 0x8913
 IFF_LOOPBACK = 0x8
-ETHTOOL_GDRVINFO = 0x03
-ETHTOOL_GTSO = 0x1E
-ETHTOOL_GGRO = 0x2B
-# struct ethtool_drvinfo: cmd, driver[32], version[32], fw_version[32], bus_info[32],
-# erom_version[32], reserved2[12], n_priv_flags, n_stats, testinfo_len, eedump_len,
-# regdump_len
-_DRVINFO = struct.Struct("=I32s32s32s32s32s12s5I")
-_ETHTOOL_VALUE = struct.Struct("=II")  # struct ethtool_value {cmd, data}
 _IFREQ_SIZE = 40  # sizeof(struct ifreq) on 64-bit
 
 ROOT_HINT = "run as root to check"
@@ -124,40 +116,12 @@ class Facts:
 
 
 def parse_release(release: str) -> tuple[int, int, int] | None:
-    """``"6.18.44-fc-v595"`` -> ``(6, 18, 44)``; ``"6.9-rc1"`` -> ``(6, 9, 0)``."""
-    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", release)
-    if m is None:
+    """``"6.18.44-fc-v595"`` -> ``(6, 18, 44)``; ``"6.9-rc1"`` -> ``(6, 9, 0)``; None if
+    it does not start with a version (:func:`netdevkit.kver.parse`)."""
+    try:
+        return kver.parse(release)
+    except ValueError:
         return None
-    return int(m[1]), int(m[2]), int(m[3] or 0)
-
-
-def parse_config(text: str) -> dict[str, str]:
-    """A kernel .config as ``{"CONFIG_X": "y"}``; ``# CONFIG_X is not set`` is left out."""
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        if line.startswith("CONFIG_") and "=" in line:
-            key, _, value = line.partition("=")
-            out[key.strip()] = value.strip().strip('"')
-    return out
-
-
-def _read_config(release: str) -> tuple[dict[str, str] | None, str, str]:
-    """(config, source path, error); error is set when a config exists but cannot be read."""
-    error = ""
-    for path in ("/proc/config.gz", f"/boot/config-{release}"):
-        try:
-            if path.endswith(".gz"):
-                with gzip.open(path, "rt", encoding="utf-8", errors="replace") as f:
-                    return parse_config(f.read()), path, ""
-            with open(path, encoding="utf-8", errors="replace") as f:
-                return parse_config(f.read()), path, ""
-        except FileNotFoundError:
-            continue
-        except PermissionError:
-            error = f"{path} is not readable: {ROOT_HINT}"
-        except OSError as err:
-            error = f"{path}: {err.strerror}"
-    return None, "", error
 
 
 def _read_int(path: str) -> int | None:
@@ -166,17 +130,6 @@ def _read_int(path: str) -> int | None:
             return int(f.read().split()[0])
     except (OSError, ValueError, IndexError):
         return None
-
-
-def _cap_eff() -> int | None:
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("CapEff:"):
-                    return int(line.split()[1], 16)
-    except (OSError, ValueError):
-        pass
-    return None
 
 
 def _probe_epoll() -> int:
@@ -198,31 +151,18 @@ def _probe_pidfd_getfd() -> int:
     return 0 if rc >= 0 else ctypes.get_errno()
 
 
-def _ethtool(sock: socket.socket, ifname: str, request: bytes) -> bytes:
-    """One SIOCETHTOOL call: *request* is the ethtool struct, returned as filled in."""
-    buf = ctypes.create_string_buffer(request, len(request))
-    ifr = struct.pack("16sP", ifname.encode(), ctypes.addressof(buf)).ljust(_IFREQ_SIZE, b"\0")
-    fcntl.ioctl(sock.fileno(), SIOCETHTOOL, ifr)
-    return buf.raw
-
-
-def _ethtool_flag(sock: socket.socket, ifname: str, cmd: int) -> bool | None:
+def _driver(ifname: str, netns: str | None) -> tuple[str | None, str]:
+    """(driver name, why it is None): ethtool's driver info, else the caller's sysfs."""
     try:
-        raw = _ethtool(sock, ifname, _ETHTOOL_VALUE.pack(cmd, 0))
-    except OSError:
-        return None
-    return bool(_ETHTOOL_VALUE.unpack(raw)[1])
-
-
-def _driver(sock: socket.socket, ifname: str, netns: str | None) -> tuple[str | None, str]:
-    try:
-        raw = _ethtool(sock, ifname, _DRVINFO.pack(ETHTOOL_GDRVINFO, *[b""] * 6, *[0] * 5))
-        name = _DRVINFO.unpack(raw)[1].split(b"\0", 1)[0].decode("ascii", "replace")
+        name = driver_info(ifname, netns)
         if name:
             return name, ""
         why = "ethtool driver info is empty"
-    except OSError as err:
-        why = f"ethtool driver info failed ({errno.errorcode.get(err.errno or 0, err.errno)})"
+    except KernelError as err:
+        code = err.errno or 0
+        why = f"ethtool driver info failed ({errno.errorcode.get(code, code)})"
+    except NotFoundError:
+        why = "ethtool driver info failed (ENODEV)"
     if netns is not None:
         return None, f"{why}, and the sysfs of namespace {netns!r} is not visible from here"
     try:
@@ -230,6 +170,56 @@ def _driver(sock: socket.socket, ifname: str, netns: str | None) -> tuple[str | 
     except OSError:
         return None, f"{why}; no /sys/class/net/{ifname}/device/driver (a virtual device?)"
     return os.path.basename(link), ""
+
+
+def _flag(ifname: str, cmd: int, netns: str | None) -> bool | None:
+    try:
+        return get_flag(ifname, cmd, netns)
+    except NetdevkitError:
+        return None
+
+
+def _is_loopback(sock: socket.socket, ifname: str) -> bool:
+    try:
+        ifr = fcntl.ioctl(sock.fileno(), SIOCGIFFLAGS, ifname.encode().ljust(_IFREQ_SIZE, b"\0"))
+    except OSError:
+        return False
+    return bool(struct.unpack_from("=H", ifr, 16)[0] & IFF_LOOPBACK)
+
+
+@dataclass(frozen=True, slots=True)
+class _NetdevLists:
+    napis: tuple[Napi, ...] | None = None
+    napi_error: str = ""
+    queues: tuple[Queue, ...] | None = None
+    qstats: tuple[QStats, ...] | None = None
+    qstats_error: str = ""
+
+
+def _qstats(nd: Netdev, ifindex: int) -> tuple[tuple[QStats, ...] | None, str]:
+    if not nd.supports("qstats-get"):
+        return None, "this kernel has no qstats-get (Linux 6.10+)"
+    try:
+        return tuple(nd.qstats_dump(ifindex)), ""
+    except KernelError as err:
+        # A dump filtered by ifindex answers EOPNOTSUPP for a driver without
+        # queue stats ops (veth) [seen on 6.18]; unfiltered it just skips it.
+        if err.errno == errno.EOPNOTSUPP:
+            return (), ""
+        return None, str(err)
+
+
+def _netdev_lists(ifindex: int, netns: str | None) -> _NetdevLists:
+    """The interface's NAPIs, queues and queue stats from the netdev family."""
+    try:
+        with Netdev.open(netns) as nd:
+            napis = tuple(nd.napi_dump(ifindex)) if nd.supports("napi-get") else None
+            queues = tuple(nd.queue_dump(ifindex)) if nd.supports("queue-get") else None
+            qstats, qstats_error = _qstats(nd, ifindex)
+    except NetdevkitError as err:
+        return _NetdevLists(napi_error=str(err), qstats_error=str(err))
+    napi_error = "" if napis is not None else "this kernel has no napi-get (Linux 6.9+)"
+    return _NetdevLists(napis, napi_error, queues, qstats, qstats_error)
 
 
 def _gather_iface(ifname: str, netns: str | None) -> IfaceFacts:
@@ -246,45 +236,11 @@ def _gather_iface(ifname: str, netns: str | None) -> IfaceFacts:
     except NetdevkitError as err:  # could not enter the namespace: needs CAP_SYS_ADMIN
         return IfaceFacts(ifname, netns, error=f"{ROOT_HINT}: {err}")
     with sock:
-        driver, driver_error = _driver(sock, ifname, netns)
-        try:
-            ifr = fcntl.ioctl(
-                sock.fileno(), SIOCGIFFLAGS, ifname.encode().ljust(_IFREQ_SIZE, b"\0")
-            )
-            loopback = bool(struct.unpack_from("=H", ifr, 16)[0] & IFF_LOOPBACK)
-        except OSError:
-            loopback = False
-        if driver is None and loopback:  # lo has no ethtool driver info
-            driver, driver_error = "loopback", ""
-        gro = _ethtool_flag(sock, ifname, ETHTOOL_GGRO)
-        tso = _ethtool_flag(sock, ifname, ETHTOOL_GTSO)
-    napis: tuple[Napi, ...] | None = None
-    queues: tuple[Queue, ...] | None = None
-    qstats: tuple[QStats, ...] | None = None
-    napi_error = qstats_error = ""
-    try:
-        with Netdev.open(netns) as nd:
-            if nd.supports("napi-get"):
-                napis = tuple(nd.napi_dump(ifindex))
-            else:
-                napi_error = "this kernel has no napi-get (Linux 6.9+)"
-            if nd.supports("queue-get"):
-                queues = tuple(nd.queue_dump(ifindex))
-            if nd.supports("qstats-get"):
-                try:
-                    qstats = tuple(nd.qstats_dump(ifindex))
-                except KernelError as err:
-                    # A dump filtered by ifindex answers EOPNOTSUPP for a driver without
-                    # queue stats ops (veth) [seen on 6.18]; unfiltered it just skips it.
-                    if err.errno == errno.EOPNOTSUPP:
-                        qstats = ()
-                    else:
-                        qstats_error = str(err)
-            else:
-                qstats_error = "this kernel has no qstats-get (Linux 6.10+)"
-    except NetdevkitError as err:
-        napi_error = qstats_error = str(err)
-    devmem = _devmem_requirements(ifname, netns)
+        loopback = _is_loopback(sock, ifname)
+    driver, driver_error = _driver(ifname, netns)
+    if driver is None and loopback:  # lo has no ethtool driver info
+        driver, driver_error = "loopback", ""
+    lists = _netdev_lists(ifindex, netns)
     return IfaceFacts(
         ifname,
         netns,
@@ -292,15 +248,15 @@ def _gather_iface(ifname: str, netns: str | None) -> IfaceFacts:
         driver=driver,
         driver_error=driver_error,
         loopback=loopback,
-        gro=gro,
-        tso=tso,
-        napis=napis,
-        napi_error=napi_error,
-        queues=queues,
-        qstats=qstats,
-        qstats_error=qstats_error,
+        gro=_flag(ifname, ETHTOOL_GGRO, netns),
+        tso=_flag(ifname, ETHTOOL_GTSO, netns),
+        napis=lists.napis,
+        napi_error=lists.napi_error,
+        queues=lists.queues,
+        qstats=lists.qstats,
+        qstats_error=lists.qstats_error,
         sysfs_threaded=_sysfs_threaded(netns, ifname),
-        devmem=devmem,
+        devmem=_devmem_requirements(ifname, netns),
     )
 
 
@@ -337,7 +293,7 @@ def gather(ifname: str | None = None, netns: str | None = None) -> Facts:
         raise NotFoundError(f"network namespace {netns!r} does not exist (see `ip netns list`)")
     iface = None if ifname is None else _gather_iface(ifname, netns)
     release = os.uname().release
-    config, config_source, config_error = _read_config(release)
+    config, config_source, config_error = kver.read_config(release)
     family_version: int | None = None
     family_error = ""
     op_ids: frozenset[int] = frozenset()
@@ -368,7 +324,7 @@ def gather(ifname: str | None = None, netns: str | None = None) -> Facts:
         epoll_errno=_probe_epoll(),
         busy_poll=_read_int("/proc/sys/net/core/busy_poll"),
         busy_read=_read_int("/proc/sys/net/core/busy_read"),
-        cap_eff=_cap_eff(),
+        cap_eff=effective_caps(),
         pidfd_getfd_errno=_probe_pidfd_getfd(),
         ptrace_scope=_read_int("/proc/sys/kernel/yama/ptrace_scope"),
         udmabuf=os.path.exists("/dev/udmabuf"),

@@ -9,6 +9,8 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable, Iterable
 
+from .._drivers import DEVMEM_DRIVERS, NO_DEVMEM_DRIVERS
+from .._os import CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_SYS_PTRACE
 from ..netdev.client import Napi
 from ..netdev.family import NETDEV, NapiThreaded, QueueType
 from ..tuning.presets import PRESETS, Preset
@@ -30,15 +32,6 @@ from .checks import (
     _Report,
 )
 from .facts import Facts, IfaceFacts
-
-#: Drivers (ethtool driver names) with the queue management API
-#: (``netdev_queue_mgmt_ops``) and unreadable-netmem page pools as of Linux 6.18:
-#: the ones Device Memory TCP can bind to.
-DEVMEM_DRIVERS = frozenset({"gve", "mlx5_core", "bnxt_en", "fbnic", "idpf"})
-#: Drivers known to lack both (KERNEL.md: they cannot carry devmem).
-NO_DEVMEM_DRIVERS = frozenset({"veth", "virtio_net", "loopback", "dummy", "bridge", "tun"})
-
-CAP_NET_ADMIN, CAP_SYS_PTRACE, CAP_SYS_ADMIN = 12, 19, 21
 
 
 def _fmt_settings(n: Napi) -> str:

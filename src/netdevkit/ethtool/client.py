@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import (
+    ErrorReply,
     KernelError,
     NetdevkitError,
     NotFoundError,
@@ -29,7 +30,7 @@ from ..errors import (
     UnsupportedError,
 )
 from ..netlink import codec
-from ..netlink.socket import ErrorReply, FamilyInfo, GenlSocket
+from ..netlink.socket import FamilyInfo, GenlSocket
 from ..netlink.spec import Codec, attr_path, encode_attrs
 from .family import ETHTOOL, TcpDataSplit
 

@@ -37,11 +37,13 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..errors import KernelError, NotFoundError, PermissionDenied, RequestError
+from ..errors import KernelError, RequestError, translate_oserror
 from ..netns import entered
 
 SIOCETHTOOL = 0x8946
 ETHTOOL_GDRVINFO = 0x03
+ETHTOOL_GTSO = 0x1E
+ETHTOOL_GGRO = 0x2B
 ETHTOOL_GRXFHINDIR = 0x38
 ETHTOOL_SRXFHINDIR = 0x39
 ETHTOOL_GRXCLSRLCNT = 0x2E
@@ -62,6 +64,8 @@ assert RXNFC.size == 192
 #: struct ethtool_drvinfo: cmd, driver[32], version[32], fw_version[32], bus_info[32],
 #: erom_version[32], reserved2[12], n_priv_flags, n_stats, testinfo_len, eedump_len, regdump_len
 _DRVINFO = struct.Struct("=I32s32s32s32s32s12sIIIII")
+#: struct ethtool_value {cmd, data}
+_VALUE = struct.Struct("=II")
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,13 +179,13 @@ def _ethtool(
     try:
         fcntl.ioctl(sock.fileno(), SIOCETHTOOL, ifr)
     except OSError as err:
-        e = err.errno or 0
-        if e == errno.ENODEV:
-            raise NotFoundError(f"{what}: no interface named {ifname!r}") from err
-        if e == errno.EPERM:
-            raise PermissionDenied(e, what, "CAP_NET_ADMIN") from err
-        hint = unsupported if e == errno.EOPNOTSUPP else ""
-        raise KernelError(e, what, hint=hint) from err
+        raise translate_oserror(
+            err,
+            what,
+            capability="CAP_NET_ADMIN",
+            gone={errno.ENODEV: f"{what}: no interface named {ifname!r}"},
+            hint=unsupported if err.errno == errno.EOPNOTSUPP else "",
+        ) from err
     finally:
         sock.close()
     return buf.raw
@@ -259,12 +263,27 @@ def rxfh_indir_set(ifname: str, indir: Sequence[int], netns: str | None = None) 
     _ethtool(ifname, req, netns, f"ethtool set RSS indirection table of {ifname}", _NO_RSS)
 
 
+def driver_info(ifname: str, netns: str | None = None) -> str:
+    """The driver name ETHTOOL_GDRVINFO reports for *ifname* (``""`` if it names none).
+
+    Raises :class:`KernelError` (its errno says why), :class:`NotFoundError`.
+    """
+    req = _DRVINFO.pack(ETHTOOL_GDRVINFO, *[b""] * 6, *[0] * 5)
+    raw = _ethtool(ifname, req, netns, f"ethtool driver info of {ifname}", "")
+    name: bytes = _DRVINFO.unpack(raw)[1]
+    return name.split(b"\0", 1)[0].decode("ascii", "replace")
+
+
 def driver_name(ifname: str, netns: str | None = None) -> str | None:
     """The driver behind *ifname* (ETHTOOL_GDRVINFO), None if it names none."""
-    req = _DRVINFO.pack(ETHTOOL_GDRVINFO, *[b""] * 6, *[0] * 5)
     try:
-        raw = _ethtool(ifname, req, netns, f"ethtool driver info of {ifname}", "")
+        return driver_info(ifname, netns) or None
     except KernelError:
         return None
-    name = _DRVINFO.unpack(raw)[1].split(b"\0", 1)[0].decode("ascii", "replace")
-    return name or None
+
+
+def get_flag(ifname: str, cmd: int, netns: str | None = None) -> bool:
+    """A feature flag read with an ``ETHTOOL_G*`` command that answers a
+    ``struct ethtool_value`` (:data:`ETHTOOL_GGRO`, :data:`ETHTOOL_GTSO`)."""
+    raw = _ethtool(ifname, _VALUE.pack(cmd, 0), netns, f"ethtool command {cmd:#x} of {ifname}", "")
+    return bool(_VALUE.unpack(raw)[1])

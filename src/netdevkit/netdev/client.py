@@ -27,6 +27,8 @@ from typing import Any, NamedTuple, TypeVar
 
 from ..errors import (
     DecodeError,
+    DumpInterrupted,
+    ErrorReply,
     KernelError,
     NotFoundError,
     PermissionDenied,
@@ -34,7 +36,7 @@ from ..errors import (
     UnsupportedError,
 )
 from ..netlink import codec
-from ..netlink.socket import DumpInterrupted, ErrorReply, FamilyInfo, GenlSocket
+from ..netlink.socket import FamilyInfo, GenlSocket
 from ..netlink.spec import UNKNOWN, Codec, Operation, attr_path, encode_attrs
 from ..netns import entered
 from .family import (

@@ -29,7 +29,12 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import NamedTuple, TypeVar
 
-from ..errors import DecodeError, KernelError, NetdevkitError, UnsupportedError
+from ..errors import DecodeError, KernelError, UnsupportedError, translate_oserror
+
+# Defined in errors.py; importable from here as before.
+from ..errors import DumpInterrupted as DumpInterrupted  # noqa: PLC0414
+from ..errors import ErrorReply as ErrorReply  # noqa: PLC0414
+from ..errors import NotificationsLost as NotificationsLost  # noqa: PLC0414
 from ..netns import entered
 from . import codec
 from .codec import Message
@@ -60,15 +65,6 @@ _INITIAL_BUFSIZE = 64 * 1024
 #: netlink message types below this are control messages (NOOP, ERROR, DONE, OVERRUN)
 _FIRST_FAMILY_TYPE = 0x10
 T = TypeVar("T")
-
-
-class DumpInterrupted(NetdevkitError):
-    """The kernel flagged the dump as inconsistent (NLM_F_DUMP_INTR): retry it."""
-
-
-class NotificationsLost(NetdevkitError):
-    """The socket's receive queue overflowed (ENOBUFS): multicast messages were
-    dropped. The socket stays usable; dump again to learn the current state."""
 
 
 class FamilyInfo(NamedTuple):
@@ -138,16 +134,20 @@ class GenlSocket:
     @classmethod
     def open(cls, netns: str | None = None) -> "GenlSocket":
         """Open a socket in the current namespace or in named namespace *netns*."""
+        operation = "open a generic netlink socket" + (f" in netns {netns}" if netns else "")
         with entered(netns):
-            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
+            try:
+                sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
+            except OSError as err:
+                raise translate_oserror(err, operation) from err
         try:
             sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
             sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
             sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
             sock.bind((0, 0))
-        except OSError:
+        except OSError as err:
             sock.close()
-            raise
+            raise translate_oserror(err, operation) from err
         return cls(sock, netns)
 
     def fileno(self) -> int:
@@ -174,12 +174,14 @@ class GenlSocket:
                 n = sock.recv_into(self._buf, len(self._buf))
             except InterruptedError:
                 continue
+            except TimeoutError:
+                raise  # the timeout poll_notifications set: not an error
             except OSError as err:
                 if err.errno == errno.ENOBUFS:
                     raise NotificationsLost(
                         "netlink receive queue overflowed (ENOBUFS): notifications were lost"
                     ) from err
-                raise
+                raise translate_oserror(err, "receive from a generic netlink socket") from err
             return bytes(self._buf[:n])
 
     def _next_message(self) -> Message:
@@ -285,10 +287,19 @@ class GenlSocket:
         return parse_family_info(replies[0].payload)
 
     def join_group(self, group_id: int) -> None:
-        self._sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, group_id)
+        """Join multicast group *group_id*; some groups need CAP_NET_ADMIN."""
+        try:
+            self._sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, group_id)
+        except OSError as err:
+            operation = f"join generic netlink multicast group {group_id}"
+            raise translate_oserror(err, operation, capability="CAP_NET_ADMIN") from err
 
     def leave_group(self, group_id: int) -> None:
-        self._sock.setsockopt(SOL_NETLINK, NETLINK_DROP_MEMBERSHIP, group_id)
+        try:
+            self._sock.setsockopt(SOL_NETLINK, NETLINK_DROP_MEMBERSHIP, group_id)
+        except OSError as err:
+            operation = f"leave generic netlink multicast group {group_id}"
+            raise translate_oserror(err, operation) from err
 
     def poll_notifications(self, timeout: float | None) -> Iterator[Message]:
         """Yield queued notifications, then wait up to *timeout* for more."""
@@ -329,16 +340,3 @@ def _raise_for_end(payload: bytes, mtype: int, flags: int, operation: str) -> No
                 codec.decode_extack(payload, 4) if flags & codec.NLM_F_ACK_TLVS else codec.ExtAck()
             )
             raise ErrorReply(-err, operation, extack)
-
-
-class ErrorReply(KernelError):
-    """The kernel's error reply, still carrying the raw extended ack.
-
-    Family clients catch it to name the offending attribute (from
-    ``extack.offset``) and the missing capability, then raise the
-    user-facing :class:`KernelError` subclass.
-    """
-
-    def __init__(self, err: int, operation: str, extack: codec.ExtAck) -> None:
-        super().__init__(err, operation, extack.message)
-        self.raw_extack = extack

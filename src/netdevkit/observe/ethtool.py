@@ -36,7 +36,7 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..errors import NotFoundError, UnsupportedError
+from ..errors import translate_oserror
 from ..netns import entered
 
 SIOCETHTOOL = 0x8946
@@ -76,11 +76,12 @@ def _ioctl(sock: socket.socket, ifname: str, cmd: bytearray) -> None:
     try:
         fcntl.ioctl(sock.fileno(), SIOCETHTOOL, req)
     except OSError as err:
-        if err.errno == errno.ENODEV:
-            raise NotFoundError(f"interface {ifname!r} is gone") from err
-        if err.errno == errno.EOPNOTSUPP:
-            raise UnsupportedError(f"{ifname}: the driver has no ethtool statistics") from err
-        raise
+        raise translate_oserror(
+            err,
+            f"SIOCETHTOOL on {ifname}",
+            gone={errno.ENODEV: f"interface {ifname!r} is gone"},
+            unsupported={errno.EOPNOTSUPP: f"{ifname}: the driver has no ethtool statistics"},
+        ) from err
     finally:
         del holder
 

@@ -13,11 +13,9 @@ Two ways out, producing the same families:
 - :class:`NetdevkitCollector`: a prometheus-client collector, for a
   program that has its own registry (``REGISTRY.register(...)``);
 - :meth:`Exporter.render`, the exposition text the ``netdevkit exporter``
-  HTTP server answers with. It writes the text format itself because
-  prometheus-client's ``generate_latest`` spends about 6 us per sample
-  (52 ms for the 8192 NAPI samples of a 2048-NAPI namespace, measured with
-  prometheus-client 0.2x), several times the cost of the kernel dumps; the
-  tests check that both paths give the same families.
+  HTTP server answers with. It writes the text format itself, without
+  prometheus-client's ``generate_latest`` (why, with figures: docs/observe.md,
+  "Speed"); the tests check that both paths give the same families.
 """
 
 from __future__ import annotations
@@ -31,7 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import NetdevkitError
+from ..errors import NetdevkitError, translate_oserror
 from .sources import EpollContext, NamespaceReader, Snapshot, gc_paused, read_attached_epolls
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -162,8 +160,8 @@ def _napi_samples(snap: Snapshot, ns: str, attr: str) -> list[Sample]:
 
 
 def _napi_families(fs: Families, snap: Snapshot, ns: str) -> None:
-    """Per-NAPI settings: 4 x 2048 lines on a big veth namespace, hence
-    written straight into exposition lines (one f-string each)."""
+    """Per-NAPI settings: four lines per NAPI, the bulk of a large namespace's
+    scrape, hence written straight into exposition lines (one f-string each)."""
     fams = [fs.get(name, "gauge", help_, NAPI_LABELS) for name, help_, _attr in _NAPI_GAUGES]
     for f, (_name, _help, attr) in zip(fams, _NAPI_GAUGES, strict=True):
         f.deferred.append(functools.partial(_napi_samples, snap, ns, attr))
@@ -310,77 +308,65 @@ def snapshot_families(fs: Families, snap: Snapshot) -> None:
         )
 
 
+#: softnet_stat column -> (metric name, help); counters per CPU
+SOFTNET_METRICS: dict[str, tuple[str, str]] = {
+    "processed": (
+        "netdevkit_softnet_processed_packets",
+        "Packets processed by the CPU's softirq (softnet_stat)",
+    ),
+    "dropped": (
+        "netdevkit_softnet_dropped_packets",
+        "Packets dropped: backlog full (softnet_stat)",
+    ),
+    "time_squeeze": (
+        "netdevkit_softnet_times_squeezed",
+        "Softirq rounds cut short by budget or time (softnet_stat time_squeeze)",
+    ),
+}
+#: sysctl -> (metric name, scale to the unit in the name); gauges
+SYSCTL_METRICS: dict[str, tuple[str, float]] = {
+    "net.core.busy_poll": ("netdevkit_sysctl_busy_poll_seconds", 1e-6),
+    "net.core.busy_read": ("netdevkit_sysctl_busy_read_seconds", 1e-6),
+    "net.core.netdev_budget": ("netdevkit_sysctl_netdev_budget_packets", 1.0),
+    "net.core.netdev_budget_usecs": ("netdevkit_sysctl_netdev_budget_seconds", 1e-6),
+}
+#: (metric name, help, value) of an attached epoll context; gauges
+EPOLL_METRICS: tuple[tuple[str, str, Callable[[EpollContext], float]], ...] = (
+    (
+        "netdevkit_epoll_attached",
+        "1 while a process netdevkit attached to runs (0: it exited)",
+        lambda e: 1 if e.alive else 0,
+    ),
+    (
+        "netdevkit_epoll_busy_poll_seconds",
+        "busy_poll_usecs netdevkit set on the epoll context",
+        lambda e: e.busy_poll_usecs / 1e6,
+    ),
+    (
+        "netdevkit_epoll_busy_poll_budget_packets",
+        "busy_poll_budget netdevkit set on the epoll context",
+        lambda e: e.busy_poll_budget,
+    ),
+    (
+        "netdevkit_epoll_prefer_busy_poll",
+        "prefer_busy_poll netdevkit set on the epoll context",
+        lambda e: 1 if e.prefer_busy_poll else 0,
+    ),
+)
+
+
 def machine_families(fs: Families, snap: Snapshot, epolls: Sequence[EpollContext]) -> None:
     """Machine-wide families: softnet, busy-poll sysctls, attached epoll contexts."""
     for s in snap.softnet:
-        cpu = (str(s.cpu),)
-        fs.add(
-            "netdevkit_softnet_processed_packets",
-            "counter",
-            "Packets processed by the CPU's softirq (softnet_stat)",
-            ("cpu",),
-            cpu,
-            s.processed,
-        )
-        fs.add(
-            "netdevkit_softnet_dropped_packets",
-            "counter",
-            "Packets dropped: backlog full (softnet_stat)",
-            ("cpu",),
-            cpu,
-            s.dropped,
-        )
-        fs.add(
-            "netdevkit_softnet_times_squeezed",
-            "counter",
-            "Softirq rounds cut short by budget or time (softnet_stat time_squeeze)",
-            ("cpu",),
-            cpu,
-            s.time_squeeze,
-        )
-    sysctl = snap.sysctls
-    for key, name, scale in (
-        ("net.core.busy_poll", "netdevkit_sysctl_busy_poll_seconds", 1e-6),
-        ("net.core.busy_read", "netdevkit_sysctl_busy_read_seconds", 1e-6),
-        ("net.core.netdev_budget", "netdevkit_sysctl_netdev_budget_packets", 1.0),
-        ("net.core.netdev_budget_usecs", "netdevkit_sysctl_netdev_budget_seconds", 1e-6),
-    ):
-        if key in sysctl:
-            fs.add(name, "gauge", f"sysctl {key}", (), (), sysctl[key] * scale)
+        for column, (name, help_) in SOFTNET_METRICS.items():
+            fs.add(name, "counter", help_, ("cpu",), (str(s.cpu),), getattr(s, column))
+    for key, (name, scale) in SYSCTL_METRICS.items():
+        if key in snap.sysctls:
+            fs.add(name, "gauge", f"sysctl {key}", (), (), snap.sysctls[key] * scale)
     for e in epolls:
         lv = (str(e.pid), str(e.tid), str(e.fd))
-        fs.add(
-            "netdevkit_epoll_attached",
-            "gauge",
-            "1 while a process netdevkit attached to runs (0: it exited)",
-            EPOLL_LABELS,
-            lv,
-            1 if e.alive else 0,
-        )
-        fs.add(
-            "netdevkit_epoll_busy_poll_seconds",
-            "gauge",
-            "busy_poll_usecs netdevkit set on the epoll context",
-            EPOLL_LABELS,
-            lv,
-            e.busy_poll_usecs / 1e6,
-        )
-        fs.add(
-            "netdevkit_epoll_busy_poll_budget_packets",
-            "gauge",
-            "busy_poll_budget netdevkit set on the epoll context",
-            EPOLL_LABELS,
-            lv,
-            e.busy_poll_budget,
-        )
-        fs.add(
-            "netdevkit_epoll_prefer_busy_poll",
-            "gauge",
-            "prefer_busy_poll netdevkit set on the epoll context",
-            EPOLL_LABELS,
-            lv,
-            1 if e.prefer_busy_poll else 0,
-        )
+        for name, help_, value in EPOLL_METRICS:
+            fs.add(name, "gauge", help_, EPOLL_LABELS, lv, value(e))
 
 
 # -- exposition text ---------------------------------------------------------------
@@ -553,6 +539,6 @@ def make_server(exporter: Exporter, host: str, port: int) -> http.server.Threadi
     try:
         server = server_cls((host, port), handler)
     except OSError as err:
-        raise NetdevkitError(f"cannot listen on {host}:{port}: {err.strerror or err}") from err
+        raise translate_oserror(err, f"cannot listen on {host}:{port}") from err
     server.daemon_threads = True
     return server

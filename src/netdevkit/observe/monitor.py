@@ -26,8 +26,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ..errors import NotificationsLost
 from ..netdev.client import Dev, Netdev, PagePool
-from ..netlink.socket import NotificationsLost
 
 GROUPS = ("mgmt", "page-pool")
 

@@ -44,7 +44,11 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from .._os import process_start_time
 from ..errors import KernelError, NetdevkitError, NotFoundError, UnsupportedError
+
+# Defined in errors.py; importable from here as before.
+from ..errors import NamespaceGone as NamespaceGone  # noqa: PLC0414
 from ..netdev.client import Napi, Netdev, PagePool, QStats
 from ..netdev.family import QueueType
 from ..netns import entered, path_of
@@ -106,10 +110,6 @@ def gc_paused() -> Iterator[None]:
     finally:
         if was:
             gc.enable()
-
-
-class NamespaceGone(NotFoundError):
-    """The named namespace was deleted (or replaced) since the reader opened it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,10 +245,9 @@ def read_kthread_cpu(pids: list[int]) -> dict[int, float]:
 
 def _start_time(pid: int) -> int | None:
     try:
-        text = _read(f"/proc/{pid}/stat")
+        return process_start_time(pid)
     except OSError:
         return None
-    return int(text[text.rindex(")") + 2 :].split()[19])
 
 
 def read_attached_epolls(state_dir: str) -> list[EpollContext]:

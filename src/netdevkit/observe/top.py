@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .rates import LinkRate, NapiRow, QueueRate, Rates, compute
+from ..netdev.client import PagePool
+from .rates import LinkRate, NapiRow, QueueRate, Rates, SoftnetRate, compute
 from .sources import EpollContext, NamespaceReader, Snapshot, gc_paused
 
 #: key -> (sort name, description); the sort orders rows by that, largest first
@@ -123,93 +124,99 @@ def _r(v: float | None) -> float | None:
     return None if v is None else round(v, 3)
 
 
+def _link_json(x: LinkRate) -> dict[str, Any]:
+    return {
+        "ifindex": x.ifindex,
+        "ifname": x.ifname,
+        "source": x.source,
+        "rx_packets_per_s": _r(x.rx_pps),
+        "tx_packets_per_s": _r(x.tx_pps),
+        "rx_bytes_per_s": _r(x.rx_bps),
+        "tx_bytes_per_s": _r(x.tx_bps),
+        "drops_per_s": _r(x.drops_ps),
+        "alloc_fail_per_s": _r(x.alloc_fail_ps),
+    }
+
+
+def _queue_json(q: QueueRate) -> dict[str, Any]:
+    return {
+        "ifindex": q.ifindex,
+        "ifname": q.ifname,
+        "type": q.queue_type,
+        "queue": q.queue_id,
+        "source": q.source,
+        "packets_per_s": _r(q.pps),
+        "bytes_per_s": _r(q.bps),
+        "drops_per_s": _r(q.drops_ps),
+        "alloc_fail_per_s": _r(q.alloc_fail_ps),
+    }
+
+
+def _napi_json(n: NapiRow) -> dict[str, Any]:
+    return {
+        "id": n.napi.id,
+        "ifindex": n.napi.ifindex,
+        "ifname": n.ifname,
+        "defer_hard_irqs": n.napi.defer_hard_irqs,
+        "gro_flush_timeout": n.napi.gro_flush_timeout,
+        "irq_suspend_timeout": n.napi.irq_suspend_timeout,
+        "threaded": None if n.napi.threaded is None else int(n.napi.threaded),
+        "pid": n.napi.pid,
+        "kthread_cpu": _r(n.kthread_cpu),
+    }
+
+
+def _pool_json(p: PagePool) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "ifindex": p.ifindex,
+        "napi_id": p.napi_id,
+        "inflight": p.inflight,
+        "inflight_mem": p.inflight_mem,
+        "dmabuf": p.dmabuf,
+        "detached": bool(p.detach_time),
+    }
+
+
+def _epoll_json(e: EpollContext) -> dict[str, Any]:
+    return {
+        "pid": e.pid,
+        "tid": e.tid,
+        "fd": e.fd,
+        "busy_poll_usecs": e.busy_poll_usecs,
+        "busy_poll_budget": e.busy_poll_budget,
+        "prefer_busy_poll": e.prefer_busy_poll,
+        "napi_ids": list(e.napi_ids),
+        "alive": e.alive,
+    }
+
+
+def _softnet_json(s: SoftnetRate) -> dict[str, Any]:
+    return {
+        "cpu": s.cpu,
+        "processed_per_s": _r(s.processed_ps),
+        "dropped_per_s": _r(s.dropped_ps),
+        "time_squeeze_per_s": _r(s.time_squeeze_ps),
+    }
+
+
 def rates_json(sample: Sample) -> dict[str, Any]:
     """The ``top -j`` object: rates per second, settings as the kernel reports them."""
     r = sample.rates
     return {
         "netns": r.netns,
         "interval_s": round(r.interval, 6),
-        "interfaces": [
-            {
-                "ifindex": x.ifindex,
-                "ifname": x.ifname,
-                "source": x.source,
-                "rx_packets_per_s": _r(x.rx_pps),
-                "tx_packets_per_s": _r(x.tx_pps),
-                "rx_bytes_per_s": _r(x.rx_bps),
-                "tx_bytes_per_s": _r(x.tx_bps),
-                "drops_per_s": _r(x.drops_ps),
-                "alloc_fail_per_s": _r(x.alloc_fail_ps),
-            }
-            for x in sorted_links(r.links, "name")
-        ],
-        "queues": [
-            {
-                "ifindex": q.ifindex,
-                "ifname": q.ifname,
-                "type": q.queue_type,
-                "queue": q.queue_id,
-                "source": q.source,
-                "packets_per_s": _r(q.pps),
-                "bytes_per_s": _r(q.bps),
-                "drops_per_s": _r(q.drops_ps),
-                "alloc_fail_per_s": _r(q.alloc_fail_ps),
-            }
-            for q in sorted_queues(r.queues, "name")
-        ],
-        "napis": [
-            {
-                "id": n.napi.id,
-                "ifindex": n.napi.ifindex,
-                "ifname": n.ifname,
-                "defer_hard_irqs": n.napi.defer_hard_irqs,
-                "gro_flush_timeout": n.napi.gro_flush_timeout,
-                "irq_suspend_timeout": n.napi.irq_suspend_timeout,
-                "threaded": None if n.napi.threaded is None else int(n.napi.threaded),
-                "pid": n.napi.pid,
-                "kthread_cpu": _r(n.kthread_cpu),
-            }
-            for n in sorted(r.napis, key=lambda n: (n.ifname, n.napi.id))
-        ],
-        "page_pools": [
-            {
-                "id": p.id,
-                "ifindex": p.ifindex,
-                "napi_id": p.napi_id,
-                "inflight": p.inflight,
-                "inflight_mem": p.inflight_mem,
-                "dmabuf": p.dmabuf,
-                "detached": bool(p.detach_time),
-            }
-            for p in r.pools
-        ],
+        "interfaces": [_link_json(x) for x in sorted_links(r.links, "name")],
+        "queues": [_queue_json(q) for q in sorted_queues(r.queues, "name")],
+        "napis": [_napi_json(n) for n in sorted(r.napis, key=lambda n: (n.ifname, n.napi.id))],
+        "page_pools": [_pool_json(p) for p in r.pools],
         "busy_poll": {
             "rx_packets_per_s": _r(r.busy_poll_rx_pps),
             "share": _r(r.busy_poll_share),
             "sysctls": dict(r.sysctls),
-            "epoll_contexts": [
-                {
-                    "pid": e.pid,
-                    "tid": e.tid,
-                    "fd": e.fd,
-                    "busy_poll_usecs": e.busy_poll_usecs,
-                    "busy_poll_budget": e.busy_poll_budget,
-                    "prefer_busy_poll": e.prefer_busy_poll,
-                    "napi_ids": list(e.napi_ids),
-                    "alive": e.alive,
-                }
-                for e in r.epolls
-            ],
+            "epoll_contexts": [_epoll_json(e) for e in r.epolls],
         },
-        "softnet": [
-            {
-                "cpu": s.cpu,
-                "processed_per_s": _r(s.processed_ps),
-                "dropped_per_s": _r(s.dropped_ps),
-                "time_squeeze_per_s": _r(s.time_squeeze_ps),
-            }
-            for s in r.softnet
-        ],
+        "softnet": [_softnet_json(s) for s in r.softnet],
         "interface_gone": sample.target_gone,
         "errors": list(r.errors),
         "notes": list(r.notes),

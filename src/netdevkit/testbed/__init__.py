@@ -1,20 +1,21 @@
 """A two-namespace veth testbed whose traffic goes through NAPI.
 
-``Testbed`` builds two network namespaces, ``<name>-srv`` and ``<name>-cli``,
-joined by one veth pair (``ndk-s`` in the server namespace, ``ndk-c`` in the
-client namespace), and removes them again on every exit path: normal exit,
-exception, ``KeyboardInterrupt``, ``SIGTERM`` (while up, in the main thread)
-and interpreter exit. Nothing is ever configured in the caller's own
-namespace: the veth pair is created inside the server namespace with its peer
-placed straight into the client namespace.
+Two network namespaces joined by one veth pair, built by :class:`Testbed` and
+removed again on every exit path (:mod:`.lifecycle` says how); nothing is ever
+configured in the caller's own namespace.
 
 The package is split by concern:
 
-- :mod:`.core`: :class:`Testbed` and :class:`TestbedConfig`, building and
-  tearing down;
+- :mod:`.config`: :class:`TestbedConfig` and :class:`CpuPlacement`, what to
+  build, validated before anything is touched;
+- :mod:`.lifecycle`: :class:`Testbed`, building and tearing down, and the
+  programs it runs inside;
 - :mod:`.datapath`: what makes veth traffic take NAPI (the ethtool offloads,
   :func:`get_offloads`, :func:`set_offloads`) and the ``SO_INCOMING_NAPI_ID``
   probe, plus :func:`socket_in_netns`;
+- CPU lists and affinity (:func:`parse_cpu_list`, :func:`format_cpu_list`,
+  :func:`set_affinity`, :func:`affinity_of`) come from :mod:`netdevkit._os`,
+  re-exported here for placement code;
 - :mod:`.journal`: the journal and owner markers, namespace helpers, and
   what finds leftovers again (:func:`list_testbeds`, :func:`down_all`).
 
@@ -24,10 +25,14 @@ its code relies on.
 
 from __future__ import annotations
 
-from .core import CLIENT_IF, SERVER_IF, Side, Testbed, TestbedConfig
-from .core import MAX_MTU as MAX_MTU
-from .core import MAX_QUEUES as MAX_QUEUES
-from .core import MIN_MTU as MIN_MTU
+from .._os import affinity_of as affinity_of
+from .._os import format_cpu_list as format_cpu_list
+from .._os import parse_cpu_list as parse_cpu_list
+from .._os import set_affinity as set_affinity
+from .config import CLIENT_IF, SERVER_IF, CpuPlacement, Side, TestbedConfig
+from .config import MAX_MTU as MAX_MTU
+from .config import MAX_QUEUES as MAX_QUEUES
+from .config import MIN_MTU as MIN_MTU
 from .datapath import GRO as GRO
 from .datapath import GSO as GSO
 from .datapath import SO_INCOMING_NAPI_ID as SO_INCOMING_NAPI_ID
@@ -39,10 +44,12 @@ from .journal import ALIAS_PREFIX as ALIAS_PREFIX
 from .journal import JOURNAL_DIR as JOURNAL_DIR
 from .journal import NS_SUFFIXES as NS_SUFFIXES
 from .journal import down_all, list_testbeds
+from .lifecycle import Testbed
 
 __all__ = [
     "CLIENT_IF",
     "SERVER_IF",
+    "CpuPlacement",
     "Side",
     "Testbed",
     "TestbedConfig",

@@ -22,7 +22,6 @@ Kernel facts relied on (Linux 6.9-6.18, see /work/shared/KERNEL.md):
 from __future__ import annotations
 
 import contextlib
-import errno
 import socket
 import time
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ from typing import Any
 from pyroute2.ethtool.ioctl import IoctlEthtool, NotSupportedError
 
 from .. import netns as ndk_netns
-from ..errors import KernelError, UnsupportedError
+from ..errors import UnsupportedError, translate_oserror
 
 SO_INCOMING_NAPI_ID = 56  # SOL_SOCKET, read only
 
@@ -80,7 +79,7 @@ def get_offloads(ns: str, ifname: str) -> dict[str, bool]:
         try:
             feats = eth.get_features()
         except OSError as err:
-            raise KernelError(err.errno or errno.EIO, f"ETHTOOL_GFEATURES {ifname}") from err
+            raise translate_oserror(err, f"ETHTOOL_GFEATURES {ifname}") from err
         return {
             name: bool(feats[name])
             for name in feats.keys()  # noqa: SIM118 - not a dict
@@ -110,9 +109,7 @@ def set_offloads(ns: str, ifname: str) -> dict[str, bool]:
                 eth.set_features(feats)
             after = eth.get_features()
         except OSError as err:
-            raise KernelError(
-                err.errno or errno.EIO, f"ETHTOOL_SFEATURES {ifname} in netns {ns}"
-            ) from err
+            raise translate_oserror(err, f"ETHTOOL_SFEATURES {ifname} in netns {ns}") from err
         got = {name: bool(after[name]) for name in wanted}
     # The other TSO bits matter too, but a device that keeps one of them on
     # is caught by Testbed.probe_napi (traffic without a NAPI id).

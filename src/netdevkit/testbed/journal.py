@@ -16,7 +16,7 @@ down --all``) or :func:`down` (``testbed down NAME``). Only testbeds of *this* s
 directory are ever touched: another user's (or another test run's) testbeds live under
 another state directory and carry another tag.
 
-The namespace helpers that :class:`~netdevkit.testbed.core.Testbed` shares
+The namespace helpers that :class:`~netdevkit.testbed.lifecycle.Testbed` shares
 with :func:`down_all` (privilege check, netlink in a namespace, removing
 ``/run/netns/NAME``) live here too.
 """
@@ -41,33 +41,32 @@ from pyroute2 import netns as pr_netns
 from pyroute2.netlink.exceptions import NetlinkError
 
 from .. import netns as ndk_netns
+from .._os import CAP_NET_ADMIN, CAP_SYS_ADMIN, has_capability
 from .._signals import blocked
-from ..errors import KernelError, NetdevkitError, NotFoundError, RequestError
+from ..errors import (
+    CleanupError,
+    ConflictError,
+    KernelError,
+    NetdevkitError,
+    NotFoundError,
+    PrivilegeError,
+    RequestError,
+)
 from ..journal import state_dir
 
 if TYPE_CHECKING:
-    from .core import TestbedConfig
+    from .config import TestbedConfig
 
 #: where the records live when NETDEVKIT_STATE_DIR is unset (see :func:`records_dir`)
 JOURNAL_DIR = "/run/netdevkit/testbeds"
 ALIAS_PREFIX = "netdevkit-testbed:"
 NS_SUFFIXES = ("-srv", "-cli")
-_CAP_NET_ADMIN = 12
-_CAP_SYS_ADMIN = 21
 
 
 def _require_privileges() -> None:
     """setns/unshare/mount need CAP_SYS_ADMIN; links and ethtool CAP_NET_ADMIN."""
-    eff = 0
-    try:
-        with open("/proc/self/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"CapEff:"):
-                    eff = int(line.split()[1], 16)
-    except OSError:
-        eff = (1 << 64) - 1 if os.geteuid() == 0 else 0
-    if not (eff >> _CAP_NET_ADMIN) & 1 or not (eff >> _CAP_SYS_ADMIN) & 1:
-        raise NetdevkitError(
+    if not has_capability(CAP_NET_ADMIN) or not has_capability(CAP_SYS_ADMIN):
+        raise PrivilegeError(
             "a testbed creates network namespaces and veth pairs: needs root "
             "(CAP_NET_ADMIN and CAP_SYS_ADMIN); run as root"
         )
@@ -432,7 +431,7 @@ def down_all(prefix: str | None = None, *, include_live: bool = False) -> list[s
         removed += r
         problems += p
     if problems:
-        raise NetdevkitError("could not remove testbed namespaces: " + "; ".join(problems))
+        raise CleanupError("could not remove testbed namespaces: " + "; ".join(problems))
     return sorted(removed)
 
 
@@ -448,11 +447,12 @@ def down(name: str, *, force: bool = False) -> list[str]:
         )
     info = found[0]
     if info.status == "running" and not force:
-        raise NetdevkitError(
+        raise ConflictError(
             f"testbed {name!r} belongs to running process {info.owner_pid}: stop that "
-            "process (it removes its testbed), or add --force"
+            "process (it removes its testbed)",
+            hint="or add `force=True`",
         )
     removed, problems = _remove(info)
     if problems:
-        raise NetdevkitError("could not remove testbed namespaces: " + "; ".join(problems))
+        raise CleanupError("could not remove testbed namespaces: " + "; ".join(problems))
     return sorted(removed)

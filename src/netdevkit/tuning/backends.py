@@ -167,20 +167,18 @@ class NetlinkBackend:
         _check_busy_poll(target, wanted)
         if not self.supported(target.netns):
             raise UnsupportedError(
-                "per-NAPI settings need Linux 6.13 or newer (napi-set); use the "
-                "device-wide sysfs backend (--backend sysfs) on this kernel"
+                "per-NAPI settings need Linux 6.13 or newer (napi-set)",
+                hint="use the device-wide sysfs backend (`backend='sysfs'`) on this kernel",
             )
         for knob in KNOBS:
             if getattr(wanted, knob) is not None and getattr(current, knob) is None:
                 since = "6.17" if knob == "threaded" else "6.13"
                 raise UnsupportedError(
                     f"{target.label}: this kernel does not report {KNOBS[knob]} per NAPI "
-                    f"(needs Linux {since} or newer)"
-                    + (
-                        "; the device-wide sysfs 'threaded' knob works (--backend sysfs)"
-                        if knob == "threaded"
-                        else ""
-                    )
+                    f"(needs Linux {since} or newer)",
+                    hint="the device-wide sysfs 'threaded' knob works (`backend='sysfs'`)"
+                    if knob == "threaded"
+                    else "",
                 )
 
     def successor(self, target: Target) -> tuple[Target, NapiSettings] | None:
@@ -218,8 +216,9 @@ class SysfsBackend:
     def ids(self, netns: str | None, napi_ids: list[int]) -> Resolved:
         raise RequestError(
             "NAPI ids need per-NAPI settings (napi-set, Linux 6.13+); the sysfs backend "
-            "only has device-wide knobs: name the interface instead (--ifname DEV), "
-            "which changes every NAPI of the device"
+            "only has device-wide knobs",
+            hint="name the interface instead (`ifname=DEV`), which changes every NAPI of the "
+            "device",
         )
 
     def read(self, target: Target) -> NapiSettings:

@@ -22,19 +22,17 @@ ignoring it.
 
 from __future__ import annotations
 
-import os
 import signal
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from types import FrameType, TracebackType
 from typing import Any
 
+from .._os import SignalScope
 from .journal import Journal
 from .model import overlay
 from .napi import Applied, Outcome, Tuner
 from .presets import NapiSettings, get_preset
 
-_Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -72,7 +70,7 @@ class tuned:  # noqa: N801 - used like a function: ``with tuned(...)``
         self.applied: Applied | None = None
         self.restored: list[Outcome] = []
         self._tuner: Tuner | None = None
-        self._prev: dict[int, _Handler] = {}
+        self._scope = SignalScope(SIGNALS, self._on_signal)
         self._busy = False
         self._pending: tuple[int, FrameType | None] | None = None
 
@@ -126,24 +124,11 @@ class tuned:  # noqa: N801 - used like a function: ``with tuned(...)``
     # -- signals ---------------------------------------------------------------------
 
     def _install(self) -> None:
-        if not self.signals or threading.current_thread() is not threading.main_thread():
-            return
-        for sig in SIGNALS:
-            prev = signal.getsignal(sig)
-            if prev is signal.SIG_IGN:
-                continue  # the process does not die of it: nothing to do
-            self._prev[sig] = prev
-            signal.signal(sig, self._on_signal)
+        if self.signals:
+            self._scope.install()
 
     def _uninstall(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        prev, self._prev = self._prev, {}
-        for sig, handler in prev.items():
-            # Put the old handler back only if ours is still the one installed;
-            # a handler installed after ours chains to ours and stays valid.
-            if signal.getsignal(sig) == self._on_signal:
-                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        self._scope.restore()
 
     class _Critical:
         def __init__(self, owner: tuned) -> None:
@@ -165,14 +150,7 @@ class tuned:  # noqa: N801 - used like a function: ``with tuned(...)``
         if self._busy:
             self._pending = (signum, frame)  # handled when the write completes
             return
-        prev = self._prev.get(signum, signal.SIG_DFL)
+        prev = self._scope.previous_of(signum)
         self.restore()
         self._uninstall()
-        if callable(prev):
-            prev(signum, frame)
-            return
-        if signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        # Die of the signal itself, as the process would have without us.
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
+        self._scope.chain(signum, frame, prev)

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import NetdevkitError
+from ..errors import JournalError
 from ..journal import DEFAULT_STATE_DIR, JOURNAL_NAME, STATE_DIR_ENV, Record, key_of, state_dir
 from ..journal import Journal as _Journal
 from .model import Target, settings_from_json, settings_to_json
@@ -90,7 +90,7 @@ class JournalEntry:
                 r.pid,
             )
         except (KeyError, TypeError, ValueError, OverflowError) as err:
-            raise NetdevkitError(
+            raise JournalError(
                 f"journal record napi/{r.key} is not a NAPI record: {err!r}; fix or remove it"
             ) from None
 

@@ -27,7 +27,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
-from ..errors import KernelError, NetdevkitError, RequestError
+from ..errors import RequestError
+
+# Defined in errors.py; importable from here as before.
+from ..errors import TuningError as TuningError  # noqa: PLC0414
 from ..netdev.family import NapiThreaded
 from ..units import format_duration_ns, parse_duration_ns
 from .presets import NapiSettings
@@ -48,64 +51,6 @@ DURATION_KNOBS = frozenset({"gro_flush_timeout", "irq_suspend_timeout"})
 _BY_KERNEL_NAME = {v: k for k, v in KNOBS.items()}
 
 UNSET = NapiSettings()
-
-
-class TuningError(NetdevkitError):
-    """A plan failed part-way through; what was applied before it was rolled back.
-
-    ``index`` is the 1-based number of the change the kernel refused,
-    ``change`` that change, ``cause`` the kernel's error (with its extack
-    text), ``rolled_back`` the changes undone and ``rollback_failures`` a
-    message for every change that could not be undone (then still in the
-    journal: ``netdevkit restore`` retries them).
-    """
-
-    def __init__(
-        self,
-        index: int,
-        total: int,
-        change: Change,
-        cause: NetdevkitError,
-        rolled_back: tuple[Change, ...],
-        rollback_failures: tuple[str, ...] = (),
-    ) -> None:
-        self.index = index
-        self.total = total
-        self.change = change
-        self.cause = cause
-        self.rolled_back = rolled_back
-        self.rollback_failures = rollback_failures
-        kernel = _kernel_error_in(cause)
-        self.kernel_error = kernel
-        self.errno: int | None = None if kernel is None else kernel.errno
-        self.extack: str = "" if kernel is None else kernel.extack
-        msg = (
-            f"change {index} of {total} ({change.target.label}: {change.describe()}) "
-            f"was refused: {cause}"
-        )
-        if kernel is not None and kernel is not cause:
-            msg += f" [kernel: {kernel}]"
-        if rolled_back:
-            msg += f"; rolled back the {len(rolled_back)} change(s) applied before it"
-        else:
-            msg += "; nothing had been applied before it, nothing changed"
-        if rollback_failures:
-            msg += (
-                "; ROLLBACK INCOMPLETE: "
-                + "; ".join(rollback_failures)
-                + " (they stay in the journal: run `netdevkit restore`)"
-            )
-        super().__init__(msg)
-
-
-def _kernel_error_in(err: BaseException) -> KernelError | None:
-    """The kernel's own error in *err*'s ``raise ... from`` chain (errno, extack, attribute)."""
-    seen: BaseException | None = err
-    while seen is not None:
-        if isinstance(seen, KernelError):
-            return seen
-        seen = seen.__cause__
-    return None
 
 
 # -- values -----------------------------------------------------------------------

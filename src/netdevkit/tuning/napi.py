@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from .. import _fault
 from .._signals import Deferral, Interrupted
-from ..errors import NetdevkitError, NotFoundError, RequestError, UnsupportedError
+from ..errors import NetdevkitError, NotFoundError, RequestError, TuningError, UnsupportedError
 from ..netdev.client import ifindex_of
 from ..netns import exists as netns_exists
 from .backends import (
@@ -50,7 +50,6 @@ from .model import (
     Change,
     Plan,
     Target,
-    TuningError,
     as_dict,
     format_value,
     is_empty,
@@ -266,8 +265,9 @@ class Tuner:
         validate_settings(settings)
         if is_empty(settings):
             raise RequestError(
-                "nothing to set: give a preset or at least one of --defer-hard-irqs, "
-                "--gro-flush-timeout, --irq-suspend-timeout, --threaded"
+                "nothing to set",
+                hint="give a preset or at least one of `defer_hard_irqs`, `gro_flush_timeout`, "
+                "`irq_suspend_timeout`, `threaded`",
             )
         resolved = self.resolve(netns=netns, ifname=ifname, napi_ids=napi_ids)
         return self.plan((t, cur, settings) for t, cur in resolved)

@@ -29,13 +29,12 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import errno
 import os
 import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-from ..errors import KernelError, NetdevkitError, NotFoundError, PermissionDenied
+from ..errors import NotFoundError, PrivilegeError, translate_oserror
 from ..netns import CLONE_NEWNET, path_of
 from .model import threaded_value
 from .presets import NapiSettings
@@ -100,7 +99,7 @@ def in_netns(netns: str | None, fn: Callable[[], T]) -> T:
             _enter_private_sysfs(netns)
         except OSError as err:
             failure.append(
-                NetdevkitError(
+                PrivilegeError(
                     f"cannot mount a sysfs for network namespace {netns!r} ({err}); "
                     "needs CAP_SYS_ADMIN (run as root)"
                 )
@@ -154,10 +153,8 @@ def _write_here(ifname: str, values: NapiSettings, netns: str | None) -> None:
                 f.write(text)
         except FileNotFoundError:
             raise NotFoundError(f"{what}: no such device or knob") from None
-        except PermissionError as err:
-            raise PermissionDenied(err.errno or errno.EPERM, what, "CAP_NET_ADMIN") from err
         except OSError as err:
-            raise KernelError(err.errno or errno.EIO, what) from err
+            raise translate_oserror(err, what, capability="CAP_NET_ADMIN") from err
 
 
 def read(netns: str | None, ifname: str) -> NapiSettings:

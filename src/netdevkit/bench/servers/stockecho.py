@@ -1,14 +1,14 @@
-"""The sockperf-framing echo server of ``examples/napi_echo_server.py`` on a *stock* loop.
+"""The sockperf-framing echo server of :mod:`.napiecho` on a *stock* loop.
 
-``python -m netdevkit.bench.stockecho --loop asyncio|uvloop --host H --port P``
+``python -m netdevkit.bench.servers.stockecho --loop asyncio|uvloop --host H --port P``
 serves the example's ``sockperf`` handler with plain ``asyncio.start_server`` on
 stock asyncio or on uvloop, so the bench can put the same application code on
-three loops: netdevkit's own (the example itself), stock asyncio and uvloop.
+three loops: netdevkit's own (:mod:`.napiecho` itself), stock asyncio and uvloop.
 The stock loops get their busy-poll parameters from outside, through
 ``netdevkit attach``, like any unmodified server.
 
-The handler is loaded from the example file (``--example PATH``, default: the
-checkout's ``examples/napi_echo_server.py``), not copied here.
+The handler is :func:`netdevkit.bench.servers.napiecho.sockperf` itself, not a copy;
+``--example PATH`` loads the ``sockperf`` handler of another file instead.
 """
 
 from __future__ import annotations
@@ -16,21 +16,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
-import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
-__all__ = ["default_example_path", "load_handler", "main"]
+from . import napiecho
+
+__all__ = ["load_handler", "main"]
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-def default_example_path() -> str:
-    """``examples/napi_echo_server.py`` of the source checkout this package runs from."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    return os.path.normpath(os.path.join(here, "..", "..", "..", "examples", "napi_echo_server.py"))
 
 
 def load_handler(path: str, name: str = "sockperf") -> Handler:
@@ -55,13 +50,13 @@ async def _serve(handler: Handler, host: str, port: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m netdevkit.bench.stockecho")
+    p = argparse.ArgumentParser(prog="python -m netdevkit.bench.servers.stockecho")
     p.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     p.add_argument("--host", required=True)
     p.add_argument("--port", type=int, default=11111)
-    p.add_argument("--example", default=default_example_path())
+    p.add_argument("--example", help="load the 'sockperf' handler of this file instead")
     args = p.parse_args(argv)
-    handler = load_handler(args.example)
+    handler = load_handler(args.example) if args.example else napiecho.sockperf
     factory: Any = None
     if args.loop == "uvloop":
         import uvloop

@@ -1,6 +1,6 @@
 """An open-loop memcached load generator that does not lie about latency.
 
-``python -m netdevkit.bench.mcload --host H --port P --rate R --duration S
+``python -m netdevkit.bench.loadgen.mcload --host H --port P --rate R --duration S
 --connections C [-j]`` sends memcached text-protocol ``get``/``set`` requests
 at a fixed aggregate rate over many connections and reports latency
 percentiles from an HDR histogram.
@@ -51,12 +51,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
-from ..errors import DecodeError, NetdevkitError, RequestError
+from ...errors import DecodeError, NetdevkitError, RequestError, ToolError, translate_oserror
 
 __all__ = [
     "LoadConfig",
     "LoadReport",
     "ResponseParser",
+    "client_limits",
     "main",
     "run_load",
 ]
@@ -236,16 +237,14 @@ class _TimerFd:
         self._libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
         fd = self._libc.timerfd_create(_CLOCK_MONOTONIC, _TFD_NONBLOCK | _TFD_CLOEXEC)
         if fd < 0:
-            err = ctypes.get_errno()
-            raise NetdevkitError(f"timerfd_create: {os.strerror(err)}")
+            raise translate_oserror(ctypes.get_errno(), "timerfd_create")
         self.fd = int(fd)
 
     def arm_at(self, when_ns: int) -> None:
         when_ns = max(when_ns, 1)  # 0 would disarm
         spec = _Itimerspec(_Timespec(0, 0), _Timespec(when_ns // 10**9, when_ns % 10**9))
         if self._libc.timerfd_settime(self.fd, _TFD_TIMER_ABSTIME, ctypes.byref(spec), None):
-            err = ctypes.get_errno()
-            raise NetdevkitError(f"timerfd_settime: {os.strerror(err)}")
+            raise translate_oserror(ctypes.get_errno(), "timerfd_settime")
 
     def ack(self) -> None:
         # EAGAIN: woken by something else, nothing expired
@@ -328,7 +327,7 @@ class _Generator:
                     lambda: _Conn(self), self.cfg.host, self.cfg.port
                 )
             except OSError as err:
-                raise NetdevkitError(
+                raise ToolError(
                     f"mcload: cannot connect to memcached at {self.cfg.host}:{self.cfg.port}: {err}"
                 ) from err
             self.conns.append(proto)
@@ -399,15 +398,19 @@ class _Generator:
             timer.arm_at(t0)
             await finished
             cpu = time.process_time() - cpu0
-            self.idle = asyncio.Event()
-            if self.outstanding > 0:
-                # the unanswered ones are counted as timeouts afterwards
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.idle.wait(), timeout=cfg.drain)
+            await self._drain(cfg.drain)
             return w0, w1, cpu, time.monotonic_ns()
         finally:
             loop.remove_reader(timer.fd)
             timer.close()
+
+    async def _drain(self, timeout: float) -> None:
+        """Wait up to *timeout* s for the outstanding answers (the unanswered ones are
+        counted as timeouts afterwards)."""
+        self.idle = asyncio.Event()
+        if self.outstanding > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.idle.wait(), timeout=timeout)
 
     def timeouts(self, drain_end: int) -> int:
         """Record every in-window request still unanswered with the latency it reached."""
@@ -418,6 +421,24 @@ class _Generator:
                     self.hist.record_value(max(1, min((drain_end - sched) // 1000, _HIST_MAX_US)))
                     n += 1
         return n
+
+
+def client_limits(
+    target: float, sent_rate: float, lag_p50: float, lag_p99: float, ceiling: float, gave_up: int
+) -> list[str]:
+    """Why a sample describes the generator rather than the server (empty: it does not)."""
+    reasons: list[str] = []
+    if sent_rate < SENT_FRACTION * target:
+        reasons.append(f"sent {sent_rate:.0f}/s of the {target:.0f}/s target")
+    if lag_p50 > LAG_P50_LIMIT_US:
+        reasons.append(f"send lag p50 {lag_p50:.0f} us > {LAG_P50_LIMIT_US:.0f} us")
+    if lag_p99 > LAG_P99_LIMIT_US:
+        reasons.append(f"send lag p99 {lag_p99:.0f} us > {LAG_P99_LIMIT_US:.0f} us")
+    if target > CEILING_FRACTION * ceiling:
+        reasons.append(f"target above {CEILING_FRACTION:.0%} of the client ceiling {ceiling:.0f}/s")
+    if gave_up:
+        reasons.append(f"{gave_up} requests not sent ({_MAX_OUTSTANDING} outstanding)")
+    return reasons
 
 
 async def run_load(cfg: LoadConfig, on_window: Callable[[str], None] | None = None) -> LoadReport:
@@ -442,20 +463,10 @@ async def run_load(cfg: LoadConfig, on_window: Callable[[str], None] | None = No
     achieved = answered / window
     sent_rate = gen.sent_in_window / window
     ceiling = gen.sent_in_window / cpu if cpu > 0 else float("inf")
-    reasons: list[str] = []
-    if sent_rate < SENT_FRACTION * cfg.rate:
-        reasons.append(f"sent {sent_rate:.0f}/s of the {cfg.rate:.0f}/s target")
     has_lag = lag.get_total_count() > 0
     lag_p50 = float(lag.get_value_at_percentile(50.0)) if has_lag else 0.0
     lag_p99 = float(lag.get_value_at_percentile(99.0)) if has_lag else 0.0
-    if lag_p50 > LAG_P50_LIMIT_US:
-        reasons.append(f"send lag p50 {lag_p50:.0f} us > {LAG_P50_LIMIT_US:.0f} us")
-    if lag_p99 > LAG_P99_LIMIT_US:
-        reasons.append(f"send lag p99 {lag_p99:.0f} us > {LAG_P99_LIMIT_US:.0f} us")
-    if cfg.rate > CEILING_FRACTION * ceiling:
-        reasons.append(f"target above {CEILING_FRACTION:.0%} of the client ceiling {ceiling:.0f}/s")
-    if gen.gave_up:
-        reasons.append(f"{gen.gave_up} requests not sent ({_MAX_OUTSTANDING} outstanding)")
+    reasons = client_limits(cfg.rate, sent_rate, lag_p50, lag_p99, ceiling, gen.gave_up)
     errors = sum(c.parser.errors for c in gen.conns)
     return LoadReport(
         target_rate=cfg.rate,
@@ -490,7 +501,7 @@ async def run_load(cfg: LoadConfig, on_window: Callable[[str], None] | None = No
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m netdevkit.bench.mcload",
+        prog="python -m netdevkit.bench.loadgen.mcload",
         description="Open-loop memcached load at a fixed rate; latency from scheduled send time.",
     )
     p.add_argument("--host", required=True)

@@ -1,27 +1,15 @@
-"""A request/response server speaking sockperf's TCP framing, on any of three loops.
+"""A request/response server speaking sockperf's TCP framing, on any of five loops.
 
 Debian's ``sockperf ping-pong --tcp`` / ``under-load --tcp`` clients measure it exactly as
 they measure ``sockperf server``, so a Python server on stock asyncio, on netdevkit's
 :class:`~netdevkit.busypoll.aio.BusyPollEventLoop` or on uvloop (with netdevkit's epoll
-parameters applied) can be put side by side with the C server.
+parameters applied) can be put side by side with the C server; so can netdevkit's
+:class:`~netdevkit.busypoll.fastloop.FastLoop` (``--loop fast``, :mod:`.fast`) and a
+thread per connection (``--loop threads``, :mod:`.threads`).
 
-The framing, as sockperf 3.7's client sends it (checked by capturing its messages):
-
-- every message starts with a 14-byte big-endian header: u64 sequence number, u16 flags,
-  u32 total length (header included; ``-m`` sets it, 14 at least);
-- flags: 0x1 ``CLIENT`` (set on everything a client sends), 0x2 ``PONG_REQUEST`` (an
-  answer is wanted: every message in ping-pong, one in ``--reply-every N`` under load),
-  0x4 ``WARMUP``;
-- the server answers a message carrying ``PONG_REQUEST`` with the same bytes and
-  ``CLIENT`` cleared; other messages are consumed silently.
-
-:class:`RrFramer` is that logic without I/O (bytes in, replies out); :class:`RrProtocol` is
-the thin asyncio adapter around it with a fast path for the common case of exactly one
-whole message per read (no copy into the framer's buffer). :class:`RrConnection` is the
-same on netdevkit's :class:`~netdevkit.busypoll.fastloop.FastLoop` (``--loop fast``): one
-``recv_into`` into a per-connection buffer, the flag flipped in place, one ``send`` of the
-same bytes. :func:`serve_rr` runs a server until SIGTERM/SIGINT or a stop event;
-``python -m netdevkit.busypoll.rr`` is the command.
+The framing itself is :mod:`.framing`. :class:`RrProtocol` is the asyncio adapter around
+its :class:`~.framing.Framer`. :func:`serve_rr` runs a server on any loop until
+SIGTERM/SIGINT or a stop event; ``python -m netdevkit.bench.servers.rr`` is the command.
 """
 
 from __future__ import annotations
@@ -32,19 +20,17 @@ import contextlib
 import os
 import signal
 import socket
-import struct
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, cast, get_args
+from typing import Literal, cast, get_args
 
-from ..errors import NetdevkitError, RequestError
-from .adaptive import AdaptiveWindow
-from .aio import BusyPollEventLoop, apply_to_loop, loop_factory
-from .epoll import EpollParams, validate_params
-from .fastloop import FastLoop
-from .sockopt import set_busy_poll
+from ..._os import SignalScope
+from ...busypoll.aio import BusyPollEventLoop, apply_to_loop, loop_factory
+from ...busypoll.epoll import EpollParams, validate_params
+from ...errors import NetdevkitError, RequestError
+from .framing import FLAG_CLIENT, FLAG_PONG_REQUEST, FLAG_WARMUP, HEADER, Framer, FramingError
 
 __all__ = [
     "DEFAULT_ADAPTIVE_US",
@@ -53,8 +39,6 @@ __all__ = [
     "FLAG_WARMUP",
     "HEADER",
     "LoopKind",
-    "RrConnection",
-    "RrFramer",
     "RrProtocol",
     "RrStats",
     "default_adaptive_us",
@@ -65,22 +49,10 @@ __all__ = [
     "start_rr_server",
 ]
 
-HEADER = struct.Struct(">QHI")  # sequence number, flags, total length: 14 bytes
-FLAG_CLIENT = 0x1
-FLAG_PONG_REQUEST = 0x2
-FLAG_WARMUP = 0x4
-#: The flags' low byte is byte 9 of the message (u16 big-endian at offset 8).
-_FLAGS_LO = 9
-_LENGTH = struct.Struct(">I").unpack_from  # total length, at offset 10
-#: sockperf's own limit on a message (MAX_PAYLOAD_SIZE is 65507 bytes plus the header).
-MAX_MESSAGE = 65536
-
 LoopKind = Literal["asyncio", "netdevkit", "uvloop", "fast", "threads"]
 LOOP_KINDS: tuple[str, ...] = get_args(LoopKind)
-
-
-class FramingError(NetdevkitError):
-    """The peer sent something that is not sockperf framing (the connection is dropped)."""
+#: Called with the bound address once a server listens.
+Ready = Callable[[tuple[str, int]], None]
 
 
 @dataclass(slots=True)
@@ -95,73 +67,16 @@ class RrStats:
     adaptive_switches: int = 0
 
 
-def _answer_one(msg: bytes | bytearray | memoryview) -> bytearray | None:
-    """The reply to one whole message, or None when no reply is asked for."""
-    if not msg[_FLAGS_LO] & FLAG_PONG_REQUEST:
-        return None
-    reply = bytearray(msg)
-    reply[_FLAGS_LO] &= ~FLAG_CLIENT & 0xFF
-    return reply
-
-
-class RrFramer:
-    """sockperf framing without I/O: feed received bytes, get the bytes to send back.
-
-    Handles messages split across reads and several messages in one read. Raises
-    :class:`FramingError` on a length below the header size or above :data:`MAX_MESSAGE`.
-    """
-
-    __slots__ = ("_buf", "messages", "replies")
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-        self.messages = 0
-        self.replies = 0
-
-    @property
-    def pending(self) -> int:
-        """Bytes of an incomplete message held back for the next :meth:`feed`."""
-        return len(self._buf)
-
-    def feed(self, data: bytes | bytearray | memoryview) -> bytes:
-        """Consume *data*; return the concatenated replies to every message it completes."""
-        buf = self._buf
-        buf += data
-        out = bytearray()
-        pos = 0
-        end = len(buf)
-        while end - pos >= HEADER.size:
-            length = int.from_bytes(buf[pos + 10 : pos + 14], "big")
-            if not HEADER.size <= length <= MAX_MESSAGE:
-                raise FramingError(
-                    f"sockperf message with total length {length}: must be "
-                    f"{HEADER.size}..{MAX_MESSAGE} (is the peer a sockperf client?)"
-                )
-            if end - pos < length:
-                break
-            self.messages += 1
-            reply = _answer_one(memoryview(buf)[pos : pos + length])
-            if reply is not None:
-                self.replies += 1
-                out += reply
-            pos += length
-        del buf[:pos]
-        return bytes(out)
-
-
 class RrProtocol(asyncio.Protocol):
-    """One connection of the server: answers sockperf messages as they arrive.
-
-    Fast path: a read that holds exactly one whole message (ping-pong always does) is
-    answered straight from the received bytes; anything else goes through :class:`RrFramer`.
-    """
+    """One connection of the server: answers sockperf messages as they arrive (through a
+    :class:`~.framing.Framer` counting into the server's :class:`RrStats`)."""
 
     __slots__ = ("_framer", "_live", "_stats", "_transport")
 
     def __init__(self, stats: RrStats, live: set[asyncio.Transport] | None = None) -> None:
         self._stats = stats
         self._live = live
-        self._framer = RrFramer()
+        self._framer = Framer(stats)
         self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -178,28 +93,12 @@ class RrProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         transport = self._transport
         assert transport is not None
-        stats = self._stats
-        framer = self._framer
-        if (
-            not framer.pending
-            and len(data) >= HEADER.size
-            and int.from_bytes(data[10:14], "big") == len(data)
-        ):
-            stats.messages += 1
-            reply = _answer_one(data)
-            if reply is not None:
-                stats.replies += 1
-                transport.write(reply)
-            return
-        before_m, before_r = framer.messages, framer.replies
         try:
-            out = framer.feed(data)
+            out = self._framer.feed(data)
         except FramingError:
-            stats.framing_errors += 1
+            self._stats.framing_errors += 1
             transport.abort()
             return
-        stats.messages += framer.messages - before_m
-        stats.replies += framer.replies - before_r
         if out:
             transport.write(out)
 
@@ -207,91 +106,6 @@ class RrProtocol(asyncio.Protocol):
         if self._live is not None and self._transport is not None:
             self._live.discard(self._transport)
         self._transport = None
-
-
-class RrConnection:
-    """One connection of the server on a :class:`FastLoop` (nonblocking socket).
-
-    Fast path: a ``recv_into`` that holds exactly one whole message (ping-pong always does)
-    is answered by flipping the flag in the receive buffer and sending the same bytes;
-    anything else goes through :class:`RrFramer`. A short send (a full socket buffer, never
-    seen with request/response traffic) finishes with a blocking ``sendall`` (5 s timeout).
-    """
-
-    __slots__ = ("_buf", "_framer", "_loop", "_on_close", "_sock", "_stats", "_view")
-
-    def __init__(
-        self,
-        loop: FastLoop,
-        sock: socket.socket,
-        stats: RrStats,
-        on_close: Callable[[RrConnection], None] | None = None,
-    ) -> None:
-        self._loop = loop
-        self._sock = sock
-        self._stats = stats
-        self._on_close = on_close
-        self._framer = RrFramer()
-        self._buf = bytearray(MAX_MESSAGE)
-        self._view = memoryview(self._buf)
-
-    def fileno(self) -> int:
-        return self._sock.fileno()
-
-    def on_readable(self) -> bool:
-        """Read once and answer; False when nothing was there to read (or it closed)."""
-        try:
-            n = self._sock.recv_into(self._buf)
-        except (BlockingIOError, InterruptedError):
-            return False
-        except OSError:
-            self.close()
-            return False
-        if not n:
-            self.close()
-            return False
-        buf = self._buf
-        stats = self._stats
-        if n >= HEADER.size and not self._framer.pending and _LENGTH(buf, 10)[0] == n:
-            stats.messages += 1
-            if buf[_FLAGS_LO] & FLAG_PONG_REQUEST:
-                buf[_FLAGS_LO] &= ~FLAG_CLIENT & 0xFF
-                stats.replies += 1
-                self._send(self._view[:n])
-            return True
-        framer = self._framer
-        before_m, before_r = framer.messages, framer.replies
-        try:
-            out = framer.feed(self._view[:n])
-        except FramingError:
-            stats.framing_errors += 1
-            self.close()
-            return False
-        stats.messages += framer.messages - before_m
-        stats.replies += framer.replies - before_r
-        if out:
-            self._send(out)
-        return True
-
-    def _send(self, data: bytes | memoryview) -> None:
-        try:
-            sent = self._sock.send(data)
-            if sent < len(data):
-                self._sock.settimeout(5.0)
-                try:
-                    self._sock.sendall(data[sent:])
-                finally:
-                    self._sock.setblocking(False)
-        except OSError:
-            self.close()
-
-    def close(self) -> None:
-        if self._sock.fileno() < 0:
-            return
-        self._loop.remove_reader(self._sock.fileno())
-        self._sock.close()
-        if self._on_close is not None:
-            self._on_close(self)
 
 
 async def start_rr_server(
@@ -316,7 +130,7 @@ async def start_rr_server(
 
 def params_from_preset(name: str) -> EpollParams:
     """The epoll half of a named tuning preset as :class:`EpollParams`."""
-    from ..tuning.presets import get_preset
+    from ...tuning.presets import get_preset
 
     ep = get_preset(name).epoll
     return EpollParams(
@@ -327,9 +141,9 @@ def params_from_preset(name: str) -> EpollParams:
 
 
 #: The adaptive window netdevkit's loops open for an IRQ-suspension context (usecs 0,
-#: prefer): longer than a request/response round trip on the veth testbed (~20-30 us) so
-#: back-to-back requests are caught by the spin, short enough that an idle server stops
-#: spinning after two waits. [measured: docs/busypoll.md]
+#: prefer): longer than a request/response round trip on the veth testbed so back-to-back
+#: requests are caught by the spin, short enough that an idle server stops spinning after
+#: two waits (the round trips and the choice: docs/busypoll.md).
 DEFAULT_ADAPTIVE_US = 50
 
 
@@ -416,31 +230,28 @@ def serve_rr(
     hybrid: bool = False,
     hot_spin_us: int = 0,
     sock_busy_poll_us: int = 0,
-    ready: Callable[[tuple[str, int]], None] | None = None,
+    ready: Ready | None = None,
     stop: threading.Event | None = None,
     handle_signals: bool = True,
 ) -> RrStats:
     """Serve sockperf request/response on *host*:*port* until told to stop.
 
     Stops on SIGTERM/SIGINT (when *handle_signals* and called in the main thread) or when
-    *stop* is set (checked every 50 ms; lets a test run the server in a thread). *ready* is
-    called with the bound address once listening (port 0 picks a free port). Returns the
-    counters. The loop is closed on every exit path. ``adaptive_us``: the adaptive
-    busy-poll window of the netdevkit and fast loops; ``hybrid``: sleep-then-poll with that
-    window (netdevkit and fast loops, see :class:`FastLoop`); ``spin_us``: user-space epoll
-    re-polls of the netdevkit loop (see :class:`BusyPollSelector`); ``hot_spin_us``: spin on
-    the hot sockets, each read polling their NAPI (netdevkit loop: see
-    :class:`BusyPollEventLoop`; fast loop: ``FastLoop(spin_us=)`` plus SO_BUSY_POLL on each
-    accepted socket); ``sock_busy_poll_us``: SO_BUSY_POLL on each accepted socket (fast
-    loop, and ``threads``: a thread per connection whose blocking reads busy poll, see
-    :mod:`netdevkit.busypoll.rrthreads`).
+    *stop* is set (lets a test run the server in a thread). *ready* is called with the
+    bound address once listening (port 0 picks a free port). Returns the counters; the
+    loop is closed on every exit path.
+
+    The knobs: *spin_us*, user-space epoll re-polls (netdevkit loop); *adaptive_us* and
+    *hybrid*, the adaptive busy-poll window and sleep-then-poll (netdevkit and fast loops);
+    *hot_spin_us*, spin on the hot sockets, each read polling their NAPI (netdevkit and
+    fast loops; the fast loop also sets SO_BUSY_POLL on each accepted socket);
+    *sock_busy_poll_us*, SO_BUSY_POLL on each accepted socket (fast and threads loops).
     """
+    _check_loop_args(
+        loop_kind, params, spin_us, adaptive_us, hybrid, hot_spin_us, sock_busy_poll_us
+    )
     if loop_kind == "threads":
-        if params is not None or adaptive_us or hybrid or spin_us or hot_spin_us:
-            raise RequestError(
-                "loop 'threads' has no epoll: its reads busy poll with sock_busy_poll_us only"
-            )
-        from .rrthreads import serve_threads  # imports this module: import it late
+        from .threads import serve_threads  # imports this module: import it late
 
         return serve_threads(
             host,
@@ -450,24 +261,20 @@ def serve_rr(
             stop=stop,
             handle_signals=handle_signals,
         )
-    if hybrid and loop_kind not in ("fast", "netdevkit"):
-        raise RequestError("hybrid applies to the netdevkit and fast loops only")
-    if sock_busy_poll_us and loop_kind != "fast":
-        raise RequestError("sock_busy_poll_us applies to the fast and threads loops only")
     if loop_kind == "fast":
-        if spin_us:
-            raise RequestError("spin_us applies to the netdevkit loop only: use hot_spin_us")
-        return _serve_fast(
+        from .fast import serve_fast  # imports this module: import it late
+
+        return serve_fast(
             host,
             port,
             params,
-            adaptive_us,
-            hybrid,
-            hot_spin_us,
-            sock_busy_poll_us or hot_spin_us,
-            ready,
-            stop,
-            handle_signals,
+            adaptive_us=adaptive_us,
+            hybrid=hybrid,
+            hot_spin_us=hot_spin_us,
+            sock_busy_poll_us=sock_busy_poll_us or hot_spin_us,
+            ready=ready,
+            stop=stop,
+            handle_signals=handle_signals,
         )
     loop = make_loop(
         loop_kind,
@@ -477,6 +284,18 @@ def serve_rr(
         hybrid=hybrid,
         hot_spin_us=hot_spin_us,
     )
+    return _run_asyncio(loop, host, port, ready, stop, handle_signals)
+
+
+def _run_asyncio(
+    loop: asyncio.AbstractEventLoop,
+    host: str,
+    port: int,
+    ready: Ready | None,
+    stop: threading.Event | None,
+    handle_signals: bool,
+) -> RrStats:
+    """Serve on an asyncio *loop* until told to stop, then close it."""
     stats = RrStats()
     try:
         loop.run_until_complete(_serve(loop, host, port, stats, ready, stop, handle_signals))
@@ -489,12 +308,36 @@ def serve_rr(
     return stats
 
 
+def _check_loop_args(
+    loop_kind: str,
+    params: EpollParams | None,
+    spin_us: int,
+    adaptive_us: int,
+    hybrid: bool,
+    hot_spin_us: int,
+    sock_busy_poll_us: int,
+) -> None:
+    """Refuse the loop knobs *loop_kind* has no use for (before anything is created)."""
+    if loop_kind == "threads":
+        if params is not None or adaptive_us or hybrid or spin_us or hot_spin_us:
+            raise RequestError(
+                "loop 'threads' has no epoll: its reads busy poll with sock_busy_poll_us only"
+            )
+        return
+    if hybrid and loop_kind not in ("fast", "netdevkit"):
+        raise RequestError("hybrid applies to the netdevkit and fast loops only")
+    if sock_busy_poll_us and loop_kind != "fast":
+        raise RequestError("sock_busy_poll_us applies to the fast and threads loops only")
+    if loop_kind == "fast" and spin_us:
+        raise RequestError("spin_us applies to the netdevkit loop only: use hot_spin_us")
+
+
 async def _serve(
     loop: asyncio.AbstractEventLoop,
     host: str,
     port: int,
     stats: RrStats,
-    ready: Callable[[tuple[str, int]], None] | None,
+    ready: Ready | None,
     stop: threading.Event | None,
     handle_signals: bool,
 ) -> None:
@@ -526,82 +369,38 @@ async def _serve(
         await server.wait_closed()
 
 
-def _serve_fast(
-    host: str,
-    port: int,
-    params: EpollParams | None,
-    adaptive_us: int,
-    hybrid: bool,
-    hot_spin_us: int,
-    sock_busy_poll_us: int,
-    ready: Callable[[tuple[str, int]], None] | None,
-    stop: threading.Event | None,
-    handle_signals: bool,
-) -> RrStats:
-    if adaptive_us:
-        AdaptiveWindow(adaptive_us)  # validate before anything is created
-    stats = RrStats()
-    conns: set[RrConnection] = set()
-    loop = FastLoop(params, adaptive_us=adaptive_us, hybrid=hybrid, spin_us=hot_spin_us)
-    listener: socket.socket | None = None
-    previous: dict[signal.Signals, Any] = {}
+@contextlib.contextmanager
+def stopping(
+    on_stop: Callable[[], None], stop: threading.Event | None, handle_signals: bool
+) -> Iterator[None]:
+    """Call *on_stop* on SIGTERM/SIGINT (with *handle_signals*, in the main thread) or once
+    *stop* is set, while the body runs (a server's blocking wait; *on_stop* must be safe
+    from a signal handler and another thread). At exit the signal handlers are put back
+    and *stop* is set, ending the thread that waits on it.
+    """
+    signals = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
     watcher: threading.Thread | None = None
     try:
-        listener = socket.create_server((host, port), backlog=128)
-        listener.setblocking(False)
-        lsock = listener
+        with SignalScope(signals, lambda _s, _f: on_stop(), keep_ignored=False):
+            if stop is not None:
+                stop_event = stop
 
-        def on_accept() -> None:
-            while True:
-                try:
-                    sock, _ = lsock.accept()
-                except (BlockingIOError, InterruptedError):
-                    return
-                sock.setblocking(False)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                if sock_busy_poll_us:
-                    set_busy_poll(sock, sock_busy_poll_us)
-                conn = RrConnection(loop, sock, stats, conns.discard)
-                loop.add_reader(sock.fileno(), conn.on_readable)
-                conns.add(conn)
-                stats.connections += 1
+                def watch() -> None:
+                    stop_event.wait()
+                    on_stop()
 
-        loop.add_reader(listener.fileno(), on_accept)
-        if handle_signals and threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                previous[sig] = signal.signal(sig, lambda _s, _f: loop.stop())
-        if stop is not None:
-            stop_event = stop
-
-            def watch() -> None:
-                stop_event.wait()
-                loop.stop()
-
-            watcher = threading.Thread(target=watch, daemon=True)
-            watcher.start()
-        addr = listener.getsockname()
-        if ready is not None:
-            ready((str(addr[0]), int(addr[1])))
-        loop.run()
-        stats.adaptive_switches = loop.adaptive_switches
+                watcher = threading.Thread(target=watch, name="rr-stop", daemon=True)
+                watcher.start()
+            yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        for conn in list(conns):
-            conn.close()
-        if listener is not None:
-            loop.remove_reader(listener.fileno())
-            listener.close()
         if watcher is not None and stop is not None:
             stop.set()
             watcher.join(timeout=5)
-        loop.close()
-    return stats
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m netdevkit.busypoll.rr",
+        prog="python -m netdevkit.bench.servers.rr",
         description="sockperf-compatible TCP request/response server on asyncio, netdevkit's "
         "busy-polling loop or uvloop",
     )

@@ -1,4 +1,4 @@
-"""A two-namespace veth testbed whose traffic goes through NAPI.
+"""Building and tearing down a testbed: :class:`Testbed`.
 
 ``Testbed`` builds two network namespaces, ``<name>-srv`` and ``<name>-cli``,
 joined by one veth pair (``ndk-s`` in the server namespace, ``ndk-c`` in the
@@ -40,26 +40,33 @@ import atexit
 import contextlib
 import ctypes
 import functools
-import ipaddress
 import os
-import re
 import shutil
 import signal
 import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from types import FrameType, TracebackType
-from typing import Any, Literal
+from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
 
 from .. import _fault
 from .. import netns as ndk_netns
-from ..errors import NetdevkitError, NotFoundError, RequestError, UnsupportedError
+from .._os import SignalScope, mask_signals, set_affinity
+from ..errors import (
+    CleanupError,
+    ConflictError,
+    NetdevkitError,
+    NotFoundError,
+    RequestError,
+    StateError,
+    UnsupportedError,
+)
+from .config import CLIENT_IF, SERVER_IF, Side, TestbedConfig
 from .datapath import _udp_napi_id, get_offloads, set_offloads, socket_in_netns
 from .journal import (
     _alias,
@@ -74,267 +81,6 @@ from .journal import (
     ns_pids,
     tmpdir_of,
 )
-
-Side = Literal["server", "client"]
-
-SERVER_IF = "ndk-s"
-CLIENT_IF = "ndk-c"
-MAX_QUEUES = 1024
-MIN_MTU = 68  # IPv4 minimum, veth's min_mtu
-MAX_MTU = 65535  # ETH_MAX_MTU, veth's max_mtu without XDP
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,23}$")
-
-
-@dataclass(frozen=True, slots=True)
-class TestbedConfig:
-    """What to build. Validated on construction: a bad config raises
-    :class:`RequestError` before anything on the system is touched."""
-
-    __test__ = False  # not a pytest test class despite the name
-
-    name: str = "ndk"
-    queues: int = 1
-    server_addr: str = "10.201.0.1"
-    client_addr: str = "10.201.0.2"
-    mtu: int = 1500
-    #: pin the server's and client's programs (and NAPI kthreads); None: no pinning
-    cpus: CpuPlacement | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
-            raise RequestError(
-                f"testbed name {self.name!r}: use 1-24 characters of [a-z0-9-], "
-                "starting with a letter or digit"
-            )
-        if isinstance(self.queues, bool) or not isinstance(self.queues, int):
-            raise RequestError(f"queues={self.queues!r}: must be an integer 1..{MAX_QUEUES}")
-        if not 1 <= self.queues <= MAX_QUEUES:
-            raise RequestError(
-                f"queues={self.queues}: veth supports 1..{MAX_QUEUES} queues per side"
-            )
-        if isinstance(self.mtu, bool) or not isinstance(self.mtu, int):
-            raise RequestError(f"mtu={self.mtu!r}: must be an integer")
-        if not MIN_MTU <= self.mtu <= MAX_MTU:
-            raise RequestError(f"mtu={self.mtu}: veth accepts {MIN_MTU}..{MAX_MTU}")
-        srv = _parse_host_addr("server_addr", self.server_addr)
-        cli = _parse_host_addr("client_addr", self.client_addr)
-        if srv == cli:
-            raise RequestError(f"server_addr and client_addr are both {srv}: they must differ")
-        net = ipaddress.IPv4Network(f"{srv}/24", strict=False)
-        if cli not in net:
-            raise RequestError(
-                f"server_addr {srv} and client_addr {cli} are not in the same /24 ({net})"
-            )
-        if self.cpus is not None and not isinstance(self.cpus, CpuPlacement):
-            raise RequestError(f"cpus={self.cpus!r}: must be a CpuPlacement (or None)")
-
-    @property
-    def server_ns(self) -> str:
-        return f"{self.name}-srv"
-
-    @property
-    def client_ns(self) -> str:
-        return f"{self.name}-cli"
-
-
-def _parse_host_addr(field: str, value: object) -> ipaddress.IPv4Address:
-    if not isinstance(value, str):
-        raise RequestError(f"{field}={value!r}: must be an IPv4 address string")
-    try:
-        addr = ipaddress.IPv4Address(value)
-    except ValueError as err:
-        raise RequestError(f"{field}={value!r}: not an IPv4 address ({err})") from err
-    if addr.is_multicast or addr.is_loopback or addr.is_unspecified or addr.is_link_local:
-        raise RequestError(f"{field}={value}: must be a unicast, non-loopback address")
-    host = int(addr) & 0xFF
-    if host in (0, 255):
-        raise RequestError(f"{field}={value}: network or broadcast address of its /24")
-    return addr
-
-
-# --- CPU placement -----------------------------------------------------------
-
-PLACEMENT_ROLES = ("server", "client", "napi")
-
-
-def parse_cpu_list(text: str) -> frozenset[int]:
-    """``"0-2,5"`` -> {0, 1, 2, 5} (the kernel's cpulist format, as in
-    ``Cpus_allowed_list`` and ``taskset -c``)."""
-    cpus: set[int] = set()
-    for part in (x.strip() for x in text.split(",")):
-        if not part:
-            continue
-        lo, sep, hi = part.partition("-")
-        try:
-            first, last = int(lo), int(hi) if sep else int(lo)
-        except ValueError:
-            raise RequestError(f"CPU list {text!r}: {part!r} is not N or N-M") from None
-        if first < 0 or last < first:
-            raise RequestError(f"CPU list {text!r}: {part!r} is not a valid range")
-        cpus.update(range(first, last + 1))
-    if not cpus:
-        raise RequestError(f"CPU list {text!r} is empty")
-    return frozenset(cpus)
-
-
-def format_cpu_list(cpus: frozenset[int] | set[int]) -> str:
-    """{0, 1, 2, 5} -> ``"0-2,5"``."""
-    runs: list[list[int]] = []
-    for c in sorted(cpus):
-        if runs and c == runs[-1][1] + 1:
-            runs[-1][1] = c
-        else:
-            runs.append([c, c])
-    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
-
-
-@dataclass(frozen=True, slots=True)
-class CpuPlacement:
-    """Which CPUs the server's programs, the client's programs and the NAPI
-    kthreads may run on; ``None`` leaves a role unpinned.
-
-    Written ``server=1,client=0,napi=1`` (:meth:`parse`); a role takes a
-    cpulist, and a comma-separated item without ``role=`` continues the
-    previous role's list: ``server=1,3,client=0`` is server {1, 3}, client {0}.
-    """
-
-    server: frozenset[int] | None = None
-    client: frozenset[int] | None = None
-    napi: frozenset[int] | None = None
-
-    def __post_init__(self) -> None:
-        for role in PLACEMENT_ROLES:
-            cpus = getattr(self, role)
-            if cpus is None:
-                continue
-            if not isinstance(cpus, frozenset) or not cpus:
-                raise RequestError(f"{role} CPUs {cpus!r}: a non-empty frozenset of CPU numbers")
-            if any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in cpus):
-                raise RequestError(f"{role} CPUs {sorted(cpus)}: CPU numbers are ints >= 0")
-
-    @classmethod
-    def parse(cls, text: str, *, cpu_count: int | None = None) -> CpuPlacement:
-        """Parse ``server=1,client=0,napi=1``; ``auto`` is the last CPU for the
-        server and its NAPI, CPU 0 for the client (needs 2 CPUs; *cpu_count*
-        defaults to ``os.cpu_count()``)."""
-        text = text.strip()
-        if text == "auto":
-            n = cpu_count if cpu_count is not None else (os.cpu_count() or 1)
-            if n < 2:
-                raise RequestError(
-                    f"--cpus auto puts server and client on different CPUs: this machine "
-                    f"has {n} CPU, it needs at least 2 (run without --cpus)"
-                )
-            last = frozenset({n - 1})
-            return cls(server=last, client=frozenset({0}), napi=last)
-        lists: dict[str, list[str]] = {}
-        role = ""
-        for item in (x.strip() for x in text.split(",")):
-            if not item:
-                continue
-            name, eq, value = item.partition("=")
-            if eq:
-                role = name.strip()
-                if role not in PLACEMENT_ROLES:
-                    raise RequestError(
-                        f"CPU placement {text!r}: unknown role {role!r} "
-                        f"(roles: {', '.join(PLACEMENT_ROLES)}; e.g. server=1,client=0,napi=1)"
-                    )
-                if role in lists:
-                    raise RequestError(f"CPU placement {text!r}: {role} given twice")
-                lists[role] = [value]
-            elif not role:
-                raise RequestError(
-                    f"CPU placement {text!r}: start with a role, e.g. server=1,client=0,napi=1"
-                )
-            else:
-                lists[role].append(item)
-        if not lists:
-            raise RequestError(f"CPU placement {text!r}: e.g. server=1,client=0,napi=1 or auto")
-        kw = {r: parse_cpu_list(",".join(v)) for r, v in lists.items()}
-        return cls(**kw)
-
-    def for_role(self, role: str) -> frozenset[int] | None:
-        if role not in PLACEMENT_ROLES:
-            raise RequestError(f"role {role!r}: one of {', '.join(PLACEMENT_ROLES)}")
-        cpus: frozenset[int] | None = getattr(self, role)
-        return cpus
-
-    def describe(self) -> str:
-        """The :meth:`parse` form, e.g. ``server=1,client=0,napi=1`` (``""``: no pinning)."""
-        parts = []
-        for role in PLACEMENT_ROLES:
-            cpus = getattr(self, role)
-            if cpus is not None:
-                parts.append(f"{role}={format_cpu_list(cpus)}")
-        return ",".join(parts)
-
-    def check_machine(self, usable: frozenset[int] | None = None) -> None:
-        """Raise :class:`RequestError` if a CPU is not one this process may use
-        (*usable* defaults to ``os.sched_getaffinity(0)``: online CPUs minus
-        cpuset/taskset limits), saying how many the machine has."""
-        avail = usable if usable is not None else frozenset(os.sched_getaffinity(0))
-        total = os.cpu_count() or len(avail)
-        for role in PLACEMENT_ROLES:
-            cpus = getattr(self, role)
-            if cpus is None:
-                continue
-            bad = sorted(cpus - avail)
-            if bad:
-                raise RequestError(
-                    f"{role}={format_cpu_list(cpus)}: CPU {format_cpu_list(set(bad))} is not "
-                    f"available; this machine has {total} CPU{'s' if total != 1 else ''} and "
-                    f"this process may use {format_cpu_list(avail)}"
-                )
-
-
-def set_affinity(pid: int, cpus: frozenset[int]) -> list[int]:
-    """Pin every thread of process *pid* to *cpus* (``taskset -a -p``); return the tids.
-
-    The main thread goes first so that threads it creates from then on
-    inherit the mask; the thread list is re-read until a pass finds no
-    thread it had not pinned, which closes the race with threads created
-    while we were pinning. Raises :class:`NotFoundError` if *pid* is gone.
-    """
-    done: set[int] = set()
-    try:
-        os.sched_setaffinity(pid, cpus)
-        done.add(pid)
-        while True:
-            try:
-                tids = {int(t) for t in os.listdir(f"/proc/{pid}/task")}
-            except FileNotFoundError:
-                raise ProcessLookupError(pid) from None
-            new = tids - done
-            if not new:
-                return sorted(done)
-            for tid in new:
-                with contextlib.suppress(ProcessLookupError):  # thread exited meanwhile
-                    os.sched_setaffinity(tid, cpus)
-                done.add(tid)
-    except ProcessLookupError:
-        raise NotFoundError(f"cannot pin process {pid} to CPUs {cpus}: it exited") from None
-    except OSError as err:
-        raise NetdevkitError(
-            f"cannot pin process {pid} to CPUs {format_cpu_list(cpus)}: {err.strerror} "
-            "(a CPU offline or outside this cgroup's cpuset?)"
-        ) from err
-
-
-def affinity_of(pid: int) -> frozenset[int]:
-    """The union of ``Cpus_allowed_list`` over every thread of *pid*, from /proc
-    (what the kernel will let the process run on, read back)."""
-    out: set[int] = set()
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/status", encoding="ascii") as f:
-                for line in f:
-                    if line.startswith("Cpus_allowed_list:"):
-                        out |= parse_cpu_list(line.split(":", 1)[1])
-        except FileNotFoundError:
-            continue
-    return frozenset(out)
-
 
 #: what a terminal, a service manager or a parent sends to stop us
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
@@ -353,11 +99,8 @@ def _sigterm_blocked() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, set(_STOP_SIGNALS))
-    try:
+    with mask_signals(_STOP_SIGNALS):
         yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _die_with_parent(parent: int) -> None:
@@ -375,8 +118,6 @@ def _die_with_parent(parent: int) -> None:
 
 
 # --- the testbed -------------------------------------------------------------
-
-_SigHandler = Callable[[int, FrameType | None], Any] | int | None
 
 
 class Testbed:
@@ -404,7 +145,7 @@ class Testbed:
         self._in_down = False
         self._sigterm_pending = False
         self._terminated = 0  # the signal the SIGTERM/SIGHUP handler ran for
-        self._prev_handlers: dict[int, _SigHandler] = {}
+        self._signals = SignalScope((signal.SIGTERM, signal.SIGHUP), self._on_sigterm)
         self._atexit = False
         self._owner_pid = 0  # the process that built it; forked children never tear down
         self._owner = ""
@@ -438,7 +179,7 @@ class Testbed:
 
     def _index(self, side: Side) -> int:
         if not self._is_up:
-            raise NetdevkitError(f"testbed {self.config.name!r} is not up: call up() first")
+            raise StateError(f"testbed {self.config.name!r} is not up: call up() first")
         return self._ifindex[side]
 
     def ns_of(self, side: Side) -> str:
@@ -474,7 +215,7 @@ class Testbed:
             self.config.cpus.check_machine()
         for ns in (self.server_ns, self.client_ns):
             if ndk_netns.exists(ns):
-                raise NetdevkitError(
+                raise ConflictError(
                     f"namespace {ns} already exists: another testbed named "
                     f"{self.config.name!r} is up, or a leftover (`netdevkit testbed show` "
                     f"lists them; `netdevkit testbed down {self.config.name}` removes it)"
@@ -518,7 +259,7 @@ class Testbed:
                     pr_netns.create(ns)
             except FileExistsError as err:
                 self._created.remove(ns)  # someone else's: never remove it
-                raise NetdevkitError(f"namespace {ns} appeared while building the testbed") from err
+                raise ConflictError(f"namespace {ns} appeared while building the testbed") from err
         q = cfg.queues
         _fault.point("veth-create")
         with _ipr(self.server_ns, f"create veth {SERVER_IF}<->{CLIENT_IF}") as ipr:
@@ -553,7 +294,7 @@ class Testbed:
             ipr.link("set", index=1, state="up")
             idx = ipr.link_lookup(ifname=ifname)
             if not idx:
-                raise NetdevkitError(f"{ifname} missing in {ns} right after creating it")
+                raise NotFoundError(f"{ifname} missing in {ns} right after creating it")
             self._ifindex[side] = int(idx[0])
             ipr.addr("add", index=idx[0], address=addr, prefixlen=24)
         # Features while the link is down, so the NAPIs are created once at open.
@@ -573,7 +314,7 @@ class Testbed:
             if not pending:
                 return
             if time.monotonic() > deadline:
-                raise NetdevkitError(f"veth ends {pending} not operationally up after 5 s")
+                raise StateError(f"veth ends {pending} not operationally up after 5 s")
             time.sleep(0.01)
 
     def probe_napi(self, timeout: float = 2.0) -> tuple[int, int]:
@@ -614,51 +355,55 @@ class Testbed:
         problems: list[str] = []
         # SIGINT/SIGTERM/SIGHUP wait until the teardown is complete (a KeyboardInterrupt
         # half-way would leave a namespace behind with nobody to remove it).
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, set(_STOP_SIGNALS))
-        try:
-            self._stop_procs()
-            # Anything else still running inside (a server's own children, a program
-            # started by hand with `ip netns exec`) would keep the namespace alive.
-            end_processes([p for ns in self._created for p in ns_pids(ns)])
-            if self.server_ns in self._created and ndk_netns.exists(self.server_ns):
-                # Deleting one end deletes both. Failure is fine: the
-                # namespace removal below takes the veth with it.
-                with (
-                    contextlib.suppress(Exception),
-                    IPRoute(netns=self.server_ns, flags=0) as ipr,
-                ):
-                    ipr.link("del", ifname=SERVER_IF)
-            for ns in list(self._created):
-                try:
-                    _fault.point("netns-remove")
-                    _remove_ns(ns)
-                    self._created.remove(ns)
-                except OSError as err:
-                    problems.append(f"{ns}: {err}")
-            if self._journal and not self._created:
-                _remove_tmpdir(self.config.name)
-                with contextlib.suppress(OSError):
-                    _remove_journal(self.config.name)
-                self._journal = False
-            self._is_up = False
-            self._ifindex.clear()
-        finally:
-            self._remove_handlers()
-            self._in_down = False
-            self.down_seconds = time.monotonic() - start
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        with mask_signals(_STOP_SIGNALS):
+            try:
+                self._teardown(problems)
+            finally:
+                self._remove_handlers()
+                self._in_down = False
+                self.down_seconds = time.monotonic() - start
         if self._sigterm_pending:
             self._sigterm_pending = False
             raise SystemExit(128 + (self._terminated or signal.SIGTERM))
         if problems:
-            raise NetdevkitError("testbed teardown left namespaces behind: " + "; ".join(problems))
+            raise CleanupError("testbed teardown left namespaces behind: " + "; ".join(problems))
+
+    def _teardown(self, problems: list[str]) -> None:
+        """Stop every process inside, delete the veth pair, remove the namespaces this
+        object created and, once they are gone, the journal; failures go to *problems*."""
+        self._stop_procs()
+        # Anything else still running inside (a server's own children, a program
+        # started by hand with `ip netns exec`) would keep the namespace alive.
+        end_processes([p for ns in self._created for p in ns_pids(ns)])
+        if self.server_ns in self._created and ndk_netns.exists(self.server_ns):
+            # Deleting one end deletes both. Failure is fine: the
+            # namespace removal below takes the veth with it.
+            with (
+                contextlib.suppress(Exception),
+                IPRoute(netns=self.server_ns, flags=0) as ipr,
+            ):
+                ipr.link("del", ifname=SERVER_IF)
+        for ns in list(self._created):
+            try:
+                _fault.point("netns-remove")
+                _remove_ns(ns)
+                self._created.remove(ns)
+            except OSError as err:
+                problems.append(f"{ns}: {err}")
+        if self._journal and not self._created:
+            _remove_tmpdir(self.config.name)
+            with contextlib.suppress(OSError):
+                _remove_journal(self.config.name)
+            self._journal = False
+        self._is_up = False
+        self._ifindex.clear()
 
     def keep(self) -> None:
         """Hand the testbed over to its record: it stays up after this process exits
         (``netdevkit testbed up``), until ``netdevkit testbed down NAME`` (or ``--all``)
         removes it. Programs started with :meth:`popen` are not kept: they are stopped."""
         if not self._is_up:
-            raise NetdevkitError(f"testbed {self.config.name!r} is not up: call up() first")
+            raise StateError(f"testbed {self.config.name!r} is not up: call up() first")
         _write_journal(self.config, self._owner, kept=True)
         self._stop_procs()
         self._remove_handlers()
@@ -686,40 +431,23 @@ class Testbed:
         if not self._atexit:
             atexit.register(self.down)
             self._atexit = True
-        if threading.current_thread() is not threading.main_thread():
-            return  # signal.signal works only in the main thread
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            prev = signal.getsignal(sig)
-            if prev is signal.SIG_IGN:
-                continue  # the process ignores it, so it will not die of it
-            self._prev_handlers[sig] = prev
-            signal.signal(sig, self._on_sigterm)
+        self._signals.install()
 
     def _remove_handlers(self) -> None:
         if self._atexit:
             atexit.unregister(self.down)
             self._atexit = False
-        if not self._prev_handlers:
-            return
-        if threading.current_thread() is not threading.main_thread():
-            return
-        prev_handlers, self._prev_handlers = self._prev_handlers, {}
-        for sig, prev in prev_handlers.items():
-            # Restore only if ours is still on top; a handler installed later
-            # (another testbed) chains to ours, which stays harmless once down.
-            if signal.getsignal(sig) == self._on_sigterm:
-                signal.signal(sig, prev if prev is not None else signal.SIG_DFL)
+        # Restored only if ours is still on top; a handler installed later
+        # (another testbed) chains to ours, which stays harmless once down.
+        self._signals.restore()
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
         """SIGTERM or SIGHUP: tear down, then behave as the previous handler would."""
-        prev = self._prev_handlers.get(signum)
+        prev = self._signals.previous_of(signum)
         if os.getpid() != self._owner_pid:
             # Inherited across fork: behave as the handler before ours did.
-            signal.signal(signum, prev if prev is not None else signal.SIG_DFL)
-            if callable(prev):
-                prev(signum, frame)
-            else:
-                os.kill(os.getpid(), signum)
+            self._signals.restore()
+            self._signals.chain(signum, frame, prev)
             return
         self._terminated = signum
         if self._in_down:
@@ -737,7 +465,7 @@ class Testbed:
     def _ns_argv(self, side: Side, argv: list[str]) -> list[str]:
         ns = self.ns_of(side)
         if not self._is_up:
-            raise NetdevkitError(f"testbed {self.config.name!r} is not up: call up() first")
+            raise StateError(f"testbed {self.config.name!r} is not up: call up() first")
         ip = shutil.which("ip") or "/usr/sbin/ip"
         # `ip netns exec` setns()es, remounts /sys for the namespace and
         # execs argv without forking, so Popen.pid is the program itself.

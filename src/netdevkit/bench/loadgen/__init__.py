@@ -1,0 +1,4 @@
+"""The load generators ``netdevkit bench`` drives servers with.
+
+- :mod:`.mcload` - an open-loop memcached load generator without coordinated omission.
+"""

@@ -1,0 +1,163 @@
+"""The sockperf rr server on netdevkit's :class:`~netdevkit.busypoll.fastloop.FastLoop`.
+
+``python -m netdevkit.bench.servers.rr --loop fast`` runs it. Each connection is a
+:class:`RrConnection`: one ``recv_into`` into its :class:`~.framing.Framer`'s buffer, a
+whole message answered in place (the flag flipped, the same bytes sent back), one ``send``.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable
+
+from ...busypoll.adaptive import AdaptiveWindow
+from ...busypoll.epoll import EpollParams
+from ...busypoll.fastloop import FastLoop
+from ...busypoll.sockopt import set_busy_poll
+from .framing import MAX_MESSAGE, Framer, FramingError
+from .rr import Ready, RrStats, stopping
+
+__all__ = ["RrConnection", "serve_fast"]
+
+
+class RrConnection:
+    """One connection of the server on a :class:`FastLoop` (nonblocking socket).
+
+    A short send (a full socket buffer, never seen with request/response traffic) finishes
+    with a blocking ``sendall`` (5 s timeout).
+    """
+
+    __slots__ = ("_framer", "_loop", "_on_close", "_sock", "_stats")
+
+    def __init__(
+        self,
+        loop: FastLoop,
+        sock: socket.socket,
+        stats: RrStats,
+        on_close: Callable[[RrConnection], None] | None = None,
+    ) -> None:
+        self._loop = loop
+        self._sock = sock
+        self._stats = stats
+        self._on_close = on_close
+        self._framer = Framer(stats, buffer_size=MAX_MESSAGE)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def on_readable(self) -> bool:
+        """Read once and answer; False when nothing was there to read (or it closed)."""
+        framer = self._framer
+        try:
+            n = self._sock.recv_into(framer.buffer)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            self.close()
+            return False
+        if not n:
+            self.close()
+            return False
+        try:
+            out = framer.received(n)
+        except FramingError:
+            self._stats.framing_errors += 1
+            self.close()
+            return False
+        if out:
+            self._send(out)
+        return True
+
+    def _send(self, data: bytes | bytearray | memoryview) -> None:
+        try:
+            sent = self._sock.send(data)
+            if sent < len(data):
+                self._sock.settimeout(5.0)
+                try:
+                    self._sock.sendall(data[sent:])
+                finally:
+                    self._sock.setblocking(False)
+        except OSError:
+            self.close()
+
+    def close(self) -> None:
+        if self._sock.fileno() < 0:
+            return
+        self._loop.remove_reader(self._sock.fileno())
+        self._sock.close()
+        if self._on_close is not None:
+            self._on_close(self)
+
+
+def serve_fast(
+    host: str,
+    port: int,
+    params: EpollParams | None,
+    *,
+    adaptive_us: int = 0,
+    hybrid: bool = False,
+    hot_spin_us: int = 0,
+    sock_busy_poll_us: int = 0,
+    ready: Ready | None = None,
+    stop: threading.Event | None = None,
+    handle_signals: bool = True,
+) -> RrStats:
+    """Serve sockperf request/response on a :class:`FastLoop` until told to stop.
+
+    The loop gets *params*, *adaptive_us*, *hybrid* and ``spin_us=hot_spin_us``; every
+    accepted socket gets ``SO_BUSY_POLL`` *sock_busy_poll_us* (0: none). Stopping, *ready*
+    and the result are as for :func:`~.rr.serve_rr`.
+    """
+    if adaptive_us:
+        AdaptiveWindow(adaptive_us)  # validate before anything is created
+    stats = RrStats()
+    conns: set[RrConnection] = set()
+    loop = FastLoop(params, adaptive_us=adaptive_us, hybrid=hybrid, spin_us=hot_spin_us)
+    listener: socket.socket | None = None
+    try:
+        listener = socket.create_server((host, port), backlog=128)
+        listener.setblocking(False)
+        on_accept = _acceptor(loop, listener, stats, conns, sock_busy_poll_us)
+        loop.add_reader(listener.fileno(), on_accept)
+        with stopping(loop.stop, stop, handle_signals):
+            addr = listener.getsockname()
+            if ready is not None:
+                ready((str(addr[0]), int(addr[1])))
+            loop.run()
+            stats.adaptive_switches = loop.adaptive_switches
+    finally:
+        for conn in list(conns):
+            conn.close()
+        if listener is not None:
+            loop.remove_reader(listener.fileno())
+            listener.close()
+        loop.close()
+    return stats
+
+
+def _acceptor(
+    loop: FastLoop,
+    listener: socket.socket,
+    stats: RrStats,
+    conns: set[RrConnection],
+    sock_busy_poll_us: int,
+) -> Callable[[], None]:
+    """The listener's callback: accept every pending connection and serve it on *loop*."""
+
+    def on_accept() -> None:
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if sock_busy_poll_us:
+                set_busy_poll(sock, sock_busy_poll_us)
+            conn = RrConnection(loop, sock, stats, conns.discard)
+            loop.add_reader(sock.fileno(), conn.on_readable)
+            conns.add(conn)
+            stats.connections += 1
+
+    return on_accept
