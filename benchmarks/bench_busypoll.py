@@ -89,7 +89,6 @@ class Cell:
     napi: NapiSettings = BASE_NAPI
     loop: str = ""
     params: EpollParams | None = None
-    spin_us: int = 0
     hot_spin_us: int = 0
     adaptive_us: int = 0
     hybrid: bool = False
@@ -241,16 +240,6 @@ def all_cells() -> list[Cell]:
             LOWCPU_EPOLL,
             group="fixed window",
         ),
-        # What the earlier measurements tried: user-space re-polls (timeout 0) after activity.
-        _rr(
-            "nd-suspend-spin50",
-            "netdevkit loop, suspend + spin_us=50 (user space)",
-            "netdevkit",
-            "suspend",
-            "nd",
-            spin_us=50,
-            adaptive_us=0,
-        ),
     ]
     # Low (paced) load: the CPU question.
     for base in (
@@ -309,8 +298,6 @@ def server_argv(tb: Testbed, cell: Cell, ready_file: str, port: int) -> list[str
         argv += ["--usecs", str(p.busy_poll_usecs), "--budget", str(p.busy_poll_budget)]
         if p.prefer_busy_poll:
             argv.append("--prefer")
-    if cell.spin_us:
-        argv += ["--spin-us", str(cell.spin_us)]
     if cell.hot_spin_us:
         argv += ["--hot-spin-us", str(cell.hot_spin_us)]
     if cell.loop in ("netdevkit", "fast"):

@@ -19,7 +19,6 @@ import asyncio
 import signal
 import threading
 
-from netdevkit.busypoll.epoll import EpollParams
 from netdevkit.dispatch import NapiDispatcher
 from netdevkit.tuning.presets import get_preset
 
@@ -37,14 +36,13 @@ def main() -> None:
     p.add_argument("--port", type=int, default=11111)
     p.add_argument("--preset", default="suspend", help="epoll half of this tuning preset")
     args = p.parse_args()
-    e = get_preset(args.preset).epoll
-    params = EpollParams(e.busy_poll_usecs, e.busy_poll_budget, e.prefer_busy_poll)
-    dispatcher = NapiDispatcher(echo, params)
+    config = get_preset(args.preset).epoll  # a BusyPollConfig: the preset's epoll half
+    dispatcher = NapiDispatcher(echo, config)
     done = threading.Event()
     signal.signal(signal.SIGINT, lambda _s, _f: done.set())
     signal.signal(signal.SIGTERM, lambda _s, _f: done.set())
     host, port = dispatcher.start(args.host, args.port)
-    print(f"echo on {host}:{port}, epoll {params}; Ctrl-C stops", flush=True)
+    print(f"echo on {host}:{port}, epoll {config.params}; Ctrl-C stops", flush=True)
     done.wait()
     workers = dispatcher.workers()
     dispatcher.stop()

@@ -37,6 +37,7 @@ from netdevkit.attach import (
     watched_fds,
 )
 from netdevkit.attach.core import Target
+from netdevkit.busypoll.config import BusyPollConfig
 from netdevkit.busypoll.epoll import EpollParams, get_params
 from netdevkit.errors import NotFoundError, PermissionDenied, RequestError, UnsupportedError
 from netdevkit.journal import Journal
@@ -45,6 +46,7 @@ from netdevkit.testbed import Testbed
 
 SUSPEND = EpollParams(0, 64, True)
 DEFAULT = EpollParams(0, 0, False)
+SUSPEND_CFG = BusyPollConfig.from_params(SUSPEND)
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="needs root: pidfd_getfd on other processes")
 
@@ -198,7 +200,7 @@ def test_attach_result_round_trips_through_its_record() -> None:
 
 def test_bad_params_are_refused_before_anything_happens() -> None:
     with pytest.raises(RequestError, match="busy_poll_usecs"):
-        attach(os.getpid(), EpollParams(-1, 0, False))
+        attach(os.getpid(), BusyPollConfig(-1, 0, False))
 
 
 # --- a Python target ---------------------------------------------------------------------
@@ -211,7 +213,7 @@ def test_attach_sets_the_targets_own_epolls_and_detach_restores(
     child = child_factory("n", "3")
     child.wait_ready()
     assert child.own_params() == [DEFAULT] * 3
-    result = attach(child.pid, EpollParams(50, 64, True))
+    result = attach(child.pid, BusyPollConfig(50, 64, True))
     assert len(result.contexts) == 3
     assert all(c.old == DEFAULT and c.new == EpollParams(50, 64, True) for c in result.contexts)
     assert child.own_params() == [EpollParams(50, 64, True)] * 3  # seen from inside
@@ -230,7 +232,7 @@ def test_attach_sets_the_targets_own_epolls_and_detach_restores(
 def test_detach_leaves_a_context_the_program_changed_since(child_factory: StartChild) -> None:
     child = child_factory()
     child.wait_ready()
-    result = attach(child.pid, SUSPEND)
+    result = attach(child.pid, SUSPEND_CFG)
     with Target(child.pid) as t, t.copy(result.contexts[0].epoll) as dup:
         from netdevkit.busypoll.epoll import set_params
 
@@ -253,7 +255,7 @@ def test_failure_on_the_third_context_restores_the_first_two(
             raise RuntimeError("injected failure on the third context")
 
     with pytest.raises(RuntimeError, match="injected") as info:
-        attach(child.pid, SUSPEND, after_set=fail_third)
+        attach(child.pid, SUSPEND_CFG, after_set=fail_third)
     assert any("set back" in note for note in info.value.__notes__)
     assert child.own_params() == [DEFAULT] * 3  # nothing half-applied
 
@@ -269,7 +271,7 @@ def test_process_exiting_mid_attach_is_a_clear_error(child_factory: StartChild) 
             child.proc.wait()
 
     with pytest.raises(ProcessGone, match="exited during the attach"):
-        attach(child.pid, SUSPEND, after_set=kill_target)
+        attach(child.pid, SUSPEND_CFG, after_set=kill_target)
 
 
 @needs_root
@@ -279,7 +281,7 @@ def test_thread_with_its_own_fd_table_is_found_and_attached(child_factory: Start
     epolls = find_epoll_fds(child.pid)
     private = [e for e in epolls if not e.shared_table]
     assert len(private) == 1 and private[0].tid != child.pid
-    result = attach(child.pid, SUSPEND)
+    result = attach(child.pid, SUSPEND_CFG)
     assert {c.epoll for c in result.contexts} == set(epolls)
     assert child.own_params() == [SUSPEND, SUSPEND]  # the shared epoll, then the private one
     detach(result)
@@ -302,7 +304,7 @@ def test_kernel_without_the_epoll_ioctls_is_unsupported(
 
     monkeypatch.setattr(fcntl, "ioctl", no_ioctl)
     with pytest.raises(UnsupportedError, match=r"Linux >= 6\.9"):
-        attach(child.pid, SUSPEND)
+        attach(child.pid, SUSPEND_CFG)
     monkeypatch.undo()
     assert child.own_params() == [DEFAULT]
 
@@ -311,9 +313,9 @@ def test_pid_that_does_not_exist_is_not_found() -> None:
     gone = subprocess.Popen(["true"])
     gone.wait()  # reaped: the pid names nothing now (reuse within the test is unlikely)
     with pytest.raises(NotFoundError, match=f"process {gone.pid}"):
-        attach(gone.pid, SUSPEND)
+        attach(gone.pid, SUSPEND_CFG)
     with pytest.raises(NotFoundError):
-        attach(2**22 + 1, SUSPEND)  # above the largest pid_max
+        attach(2**22 + 1, SUSPEND_CFG)  # above the largest pid_max
 
 
 @needs_root
@@ -321,7 +323,7 @@ def test_process_without_epoll_gets_a_clear_message() -> None:
     sleeper = subprocess.Popen(["sleep", "30"])
     try:
         with pytest.raises(NoEpollError, match="has no epoll fd"):
-            attach(sleeper.pid, SUSPEND)
+            attach(sleeper.pid, SUSPEND_CFG)
     finally:
         sleeper.kill()
         sleeper.wait()
@@ -342,7 +344,7 @@ def test_without_ptrace_rights_the_error_names_cap_sys_ptrace(
             os.setgid(65534)
             os.setuid(65534)
             try:
-                attach(child.pid, SUSPEND)
+                attach(child.pid, SUSPEND_CFG)
                 msg = "attached?!"
             except PermissionDenied as err:
                 msg = f"{err.capability}|{err}"
@@ -389,7 +391,7 @@ def test_context_with_sockets_of_two_napis_is_warned_about(
         child.wait_ready()
         assert all(ids), f"connections over the veth testbed should carry NAPI ids: {ids}"
         assert len(set(ids)) >= 2, f"4 queues, {conns} flows, yet one NAPI: {ids}"
-        result = attach(child.pid, SUSPEND)
+        result = attach(child.pid, SUSPEND_CFG)
         mixed = [c for c in result.contexts if c.mixed]
         assert len(mixed) == 1
         assert set(mixed[0].napi_ids) == set(ids)
@@ -449,7 +451,7 @@ def test_memcached_keeps_serving_with_busy_polling_attached() -> None:
     try:
         with _connect(("127.0.0.1", port)) as s:
             _memcached_round_trip(s, b"before")
-            result = attach(mc.pid, SUSPEND)
+            result = attach(mc.pid, SUSPEND_CFG)
             # main thread's event base + one per worker thread (libevent epoll backends)
             assert len(result.contexts) >= 3
             epolls = [c.epoll for c in result.contexts]
@@ -490,7 +492,7 @@ def test_memcached_napi_ids_gives_each_worker_one_napi(testbed4: Testbed) -> Non
                     time.sleep(0.05)
             _memcached_round_trip(c, b"k%d" % i)
             clients.append(c)
-        result = attach(mc.pid, SUSPEND)
+        result = attach(mc.pid, SUSPEND_CFG)
         busy = [c for c in result.contexts if c.napi_ids]
         assert len(busy) >= 2, [c.napi_ids for c in result.contexts]
         assert result.warnings == ()
@@ -522,7 +524,7 @@ def test_redis_keeps_serving_with_busy_polling_attached(tmp_path: Path) -> None:
     try:
         with _connect(("127.0.0.1", port)) as s:
             assert _redis(s, b"PING") == b"+PONG\r\n"
-            result = attach(redis.pid, SUSPEND)
+            result = attach(redis.pid, SUSPEND_CFG)
             epolls = [c.epoll for c in result.contexts]
             assert epolls and _read_back(redis.pid, epolls) == [SUSPEND] * len(epolls)
             assert _redis(s, b"SET", b"k", b"v") == b"+OK\r\n"
@@ -541,7 +543,7 @@ def test_redis_keeps_serving_with_busy_polling_attached(tmp_path: Path) -> None:
 @needs_root
 def test_watcher_attaches_to_a_context_created_later(child_factory: StartChild) -> None:
     child = child_factory("delay", "0.5")
-    with AttachWatcher(child.pid, SUSPEND) as watcher:
+    with AttachWatcher(child.pid, SUSPEND_CFG) as watcher:
         assert watcher.scan() == []
         child.wait_ready()
         added = watcher.scan()

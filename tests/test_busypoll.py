@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import os
@@ -31,6 +32,7 @@ from netdevkit import busypoll
 from netdevkit.busypoll import (
     EPIOCGPARAMS,
     EPIOCSPARAMS,
+    BusyPollConfig,
     BusyPollEventLoop,
     BusyPollSelector,
     EpollParams,
@@ -51,6 +53,9 @@ T = TypeVar("T")
 S32_MAX = 2**31 - 1
 SUSPEND = EpollParams(busy_poll_usecs=0, busy_poll_budget=64, prefer_busy_poll=True)
 FULLBUSY = EpollParams(busy_poll_usecs=64, busy_poll_budget=64, prefer_busy_poll=True)
+# The same parameters as the configuration every entry point takes.
+SUSPEND_CFG = BusyPollConfig.from_params(SUSPEND)
+FULLBUSY_CFG = BusyPollConfig.from_params(FULLBUSY)
 
 # -- codec and validation: no kernel --------------------------------------------------------
 
@@ -124,10 +129,11 @@ def test_bad_values_name_the_field_and_make_no_ioctl(
 ) -> None:
     with select.epoll() as ep, pytest.raises(RequestError, match=field):
         set_params(ep.fileno(), params)
+    # The configuration refuses the same values before any entry point sees them.
     with pytest.raises(RequestError, match=field):
-        BusyPollSelector(params)
+        BusyPollSelector(BusyPollConfig.from_params(params))
     with pytest.raises(RequestError, match=field):
-        loop_factory(params)
+        loop_factory(BusyPollConfig.from_params(params))
     assert no_ioctl == []
 
 
@@ -340,12 +346,13 @@ def test_loopback_connection_has_napi_id_zero(
 
 @pytest.mark.kernel
 def test_selector_applies_params_to_its_own_epoll() -> None:
-    with BusyPollSelector(SUSPEND) as sel:
+    with BusyPollSelector(SUSPEND_CFG) as sel:
         assert isinstance(sel, selectors.BaseSelector)
         assert sel.params == SUSPEND
         assert get_params(sel.fileno()) == SUSPEND
         assert sel.set_params(FULLBUSY) == FULLBUSY
         assert sel.read_params() == FULLBUSY == sel.params
+        assert sel.config == FULLBUSY_CFG  # the config in force follows set_params
     with BusyPollSelector() as sel:
         assert sel.params == EpollParams() == get_params(sel.fileno())
 
@@ -353,7 +360,7 @@ def test_selector_applies_params_to_its_own_epoll() -> None:
 @pytest.mark.kernel
 def test_selector_undoes_bookkeeping_when_epoll_ctl_fails() -> None:
     # epoll refuses regular files (EPERM): the key must not stay registered.
-    with BusyPollSelector(SUSPEND) as sel, open(__file__, "rb") as regular:
+    with BusyPollSelector(SUSPEND_CFG) as sel, open(__file__, "rb") as regular:
         with pytest.raises(PermissionError):
             sel.register(regular, selectors.EVENT_READ)
         assert sel.get_map() is not None
@@ -363,9 +370,9 @@ def test_selector_undoes_bookkeeping_when_epoll_ctl_fails() -> None:
 
 
 @pytest.mark.kernel
-@pytest.mark.parametrize("spin_us", [0, 200])
-def test_selector_timeouts(spin_us: int) -> None:
-    with BusyPollSelector(SUSPEND, spin_us=spin_us) as sel:
+@pytest.mark.parametrize("adaptive_us", [0, 200])
+def test_selector_timeouts(adaptive_us: int) -> None:
+    with BusyPollSelector(dataclasses.replace(SUSPEND_CFG, adaptive_us=adaptive_us)) as sel:
         start = time.monotonic()
         assert sel.select(0.0001) == []  # rounds up to 1 ms: waits at least the timeout
         assert time.monotonic() - start >= 0.0001
@@ -374,11 +381,11 @@ def test_selector_timeouts(spin_us: int) -> None:
 
 
 @pytest.mark.kernel
-@pytest.mark.parametrize("spin_us", [0, 500])
-def test_selector_serves_a_tcp_echo(spin_us: int) -> None:
+@pytest.mark.parametrize("adaptive_us", [0, 500])
+def test_selector_serves_a_tcp_echo(adaptive_us: int) -> None:
     rounds = 300
     with (
-        BusyPollSelector(SUSPEND, spin_us=spin_us) as sel,
+        BusyPollSelector(dataclasses.replace(SUSPEND_CFG, adaptive_us=adaptive_us)) as sel,
         socket.create_server(("127.0.0.1", 0)) as server,
     ):
         server.setblocking(False)
@@ -406,9 +413,15 @@ def test_selector_serves_a_tcp_echo(spin_us: int) -> None:
                 assert got == message
                 echoed += 1
             assert echoed == rounds
-            assert sel.read_params() == SUSPEND
-            if spin_us:
-                assert sel.spin_polls > 0
+            if adaptive_us:
+                # Back-to-back requests: the window opened (usecs = adaptive_us).
+                assert sel.adaptive_switches > 0
+                assert sel.read_params() in (
+                    SUSPEND,
+                    dataclasses.replace(SUSPEND, busy_poll_usecs=adaptive_us),
+                )
+            else:
+                assert sel.read_params() == SUSPEND
         finally:
             client.close()
             for key in list(sel.get_map().values()):
@@ -454,20 +467,28 @@ async def _params_seen_inside() -> tuple[EpollParams, list[EpollParams]]:
     assert isinstance(loop, BusyPollEventLoop)
     fd = loop.selector.fileno()
     # The probe finds the same epoll fd independently of the selector.
-    assert epoll_fds_watching(loop.selector.get_key(loop._ssock).fd) == [fd]  # type: ignore[attr-defined]
-    return get_params(fd), await apply_to_running_loop(loop.params)
+    probe, peer = socket.socketpair()
+    try:
+        loop.add_reader(probe.fileno(), lambda: None)
+        assert epoll_fds_watching(probe.fileno()) == [fd]
+        loop.remove_reader(probe.fileno())
+    finally:
+        probe.close()
+        peer.close()
+    return get_params(fd), await apply_to_running_loop(BusyPollConfig.from_params(loop.params))
 
 
 @pytest.mark.kernel
 def test_loop_factory_with_runner() -> None:
-    with asyncio.Runner(loop_factory=loop_factory(SUSPEND, spin_us=100)) as runner:
+    config = dataclasses.replace(SUSPEND_CFG, hot_spin_us=100)
+    with asyncio.Runner(loop_factory=loop_factory(config)) as runner:
         seen, probed = runner.run(_params_seen_inside())
         assert seen == SUSPEND
         assert probed == [SUSPEND]
         assert runner.run(_echo_round_trips(300)) == 300
         loop = runner.get_loop()
         assert isinstance(loop, BusyPollEventLoop)
-        assert loop.selector.spin_us == 100
+        assert loop.config == config
         assert loop.set_params(FULLBUSY) == FULLBUSY
         assert get_params(loop.selector.fileno()) == FULLBUSY
 
@@ -481,22 +502,24 @@ def _run_fresh(main: Coroutine[Any, Any, T], factory: Callable[[], asyncio.Abstr
 
 
 def test_loop_factory_with_a_fresh_runner_per_run() -> None:
-    seen, probed = _run_fresh(_params_seen_inside(), loop_factory(FULLBUSY))
+    seen, probed = _run_fresh(_params_seen_inside(), loop_factory(FULLBUSY_CFG))
     assert (seen, probed) == (FULLBUSY, [FULLBUSY])
-    assert _run_fresh(_echo_round_trips(300), loop_factory(SUSPEND)) == 300
+    assert _run_fresh(_echo_round_trips(300), loop_factory(SUSPEND_CFG)) == 300
 
 
 @pytest.mark.kernel
 def test_apply_to_stock_asyncio_loop() -> None:
-    loop = asyncio.SelectorEventLoop(selectors.EpollSelector())
+    selector = selectors.EpollSelector()
+    loop = asyncio.SelectorEventLoop(selector)
     try:
-        fd = loop._selector.fileno()  # type: ignore[attr-defined]
-        assert apply_to_loop(loop, SUSPEND) == [SUSPEND]  # before it runs
+        fd = selector.fileno()
+        assert apply_to_loop(loop, SUSPEND_CFG) == [SUSPEND]  # before it runs
         assert get_params(fd) == SUSPEND
 
         async def main() -> tuple[list[EpollParams], list[EpollParams], int]:
-            applied = apply_to_loop(asyncio.get_running_loop(), FULLBUSY)  # while running
-            return applied, await apply_to_running_loop(FULLBUSY), await _echo_round_trips(200)
+            applied = apply_to_loop(asyncio.get_running_loop(), FULLBUSY_CFG)  # while running
+            probed = await apply_to_running_loop(FULLBUSY_CFG)
+            return applied, probed, await _echo_round_trips(200)
 
         applied, probed, rounds = loop.run_until_complete(main())
         assert applied == probed == [FULLBUSY]
@@ -514,7 +537,7 @@ def test_apply_to_uvloop() -> None:
 
         async def main() -> tuple[list[EpollParams], list[int], int]:
             running = asyncio.get_running_loop()
-            applied = apply_to_loop(running, SUSPEND)
+            applied = apply_to_loop(running, SUSPEND_CFG)
             # Find uvloop's epoll by the probe (registered fd in /proc/self/fdinfo), not by
             # the private _get_backend_id that apply_to_loop uses, and read back there.
             probe, peer = socket.socketpair()
@@ -528,10 +551,11 @@ def test_apply_to_uvloop() -> None:
 
         applied, fds, rounds = loop.run_until_complete(main())
         assert applied == [SUSPEND]
-        assert fds == [loop._get_backend_id()]
+        # uvloop has one epoll, the one watching its fds; it carries the parameters.
+        assert len(fds) == 1
         assert get_params(fds[0]) == SUSPEND
         assert rounds == 200
-        assert loop.run_until_complete(apply_to_running_loop(FULLBUSY)) == [FULLBUSY]
+        assert loop.run_until_complete(apply_to_running_loop(FULLBUSY_CFG)) == [FULLBUSY]
         assert get_params(fds[0]) == FULLBUSY
     finally:
         loop.close()
@@ -542,11 +566,11 @@ def test_apply_to_loop_refuses_non_epoll_selector() -> None:
     loop = asyncio.SelectorEventLoop(selectors.PollSelector())
     try:
         with pytest.raises(RequestError, match="PollSelector, not epoll"):
-            apply_to_loop(loop, SUSPEND)
+            apply_to_loop(loop, SUSPEND_CFG)
     finally:
         loop.close()
     with pytest.raises(RequestError, match="closed"):
-        apply_to_loop(loop, SUSPEND)
+        apply_to_loop(loop, SUSPEND_CFG)
 
 
 # -- veth testbed with live NAPI ------------------------------------------------------------
@@ -577,10 +601,10 @@ def test_accepted_connection_over_veth_has_a_napi_id(testbed: Testbed) -> None:
 
 @pytest.mark.kernel
 def test_apply_to_loop_keeps_a_busypoll_selector_in_step() -> None:
-    selector = BusyPollSelector(SUSPEND)
+    selector = BusyPollSelector(SUSPEND_CFG)
     loop = asyncio.SelectorEventLoop(selector)
     try:
-        assert apply_to_loop(loop, FULLBUSY) == [FULLBUSY]
+        assert apply_to_loop(loop, FULLBUSY_CFG) == [FULLBUSY]
         assert selector.params == FULLBUSY == get_params(selector.fileno())
     finally:
         loop.close()

@@ -59,7 +59,7 @@ WINDOW_US = 50
 ECHO_SERVER = textwrap.dedent(
     """
     import asyncio, sys
-    from netdevkit.busypoll import EpollParams, loop_factory
+    from netdevkit.busypoll import BusyPollConfig, loop_factory
 
     async def handle(reader, writer):
         try:
@@ -84,7 +84,7 @@ ECHO_SERVER = textwrap.dedent(
         factory = asyncio.new_event_loop
     else:
         usecs, budget, prefer = (int(x) for x in sys.argv[5:8])
-        factory = loop_factory(EpollParams(usecs, budget, bool(prefer)))
+        factory = loop_factory(BusyPollConfig(usecs, budget, bool(prefer)))
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(main(host, port, ready))
     """

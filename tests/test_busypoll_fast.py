@@ -11,13 +11,15 @@ wait is short) and "an idle phase" (timed waits that find nothing, 10 ms and mor
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import os
 import socket
 import struct
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import cast
 
 import pytest
 
@@ -31,6 +33,7 @@ from netdevkit.bench.servers.rr import (
     serve_rr,
 )
 from netdevkit.busypoll import (
+    BusyPollConfig,
     BusyPollEventLoop,
     BusyPollSelector,
     EpollParams,
@@ -44,6 +47,9 @@ from netdevkit.errors import RequestError
 
 SUSPEND = EpollParams(busy_poll_usecs=0, busy_poll_budget=64, prefer_busy_poll=True)
 WINDOW = 50
+SUSPEND_CFG = BusyPollConfig.from_params(SUSPEND)
+ADAPTIVE = dataclasses.replace(SUSPEND_CFG, adaptive_us=WINDOW)
+HYBRID = dataclasses.replace(ADAPTIVE, hybrid=True)
 OPEN = EpollParams(busy_poll_usecs=WINDOW, busy_poll_budget=64, prefer_busy_poll=True)
 US = 1000
 MS = 1_000_000
@@ -134,7 +140,7 @@ def test_selector_window_opens_when_busy_and_closes_when_idle(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
     a, b = pair
-    with BusyPollSelector(SUSPEND, adaptive_us=WINDOW) as sel:
+    with BusyPollSelector(ADAPTIVE) as sel:
         fd = sel.fileno()
         assert sel.params == SUSPEND and get_params(fd) == SUSPEND and not sel.adaptive_busy
         sel.register(b, 1)  # EVENT_READ
@@ -159,7 +165,7 @@ def test_selector_window_opens_when_busy_and_closes_when_idle(
 
 @pytest.mark.kernel
 def test_selector_set_params_with_window_changes_the_idle_set() -> None:
-    with BusyPollSelector(SUSPEND, adaptive_us=WINDOW) as sel:
+    with BusyPollSelector(ADAPTIVE) as sel:
         other = EpollParams(0, 32, True)
         assert sel.set_params(other) == other == get_params(sel.fileno())
         assert sel.adaptive_us == WINDOW and not sel.adaptive_busy
@@ -191,17 +197,29 @@ def test_asyncio_loop_window_follows_the_traffic() -> None:
         await server.wait_closed()
         return busy, idle
 
-    with asyncio.Runner(loop_factory=loop_factory(SUSPEND, adaptive_us=WINDOW)) as runner:
+    with asyncio.Runner(loop_factory=loop_factory(ADAPTIVE)) as runner:
         busy, idle = runner.run(main())
     assert busy == OPEN
     assert idle == SUSPEND
 
 
-def test_loop_factory_validates_the_window() -> None:
-    with pytest.raises(RequestError, match="window_us"):
-        loop_factory(SUSPEND, adaptive_us=-1)
+def test_config_validates_the_window() -> None:
+    with pytest.raises(RequestError, match="adaptive_us"):
+        dataclasses.replace(SUSPEND_CFG, adaptive_us=-1)
     with pytest.raises(RequestError, match="adaptive_us > 0"):
-        loop_factory(SUSPEND, hybrid=True)
+        dataclasses.replace(SUSPEND_CFG, hybrid=True)
+
+
+def _timerfds() -> set[int]:
+    """The timerfds this process has open."""
+    found = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}") == "anon_inode:[timerfd]":
+                found.add(int(name))
+        except OSError:
+            continue  # the listing's own fd, closed by now
+    return found
 
 
 @pytest.mark.kernel
@@ -215,7 +233,9 @@ def test_selector_hybrid_sleeps_then_polls_for_paced_events(
             time.sleep(0.002)
             a.send(b"x")
 
-    with BusyPollSelector(SUSPEND, adaptive_us=WINDOW, hybrid=True) as sel:
+    with BusyPollSelector(HYBRID) as sel:
+        timers = _timerfds()
+        assert len(timers) == 1  # the timer that ends the sleep phase
         # Sleep phase set: usecs 0 without prefer (keeps the NAPI id); window: the preset's.
         assert get_params(sel.fileno()) == EpollParams(0, 64, False)
         sel.register(b, 1)  # EVENT_READ
@@ -232,7 +252,8 @@ def test_selector_hybrid_sleeps_then_polls_for_paced_events(
         # New parameters keep the hybrid idle set (no prefer) while the window is closed.
         sel.set_params(EpollParams(0, 32, True))
         assert get_params(sel.fileno()) == EpollParams(0, 32, False)
-    assert sel._timer is None  # closed with the selector
+    # Closing the selector closed its timerfd too.
+    assert _timerfds() & timers == set()
 
 
 # -- FastLoop ---------------------------------------------------------------------------------
@@ -244,7 +265,7 @@ def test_fastloop_dispatches_and_stops_from_another_thread(
 ) -> None:
     a, b = pair
     got: list[bytes] = []
-    with FastLoop(SUSPEND) as loop:
+    with FastLoop(SUSPEND_CFG) as loop:
         assert get_params(loop.fileno()) == SUSPEND == loop.read_params() == loop.params
 
         def on_read() -> None:
@@ -273,7 +294,8 @@ def test_fastloop_spin_reads_the_hot_fd_again_without_waiting(
     a, b = pair
     b.setblocking(False)
     got: list[bytes] = []
-    with FastLoop(spin_us=1_000_000) as loop:  # a 1 s spin: only stop() can end it early
+    # A 1 s spin: only stop() can end it early.
+    with FastLoop(BusyPollConfig(hot_spin_us=1_000_000)) as loop:
 
         def on_read() -> bool:
             try:
@@ -295,20 +317,20 @@ def test_fastloop_spin_reads_the_hot_fd_again_without_waiting(
         assert got == [b"m0", b"m1", b"m2", b"m3", b"m4"]
         # One blocking wait found m0; m1..m4 were read by the spin, not by epoll_wait.
         assert loop.waits == 1
-        assert loop.spin_hits == 4 and loop.spin_calls >= 4
+        assert loop.hot_hits == 4 and loop.hot_calls >= 4
 
 
 def test_fastloop_refuses_bad_spins() -> None:
-    with pytest.raises(RequestError, match="spin_us"):
-        FastLoop(spin_us=-1)
+    with pytest.raises(RequestError, match="hot_spin_us"):
+        FastLoop(BusyPollConfig(hot_spin_us=-1))
     with pytest.raises(RequestError, match="excludes"):
-        FastLoop(SUSPEND, adaptive_us=WINDOW, spin_us=50)
+        FastLoop(dataclasses.replace(ADAPTIVE, hot_spin_us=50))
 
 
 @pytest.mark.kernel
 def test_fastloop_window_switches(pair: tuple[socket.socket, socket.socket]) -> None:
     a, b = pair
-    with FastLoop(SUSPEND, adaptive_us=WINDOW) as loop:
+    with FastLoop(ADAPTIVE) as loop:
         seen: list[EpollParams] = []
 
         def on_read() -> None:
@@ -334,11 +356,11 @@ def test_fastloop_window_switches(pair: tuple[socket.socket, socket.socket]) -> 
 def test_fastloop_hybrid_keeps_the_napi_id_while_it_sleeps() -> None:
     # The sleep phase carries usecs 0 *without* prefer_busy_poll (such a wait keeps the
     # context's NAPI id); the window carries the preset's budget and prefer.
-    with FastLoop(SUSPEND, adaptive_us=WINDOW, hybrid=True) as loop:
+    with FastLoop(HYBRID) as loop:
         assert get_params(loop.fileno()) == EpollParams(0, 64, False)
         assert loop.predicted_gap_us == 0.0
     with pytest.raises(RequestError, match="adaptive window"):
-        FastLoop(SUSPEND, hybrid=True)
+        FastLoop(dataclasses.replace(SUSPEND_CFG, hybrid=True))
 
 
 @pytest.mark.kernel
@@ -347,7 +369,7 @@ def test_fastloop_hybrid_sleeps_then_polls_for_paced_events(
 ) -> None:
     a, b = pair
     count = 0
-    with FastLoop(SUSPEND, adaptive_us=WINDOW, hybrid=True) as loop:
+    with FastLoop(HYBRID) as loop:
 
         def on_read() -> None:
             nonlocal count
@@ -571,13 +593,16 @@ sock.close()
 class _Echo(asyncio.Protocol):
     """A stock asyncio echo protocol; counts its calls."""
 
-    def __init__(self, seen: list[bytes], done: asyncio.Future[None]) -> None:
+    def __init__(self, seen: list[bytes], done: asyncio.Future[None], busy_poll: list[int]) -> None:
         self.seen = seen
         self.done = done
+        self.busy_poll = busy_poll
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        # What the loop set on the socket it made the transport for.
+        self.busy_poll.append(get_busy_poll(transport.get_extra_info("socket").fileno()))
 
     def data_received(self, data: bytes) -> None:
         self.seen.append(data)
@@ -592,13 +617,14 @@ class _Echo(asyncio.Protocol):
 @pytest.mark.kernel
 def test_asyncio_loop_hot_spin_serves_a_stock_protocol_from_its_peeks() -> None:
     rounds = 200
-    loop = BusyPollEventLoop(hot_spin_us=1_000_000)  # spins until the peer is done
+    # Spins until the peer is done.
+    loop = BusyPollEventLoop(BusyPollConfig(hot_spin_us=1_000_000))
     seen: list[bytes] = []
-    sockets: list[socket.socket] = []
+    busy_poll: list[int] = []
 
     async def main() -> None:
         done = loop.create_future()
-        server = await loop.create_server(lambda: _Echo(seen, done), "127.0.0.1", 0)
+        server = await loop.create_server(lambda: _Echo(seen, done, busy_poll), "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         client = await asyncio.create_subprocess_exec(
             sys.executable, "-c", _PING_CLIENT, str(port), str(rounds)
@@ -608,26 +634,14 @@ def test_asyncio_loop_hot_spin_serves_a_stock_protocol_from_its_peeks() -> None:
         server.close()
         await server.wait_closed()
 
-    def record(sock: socket.socket) -> None:
-        sockets.append(sock)
-
     try:
-        original: Any = loop._make_socket_transport
-
-        def spy(sock: socket.socket, *args: Any, **kw: Any) -> Any:
-            transport = original(sock, *args, **kw)
-            record(sock)
-            # SO_BUSY_POLL = hot_spin_us: each nonblocking read polls the socket's NAPI.
-            assert get_busy_poll(sock) == 1_000_000
-            return transport
-
-        loop._make_socket_transport = spy  # type: ignore[method-assign]
         loop.run_until_complete(main())
     finally:
         loop.close()
     # Every request was seen once, whole, and no read callback ran on an empty socket.
     assert b"".join(seen) == b"".join(b"ping %06d" % i for i in range(rounds))
-    assert len(sockets) == 1
+    # One connection; SO_BUSY_POLL = hot_spin_us: each nonblocking read polls its NAPI.
+    assert busy_poll == [1_000_000]
     assert loop.hot_busy_poll_refused == 0
     # The first request came through epoll_wait; the spin that followed caught most of the
     # rest (a spin also ends when another fd, here the child's pipes, is ready) and the EOF.
@@ -638,10 +652,10 @@ def test_asyncio_loop_hot_spin_serves_a_stock_protocol_from_its_peeks() -> None:
 
 def test_hot_spin_is_validated() -> None:
     with pytest.raises(RequestError, match="hot_spin_us"):
-        BusyPollEventLoop(hot_spin_us=-5)
+        BusyPollConfig(hot_spin_us=-5)
     with pytest.raises(RequestError, match="hot_spin_us"):
-        loop_factory(hot_spin_us=True)
+        BusyPollConfig(hot_spin_us=True)
     with pytest.raises(RequestError, match="hot_spin_us"):
         make_loop("asyncio", hot_spin_us=50)
     with pytest.raises(RequestError, match="hot_spin_us"):
-        serve_rr("127.0.0.1", 0, "fast", spin_us=50)
+        serve_rr("127.0.0.1", 0, "fast", hot_spin_us=-1)

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from netdevkit.busypoll.epoll import EpollParams
+from netdevkit.busypoll.config import BusyPollConfig
 from netdevkit.busypoll.sockopt import get_incoming_napi_id
 from netdevkit.dispatch import FALLBACK, NapiDispatcher, worker_napi_id
 from netdevkit.errors import RequestError
 from netdevkit.testbed import Testbed
 
-SUSPEND = EpollParams(0, 64, True)
+SUSPEND = BusyPollConfig(0, 64, True)
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: network namespaces")
 
 
@@ -68,7 +68,7 @@ def test_bad_arguments_are_refused_before_anything_starts() -> None:
     with pytest.raises(RequestError, match="mode"):
         NapiDispatcher(whoami, SUSPEND, "fiber")  # type: ignore[arg-type]
     with pytest.raises(RequestError, match="busy_poll_usecs"):
-        NapiDispatcher(whoami, EpollParams(-5, 0, False))
+        NapiDispatcher(whoami, BusyPollConfig(-5, 0, False))
     with pytest.raises(RequestError, match="max_workers"):
         NapiDispatcher(whoami, max_workers=0)
 

@@ -277,3 +277,34 @@ def test_cli_prints_the_hint_with_its_flags(
         "netdevkit: error: nothing to set; give a preset or at least one of --defer-hard-irqs, "
         "--gro-flush-timeout, --irq-suspend-timeout, --threaded\n"
     )
+
+
+def test_timerfd_and_netlink_socket_out_of_fds_are_kernel_errors() -> None:
+    """With no fd left (RLIMIT_NOFILE), timerfd_create and socket() fail with EMFILE:
+    KernelError (still an OSError) naming the call, in a child so the limit stays there."""
+    code = (
+        "import errno, os, resource\n"
+        "from netdevkit.busypoll.fastloop import TimerFd\n"
+        "from netdevkit.errors import KernelError\n"
+        "from netdevkit.netlink.socket import GenlSocket\n"
+        "fds = [int(n) for n in os.listdir('/proc/self/fd')]\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (max(fds) + 1, max(fds) + 1))\n"
+        "while True:\n"
+        "    try:\n"
+        "        os.open('/dev/null', os.O_RDONLY)\n"
+        "    except OSError:\n"
+        "        break\n"
+        "for make in (TimerFd, GenlSocket.open):\n"
+        "    try:\n"
+        "        make()\n"
+        "    except KernelError as err:\n"
+        "        assert isinstance(err, OSError) and err.errno == errno.EMFILE\n"
+        "        print(err)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30
+    )
+    assert out.stdout.splitlines() == [
+        "timerfd_create: Too many open files (EMFILE)",
+        "open a generic netlink socket: Too many open files (EMFILE)",
+    ], out

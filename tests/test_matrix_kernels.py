@@ -20,6 +20,7 @@ import pytest
 
 from netdevkit import kver
 from netdevkit.attach import attach, detach
+from netdevkit.busypoll.config import BusyPollConfig
 from netdevkit.busypoll.epoll import EpollParams, get_params, set_params
 from netdevkit.cli.main import main
 from netdevkit.errors import UnsupportedError
@@ -214,13 +215,13 @@ def python_target() -> Iterator[subprocess.Popen[str]]:
 
 
 def test_attach_on_a_python_target(python_target: subprocess.Popen[str]) -> None:
-    params = EpollParams(50, 8, True)
+    config = BusyPollConfig(50, 8, True)
     if not kver.at_least("6.9"):
         with pytest.raises(UnsupportedError, match=r"needs Linux >= 6\.9"):
-            attach(python_target.pid, params)
+            attach(python_target.pid, config)
         return
-    result = attach(python_target.pid, params)
-    assert [c.new for c in result.contexts] == [params]
+    result = attach(python_target.pid, config)
+    assert [c.new for c in result.contexts] == [config.params]
     assert len(detach(result).restored) == 1
 
 

@@ -13,7 +13,8 @@ of one NAPI. :class:`NapiDispatcher` arranges that for an asyncio stream handler
 - the connection goes to the worker that owns that NAPI: a thread (default) or a process
   (``mode="process"``, for CPU parallelism: the fd travels over an AF_UNIX SOCK_SEQPACKET
   socketpair with ``SCM_RIGHTS``, ``socket.send_fds``), each running its own asyncio loop on
-  a :class:`~netdevkit.busypoll.aio.BusyPollEventLoop` with the given epoll parameters;
+  a :class:`~netdevkit.busypoll.aio.BusyPollEventLoop` with the given
+  :class:`~netdevkit.busypoll.config.BusyPollConfig` (every knob of it applies);
 - NAPI id 0 (loopback, veth without GRO, traffic that took the backlog path) goes to the
   fallback worker; so do NAPIs beyond ``max_workers`` (counted in :meth:`stats` as usual,
   visible in :meth:`routes`).
@@ -41,7 +42,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .busypoll.aio import BusyPollEventLoop
-from .busypoll.epoll import EpollParams, validate_params
+from .busypoll.config import LOOP_KNOBS, BusyPollConfig, checked
 from .busypoll.sockopt import get_incoming_napi_id
 from .errors import NetdevkitError, RequestError, StateError, translate_oserror
 from .netns import entered
@@ -72,8 +73,8 @@ class WorkerInfo:
     connections: int
 
 
-def _make_loop(params: EpollParams | None) -> asyncio.AbstractEventLoop:
-    return asyncio.new_event_loop() if params is None else BusyPollEventLoop(params)
+def _make_loop(config: BusyPollConfig | None) -> asyncio.AbstractEventLoop:
+    return asyncio.new_event_loop() if config is None else BusyPollEventLoop(config)
 
 
 async def _serve_connection(handler: Handler, sock: socket.socket) -> None:
@@ -121,11 +122,11 @@ class _Connections:
 class _ThreadWorker:
     mode = "thread"
 
-    def __init__(self, napi_id: int, handler: Handler, params: EpollParams | None) -> None:
+    def __init__(self, napi_id: int, handler: Handler, config: BusyPollConfig | None) -> None:
         self.napi_id = napi_id
         self.connections = 0
         self._conns = _Connections(handler)
-        self._params = params
+        self._config = config
         self._loop: asyncio.AbstractEventLoop | None = None
         self._error: BaseException | None = None
         self._ready = threading.Event()
@@ -143,7 +144,7 @@ class _ThreadWorker:
     def _main(self) -> None:
         _local.napi_id = self.napi_id
         try:
-            loop = _make_loop(self._params)
+            loop = _make_loop(self._config)
         except BaseException as err:
             self._error = err
             self._ready.set()
@@ -172,11 +173,11 @@ class _ThreadWorker:
 
 
 def _process_main(
-    chan: socket.socket, napi_id: int, handler: Handler, params: EpollParams | None
+    chan: socket.socket, napi_id: int, handler: Handler, config: BusyPollConfig | None
 ) -> None:
     """A worker process: receive fds on *chan*, serve each on this process's loop."""
     _local.napi_id = napi_id
-    loop = _make_loop(params)
+    loop = _make_loop(config)
     asyncio.set_event_loop(loop)
     conns = _Connections(handler)
     chan.setblocking(False)
@@ -211,7 +212,7 @@ class _ProcessWorker:
         self,
         napi_id: int,
         handler: Handler,
-        params: EpollParams | None,
+        config: BusyPollConfig | None,
         close_in_child: list[socket.socket],
     ) -> None:
         self.napi_id = napi_id
@@ -220,7 +221,7 @@ class _ProcessWorker:
         ctx = multiprocessing.get_context("fork")
         self._proc = ctx.Process(
             target=self._child,
-            args=(child_chan, napi_id, handler, params, [s.fileno() for s in close_in_child]),
+            args=(child_chan, napi_id, handler, config, [s.fileno() for s in close_in_child]),
             name=f"napi-worker-{napi_id}",
             daemon=True,
         )
@@ -232,7 +233,7 @@ class _ProcessWorker:
         chan: socket.socket,
         napi_id: int,
         handler: Handler,
-        params: EpollParams | None,
+        config: BusyPollConfig | None,
         close_fds: list[int],
     ) -> None:
         # Fds of the parent's other channels and listener: a worker must not hold them, or
@@ -240,7 +241,7 @@ class _ProcessWorker:
         for fd in [*close_fds, self._chan.fileno()]:
             with contextlib.suppress(OSError):
                 os.close(fd)
-        _process_main(chan, napi_id, handler, params)
+        _process_main(chan, napi_id, handler, config)
 
     @property
     def ident(self) -> str:
@@ -274,8 +275,9 @@ _Worker = _ThreadWorker | _ProcessWorker
 class NapiDispatcher:
     """Route each accepted connection to the worker owning its NAPI; see the module doc.
 
-    *handler* is an asyncio stream handler, ``async def handle(reader, writer)``; *params*
-    the epoll busy-poll parameters of every worker's loop (None: plain asyncio loops).
+    *handler* is an asyncio stream handler, ``async def handle(reader, writer)``; *config*
+    the :class:`~netdevkit.busypoll.config.BusyPollConfig` of every worker's loop (each a
+    :class:`~netdevkit.busypoll.aio.BusyPollEventLoop`; None: plain asyncio loops).
     ``max_workers`` bounds the NAPI workers (the fallback comes on top); default: unbounded
     threads, or ``os.cpu_count()`` processes.
     """
@@ -283,21 +285,21 @@ class NapiDispatcher:
     def __init__(
         self,
         handler: Handler,
-        params: EpollParams | None = None,
+        config: BusyPollConfig | None = None,
         mode: Mode = "thread",
         *,
         max_workers: int | None = None,
     ) -> None:
         if mode not in ("thread", "process"):
             raise RequestError(f"mode={mode!r}: must be 'thread' or 'process'")
-        if params is not None:
-            validate_params(params)
+        if config is not None:
+            checked(config, "NapiDispatcher", LOOP_KNOBS)
         if max_workers is not None and max_workers < 1:
             raise RequestError(f"max_workers={max_workers}: must be >= 1")
         if mode == "process" and max_workers is None:
             max_workers = os.cpu_count() or 1
         self.handler = handler
-        self.params = params
+        self.config = config
         self.mode: Mode = mode
         self.max_workers = max_workers
         self._lock = threading.Lock()
@@ -346,7 +348,7 @@ class NapiDispatcher:
                     self._spare.append(self._fork_worker(-1))
                 self._workers[FALLBACK] = self._fork_worker(FALLBACK)
             else:
-                self._workers[FALLBACK] = _ThreadWorker(FALLBACK, self.handler, self.params)
+                self._workers[FALLBACK] = _ThreadWorker(FALLBACK, self.handler, self.config)
         except BaseException:
             self.stop()
             raise
@@ -442,7 +444,7 @@ class NapiDispatcher:
             w._chan for w in self._workers.values() if isinstance(w, _ProcessWorker)
         ]
         keep = [self._listener] if self._listener is not None else []
-        return _ProcessWorker(napi_id, self.handler, self.params, keep + others)
+        return _ProcessWorker(napi_id, self.handler, self.config, keep + others)
 
     def _worker_for(self, napi_id: int) -> _Worker:
         """The worker of *napi_id*, creating (thread) or assigning (process) one."""
@@ -467,7 +469,7 @@ class NapiDispatcher:
             worker.assign(napi_id)
             self._workers[napi_id] = worker
         else:
-            self._workers[napi_id] = _ThreadWorker(napi_id, self.handler, self.params)
+            self._workers[napi_id] = _ThreadWorker(napi_id, self.handler, self.config)
         return napi_id
 
     def _accept_loop(self) -> None:

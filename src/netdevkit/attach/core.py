@@ -1,5 +1,8 @@
 """Attach busy-poll parameters to the epoll contexts of a running, unmodified process.
 
+:func:`attach` takes a :class:`~netdevkit.busypoll.config.BusyPollConfig` and sets its epoll
+parameters; the loop knobs need netdevkit's own loops and are refused here.
+
 How (see :mod:`.pidfd` and :mod:`.proc` for the kernel facts):
 
 1. ``pidfd_open(pid)`` first, so the process is pinned: a pid reused later cannot be
@@ -33,7 +36,8 @@ from types import TracebackType
 from typing import Any
 
 from .. import _fault
-from ..busypoll.epoll import EpollParams, get_params, is_epoll_fd, set_params, validate_params
+from ..busypoll.config import BusyPollConfig, checked
+from ..busypoll.epoll import EpollParams, get_params, is_epoll_fd, set_params
 from ..busypoll.sockopt import get_incoming_napi_id
 from ..errors import FdGone, NetdevkitError, NotFoundError, ProcessGone
 
@@ -359,12 +363,16 @@ def _hold_all(target: Target, epolls: list[EpollFd], held: list[_Held]) -> None:
 
 def attach(
     pid: int,
-    params: EpollParams,
+    config: BusyPollConfig,
     *,
     after_set: AfterSetHook | None = None,
     journal: Journal | None = None,
 ) -> AttachResult:
-    """Set *params* on every epoll context of process *pid*; see the module docstring.
+    """Set the epoll parameters of *config* on every epoll context of process *pid*; see
+    the module docstring.
+
+    The process runs its own loop, so only the epoll parameters apply: a config with a loop
+    knob on (``adaptive_us``, ``hybrid``, ``hot_spin_us``) is refused.
 
     With a *journal*, each context's old parameters are journaled (kind ``epoll``) before
     the first change, so ``netdevkit detach``/``restore`` can put them back from any
@@ -376,7 +384,7 @@ def attach(
     CAP_NET_ADMIN (budget above 64), :class:`~netdevkit.errors.UnsupportedError` (kernel
     before 6.9: no epoll ioctls), :class:`~netdevkit.errors.RequestError` (bad values).
     """
-    validate_params(params)
+    params = checked(config, "attach", ()).params
     with Target(pid) as target:
         started = start_time(pid)
         epolls = find_epoll_fds(pid)

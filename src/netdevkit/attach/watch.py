@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 
 from .. import _fault
-from ..busypoll.epoll import EpollParams, get_params, is_epoll_fd, set_params, validate_params
+from ..busypoll.config import BusyPollConfig, checked
+from ..busypoll.epoll import EpollParams, get_params, is_epoll_fd, set_params
 from ..errors import FdGone, NotFoundError, PermissionDenied
 from ..journal import Journal, Record
 from .core import (
@@ -56,7 +57,9 @@ class _Proc:
 
 
 class AttachWatcher:
-    """Attach *params* to process *pid* (and its descendants) and keep doing so.
+    """Attach the epoll parameters of *config* to process *pid* (and its descendants) and
+    keep doing so (loop knobs are refused, as by :func:`~.core.attach`); :attr:`params` are
+    those parameters.
 
     Call :meth:`scan` periodically; :meth:`detach` restores what is still ours; :meth:`close`
     (or the ``with`` block) releases the pidfds. No I/O happens in the constructor.
@@ -65,12 +68,12 @@ class AttachWatcher:
     def __init__(
         self,
         pid: int,
-        params: EpollParams,
+        config: BusyPollConfig,
         *,
         follow_children: bool = True,
         journal: Journal | None = None,
     ) -> None:
-        validate_params(params)
+        params = checked(config, "AttachWatcher", ()).params
         self.journal = journal
         self._records: dict[tuple[str, str], Record] = {}
         self.pid = pid

@@ -303,13 +303,6 @@ def _wait_listening(tb: Testbed, port: int, proc_alive: Callable[[], bool], time
         time.sleep(0.05)
 
 
-def _epoll_params(preset: Preset) -> object:
-    from ..busypoll.epoll import EpollParams
-
-    e = preset.epoll
-    return EpollParams(e.busy_poll_usecs, e.busy_poll_budget, e.prefer_busy_poll)
-
-
 @contextlib.contextmanager
 def _server(tb: Testbed, spec: ServerSpec, preset: Preset) -> Iterator[tuple[int, list[str]]]:
     """Start *spec*'s server, give it the epoll half, yield (pid, notes); stop it after."""
@@ -321,11 +314,8 @@ def _server(tb: Testbed, spec: ServerSpec, preset: Preset) -> Iterator[tuple[int
         _wait_listening(tb, spec.port, lambda: proc.poll() is None, 10.0)
         if spec.attach and preset.epoll.enabled:
             from ..attach import attach
-            from ..busypoll.epoll import EpollParams
 
-            params = _epoll_params(preset)
-            assert isinstance(params, EpollParams)
-            result = attach(proc.pid, params)
+            result = attach(proc.pid, preset.epoll)
             notes += list(result.warnings)
         yield proc.pid, notes
     finally:

@@ -166,8 +166,8 @@ class GapPredictor:
     The idea of the block layer's hybrid polling (blk-mq ``io_poll_delay``: sleep for part
     of the expected completion time, then poll): keep an average of the time from one
     wait's start to its first event (the gap, ns) and of its deviation, and of how late
-    the sleep's timer wakes the thread (:meth:`observe_wake`; [seen] ~26 us on the 2-vCPU
-    VM, whose idle vCPU halts); when the gap is longer than the window, sleep for
+    the sleep's timer wakes the thread (:meth:`observe_wake`; docs/busypoll.md has how late
+    that was on the development VM); when the gap is longer than the window, sleep for
     ``gap - late - window / 2 - deviation`` and busy poll from there. (No I/O:
     :meth:`sleep_ns` says how long.)
 

@@ -27,21 +27,22 @@ or timed waits busy poll (see :mod:`netdevkit.busypoll.selector`). With IRQ susp
 waits keep finding events; a request/response server whose next request is not there yet
 finds nothing, resumes IRQs and falls back to the NAPI's deferral. ``adaptive_us`` fixes
 that: the context carries ``busy_poll_usecs = adaptive_us`` while waits keep ending within
-it, and drops back when traffic thins out (:mod:`netdevkit.busypoll.adaptive`). The
-selector's ``spin_us`` (user-space re-polls with timeout 0) was tried first and made the
-suspend preset slower: a timeout-0 wait never polls the NAPI, so with IRQs suspended the
-request waits for the spin to end.
+it, and drops back when traffic thins out (:mod:`netdevkit.busypoll.adaptive`).
 
-What netdevkit's loop does beyond stock asyncio (docs/busypoll.md has the numbers): its
-socket transports read 64 KiB at a time instead of 256 KiB (avoids an mmap/mremap/munmap
-per read, see :class:`BusyPollEventLoop`), and an iteration that blocked in the selector
-runs the I/O callbacks it found without the ready-queue round trip
+What netdevkit's loop does beyond stock asyncio (docs/busypoll.md has the measurements):
+its socket transports read 64 KiB at a time instead of 256 KiB (avoids an
+mmap/mremap/munmap per read, see :class:`BusyPollEventLoop`), and an iteration that
+blocked in the selector runs the I/O callbacks it found without the ready-queue round trip
 (:meth:`BusyPollEventLoop._run_once`). Streams, protocols and servers run unchanged.
+
+The loops take a :class:`~netdevkit.busypoll.config.BusyPollConfig`; a loop netdevkit did
+not create can only be given its epoll parameters (the loop knobs need netdevkit's loop).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import selectors
 import socket
@@ -50,8 +51,8 @@ import weakref
 from collections.abc import Callable
 
 from ..errors import NetdevkitError, RequestError, UnsupportedError
-from .adaptive import AdaptiveWindow
-from .epoll import EpollParams, check_int_at_least, is_epoll_fd, set_params, validate_params
+from .config import LOOP_KNOBS, BusyPollConfig, checked
+from .epoll import EpollParams, is_epoll_fd, set_params
 from .fastloop import SPIN_CHECK_ROUNDS
 from .selector import BusyPollSelector
 from .sockopt import set_busy_poll
@@ -70,15 +71,17 @@ READ_SIZE = 64 * 1024
 
 
 class BusyPollEventLoop(asyncio.SelectorEventLoop):
-    """A ``SelectorEventLoop`` whose epoll context busy polls with *params*.
+    """A ``SelectorEventLoop`` on a :class:`BusyPollSelector` made with *config*.
+
+    It honours every knob of :class:`~netdevkit.busypoll.config.BusyPollConfig`; the
+    selector does the epoll parameters, ``adaptive_us`` and ``hybrid``.
 
     One change to the data path besides the selector: socket transports read
     :data:`READ_SIZE` (64 KiB) at a time instead of asyncio's 256 KiB. ``sock.recv(n)``
     allocates an n-byte ``bytes`` and shrinks it to what arrived; 256 KiB is above glibc's
-    mmap threshold (128 KiB), so every read of a small message paid for a fresh mapping:
-    [measured] 14.9 us for send + ``recv(262144)`` of 14 bytes on a socketpair against
-    2.3 us with ``recv(65536)`` on the 2-vCPU VM. uvloop reads into 64 KiB buffers too.
-    Protocols see the same ``data_received(bytes)`` calls; bulk transfers take more reads.
+    mmap threshold (128 KiB), so every read of a small message would pay for a fresh
+    mapping (docs/busypoll.md). uvloop reads into 64 KiB buffers too. Protocols see the
+    same ``data_received(bytes)`` calls; bulk transfers take more reads.
 
     ``hot_spin_us`` (0: off) is the fastest mode for a few busy connections. Each socket
     transport's socket gets ``SO_BUSY_POLL`` = ``hot_spin_us``, so a nonblocking read of it
@@ -92,38 +95,19 @@ class BusyPollEventLoop(asyncio.SelectorEventLoop):
     or the loop is stopping. It costs a full CPU while it spins.
     """
 
-    def __init__(
-        self,
-        params: EpollParams | None = None,
-        *,
-        spin_us: int = 0,
-        adaptive_us: int = 0,
-        hybrid: bool = False,
-        hot_spin_us: int = 0,
-        selector: BusyPollSelector | None = None,
-    ) -> None:
+    def __init__(self, config: BusyPollConfig | None = None) -> None:
         try:
-            check_int_at_least("hot_spin_us", hot_spin_us)
+            config = checked(config, "BusyPollEventLoop", LOOP_KNOBS)
+            selector = BusyPollSelector(dataclasses.replace(config, hot_spin_us=0))
         except BaseException:
             self._closed = True  # nothing opened; for the half-made loop's __del__
             raise
-        self._hot_spin_ns = hot_spin_us * 1000
+        self._hot_spin_ns = config.hot_spin_us * 1000
         #: fd -> socket of the transports this loop made (hot-socket spin only)
         self._socks: weakref.WeakValueDictionary[int, socket.socket] = weakref.WeakValueDictionary()
         self.hot_spins = 0  # spins started
         self.hot_hits = 0  # read callbacks run because a peek found data
         self.hot_busy_poll_refused = 0  # transports whose SO_BUSY_POLL could not be set
-        if selector is None:
-            try:
-                selector = BusyPollSelector(
-                    params, spin_us=spin_us, adaptive_us=adaptive_us, hybrid=hybrid
-                )
-            except BaseException:
-                # Nothing was opened; marks the half-made loop closed for its __del__.
-                self._closed = True
-                raise
-        elif params is not None:
-            selector.set_params(params)
         self._busypoll_selector = selector
         super().__init__(selector)
 
@@ -244,45 +228,32 @@ class BusyPollEventLoop(asyncio.SelectorEventLoop):
 
     @property
     def params(self) -> EpollParams:
+        """The epoll parameters last set and read back (see :class:`BusyPollSelector`)."""
         return self._busypoll_selector.params
 
+    @property
+    def config(self) -> BusyPollConfig:
+        """The configuration in force (epoll parameters as last given to :meth:`set_params`)."""
+        return dataclasses.replace(
+            self._busypoll_selector.config, hot_spin_us=self._hot_spin_ns // 1000
+        )
+
     def set_params(self, params: EpollParams) -> EpollParams:
-        """Change the parameters (also while running); returns what reads back."""
+        """Change the epoll parameters (also while running); returns what reads back."""
         return self._busypoll_selector.set_params(params)
 
 
-def loop_factory(
-    params: EpollParams | None = None,
-    *,
-    spin_us: int = 0,
-    adaptive_us: int = 0,
-    hybrid: bool = False,
-    hot_spin_us: int = 0,
-) -> Callable[[], BusyPollEventLoop]:
-    """A zero-argument callable making a :class:`BusyPollEventLoop` with *params*.
+def loop_factory(config: BusyPollConfig | None = None) -> Callable[[], BusyPollEventLoop]:
+    """A zero-argument callable making a :class:`BusyPollEventLoop` with *config*.
 
-    The parameters are validated now, so a bad value fails here and not inside
-    ``asyncio.run``; each call makes a new loop with its own epoll context.
-    ``adaptive_us`` and ``hybrid``: see :class:`~netdevkit.busypoll.selector.BusyPollSelector`;
-    ``hot_spin_us``: see :class:`BusyPollEventLoop`.
+    The config is checked now (a budget above 64 without CAP_NET_ADMIN included), so a
+    bad value fails here and not inside ``asyncio.run``; each call makes a new loop with
+    its own epoll context.
     """
-    if params is not None:
-        validate_params(params)
-    check_int_at_least("spin_us", spin_us)
-    if adaptive_us:
-        AdaptiveWindow(adaptive_us)  # validates it
-    if hybrid and (not adaptive_us or spin_us):
-        raise RequestError("hybrid polling needs adaptive_us > 0 and no spin_us")
-    check_int_at_least("hot_spin_us", hot_spin_us)
+    config = checked(config, "loop_factory", LOOP_KNOBS)
 
     def make_loop() -> BusyPollEventLoop:
-        return BusyPollEventLoop(
-            params,
-            spin_us=spin_us,
-            adaptive_us=adaptive_us,
-            hybrid=hybrid,
-            hot_spin_us=hot_spin_us,
-        )
+        return BusyPollEventLoop(config)
 
     return make_loop
 
@@ -304,17 +275,19 @@ def _loop_epoll_fds(loop: asyncio.AbstractEventLoop) -> list[int]:
             return [fd]
     raise UnsupportedError(
         f"cannot find the epoll fd of a {type(loop).__module__}.{type(loop).__name__} "
-        "without running it: await apply_to_running_loop(params) inside the loop instead"
+        "without running it: await apply_to_running_loop(config) inside the loop instead"
     )
 
 
-def apply_to_loop(loop: asyncio.AbstractEventLoop, params: EpollParams) -> list[EpollParams]:
-    """Set *params* on the epoll context(s) of *loop*; returns the read-back, one per fd.
+def apply_to_loop(loop: asyncio.AbstractEventLoop, config: BusyPollConfig) -> list[EpollParams]:
+    """Set the epoll parameters of *config* on the epoll context(s) of *loop*; returns the
+    read-back, one per fd.
 
     Works on a running or not yet running stock asyncio loop and on uvloop; see the module
-    docstring for how each loop's epoll fd is found.
+    docstring for how each loop's epoll fd is found. A config with loop knobs on is refused
+    (they need a loop netdevkit runs: :class:`BusyPollEventLoop`).
     """
-    validate_params(params)
+    params = checked(config, "apply_to_loop", ()).params
     if loop.is_closed():
         raise RequestError("the event loop is closed")
     selector = getattr(loop, "_selector", None)
@@ -352,12 +325,14 @@ def epoll_fds_watching(fd: int) -> list[int]:
     return sorted(found)
 
 
-async def apply_to_running_loop(params: EpollParams) -> list[EpollParams]:
-    """Set *params* on the running loop's epoll context(s), found by the probe method.
+async def apply_to_running_loop(config: BusyPollConfig) -> list[EpollParams]:
+    """Set the epoll parameters of *config* on the running loop's epoll context(s), found
+    by the probe method; returns the read-back, one per fd.
 
-    Must be awaited inside the loop. Works for any loop that watches fds with epoll.
+    Must be awaited inside the loop. Works for any loop that watches fds with epoll. A
+    config with loop knobs on is refused, as by :func:`apply_to_loop`.
     """
-    validate_params(params)
+    params = checked(config, "apply_to_running_loop", ()).params
     loop = asyncio.get_running_loop()
     probe, peer = socket.socketpair()
     try:

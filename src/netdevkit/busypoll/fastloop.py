@@ -7,30 +7,25 @@ busy polls in (a timeout-0 ``epoll_wait`` never does: see
 :mod:`netdevkit.busypoll.selector`). What is left per request is ``epoll_wait``, the
 callback's own ``recv``/``send`` and a dictionary lookup.
 
-It has the same busy-poll knobs as netdevkit's asyncio loop: ``params`` for the context and
-``adaptive_us`` for the adaptive window (:mod:`netdevkit.busypoll.adaptive`), plus
-``hybrid``: sleep-then-poll for paced traffic (:class:`~netdevkit.busypoll.adaptive.GapPredictor`
-says how long to sleep; a timerfd in the same epoll ends the sleep, a request that comes
-early ends it too, through the NAPI's IRQ). Python 3.11 has no ``os.timerfd_*``, so the
-timerfd is made with ``ctypes`` (``timerfd_create``/``timerfd_settime`` from libc).
+It takes the same :class:`~netdevkit.busypoll.config.BusyPollConfig` as netdevkit's
+asyncio loop and honours every knob: the epoll parameters, ``adaptive_us`` (the adaptive
+window, :mod:`netdevkit.busypoll.adaptive`), ``hybrid`` (sleep-then-poll for paced traffic:
+:class:`~netdevkit.busypoll.adaptive.GapPredictor` says how long to sleep; a timerfd in the
+same epoll ends the sleep, a request that comes early ends it too, through the NAPI's IRQ)
+and ``hot_spin_us``. Python 3.11 has no ``os.timerfd_*``, so the timerfd is made with
+``ctypes`` (``timerfd_create``/``timerfd_settime`` from libc).
 :func:`netdevkit.bench.servers.rr.serve_rr` with ``loop_kind="fast"`` runs the sockperf
 request/response server on it.
 
-``spin_us`` is the fastest mode for a few hot connections: after a callback ran, the loop
-calls it again and again without ``epoll_wait`` until ``spin_us`` pass without work
-(:meth:`FastLoop._run_spin`). With ``SO_BUSY_POLL`` on the sockets each of those
+``hot_spin_us`` is the fastest mode for a few hot connections: after a callback ran, the
+loop calls it again and again without ``epoll_wait`` until ``hot_spin_us`` pass without
+work (:meth:`FastLoop._run_spin`). With ``SO_BUSY_POLL`` on the sockets each of those
 nonblocking reads polls the socket's NAPI once (``tcp_recvmsg`` calls ``sk_busy_loop`` with
 ``MSG_DONTWAIT``, which ``recvfrom`` sets for an O_NONBLOCK socket: one poll, no loop), so
 the loop busy polls from user space and answers from the very read that found the request.
-
-[measured, benchmarks/results/busypoll.md] On the 2-vCPU veth testbed (sockperf ping-pong)
-the epoll path answers in 15-19 us p50 with the fullbusy preset, like uvloop with the same
-parameters; the C server with socket busy polling answers in ~9 us. The gap is not this
-loop's Python: ``epoll_wait`` busy polls, returns, then ``recv`` runs, a few microseconds
-longer than a read that busy polls itself, and on that VM a reply a microsecond later finds
-the client's vCPU halted (about +10 us per round trip). The hot-socket spin takes the
-read-that-polls path and answers in ~10 us p50, within 1.15x of C. So does
-:mod:`netdevkit.bench.servers.threads`, with a blocking ``recv`` per thread.
+The loop watches fds, not sockets: set ``SO_BUSY_POLL`` (``hot_spin_us`` is the natural
+value) on your sockets with :func:`~netdevkit.busypoll.sockopt.set_busy_poll`.
+docs/busypoll.md has the measurements of each mode.
 
 :meth:`FastLoop.stop` is safe from other threads and from signal handlers: it writes an
 eventfd that the loop watches (Python runs a signal handler when ``epoll_wait`` returns
@@ -48,12 +43,13 @@ from collections.abc import Callable
 
 from ..errors import RequestError, UnsupportedError, translate_oserror
 from .adaptive import AdaptiveWindow, GapPredictor, WindowSwitch
-from .epoll import EpollParams, check_int_at_least, get_params, set_params, validate_params
+from .config import LOOP_KNOBS, BusyPollConfig, checked
+from .epoll import EpollParams, check_int_at_least, get_params, set_params
 
 __all__ = ["FastLoop", "TimerFd"]
 
-#: A spin (FastLoop ``spin_us``, BusyPollEventLoop ``hot_spin_us``) checks the epoll for
-#: other ready fds every this many rounds.
+#: A hot-socket spin (``hot_spin_us``, both loops) checks the epoll for other ready fds
+#: every this many rounds.
 SPIN_CHECK_ROUNDS = 16
 
 
@@ -97,6 +93,7 @@ class FastLoop:
     """
 
     __slots__ = (
+        "_config",
         "_ep",
         "_max_events",
         "_params",
@@ -107,37 +104,25 @@ class FastLoop:
         "_timer",
         "_wake",
         "early",
+        "hot_calls",
+        "hot_hits",
         "sleeps",
-        "spin_calls",
-        "spin_hits",
         "waits",
     )
 
-    def __init__(
-        self,
-        params: EpollParams | None = None,
-        *,
-        adaptive_us: int = 0,
-        hybrid: bool = False,
-        spin_us: int = 0,
-        max_events: int = 64,
-    ) -> None:
-        if params is not None:
-            validate_params(params)
-        check_int_at_least("spin_us", spin_us)
-        if spin_us and (adaptive_us or hybrid):
-            raise RequestError("spin_us excludes adaptive_us and hybrid")
-        self._spin_ns = spin_us * 1000
-        self.spin_calls = 0  # speculative callback calls (spin_us)
-        self.spin_hits = 0  # ... that did work
-        policy = AdaptiveWindow(adaptive_us) if adaptive_us else None  # validates it
-        if hybrid and not adaptive_us:
-            raise RequestError("hybrid polling needs an adaptive window (adaptive_us > 0)")
-        self._predictor = GapPredictor(adaptive_us) if hybrid else None
+    def __init__(self, config: BusyPollConfig | None = None, *, max_events: int = 64) -> None:
+        config = checked(config, "FastLoop", LOOP_KNOBS)
+        check_int_at_least("max_events", max_events, 1)
+        self._config = config
+        self._spin_ns = config.hot_spin_us * 1000
+        self.hot_calls = 0  # speculative callback calls (hot_spin_us)
+        self.hot_hits = 0  # ... that did work (as BusyPollEventLoop.hot_hits counts them)
+        adaptive_us = config.adaptive_us
+        policy = AdaptiveWindow(adaptive_us) if adaptive_us else None
+        self._predictor = GapPredictor(adaptive_us) if config.hybrid else None
         self._timer: TimerFd | None = None
         self.sleeps = 0  # hybrid: waits that began with a sleep phase
         self.early = 0  # hybrid: sleep phases ended by an event before the timer
-        check_int_at_least("max_events", max_events, 1)
         self._max_events = max_events
         self._readers: dict[int, Callable[[], object]] = {}
         self._switch: WindowSwitch | None = None
@@ -146,13 +131,15 @@ class FastLoop:
         self._ep = select.epoll()
         self._wake = -1
         try:
-            if params is not None:
-                self._params = set_params(self._ep.fileno(), params)
+            if config.params != EpollParams():
+                self._params = set_params(self._ep.fileno(), config.params)
             if policy is not None:
-                self._switch = WindowSwitch(self._ep.fileno(), self._params, policy, hybrid=hybrid)
+                self._switch = WindowSwitch(
+                    self._ep.fileno(), self._params, policy, hybrid=config.hybrid
+                )
             self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
             self._ep.register(self._wake, select.EPOLLIN)
-            if hybrid:
+            if config.hybrid:
                 self._timer = TimerFd()
                 self._ep.register(self._timer.fd, select.EPOLLIN)
         except BaseException:
@@ -187,13 +174,14 @@ class FastLoop:
         return self._predictor.gap_ns / 1000 if self._predictor is not None else 0.0
 
     @property
-    def spin_us(self) -> int:
-        return self._spin_ns // 1000
+    def config(self) -> BusyPollConfig:
+        """The configuration this loop was made with."""
+        return self._config
 
     def add_reader(self, fd: int, callback: Callable[[], object]) -> None:
         """Call *callback* whenever *fd* is readable (or has hung up / failed).
 
-        With ``spin_us`` the callback is also called speculatively (see :meth:`run`): it
+        With ``hot_spin_us`` the callback is also called speculatively (see :meth:`run`): it
         must read without blocking, tolerate finding nothing, and return a true value when
         it did work.
         """
@@ -241,7 +229,7 @@ class FastLoop:
 
     def _run_spin(self) -> None:
         """:meth:`run` with hot-fd spinning: after an event, call its callback again and
-        again (no ``epoll_wait`` in between) until ``spin_us`` pass without work.
+        again (no ``epoll_wait`` in between) until ``hot_spin_us`` pass without work.
 
         Why: a nonblocking ``recv`` on a socket with ``SO_BUSY_POLL`` polls the socket's
         NAPI once (``tcp_recvmsg`` -> ``sk_busy_loop`` with ``MSG_DONTWAIT``), so spinning
@@ -267,7 +255,7 @@ class FastLoop:
                 events = self._spin(hot) if hot else []
 
     def _spin(self, hot: list[int]) -> list[tuple[int, int]]:
-        """Call the callbacks of *hot* until ``spin_us`` pass without work; returns the
+        """Call the callbacks of *hot* until ``hot_spin_us`` pass without work; returns the
         events of other ready fds if the periodic epoll check found some (else [])."""
         poll = self._ep.poll
         max_events = self._max_events
@@ -281,10 +269,10 @@ class FastLoop:
             for fd in hot:
                 callback = readers.get(fd)
                 if callback is not None:
-                    self.spin_calls += 1
+                    self.hot_calls += 1
                     if callback():
                         worked = True
-                        self.spin_hits += 1
+                        self.hot_hits += 1
             rounds += 1
             if rounds % SPIN_CHECK_ROUNDS == 0:
                 events = poll(0, max_events)

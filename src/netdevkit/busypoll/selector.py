@@ -15,28 +15,22 @@ Kernel facts the select loop relies on (fs/eventpoll.c ``ep_poll``/``ep_busy_loo
 - IRQ suspension: each ``epoll_wait`` that returns events re-arms the NAPI's
   ``irq-suspend-timeout``; so IRQs stay off while the loop keeps finding work.
 
-``spin_us`` (default 0: off) is the one addition: after a ``select()`` that returned events,
-for the next ``spin_us`` microseconds a blocking ``select()`` first re-polls with timeout 0
-in user space before it blocks. That saves the sleep and wake-up (scheduler plus, on a VM,
-the halted vCPU's exit) when the next event arrives soon, e.g. the next request of a
-request/response peer, and costs CPU only in the spin window after activity. Because a
-timeout-0 ``epoll_wait`` never drives a NAPI, spinning pays off when packets are delivered
-by softirq anyway (IRQ-driven NAPI, loopback); with ``prefer_busy_poll`` and IRQ deferral
-or suspension the NAPI is only polled by blocking waits, so there ``busy_poll_usecs`` is
-the spin to use (the kernel spins *inside* ``epoll_wait`` polling the NAPI). The counters
-``spin_polls`` and ``spin_hits`` tell how often spinning ran and found something.
+The loop knobs it honours are the adaptive window and hybrid polling (``adaptive_us``,
+``hybrid`` of :class:`~netdevkit.busypoll.config.BusyPollConfig`); the hot-socket spin needs
+a loop that reads the sockets (:class:`~netdevkit.busypoll.aio.BusyPollEventLoop`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import select
 import selectors
 import time
 
-from ..errors import RequestError
 from .adaptive import AdaptiveWindow, GapPredictor, WindowSwitch
-from .epoll import EpollParams, check_int_at_least, get_params, set_params, validate_params
+from .config import BusyPollConfig, checked
+from .epoll import EpollParams, get_params, set_params
 from .fastloop import TimerFd
 
 __all__ = ["BusyPollSelector"]
@@ -45,11 +39,12 @@ _SelectResult = list[tuple[selectors.SelectorKey, int]]
 
 
 class BusyPollSelector(selectors.EpollSelector):
-    """An epoll selector carrying busy-poll parameters for its own epoll fd.
+    """An epoll selector whose epoll context busy polls as *config* says.
 
-    ``params=None`` leaves the kernel defaults (no per-epoll busy polling). The parameters
+    ``config=None`` leaves the kernel defaults (no per-epoll busy polling). The parameters
     are validated before the epoll fd is created, applied right after, and read back; on
-    failure the epoll fd is closed again.
+    failure the epoll fd is closed again. Of the loop knobs it honours ``adaptive_us`` and
+    ``hybrid``.
     """
 
     # Set by CPython's selectors (not in typeshed): the select.epoll object and the
@@ -57,36 +52,24 @@ class BusyPollSelector(selectors.EpollSelector):
     _selector: select.epoll
     _fd_to_key: dict[int, selectors.SelectorKey]
 
-    def __init__(
-        self,
-        params: EpollParams | None = None,
-        *,
-        spin_us: int = 0,
-        adaptive_us: int = 0,
-        hybrid: bool = False,
-    ) -> None:
-        if params is not None:
-            validate_params(params)
-        check_int_at_least("spin_us", spin_us)
-        policy = AdaptiveWindow(adaptive_us) if adaptive_us else None  # validates it
-        if hybrid and (not adaptive_us or spin_us):
-            raise RequestError("hybrid polling needs adaptive_us > 0 and no spin_us")
-        self._predictor = GapPredictor(adaptive_us) if hybrid else None
+    def __init__(self, config: BusyPollConfig | None = None) -> None:
+        config = checked(config, "BusyPollSelector", ("adaptive_us", "hybrid"))
+        policy = AdaptiveWindow(config.adaptive_us) if config.adaptive_us else None
+        self._predictor = GapPredictor(config.adaptive_us) if config.hybrid else None
         self._timer: TimerFd | None = None
         self.sleeps = 0  # hybrid: waits that began with a sleep phase
         super().__init__()
-        self._spin_ns = spin_us * 1000
-        self._spin_until = 0  # time.monotonic_ns() deadline of the current spin window
-        self.spin_polls = 0
-        self.spin_hits = 0
+        self._config = config
         self._params = EpollParams()
         self._switch: WindowSwitch | None = None
         try:
-            if params is not None:
-                self._params = set_params(self.fileno(), params)
+            if config.params != EpollParams():
+                self._params = set_params(self.fileno(), config.params)
             if policy is not None:
-                self._switch = WindowSwitch(self.fileno(), self._params, policy, hybrid=hybrid)
-            if hybrid:
+                self._switch = WindowSwitch(
+                    self.fileno(), self._params, policy, hybrid=config.hybrid
+                )
+            if config.hybrid:
                 # Watched by the epoll but not a selector key: _poll() never reports it.
                 self._timer = TimerFd()
                 self._selector.register(self._timer.fd, select.EPOLLIN)
@@ -106,8 +89,10 @@ class BusyPollSelector(selectors.EpollSelector):
         return self._params
 
     @property
-    def spin_us(self) -> int:
-        return self._spin_ns // 1000
+    def config(self) -> BusyPollConfig:
+        """The configuration in force (its epoll parameters as last given to
+        :meth:`set_params`)."""
+        return self._config
 
     @property
     def adaptive_us(self) -> int:
@@ -135,6 +120,12 @@ class BusyPollSelector(selectors.EpollSelector):
             self._params = self._switch.idle_params
         else:
             self._params = set_params(self.fileno(), params)
+        self._config = dataclasses.replace(
+            self._config,
+            busy_poll_usecs=params.busy_poll_usecs,
+            busy_poll_budget=params.busy_poll_budget,
+            prefer_busy_poll=params.prefer_busy_poll,
+        )
         return self._params
 
     def read_params(self) -> EpollParams:
@@ -160,27 +151,6 @@ class BusyPollSelector(selectors.EpollSelector):
             if key:
                 ready.append((key, events & key.events))
         return ready
-
-    def _spin(self, timeout: float | None) -> tuple[_SelectResult, float | None]:
-        """Re-poll with timeout 0 until events, the spin window or the timeout ends.
-
-        Returns what was found and the timeout left for the blocking wait.
-        """
-        start = time.monotonic_ns()
-        stop = self._spin_until
-        if timeout is not None:
-            stop = min(stop, start + int(timeout * 1e9))
-        now = start
-        while now < stop:
-            self.spin_polls += 1
-            ready = self._poll(0)
-            if ready:
-                self.spin_hits += 1
-                return ready, None
-            now = time.monotonic_ns()
-        if timeout is None:
-            return [], None
-        return [], max(timeout - (now - start) / 1e9, 0.0)
 
     def select(self, timeout: float | None = None) -> _SelectResult:
         switch = self._switch
@@ -223,22 +193,10 @@ class BusyPollSelector(selectors.EpollSelector):
         return ready
 
     def _select(self, timeout: float | None) -> _SelectResult:
-        if timeout is not None and timeout <= 0:
-            ready = self._poll(0)
-        else:
-            if self._spin_ns:
-                ready, timeout = self._spin(timeout)
-                if ready:
-                    self._spin_until = time.monotonic_ns() + self._spin_ns
-                    return ready
-            if timeout is None:
-                ready = self._poll(-1)
-            elif timeout <= 0:
-                ready = self._poll(0)
-            else:
-                # epoll_wait() has a resolution of 1 millisecond: round away from zero
-                # to wait *at least* timeout seconds.
-                ready = self._poll(math.ceil(timeout * 1e3) * 1e-3)
-        if ready and self._spin_ns:
-            self._spin_until = time.monotonic_ns() + self._spin_ns
-        return ready
+        if timeout is None:
+            return self._poll(-1)
+        if timeout <= 0:
+            return self._poll(0)
+        # epoll_wait() has a resolution of 1 millisecond: round away from zero to wait
+        # *at least* timeout seconds.
+        return self._poll(math.ceil(timeout * 1e3) * 1e-3)

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ..attach import ContextReport, DetachResult
+    from ..busypoll.config import BusyPollConfig
     from ..busypoll.epoll import EpollParams
     from ..journal import Record
 
@@ -108,9 +109,11 @@ def _add_params_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _params(args: argparse.Namespace, default_preset: str | None) -> EpollParams:
-    """EpollParams from --preset and/or --usecs/--budget/--prefer (explicit values win)."""
-    from ..busypoll.epoll import EpollParams
+def _config(args: argparse.Namespace, default_preset: str | None) -> BusyPollConfig:
+    """The config from --preset and/or --usecs/--budget/--prefer (explicit values win)."""
+    import dataclasses
+
+    from ..busypoll.config import BusyPollConfig
     from ..errors import RequestError
     from ..tuning.presets import get_preset
 
@@ -120,14 +123,12 @@ def _params(args: argparse.Namespace, default_preset: str | None) -> EpollParams
         if default_preset is None:
             raise RequestError("say what to set: --preset NAME, or --usecs/--budget/--prefer")
         name = default_preset
-    base = EpollParams()
-    if name is not None:
-        e = get_preset(name).epoll
-        base = EpollParams(e.busy_poll_usecs, e.busy_poll_budget, e.prefer_busy_poll)
-    return EpollParams(
-        base.busy_poll_usecs if args.usecs is None else args.usecs,
-        base.busy_poll_budget if args.budget is None else args.budget,
-        base.prefer_busy_poll if args.prefer is None else args.prefer,
+    base = BusyPollConfig() if name is None else get_preset(name).epoll
+    return dataclasses.replace(
+        base,
+        busy_poll_usecs=base.busy_poll_usecs if args.usecs is None else args.usecs,
+        busy_poll_budget=base.busy_poll_budget if args.budget is None else args.budget,
+        prefer_busy_poll=base.prefer_busy_poll if args.prefer is None else args.prefer,
     )
 
 
@@ -279,13 +280,13 @@ def _report_detach(results: list[DetachResult], as_json: bool) -> None:
             print(f"pid {r.pid}: epoll {e}: {why}")
 
 
-def _hold(args: argparse.Namespace, params: EpollParams) -> int:
+def _hold(args: argparse.Namespace, config: BusyPollConfig) -> int:
     """Attach (and with --watch keep attaching) until SIGINT/SIGTERM, then restore."""
     from ..attach import AttachWatcher
     from ..journal import Journal
 
     with (
-        AttachWatcher(args.pid, params, follow_children=False, journal=Journal()) as watcher,
+        AttachWatcher(args.pid, config, follow_children=False, journal=Journal()) as watcher,
         _stop_on_signals() as got,
     ):
         try:
@@ -363,11 +364,11 @@ def run_attach(args: argparse.Namespace) -> int:
 
     if args.watch and not args.hold:
         raise RequestError("--watch keeps attaching while holding: use it with --hold")
-    params = _params(args, None)
+    config = _config(args, None)
     if args.hold:
-        return _hold(args, params)
+        return _hold(args, config)
     journal = Journal()
-    result = attach(args.pid, params, journal=journal)  # main() prints the notes too
+    result = attach(args.pid, config, journal=journal)  # main() prints the notes too
     path = journal.path
     if args.json:
         print(json.dumps(result.to_dict()))
@@ -449,7 +450,7 @@ def run_run(args: argparse.Namespace) -> int:
         cmd = cmd[1:]
     if not cmd:
         raise RequestError("nothing to run: netdevkit run [OPTIONS] -- CMD ARGS...")
-    params = _params(args, "suspend")
+    config = _config(args, "suspend")
     preset = args.preset or "suspend"
     with _napi_tuned(args, preset):
         try:
@@ -470,7 +471,7 @@ def run_run(args: argparse.Namespace) -> int:
         scope.install()
         try:
             watcher = AttachWatcher(
-                child.pid, params, follow_children=not args.no_children, journal=Journal()
+                child.pid, config, follow_children=not args.no_children, journal=Journal()
             )
             with watcher as w:
                 reported = 0

@@ -2,9 +2,9 @@
 
 Each command lives in a module whose ``register*(subparsers)`` functions add
 it; :data:`COMMANDS` says which functions add which command, and only those of
-the command that runs are imported and called. Those modules import only the standard
-library at top level and import the library (and heavy dependencies such as
-pyroute2 or rich) inside the function that runs the command.
+the command that runs are imported and called. Those modules import only the
+standard library at top level and import the library (and heavy dependencies
+such as pyroute2 or rich) inside the function that runs the command.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ class Parser(argparse.ArgumentParser):
         # argparse's own asks shutil for the width (for each add_argument), which
         # imports shutil, bz2, lzma and zlib at every start-up; the same width here
         formatter: Callable[..., argparse.HelpFormatter] = self.formatter_class
-        return formatter(prog=self.prog, width=terminal_width() - 2)
+        return formatter(prog=self.prog, width=_terminal_width() - 2)
 
     def error(self, message: str) -> NoReturn:
         # argparse quotes the bad value whole: keep a line readable for any input
@@ -123,7 +123,7 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
 
 
-def terminal_width() -> int:
+def _terminal_width() -> int:
     """The terminal's width as :func:`shutil.get_terminal_size` finds it: ``$COLUMNS``,
     else the width of stdout's terminal, else 80."""
     try:

@@ -321,8 +321,8 @@ class GenlSocket:
 
 def _message_at(buf: bytes, start: int, end: int) -> Message:
     """The :class:`Message` whose payload is ``buf[start:end]``."""
-    _length, mtype, flags, seq, pid = codec.NLMSGHDR.unpack_from(buf, start - codec.NLMSGHDR_LEN)
-    return Message(mtype, flags, seq, pid, bytes(buf[start:end]))
+    (msg,) = codec.decode_messages(buf[start - codec.NLMSGHDR_LEN : end])
+    return msg
 
 
 def _raise_for_end(payload: bytes, mtype: int, flags: int, operation: str) -> None:

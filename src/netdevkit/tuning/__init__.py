@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 # read-only CLI commands do) does not pull in the netlink client and journal.
 _LAZY = {
     "PRESETS": ".presets",
-    "EpollSettings": ".presets",
     "NapiSettings": ".presets",
     "Preset": ".presets",
     "get_preset": ".presets",
@@ -33,12 +32,11 @@ _LAZY = {
 if TYPE_CHECKING:
     from .context import tuned
     from .napi import Tuner
-    from .presets import PRESETS, EpollSettings, NapiSettings, Preset, get_preset
+    from .presets import PRESETS, NapiSettings, Preset, get_preset
     from .profile import load_profile, parse_profile, plan_profile
 
 __all__ = [
     "PRESETS",
-    "EpollSettings",
     "NapiSettings",
     "Preset",
     "Tuner",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..busypoll.config import BusyPollConfig
 from ..errors import RequestError
 from ..netdev.family import NapiThreaded
 
@@ -32,24 +33,14 @@ class NapiSettings:
 
 
 @dataclass(frozen=True, slots=True)
-class EpollSettings:
-    """What the application's epoll context should carry (``struct epoll_params``)."""
-
-    busy_poll_usecs: int = 0
-    busy_poll_budget: int = 0
-    prefer_busy_poll: bool = False
-
-    @property
-    def enabled(self) -> bool:
-        return self.busy_poll_usecs > 0 or self.prefer_busy_poll
-
-
-@dataclass(frozen=True, slots=True)
 class Preset:
+    """A named mode: *napi* for the tuning commands, *epoll* the busy-poll configuration
+    the application's loop (or ``netdevkit attach``) uses -- its epoll parameters only."""
+
     name: str
     summary: str
     napi: NapiSettings
-    epoll: EpollSettings
+    epoll: BusyPollConfig
 
 
 PRESETS: dict[str, Preset] = {
@@ -59,46 +50,46 @@ PRESETS: dict[str, Preset] = {
             "base",
             "interrupts as the driver does them: no deferral, no busy polling",
             NapiSettings(0, 0, 0, False),
-            EpollSettings(),
+            BusyPollConfig(),
         ),
         Preset(
             "defer",
             "interrupt deferral only: defer 100 polls, gro-flush-timeout 20us",
             NapiSettings(100, 20 * US, 0, False),
-            EpollSettings(),
+            BusyPollConfig(),
         ),
         Preset(
             "napibusy",
             "deferral with epoll busy polling: defer 100, gro 200us; epoll usecs 64, "
             "budget 64, prefer",
             NapiSettings(100, 200 * US, 0, False),
-            EpollSettings(64, 64, True),
+            BusyPollConfig(64, 64, True),
         ),
         Preset(
             "fullbusy",
             "full busy polling: defer 100, gro 5ms; epoll usecs 1000, budget 64, prefer",
             NapiSettings(100, 5 * MS, 0, False),
-            EpollSettings(1000, 64, True),
+            BusyPollConfig(1000, 64, True),
         ),
         Preset(
             "suspend",
             "IRQ suspension: defer 100, gro 20us, irq-suspend 20ms; epoll usecs 0, "
             "budget 64, prefer",
             NapiSettings(100, 20 * US, 20 * MS, False),
-            EpollSettings(0, 64, True),
+            BusyPollConfig(0, 64, True),
         ),
         Preset(
             "threaded",
             "threaded NAPI: a kthread per NAPI polls instead of softirq; no busy polling",
             NapiSettings(0, 0, 0, True),
-            EpollSettings(),
+            BusyPollConfig(),
         ),
         Preset(
             "busy-poll-thread",
             "threaded busy polling (Linux 6.19+): a kthread per NAPI busy polls without "
             "pause, a core each; the application needs no busy polling",
             NapiSettings(0, 0, 0, NapiThreaded.BUSY_POLL),
-            EpollSettings(),
+            BusyPollConfig(),
         ),
     )
 }

@@ -11,7 +11,7 @@ import socket
 import threading
 from collections.abc import Callable
 
-from ...busypoll.adaptive import AdaptiveWindow
+from ...busypoll.config import BusyPollConfig
 from ...busypoll.epoll import EpollParams
 from ...busypoll.fastloop import FastLoop
 from ...busypoll.sockopt import set_busy_poll
@@ -105,15 +105,17 @@ def serve_fast(
 ) -> RrStats:
     """Serve sockperf request/response on a :class:`FastLoop` until told to stop.
 
-    The loop gets *params*, *adaptive_us*, *hybrid* and ``spin_us=hot_spin_us``; every
+    The loop gets a :class:`~netdevkit.busypoll.config.BusyPollConfig` of *params*,
+    *adaptive_us*, *hybrid* and *hot_spin_us*; every
     accepted socket gets ``SO_BUSY_POLL`` *sock_busy_poll_us* (0: none). Stopping, *ready*
     and the result are as for :func:`~.rr.serve_rr`.
     """
-    if adaptive_us:
-        AdaptiveWindow(adaptive_us)  # validate before anything is created
+    config = BusyPollConfig.from_params(  # validated before anything is created
+        params or EpollParams(), adaptive_us=adaptive_us, hybrid=hybrid, hot_spin_us=hot_spin_us
+    )
     stats = RrStats()
     conns: set[RrConnection] = set()
-    loop = FastLoop(params, adaptive_us=adaptive_us, hybrid=hybrid, spin_us=hot_spin_us)
+    loop = FastLoop(config)
     listener: socket.socket | None = None
     try:
         listener = socket.create_server((host, port), backlog=128)

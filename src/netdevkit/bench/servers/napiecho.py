@@ -26,7 +26,6 @@ import sys
 import threading
 from types import FrameType
 
-from ...busypoll.epoll import EpollParams
 from ...dispatch import Handler, NapiDispatcher
 from ...tuning.presets import get_preset
 from .framing import Framer, FramingError
@@ -67,12 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--netns", help="listen inside this named network namespace")
     args = p.parse_args(argv)
 
-    params = None
-    if args.preset != "none":
-        e = get_preset(args.preset).epoll
-        params = EpollParams(e.busy_poll_usecs, e.busy_poll_budget, e.prefer_busy_poll)
+    config = None if args.preset == "none" else get_preset(args.preset).epoll
     dispatcher = NapiDispatcher(
-        PROTOCOLS[args.protocol], params, args.mode, max_workers=args.workers
+        PROTOCOLS[args.protocol], config, args.mode, max_workers=args.workers
     )
     done = threading.Event()
 
@@ -84,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     host, port = dispatcher.start(
         args.host, args.port, reuse_port=args.reuse_port, netns=args.netns
     )
+    params = None if config is None else config.params
     print(f"listening on {host}:{port} ({args.protocol}, {args.mode}, {params})", flush=True)
     try:
         while not done.wait(0.5):

@@ -28,6 +28,7 @@ from typing import Literal, cast, get_args
 
 from ..._os import SignalScope
 from ...busypoll.aio import BusyPollEventLoop, apply_to_loop, loop_factory
+from ...busypoll.config import BusyPollConfig
 from ...busypoll.epoll import EpollParams, validate_params
 from ...errors import NetdevkitError, RequestError
 from .framing import FLAG_CLIENT, FLAG_PONG_REQUEST, FLAG_WARMUP, HEADER, Framer, FramingError
@@ -166,7 +167,6 @@ def make_loop(
     loop_kind: LoopKind,
     params: EpollParams | None = None,
     *,
-    spin_us: int = 0,
     adaptive_us: int = 0,
     hybrid: bool = False,
     hot_spin_us: int = 0,
@@ -174,9 +174,10 @@ def make_loop(
     """A new asyncio event loop of *loop_kind* with *params* on its epoll context.
 
     ``asyncio``: a stock ``SelectorEventLoop`` (params, if given, set on its selector's epoll
-    fd: the "naive" way); ``netdevkit``: :class:`BusyPollEventLoop` (``spin_us`` and
-    ``adaptive_us`` apply only here); ``uvloop``: ``uvloop.new_event_loop()`` with
-    :func:`apply_to_loop`. ``fast`` is not an asyncio loop: :func:`serve_rr` runs it.
+    fd: the "naive" way); ``netdevkit``: :class:`BusyPollEventLoop` (the loop knobs of
+    :class:`~netdevkit.busypoll.config.BusyPollConfig` apply only here); ``uvloop``:
+    ``uvloop.new_event_loop()`` with :func:`apply_to_loop`. ``fast`` is not an asyncio loop:
+    :func:`serve_rr` runs it.
     """
     if loop_kind not in LOOP_KINDS:
         raise RequestError(f"loop kind {loop_kind!r}: use one of {', '.join(LOOP_KINDS)}")
@@ -184,8 +185,6 @@ def make_loop(
         raise RequestError(f"loop kind {loop_kind!r} is not an asyncio loop: use serve_rr")
     if params is not None:
         validate_params(params)
-    if spin_us and loop_kind != "netdevkit":
-        raise RequestError(f"spin_us applies to the netdevkit loop only, not {loop_kind!r}")
     if hot_spin_us and loop_kind != "netdevkit":
         raise RequestError(
             f"hot_spin_us applies to the netdevkit and fast loops only, not {loop_kind!r}"
@@ -196,10 +195,10 @@ def make_loop(
         )
     loop: asyncio.AbstractEventLoop
     if loop_kind == "netdevkit":
-        factory = loop_factory(
-            params, spin_us=spin_us, adaptive_us=adaptive_us, hybrid=hybrid, hot_spin_us=hot_spin_us
+        config = BusyPollConfig.from_params(
+            params or EpollParams(), adaptive_us=adaptive_us, hybrid=hybrid, hot_spin_us=hot_spin_us
         )
-        return factory()
+        return loop_factory(config)()
     if loop_kind == "uvloop":
         try:
             import uvloop
@@ -212,7 +211,7 @@ def make_loop(
         loop = asyncio.SelectorEventLoop()
     if params is not None:
         try:
-            apply_to_loop(loop, params)
+            apply_to_loop(loop, BusyPollConfig.from_params(params))
         except BaseException:
             loop.close()
             raise
@@ -225,7 +224,6 @@ def serve_rr(
     loop_kind: LoopKind = "asyncio",
     params: EpollParams | None = None,
     *,
-    spin_us: int = 0,
     adaptive_us: int = 0,
     hybrid: bool = False,
     hot_spin_us: int = 0,
@@ -241,15 +239,13 @@ def serve_rr(
     bound address once listening (port 0 picks a free port). Returns the counters; the
     loop is closed on every exit path.
 
-    The knobs: *spin_us*, user-space epoll re-polls (netdevkit loop); *adaptive_us* and
+    The knobs (those of :class:`~netdevkit.busypoll.config.BusyPollConfig`): *adaptive_us* and
     *hybrid*, the adaptive busy-poll window and sleep-then-poll (netdevkit and fast loops);
     *hot_spin_us*, spin on the hot sockets, each read polling their NAPI (netdevkit and
     fast loops; the fast loop also sets SO_BUSY_POLL on each accepted socket);
     *sock_busy_poll_us*, SO_BUSY_POLL on each accepted socket (fast and threads loops).
     """
-    _check_loop_args(
-        loop_kind, params, spin_us, adaptive_us, hybrid, hot_spin_us, sock_busy_poll_us
-    )
+    _check_loop_args(loop_kind, params, adaptive_us, hybrid, hot_spin_us, sock_busy_poll_us)
     if loop_kind == "threads":
         from .threads import serve_threads  # imports this module: import it late
 
@@ -279,7 +275,6 @@ def serve_rr(
     loop = make_loop(
         loop_kind,
         params,
-        spin_us=spin_us,
         adaptive_us=adaptive_us,
         hybrid=hybrid,
         hot_spin_us=hot_spin_us,
@@ -311,7 +306,6 @@ def _run_asyncio(
 def _check_loop_args(
     loop_kind: str,
     params: EpollParams | None,
-    spin_us: int,
     adaptive_us: int,
     hybrid: bool,
     hot_spin_us: int,
@@ -319,7 +313,7 @@ def _check_loop_args(
 ) -> None:
     """Refuse the loop knobs *loop_kind* has no use for (before anything is created)."""
     if loop_kind == "threads":
-        if params is not None or adaptive_us or hybrid or spin_us or hot_spin_us:
+        if params is not None or adaptive_us or hybrid or hot_spin_us:
             raise RequestError(
                 "loop 'threads' has no epoll: its reads busy poll with sock_busy_poll_us only"
             )
@@ -328,8 +322,6 @@ def _check_loop_args(
         raise RequestError("hybrid applies to the netdevkit and fast loops only")
     if sock_busy_poll_us and loop_kind != "fast":
         raise RequestError("sock_busy_poll_us applies to the fast and threads loops only")
-    if loop_kind == "fast" and spin_us:
-        raise RequestError("spin_us applies to the netdevkit loop only: use hot_spin_us")
 
 
 async def _serve(
@@ -412,12 +404,6 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--budget", type=int, help="busy_poll_budget (0: kernel default 8)")
     p.add_argument("--prefer", action="store_true", help="prefer_busy_poll")
     p.add_argument(
-        "--spin-us",
-        type=int,
-        default=0,
-        help="netdevkit loop: user-space epoll re-polls (timeout 0) for this long after an event",
-    )
-    p.add_argument(
         "--hot-spin-us",
         type=int,
         default=0,
@@ -431,7 +417,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         default=None,
         help="netdevkit/fast loop: adaptive in-kernel busy-poll window (default: 50 with a "
-        "preset whose busy_poll_usecs is 0 and prefer_busy_poll is set, e.g. suspend; else 0)",
+        "preset whose busy_poll_usecs is 0 and prefer_busy_poll is set, e.g. suspend, and no "
+        "--hot-spin-us, which excludes it; else 0)",
     )
     p.add_argument(
         "--hybrid",
@@ -467,13 +454,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
 
         adaptive_us = args.adaptive_us
-        if adaptive_us is None:
-            adaptive_us = default_adaptive_us(args.loop, params)
+        if adaptive_us is None:  # the hot-socket spin excludes the window
+            adaptive_us = 0 if args.hot_spin_us else default_adaptive_us(args.loop, params)
 
         def on_ready(addr: tuple[str, int]) -> None:
             print(
                 f"rr: listening on {addr[0]}:{addr[1]} loop={args.loop} params={params} "
-                f"spin_us={args.spin_us} hot_spin_us={args.hot_spin_us} "
+                f"hot_spin_us={args.hot_spin_us} "
                 f"adaptive_us={adaptive_us} "
                 f"hybrid={args.hybrid} sock_busy_poll={args.sock_busy_poll} pid={os.getpid()}",
                 flush=True,
@@ -487,7 +474,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.port,
             args.loop,
             params,
-            spin_us=args.spin_us,
             hot_spin_us=args.hot_spin_us,
             adaptive_us=adaptive_us,
             hybrid=args.hybrid,
