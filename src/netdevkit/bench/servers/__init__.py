@@ -5,4 +5,6 @@
 - :mod:`.threads` - the same with a thread per connection and blocking, busy-polling reads.
 - :mod:`.napiecho` - an echo / sockperf server on :class:`~netdevkit.dispatch.NapiDispatcher`.
 - :mod:`.stockecho` - :mod:`.napiecho`'s handler on stock asyncio or uvloop.
+- :mod:`.alloc` - :func:`~.alloc.settle_malloc`, which every server's ``main`` calls first so
+  that stock asyncio's read buffer comes from the heap whatever the server imported.
 """

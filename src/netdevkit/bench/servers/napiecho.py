@@ -28,6 +28,7 @@ from types import FrameType
 
 from ...dispatch import Handler, NapiDispatcher
 from ...tuning.presets import get_preset
+from .alloc import settle_malloc
 from .framing import Framer, FramingError
 
 
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reuse-port", action="store_true")
     p.add_argument("--netns", help="listen inside this named network namespace")
     args = p.parse_args(argv)
+    settle_malloc()
 
     config = None if args.preset == "none" else get_preset(args.preset).epoll
     dispatcher = NapiDispatcher(

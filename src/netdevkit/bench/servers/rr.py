@@ -31,6 +31,7 @@ from ...busypoll.aio import BusyPollEventLoop, apply_to_loop, loop_factory
 from ...busypoll.config import BusyPollConfig
 from ...busypoll.epoll import EpollParams, validate_params
 from ...errors import NetdevkitError, RequestError
+from .alloc import settle_malloc
 from .framing import FLAG_CLIENT, FLAG_PONG_REQUEST, FLAG_WARMUP, HEADER, Framer, FramingError
 
 __all__ = [
@@ -442,6 +443,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; see ``--help``."""
     args = _parse_args(argv)
+    settle_malloc()
     try:
         params: EpollParams | None = None
         if args.preset:

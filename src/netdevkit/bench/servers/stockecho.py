@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
 from . import napiecho
+from .alloc import settle_malloc
 
 __all__ = ["load_handler", "main"]
 
@@ -56,6 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=11111)
     p.add_argument("--example", help="load the 'sockperf' handler of this file instead")
     args = p.parse_args(argv)
+    settle_malloc()
     handler = load_handler(args.example) if args.example else napiecho.sockperf
     factory: Any = None
     if args.loop == "uvloop":
