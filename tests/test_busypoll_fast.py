@@ -417,18 +417,11 @@ def fast_server(request: pytest.FixtureRequest) -> Iterator[tuple[str, int]]:
 
     def serve() -> None:
         if kind == "fast":
-            stats = serve_rr(
-                "127.0.0.1", 0, "fast", SUSPEND, adaptive_us=WINDOW, ready=on_ready, stop=stop
-            )
+            config = BusyPollConfig.from_params(SUSPEND, adaptive_us=WINDOW)
+            stats = serve_rr("127.0.0.1", 0, "fast", config, ready=on_ready, stop=stop)
         elif kind == "fast-spin":
-            stats = serve_rr(
-                "127.0.0.1",
-                0,
-                "fast",
-                hot_spin_us=50,
-                ready=on_ready,
-                stop=stop,
-            )
+            config = BusyPollConfig(hot_spin_us=50)
+            stats = serve_rr("127.0.0.1", 0, "fast", config, ready=on_ready, stop=stop)
         else:
             stats = serve_rr(
                 "127.0.0.1", 0, "threads", sock_busy_poll_us=50, ready=on_ready, stop=stop
@@ -487,13 +480,13 @@ def test_rr_loop_kinds_and_default_window() -> None:
         with pytest.raises(RequestError, match="not an asyncio loop"):
             make_loop(kind)
     with pytest.raises(RequestError, match="no epoll"):
-        serve_rr("127.0.0.1", 0, "threads", SUSPEND)
+        serve_rr("127.0.0.1", 0, "threads", BusyPollConfig.from_params(SUSPEND))
     with pytest.raises(RequestError, match="adaptive_us"):
-        make_loop("asyncio", adaptive_us=50)
+        make_loop("asyncio", BusyPollConfig(adaptive_us=50))
     with pytest.raises(RequestError, match="adaptive_us > 0"):
-        serve_rr("127.0.0.1", 0, "netdevkit", hybrid=True)
+        serve_rr("127.0.0.1", 0, "netdevkit", BusyPollConfig(hybrid=True))
     with pytest.raises(RequestError, match="hybrid"):
-        serve_rr("127.0.0.1", 0, "uvloop", hybrid=True)
+        serve_rr("127.0.0.1", 0, "uvloop", BusyPollConfig(hybrid=True))
     suspend = params_from_preset("suspend")
     assert default_adaptive_us("netdevkit", suspend) == DEFAULT_ADAPTIVE_US
     assert default_adaptive_us("fast", suspend) == DEFAULT_ADAPTIVE_US
@@ -656,6 +649,6 @@ def test_hot_spin_is_validated() -> None:
     with pytest.raises(RequestError, match="hot_spin_us"):
         BusyPollConfig(hot_spin_us=True)
     with pytest.raises(RequestError, match="hot_spin_us"):
-        make_loop("asyncio", hot_spin_us=50)
+        make_loop("asyncio", BusyPollConfig(hot_spin_us=50))
     with pytest.raises(RequestError, match="hot_spin_us"):
-        serve_rr("127.0.0.1", 0, "fast", hot_spin_us=-1)
+        serve_rr("127.0.0.1", 0, "fast", BusyPollConfig(hot_spin_us=-1))

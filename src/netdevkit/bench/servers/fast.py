@@ -12,7 +12,6 @@ import threading
 from collections.abc import Callable
 
 from ...busypoll.config import BusyPollConfig
-from ...busypoll.epoll import EpollParams
 from ...busypoll.fastloop import FastLoop
 from ...busypoll.sockopt import set_busy_poll
 from .framing import MAX_MESSAGE, Framer, FramingError
@@ -93,29 +92,21 @@ class RrConnection:
 def serve_fast(
     host: str,
     port: int,
-    params: EpollParams | None,
+    config: BusyPollConfig | None,
     *,
-    adaptive_us: int = 0,
-    hybrid: bool = False,
-    hot_spin_us: int = 0,
     sock_busy_poll_us: int = 0,
     ready: Ready | None = None,
     stop: threading.Event | None = None,
     handle_signals: bool = True,
 ) -> RrStats:
-    """Serve sockperf request/response on a :class:`FastLoop` until told to stop.
+    """Serve sockperf request/response on a :class:`FastLoop` with *config* until told to stop.
 
-    The loop gets a :class:`~netdevkit.busypoll.config.BusyPollConfig` of *params*,
-    *adaptive_us*, *hybrid* and *hot_spin_us*; every
-    accepted socket gets ``SO_BUSY_POLL`` *sock_busy_poll_us* (0: none). Stopping, *ready*
-    and the result are as for :func:`~.rr.serve_rr`.
+    Every accepted socket gets ``SO_BUSY_POLL`` *sock_busy_poll_us* (0: none). Stopping,
+    *ready* and the result are as for :func:`~.rr.serve_rr`.
     """
-    config = BusyPollConfig.from_params(  # validated before anything is created
-        params or EpollParams(), adaptive_us=adaptive_us, hybrid=hybrid, hot_spin_us=hot_spin_us
-    )
     stats = RrStats()
     conns: set[RrConnection] = set()
-    loop = FastLoop(config)
+    loop = FastLoop(config)  # checks config before anything is created
     listener: socket.socket | None = None
     try:
         listener = socket.create_server((host, port), backlog=128)

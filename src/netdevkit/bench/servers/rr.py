@@ -28,8 +28,8 @@ from typing import Literal, cast, get_args
 
 from ..._os import SignalScope
 from ...busypoll.aio import BusyPollEventLoop, apply_to_loop, loop_factory
-from ...busypoll.config import BusyPollConfig
-from ...busypoll.epoll import EpollParams, validate_params
+from ...busypoll.config import BusyPollConfig, checked
+from ...busypoll.epoll import EpollParams
 from ...errors import NetdevkitError, RequestError
 from .alloc import settle_malloc
 from .framing import FLAG_CLIENT, FLAG_PONG_REQUEST, FLAG_WARMUP, HEADER, Framer, FramingError
@@ -165,41 +165,24 @@ def default_adaptive_us(loop_kind: str, params: EpollParams | None) -> int:
 
 
 def make_loop(
-    loop_kind: LoopKind,
-    params: EpollParams | None = None,
-    *,
-    adaptive_us: int = 0,
-    hybrid: bool = False,
-    hot_spin_us: int = 0,
+    loop_kind: LoopKind, config: BusyPollConfig | None = None
 ) -> asyncio.AbstractEventLoop:
-    """A new asyncio event loop of *loop_kind* with *params* on its epoll context.
+    """A new asyncio event loop of *loop_kind* with *config* on its epoll context.
 
-    ``asyncio``: a stock ``SelectorEventLoop`` (params, if given, set on its selector's epoll
-    fd: the "naive" way); ``netdevkit``: :class:`BusyPollEventLoop` (the loop knobs of
-    :class:`~netdevkit.busypoll.config.BusyPollConfig` apply only here); ``uvloop``:
-    ``uvloop.new_event_loop()`` with :func:`apply_to_loop`. ``fast`` is not an asyncio loop:
-    :func:`serve_rr` runs it.
+    ``asyncio``: a stock ``SelectorEventLoop`` (the epoll parameters, if a config is given,
+    set on its selector's epoll fd: the "naive" way); ``netdevkit``: :class:`BusyPollEventLoop`
+    (the loop knobs of :class:`~netdevkit.busypoll.config.BusyPollConfig` apply only here);
+    ``uvloop``: ``uvloop.new_event_loop()`` with :func:`apply_to_loop`. ``fast`` is not an
+    asyncio loop: :func:`serve_rr` runs it.
     """
     if loop_kind not in LOOP_KINDS:
         raise RequestError(f"loop kind {loop_kind!r}: use one of {', '.join(LOOP_KINDS)}")
     if loop_kind in ("fast", "threads"):
         raise RequestError(f"loop kind {loop_kind!r} is not an asyncio loop: use serve_rr")
-    if params is not None:
-        validate_params(params)
-    if hot_spin_us and loop_kind != "netdevkit":
-        raise RequestError(
-            f"hot_spin_us applies to the netdevkit and fast loops only, not {loop_kind!r}"
-        )
-    if (adaptive_us or hybrid) and loop_kind != "netdevkit":
-        raise RequestError(
-            f"adaptive_us and hybrid apply to the netdevkit and fast loops only, not {loop_kind!r}"
-        )
-    loop: asyncio.AbstractEventLoop
     if loop_kind == "netdevkit":
-        config = BusyPollConfig.from_params(
-            params or EpollParams(), adaptive_us=adaptive_us, hybrid=hybrid, hot_spin_us=hot_spin_us
-        )
         return loop_factory(config)()
+    checked(config, f"loop {loop_kind!r}")  # stock loops: epoll parameters only
+    loop: asyncio.AbstractEventLoop
     if loop_kind == "uvloop":
         try:
             import uvloop
@@ -210,9 +193,9 @@ def make_loop(
         loop = uvloop.new_event_loop()
     else:
         loop = asyncio.SelectorEventLoop()
-    if params is not None:
+    if config is not None:
         try:
-            apply_to_loop(loop, BusyPollConfig.from_params(params))
+            apply_to_loop(loop, config)
         except BaseException:
             loop.close()
             raise
@@ -223,11 +206,8 @@ def serve_rr(
     host: str,
     port: int,
     loop_kind: LoopKind = "asyncio",
-    params: EpollParams | None = None,
+    config: BusyPollConfig | None = None,
     *,
-    adaptive_us: int = 0,
-    hybrid: bool = False,
-    hot_spin_us: int = 0,
     sock_busy_poll_us: int = 0,
     ready: Ready | None = None,
     stop: threading.Event | None = None,
@@ -240,13 +220,12 @@ def serve_rr(
     bound address once listening (port 0 picks a free port). Returns the counters; the
     loop is closed on every exit path.
 
-    The knobs (those of :class:`~netdevkit.busypoll.config.BusyPollConfig`): *adaptive_us* and
-    *hybrid*, the adaptive busy-poll window and sleep-then-poll (netdevkit and fast loops);
-    *hot_spin_us*, spin on the hot sockets, each read polling their NAPI (netdevkit and
-    fast loops; the fast loop also sets SO_BUSY_POLL on each accepted socket);
-    *sock_busy_poll_us*, SO_BUSY_POLL on each accepted socket (fast and threads loops).
+    *config* is the loop's :class:`~netdevkit.busypoll.config.BusyPollConfig` (None: no
+    epoll parameters set); its loop knobs apply to the netdevkit and fast loops only, and
+    the fast loop also sets SO_BUSY_POLL ``hot_spin_us`` on each accepted socket.
+    *sock_busy_poll_us* sets SO_BUSY_POLL on each accepted socket (fast and threads loops).
     """
-    _check_loop_args(loop_kind, params, adaptive_us, hybrid, hot_spin_us, sock_busy_poll_us)
+    _check_loop_args(loop_kind, config, sock_busy_poll_us)
     if loop_kind == "threads":
         from .threads import serve_threads  # imports this module: import it late
 
@@ -261,26 +240,17 @@ def serve_rr(
     if loop_kind == "fast":
         from .fast import serve_fast  # imports this module: import it late
 
+        hot_spin_us = config.hot_spin_us if config is not None else 0
         return serve_fast(
             host,
             port,
-            params,
-            adaptive_us=adaptive_us,
-            hybrid=hybrid,
-            hot_spin_us=hot_spin_us,
+            config,
             sock_busy_poll_us=sock_busy_poll_us or hot_spin_us,
             ready=ready,
             stop=stop,
             handle_signals=handle_signals,
         )
-    loop = make_loop(
-        loop_kind,
-        params,
-        adaptive_us=adaptive_us,
-        hybrid=hybrid,
-        hot_spin_us=hot_spin_us,
-    )
-    return _run_asyncio(loop, host, port, ready, stop, handle_signals)
+    return _run_asyncio(make_loop(loop_kind, config), host, port, ready, stop, handle_signals)
 
 
 def _run_asyncio(
@@ -304,23 +274,16 @@ def _run_asyncio(
     return stats
 
 
-def _check_loop_args(
-    loop_kind: str,
-    params: EpollParams | None,
-    adaptive_us: int,
-    hybrid: bool,
-    hot_spin_us: int,
-    sock_busy_poll_us: int,
-) -> None:
-    """Refuse the loop knobs *loop_kind* has no use for (before anything is created)."""
+def _check_loop_args(loop_kind: str, config: BusyPollConfig | None, sock_busy_poll_us: int) -> None:
+    """Refuse what *loop_kind* has no use for (before anything is created)."""
     if loop_kind == "threads":
-        if params is not None or adaptive_us or hybrid or hot_spin_us:
+        if config is not None:
             raise RequestError(
                 "loop 'threads' has no epoll: its reads busy poll with sock_busy_poll_us only"
             )
         return
-    if hybrid and loop_kind not in ("fast", "netdevkit"):
-        raise RequestError("hybrid applies to the netdevkit and fast loops only")
+    if config is not None and not isinstance(config, BusyPollConfig):
+        raise RequestError(f"serve_rr takes a BusyPollConfig, got {type(config).__name__}")
     if sock_busy_poll_us and loop_kind != "fast":
         raise RequestError("sock_busy_poll_us applies to the fast and threads loops only")
 
@@ -454,16 +417,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 busy_poll_budget=args.budget or 0,
                 prefer_busy_poll=bool(args.prefer),
             )
-
         adaptive_us = args.adaptive_us
         if adaptive_us is None:  # the hot-socket spin excludes the window
             adaptive_us = 0 if args.hot_spin_us else default_adaptive_us(args.loop, params)
+        knobs = {"adaptive_us": adaptive_us, "hybrid": args.hybrid, "hot_spin_us": args.hot_spin_us}
+        config = None
+        if params is not None or any(knobs.values()):
+            config = BusyPollConfig.from_params(params or EpollParams(), **knobs)
 
         def on_ready(addr: tuple[str, int]) -> None:
             print(
                 f"rr: listening on {addr[0]}:{addr[1]} loop={args.loop} params={params} "
-                f"hot_spin_us={args.hot_spin_us} "
-                f"adaptive_us={adaptive_us} "
+                f"hot_spin_us={args.hot_spin_us} adaptive_us={adaptive_us} "
                 f"hybrid={args.hybrid} sock_busy_poll={args.sock_busy_poll} pid={os.getpid()}",
                 flush=True,
             )
@@ -475,10 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.host,
             args.port,
             args.loop,
-            params,
-            hot_spin_us=args.hot_spin_us,
-            adaptive_us=adaptive_us,
-            hybrid=args.hybrid,
+            config,
             sock_busy_poll_us=args.sock_busy_poll,
             ready=on_ready,
         )
