@@ -95,6 +95,25 @@ def test_thousands_of_digits(capsys: pytest.CaptureFixture[str], argv: list[str]
     assert len(one_line(capsys, argv, 2)) < 400
 
 
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["attach", "--pid", "0", "--preset", "suspend"], "--pid: must be a positive integer"),
+        (["attach", "--pid", "1", "--usecs", "-1"], "--usecs: must be 0 or more, not -1"),
+        (["attach", "--pid", "1", "--budget", "x"], "--budget: not an integer: 'x'"),
+        (["napi", "show", "--ifindex", "0"], "--ifindex: must be a positive integer, not 0"),
+        (
+            ["queue", "create", "--ifname", "a", "--lease-ifname", "b", "--lease-queue", "-2"],
+            "--lease-queue: must be 0 or more, not -2",
+        ),
+    ],
+)
+def test_integers_out_of_range(
+    capsys: pytest.CaptureFixture[str], argv: list[str], says: str
+) -> None:
+    assert says in one_line(capsys, argv, 2)
+
+
 def test_duplicate_profile_positions_are_refused(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

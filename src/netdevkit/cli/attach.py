@@ -40,6 +40,8 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from .argtypes import int_at_least
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -65,23 +67,6 @@ _FORWARDED = (
 # --- options ------------------------------------------------------------------------------
 
 
-def _nonneg(text: str) -> int:
-    try:
-        value = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {value}")
-    return value
-
-
-def _pid(text: str) -> int:
-    value = _nonneg(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("pid must be > 0")
-    return value
-
-
 def _interval(text: str) -> float:
     try:
         value = float(text)
@@ -95,8 +80,8 @@ def _interval(text: str) -> float:
 def _add_params_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("epoll busy-poll parameters (a preset, or explicit values)")
     g.add_argument("--preset", help="a preset's epoll half (see `netdevkit presets`)")
-    g.add_argument("--usecs", type=_nonneg, help="busy_poll_usecs (0..2147483647)")
-    g.add_argument("--budget", type=_nonneg, help="busy_poll_budget (0: kernel default 8)")
+    g.add_argument("--usecs", type=int_at_least(0), help="busy_poll_usecs (0..2147483647)")
+    g.add_argument("--budget", type=int_at_least(0), help="busy_poll_budget (0: kernel default 8)")
     prefer = g.add_mutually_exclusive_group()
     prefer.add_argument(
         "--prefer",
@@ -144,7 +129,7 @@ def register(sub: SubParsers) -> None:
         "process (or an `attach --hold`) was killed.",
         formatter_class=_FMT,
     )
-    p.add_argument("--pid", type=_pid, required=True, help="the target process")
+    p.add_argument("--pid", type=int_at_least(1), required=True, help="the target process")
     _add_params_options(p)
     p.add_argument("-j", "--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--show", action="store_true", help="only list the contexts; change nothing")
@@ -163,7 +148,7 @@ def register(sub: SubParsers) -> None:
         "Contexts the program changed since are left alone and reported.",
         formatter_class=_FMT,
     )
-    d.add_argument("--pid", type=_pid, required=True)
+    d.add_argument("--pid", type=int_at_least(1), required=True)
     d.add_argument("-j", "--json", action="store_true")
     d.set_defaults(func=run_detach)
 

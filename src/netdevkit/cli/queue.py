@@ -14,6 +14,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
+from .argtypes import int_at_least
 from .show import object_subparsers
 
 if TYPE_CHECKING:
@@ -55,16 +56,6 @@ def run_queue_create(args: argparse.Namespace) -> int:
     return 0
 
 
-def _queue_index(text: str) -> int:
-    try:
-        v = int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a queue index: {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"a queue index is 0 or more, not {v}")
-    return v
-
-
 def register(sub: SubParsers) -> None:
     """Add ``queue create`` (``queue show`` comes from :mod:`.show`)."""
     p = object_subparsers(sub, "queue").add_parser(
@@ -78,7 +69,7 @@ def register(sub: SubParsers) -> None:
         "--lease-ifname", required=True, metavar="NAME", help="the device whose queue is leased"
     )
     p.add_argument(
-        "--lease-queue", required=True, type=_queue_index, metavar="N", help="its RX queue"
+        "--lease-queue", required=True, type=int_at_least(0), metavar="N", help="its RX queue"
     )
     p.add_argument("--netns", metavar="NAME", help="act inside network namespace NAME")
     p.add_argument("-j", "--json", action="store_true", help="print JSON")

@@ -44,6 +44,8 @@ import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
+from .argtypes import int_at_least
+
 # re-exported: attach, balance and testbed import it from here
 from .table import print_table as print_table  # noqa: PLC0414
 
@@ -116,16 +118,6 @@ def napi_subparsers(sub: SubParsers) -> SubParsers:
     return object_subparsers(sub, "napi")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {value}")
-    return value
-
-
 def add_target_options(parser: argparse.ArgumentParser, *, json_option: bool = True) -> None:
     """``--netns``, mutually exclusive ``--ifname``/``--ifindex`` and (optionally) ``-j``."""
     parser.add_argument(
@@ -133,7 +125,7 @@ def add_target_options(parser: argparse.ArgumentParser, *, json_option: bool = T
     )
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--ifname", metavar="NAME", help="only interface NAME")
-    which.add_argument("--ifindex", metavar="N", type=_positive_int, help="only ifindex N")
+    which.add_argument("--ifindex", metavar="N", type=int_at_least(1), help="only ifindex N")
     if json_option:
         parser.add_argument(
             "-j", "--json", action="store_true", help="print a JSON array instead of a table"
