@@ -27,6 +27,7 @@ from types import FrameType, TracebackType
 from typing import Any
 
 from .errors import NotFoundError, RequestError, translate_oserror
+from .procfs import parse_stat, read_text
 
 # --- capabilities ----------------------------------------------------------------------
 
@@ -64,10 +65,7 @@ def process_start_time(pid: int) -> int:
     """Field 22 of ``/proc/PID/stat`` (clock ticks since boot): with the pid it names a
     process uniquely, so a record about a pid is not applied to a later process that
     reused the number. Raises :class:`OSError` (FileNotFoundError: no such process)."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        text = f.read()
-    # comm (field 2) may hold spaces and parentheses: split after the last ")".
-    return int(text[text.rindex(b")") + 2 :].split()[19])
+    return parse_stat(read_text(f"/proc/{pid}/stat")).starttime
 
 
 # --- signals ---------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 from .._os import process_start_time
 from ..errors import NetdevkitError, NotFoundError, translate_oserror
+from ..procfs import descendants as descendants  # noqa: PLC0414 - re-exported
 
 __all__ = [
     "EVENTPOLL_LINK",
@@ -247,29 +248,3 @@ def start_time(pid: int) -> int:
         return process_start_time(pid)
     except OSError as err:
         raise _proc_error(err, pid, "stat") from err
-
-
-def descendants(pid: int) -> list[int]:
-    """Children, grandchildren... of *pid*, from ``/proc/PID/task/TID/children``
-    (CONFIG_PROC_CHILDREN). Empty where that file does not exist."""
-    out: list[int] = []
-    todo = [pid]
-    seen = {pid}
-    while todo:
-        parent = todo.pop()
-        try:
-            tids = os.listdir(f"/proc/{parent}/task")
-        except OSError:
-            continue
-        for tid in tids:
-            try:
-                with open(f"/proc/{parent}/task/{tid}/children", encoding="ascii") as f:
-                    kids = [int(k) for k in f.read().split()]
-            except OSError:
-                continue
-            for kid in kids:
-                if kid not in seen:
-                    seen.add(kid)
-                    out.append(kid)
-                    todo.append(kid)
-    return sorted(out)

@@ -47,6 +47,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ..errors import NotFoundError
+from ..procfs import CLK_TCK, descendants, parse_netstat, parse_softnet, parse_stat, read_text
 
 __all__ = [
     "CpuSnapshot",
@@ -62,18 +63,11 @@ __all__ = [
     "snapshot",
 ]
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
 
 def parse_stat_line(text: str) -> tuple[int, int, int]:
-    """``(ppid, utime, stime)`` in clock ticks from one ``/proc/PID/stat`` line.
-
-    The command name (field 2) is in parentheses and may itself contain
-    spaces and parentheses, so fields are counted after the *last* ``)``.
-    """
-    rest = text[text.rindex(")") + 2 :].split()
-    # rest[0] is field 3 (state): ppid is field 4, utime 14, stime 15.
-    return int(rest[1]), int(rest[11]), int(rest[12])
+    """``(ppid, utime, stime)`` in clock ticks from one ``/proc/PID/stat`` line."""
+    st = parse_stat(text)
+    return st.ppid, st.utime, st.stime
 
 
 def parse_proc_stat(text: str) -> dict[int, int]:
@@ -101,58 +95,17 @@ def parse_softirqs(text: str, rows: Iterable[str] = ("NET_RX", "NET_TX")) -> dic
 def parse_softnet_stat(text: str) -> dict[str, int]:
     """Sums over CPUs of ``processed``, ``dropped`` and ``time_squeeze``
     (columns 1-3 of ``/proc/net/softnet_stat``, hexadecimal)."""
-    processed = dropped = squeeze = 0
-    for line in text.splitlines():
-        cols = line.split()
-        if len(cols) < 3:
-            continue
-        processed += int(cols[0], 16)
-        dropped += int(cols[1], 16)
-        squeeze += int(cols[2], 16)
-    return {"processed": processed, "dropped": dropped, "time_squeeze": squeeze}
+    rows = parse_softnet(text)
+    return {
+        "processed": sum(r.processed for r in rows),
+        "dropped": sum(r.dropped for r in rows),
+        "time_squeeze": sum(r.time_squeeze for r in rows),
+    }
 
 
-def parse_proc_net_pairs(text: str) -> dict[str, int]:
-    """``/proc/net/netstat`` or ``/proc/net/snmp`` (a header line of names and a
-    line of values per protocol) as {"TcpExt:BusyPollRxPackets": n, ...}."""
-    out: dict[str, int] = {}
-    lines = text.splitlines()
-    for head, vals in zip(lines[::2], lines[1::2], strict=False):
-        proto, _, names = head.partition(":")
-        vproto, _, values = vals.partition(":")
-        if proto != vproto:
-            continue
-        for name, value in zip(names.split(), values.split(), strict=False):
-            try:
-                out[f"{proto}:{name}"] = int(value)
-            except ValueError:
-                continue
-    return out
-
-
-def _read(path: str) -> str:
-    with open(path, encoding="ascii", errors="replace") as f:
-        return f.read()
-
-
-def descendants(pid: int) -> list[int]:
-    """Live descendants of *pid* (children, grandchildren, ...), from ``/proc``."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            ppid = parse_stat_line(_read(f"/proc/{entry}/stat"))[0]
-        except (OSError, ValueError, IndexError):
-            continue  # exited while we looked
-        children.setdefault(ppid, []).append(int(entry))
-    out: list[int] = []
-    todo = [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
+#: ``/proc/net/netstat`` or ``/proc/net/snmp`` as {"TcpExt:BusyPollRxPackets": n, ...}
+parse_proc_net_pairs = parse_netstat
+_read = read_text
 
 
 def _runtime_seconds(pid: int) -> float:

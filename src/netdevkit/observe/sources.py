@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import itertools
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -44,6 +43,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from .. import procfs
 from .._os import process_start_time
 from ..errors import KernelError, NetdevkitError, NotFoundError, UnsupportedError
 
@@ -52,11 +52,14 @@ from ..errors import NamespaceGone as NamespaceGone  # noqa: PLC0414
 from ..netdev.client import Napi, Netdev, PagePool, QStats
 from ..netdev.family import QueueType
 from ..netns import entered, path_of
+
+# Defined in procfs.py; importable from here as before.
+from ..procfs import SoftnetCpu as SoftnetCpu  # noqa: PLC0414
+from ..procfs import parse_softnet as parse_softnet  # noqa: PLC0414
 from .ethtool import EthtoolReader
 from .rtnl import LinkDumper, LinkRow
 
 _EMPTY: Mapping[str, int] = MappingProxyType({})
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 #: rtnetlink IFLA_STATS64 counters kept for each link
 LINK_COUNTERS = (
@@ -137,14 +140,6 @@ class QueueCounters:
 
 
 @dataclass(frozen=True, slots=True)
-class SoftnetCpu:
-    cpu: int
-    processed: int
-    dropped: int
-    time_squeeze: int
-
-
-@dataclass(frozen=True, slots=True)
 class EpollContext:
     """An epoll context ``netdevkit attach`` set busy-poll parameters on."""
 
@@ -186,37 +181,17 @@ class Snapshot:
 # -- machine-wide /proc readers (pure parsers + thin readers) -------------------
 
 
-def parse_softnet(text: str) -> tuple[SoftnetCpu, ...]:
-    out = []
-    for i, line in enumerate(text.split("\n")):
-        cols = line.split()
-        if len(cols) < 3:
-            continue
-        cpu = int(cols[12], 16) if len(cols) > 12 else i
-        out.append(SoftnetCpu(cpu, int(cols[0], 16), int(cols[1], 16), int(cols[2], 16)))
-    return tuple(out)
-
-
 def parse_netstat(text: str, section: str, name: str) -> int | None:
     """Value of *name* in *section* of /proc/net/netstat (header line, value line)."""
-    lines = text.split("\n")
-    prefix = section + ":"
-    for head, values in itertools.pairwise(lines):
-        if head.startswith(prefix) and values.startswith(prefix):
-            row = dict(zip(head.split()[1:], values.split()[1:], strict=False))
-            return int(row[name]) if name in row else None
-    return None
+    return procfs.parse_netstat(text).get(f"{section}:{name}")
 
 
 def parse_proc_stat_cpu(text: str) -> float:
     """User + system CPU seconds from the text of /proc/PID/stat."""
-    rest = text[text.rindex(")") + 2 :].split()
-    return (int(rest[11]) + int(rest[12])) / CLK_TCK
+    return procfs.parse_stat(text).cpu_seconds
 
 
-def _read(path: str) -> str:
-    with open(path, encoding="ascii", errors="replace") as f:
-        return f.read()
+_read = procfs.read_text
 
 
 def read_softnet() -> tuple[SoftnetCpu, ...]:
