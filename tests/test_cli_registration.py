@@ -77,5 +77,7 @@ def test_napi_show_loads_only_its_own_command_modules() -> None:
     code = "from netdevkit.cli.main import build_parser; build_parser(['napi', 'show', '-j'])"
     loaded = _modules_after(code)
     cli = {m for m in loaded if m.startswith("netdevkit.cli.")}
-    # show's table printer comes with it; tune adds ``napi set`` and ``napi diff``
-    assert cli == {f"netdevkit.cli.{m}" for m in ("main", "show", "table", "tune")}
+    # show's table printer and option types come with it; tune adds ``napi set`` and
+    # ``napi diff``
+    want = ("main", "show", "table", "argtypes", "tune")
+    assert cli == {f"netdevkit.cli.{m}" for m in want}
