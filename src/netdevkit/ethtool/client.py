@@ -27,11 +27,10 @@ from ..errors import (
     NotFoundError,
     PermissionDenied,
     RequestError,
-    UnsupportedError,
 )
 from ..netlink import codec
-from ..netlink.socket import FamilyInfo, GenlSocket
-from ..netlink.spec import Codec, attr_path, encode_attrs
+from ..netlink.client import FamilyClient
+from ..netlink.spec import Operation, encode_attrs
 from .family import ETHTOOL, TcpDataSplit
 
 
@@ -105,50 +104,18 @@ _NEEDS = {
 }
 
 
-class Ethtool:
+class Ethtool(FamilyClient):
     """A connection to the kernel's ``ethtool`` family. Use :meth:`open`."""
 
     family = ETHTOOL
-
-    def __init__(self, sock: GenlSocket, info: FamilyInfo) -> None:
-        self._sock = sock
-        self.info = info
-        self._codec = Codec(ETHTOOL)
-
-    @classmethod
-    def open(cls, netns: str | None = None) -> Ethtool:
-        sock = GenlSocket.open(netns)
-        try:
-            info = sock.resolve_family(ETHTOOL.name)
-        except BaseException:
-            sock.close()
-            raise
-        return cls(sock, info)
-
-    @property
-    def netns(self) -> str | None:
-        return self._sock.netns
-
-    def close(self) -> None:
-        self._sock.close()
-
-    def __enter__(self) -> Ethtool:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def supports(self, op_name: str) -> bool:
-        return ETHTOOL.ops_by_name[op_name].id in self.info.op_ids
+    needs = _NEEDS
 
     # -- plumbing ---------------------------------------------------------------
 
     def call(self, op_name: str, ifname: str, attrs: Mapping[str, Any]) -> dict[str, Any]:
         """One do request for *ifname*; returns the decoded reply ({} if none)."""
-        op = ETHTOOL.ops_by_name[op_name]
+        op = self._op(op_name)
         what = f"ethtool {op_name} {ifname}"
-        if op.id not in self.info.op_ids:
-            raise UnsupportedError(_NEEDS.get(op_name, f"this kernel lacks ethtool {op_name}"))
         payload = encode_attrs(ETHTOOL, op.attr_set, {"header": {"dev-name": ifname}, **attrs})
         seq = self._sock.next_seq()
         flags = codec.NLM_F_REQUEST | codec.NLM_F_ACK
@@ -163,26 +130,15 @@ class Ethtool:
                 codec.GENLMSGHDR_LEN,
             )
         except ErrorReply as err:
-            raise self._translate(err, op_name, op.attr_set, op.capability, req, what) from None
+            raise self._translate(err, op, req, what) from None
         return rows[0] if rows else {}
 
-    def _translate(
-        self,
-        err: ErrorReply,
-        op_name: str,
-        set_name: str,
-        capability: str | None,
-        req: bytes,
-        what: str,
-    ) -> NetdevkitError:
+    def _translate(self, err: ErrorReply, op: Operation, req: bytes, what: str) -> NetdevkitError:
         e = err.errno or 0
         ext = err.raw_extack
-        path = ""
-        if ext.offset is not None:
-            start = codec.NLMSGHDR_LEN + codec.GENLMSGHDR_LEN
-            path = attr_path(ETHTOOL, set_name, req, start, ext.offset)
+        path = self._extack_path(err, op, req)
         if e in (errno.EPERM, errno.EACCES):
-            return PermissionDenied(e, what, capability or "CAP_NET_ADMIN", ext.message)
+            return PermissionDenied(e, what, op.capability or "CAP_NET_ADMIN", ext.message)
         if e == errno.ENODEV:
             return NotFoundError(f"{what}: no such network device ({ext.message or 'ENODEV'})")
         if e == errno.EOPNOTSUPP:

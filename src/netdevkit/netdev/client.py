@@ -36,8 +36,9 @@ from ..errors import (
     UnsupportedError,
 )
 from ..netlink import codec
+from ..netlink.client import FamilyClient
 from ..netlink.socket import FamilyInfo, GenlSocket
-from ..netlink.spec import UNKNOWN, Codec, Operation, attr_path, encode_attrs
+from ..netlink.spec import UNKNOWN, Operation, encode_attrs
 from ..netns import entered
 from .family import (
     NETDEV,
@@ -316,7 +317,7 @@ def _as_dict(d: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
-class Netdev:
+class Netdev(FamilyClient):
     """A connection to the kernel's ``netdev`` family. Use :meth:`open`.
 
     A dmabuf binding made with :meth:`bind_rx` or :meth:`bind_tx` lives as
@@ -324,11 +325,15 @@ class Netdev:
     """
 
     family = NETDEV
+    needs = _NEEDS
+    missing = (
+        "this kernel has no 'netdev' generic netlink family: it appeared in "
+        "Linux 6.3; NAPI and queue introspection need 6.8, per-NAPI settings 6.13"
+    )
 
     def __init__(self, sock: GenlSocket, info: FamilyInfo) -> None:
-        self._sock = sock
-        self.info = info
-        self._codec = codec_ = Codec(NETDEV)
+        super().__init__(sock, info)
+        codec_ = self._codec
         self._read_queue = codec_.row_decoder("queue", QUEUE_FIELDS, _queue_row)
         self._read_napi = codec_.row_decoder("napi", NAPI_FIELDS, _napi_row)
         self._read_dev = self._reader("dev", _dev)
@@ -339,52 +344,7 @@ class Netdev:
         self._read_dmabuf = self._reader("dmabuf", _as_dict)
         self._read_queue_dict = self._reader("queue", _as_dict)
 
-    @classmethod
-    def open(cls, netns: str | None = None) -> "Netdev":
-        """Connect, in the current or in the named network namespace."""
-        sock = GenlSocket.open(netns)
-        try:
-            try:
-                info = sock.resolve_family(NETDEV.name)
-            except UnsupportedError as err:
-                raise UnsupportedError(
-                    "this kernel has no 'netdev' generic netlink family: it appeared in "
-                    "Linux 6.3; NAPI and queue introspection need 6.8, per-NAPI settings 6.13"
-                ) from err
-        except BaseException:
-            sock.close()
-            raise
-        return cls(sock, info)
-
-    @property
-    def netns(self) -> str | None:
-        return self._sock.netns
-
-    def close(self) -> None:
-        self._sock.close()
-
-    def fileno(self) -> int:
-        """The netlink socket's descriptor (for select, or SO_RCVBUF)."""
-        return self._sock.fileno()
-
-    def __enter__(self) -> "Netdev":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def supports(self, op_name: str) -> bool:
-        """Whether the running kernel implements operation *op_name*."""
-        op = NETDEV.ops_by_name[op_name]
-        return op.id in self.info.op_ids
-
     # -- plumbing -------------------------------------------------------------
-
-    def _op(self, name: str) -> Operation:
-        op = NETDEV.ops_by_name[name]
-        if op.id not in self.info.op_ids:
-            raise UnsupportedError(_NEEDS.get(name, f"this kernel lacks netdev {name}"))
-        return op
 
     def _request(
         self,
@@ -417,11 +377,7 @@ class Netdev:
     def _translate(self, err: ErrorReply, op: Operation, req: bytes, what: str) -> KernelError:
         e = err.errno or 0
         extack = err.raw_extack
-        path = ""
-        if extack.offset is not None:
-            path = attr_path(
-                NETDEV, op.attr_set, req, codec.NLMSGHDR_LEN + codec.GENLMSGHDR_LEN, extack.offset
-            )
+        path = self._extack_path(err, op, req)
         if e in (errno.EPERM, errno.EACCES) and op.capability:
             return PermissionDenied(e, what, op.capability, extack.message)
         if e == errno.EOPNOTSUPP and op.name in _EOPNOTSUPP_WHY:
