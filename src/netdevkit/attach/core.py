@@ -47,7 +47,7 @@ from ..journal import Journal, Record
 from .pidfd import Pidfd
 from .proc import EpollFd, fd_link, find_epoll_fds, read_epoll_fdinfo, start_time
 from .records import KIND as EPOLL_KIND
-from .records import epoll_record
+from .records import epoll_record, params_dict, params_from
 
 __all__ = [
     "AttachResult",
@@ -128,13 +128,13 @@ class AttachResult:
         return {
             "pid": self.pid,
             "start_time": self.start_time,
-            "params": _params_dict(self.params),
+            "params": params_dict(self.params),
             "contexts": [
                 {
                     "tid": c.epoll.tid,
                     "fd": c.epoll.fd,
-                    "old": _params_dict(c.old),
-                    "new": _params_dict(c.new),
+                    "old": params_dict(c.old),
+                    "new": params_dict(c.new),
                     "napi_ids": list(c.napi_ids),
                     "watched": [
                         {"fd": w.fd, "events": w.events, "kind": w.kind, "napi_id": w.napi_id}
@@ -152,12 +152,12 @@ class AttachResult:
         return cls(
             pid=pid,
             start_time=int(data["start_time"]),
-            params=_params_from(data["params"]),
+            params=params_from(data["params"]),
             contexts=tuple(
                 ContextReport(
                     epoll=EpollFd(pid, int(c["tid"]), int(c["fd"])),
-                    old=_params_from(c["old"]),
-                    new=_params_from(c["new"]),
+                    old=params_from(c["old"]),
+                    new=params_from(c["new"]),
                     watched=tuple(
                         WatchedFd(int(w["fd"]), int(w["events"]), str(w["kind"]), w["napi_id"])
                         for w in c.get("watched", ())
@@ -173,20 +173,6 @@ class DetachResult:
     pid: int
     restored: tuple[EpollFd, ...] = ()
     skipped: tuple[tuple[EpollFd, str], ...] = field(default=())
-
-
-def _params_dict(p: EpollParams) -> dict[str, Any]:
-    return {
-        "busy_poll_usecs": p.busy_poll_usecs,
-        "busy_poll_budget": p.busy_poll_budget,
-        "prefer_busy_poll": bool(p.prefer_busy_poll),
-    }
-
-
-def _params_from(d: dict[str, Any]) -> EpollParams:
-    return EpollParams(
-        int(d["busy_poll_usecs"]), int(d["busy_poll_budget"]), bool(d["prefer_busy_poll"])
-    )
 
 
 # --- the target: pidfds per fd table, duplicates ------------------------------------------

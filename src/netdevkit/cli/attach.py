@@ -45,7 +45,7 @@ from .argtypes import int_at_least
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ..attach import ContextReport, DetachResult
+    from ..attach import AttachWatcher, ContextReport, DetachResult
     from ..busypoll.config import BusyPollConfig
     from ..busypoll.epoll import EpollParams
     from ..journal import Record
@@ -425,9 +425,38 @@ def _napi_tuned(args: argparse.Namespace, preset: str) -> Iterator[None]:
         yield
 
 
+def _watch_until_exit(
+    child: subprocess.Popen[bytes], watcher: AttachWatcher, interval: float, quiet: bool
+) -> None:
+    """Attach to *child*'s new epoll contexts every *interval* seconds until it exits."""
+    from ..errors import NetdevkitError
+
+    reported = 0
+    while True:
+        try:
+            child.wait(timeout=interval)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            added = watcher.scan()
+        except NetdevkitError as err:
+            print(f"netdevkit run: warning: {err}", file=sys.stderr)
+            continue
+        if not quiet:
+            for c in added:
+                print(
+                    f"netdevkit run: pid {c.epoll.pid} epoll {c.epoll}: "
+                    f"{_fmt(c.old)} -> {_fmt(c.new)} (usecs/budget/prefer)",
+                    file=sys.stderr,
+                )
+        _warn(watcher.warnings[reported:])
+        reported = len(watcher.warnings)
+
+
 def run_run(args: argparse.Namespace) -> int:
     from ..attach import AttachWatcher
-    from ..errors import NetdevkitError, RequestError
+    from ..errors import RequestError
     from ..journal import Journal
 
     cmd = list(args.cmd)
@@ -459,27 +488,7 @@ def run_run(args: argparse.Namespace) -> int:
                 child.pid, config, follow_children=not args.no_children, journal=Journal()
             )
             with watcher as w:
-                reported = 0
-                while True:
-                    try:
-                        child.wait(timeout=args.interval)
-                        break
-                    except subprocess.TimeoutExpired:
-                        pass
-                    try:
-                        added = w.scan()
-                    except NetdevkitError as err:
-                        print(f"netdevkit run: warning: {err}", file=sys.stderr)
-                        continue
-                    if not args.quiet:
-                        for c in added:
-                            print(
-                                f"netdevkit run: pid {c.epoll.pid} epoll {c.epoll}: "
-                                f"{_fmt(c.old)} -> {_fmt(c.new)} (usecs/budget/prefer)",
-                                file=sys.stderr,
-                            )
-                    _warn(w.warnings[reported:])
-                    reported = len(w.warnings)
+                _watch_until_exit(child, w, args.interval, args.quiet)
         finally:
             scope.restore()
             if child.poll() is None:  # we are dying of an exception: take CMD along
