@@ -54,6 +54,7 @@ from netdevkit.bench import sockperf
 from netdevkit.bench.cpu import process_cpu_seconds
 from netdevkit.bench.servers.rr import default_adaptive_us
 from netdevkit.busypoll import EpollParams
+from netdevkit.errors import ToolError
 from netdevkit.netdev.client import Netdev
 from netdevkit.procs import stop
 from netdevkit.testbed import Testbed, TestbedConfig
@@ -353,26 +354,18 @@ def wait_listening(
     raise RuntimeError("server did not start listening within 10 s")
 
 
-_PCT = re.compile(r"---> percentile\s+([\d.]+)\s*=\s*([\d.]+)")
-_AVG = re.compile(r"Summary: Latency is\s+([\d.]+)")
-_TOTAL = re.compile(r"Total (\d+) observations")
+#: sockperf's whole run (warm-up included), as the CPU window between MARKERS spans it
 _RUN = re.compile(r"\[Total Run\] RunTime=[\d.]+ sec; .*ReceivedMessages=(\d+)")
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def parse_sockperf(text: str) -> tuple[dict[str, float], float | None, int, int]:
-    """Percentiles (by label, e.g. "50.000"), average, observations and all answers."""
-    text = _ANSI.sub("", text)
-    pct = {m.group(1): float(m.group(2)) for m in _PCT.finditer(text)}
-    avg = _AVG.search(text)
-    total = _TOTAL.search(text)
-    run = _RUN.search(text)
-    return (
-        pct,
-        float(avg.group(1)) if avg else None,
-        int(total.group(1)) if total else 0,
-        int(run.group(1)) if run else 0,
-    )
+def parse_sockperf(text: str) -> tuple[sockperf.SockperfReport | None, int]:
+    """The client's report (None if it printed none) and all answers of the whole run."""
+    try:
+        report: sockperf.SockperfReport | None = sockperf.parse_report(text)
+    except ToolError:
+        report = None
+    run = _RUN.search(re.sub(r"\x1b\[[0-9;]*m", "", text))
+    return report, int(run.group(1)) if run else 0
 
 
 @contextlib.contextmanager
@@ -394,7 +387,7 @@ def server_running(tb: Testbed, cell: Cell, port: int) -> Iterator[subprocess.Po
 
 
 def run_cell(tb: Testbed, cell: Cell, duration: float, mps: int, burst: int) -> Result:
-    res = Result(cell.name, cell.label, cell.group, cell.load, cell=_cell_dict(cell))
+    res = Result(cell.name, cell.label, cell.group, cell.load, cell=asdict(cell))
     with open("/proc/loadavg", encoding="ascii") as f:
         res.loadavg = float(f.read().split()[0])
     set_server_napi(tb, cell.napi)
@@ -408,15 +401,16 @@ def run_cell(tb: Testbed, cell: Cell, duration: float, mps: int, burst: int) -> 
         return res
     finally:
         set_server_napi(tb, BASE_NAPI)
-    pct, avg, total, answers = parse_sockperf(text)
+    report, answers = parse_sockperf(text)
     if window is not None:
         (cpu0, t0), (cpu1, t1) = window
         res.seconds = round(t1 - t0, 3)
         res.server_cpu = round((cpu1 - cpu0) / (t1 - t0), 3)
         if answers:
             res.cpu_us_per_rt = round((cpu1 - cpu0) * 1e6 / answers, 2)
-    res.p50_us, res.p99_us, res.avg_us = pct.get("50.000"), pct.get("99.000"), avg
-    res.observations = total
+    if report is not None:
+        res.p50_us, res.p99_us = report.percentiles.get(50.0), report.percentiles.get(99.0)
+        res.avg_us, res.observations = report.avg, report.observations
     if returncode != 0 or res.p50_us is None or window is None:
         res.error = f"sockperf exit {returncode}: {text.strip()[-300:]}"
     return res
@@ -459,11 +453,6 @@ def run_client(
             proc.stdout.close()
     window = (start, end) if start is not None and end is not None else None
     return proc.returncode, "".join(lines), window
-
-
-def _cell_dict(cell: Cell) -> dict[str, Any]:
-    d = asdict(cell)
-    return d
 
 
 def combine(rounds: list[Result]) -> Result:

@@ -38,6 +38,7 @@ from contextlib import contextmanager
 
 import pytest
 
+from netdevkit.bench.sockperf import SockperfReport, parse_report
 from netdevkit.netdev.client import Netdev
 from netdevkit.procs import stop
 from netdevkit.testbed import Testbed
@@ -90,10 +91,6 @@ ECHO_SERVER = textwrap.dedent(
     """
 )
 
-_PCT = re.compile(r"---> percentile\s+([\d.]+)\s*=\s*([\d.]+)")
-_TOTAL = re.compile(r"Total (\d+) observations")
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
 
 def _require_sockperf() -> str:
     path = shutil.which("sockperf")
@@ -140,23 +137,22 @@ def _server(tb: Testbed, argv: list[str], ready: str) -> Iterator[subprocess.Pop
             proc.stdout.close()
 
 
-def _sockperf(tb: Testbed, seconds: int, *extra: str) -> tuple[dict[str, float], int, str]:
-    """Run the sockperf ping-pong client against the server; percentiles and count."""
+def _sockperf(tb: Testbed, seconds: int, *extra: str) -> tuple[SockperfReport, str]:
+    """Run the sockperf ping-pong client against the server; its report and its output."""
     argv = [_require_sockperf(), "ping-pong", "--tcp", "-i", tb.server_addr, "-p", str(PORT)]
     argv += ["-t", str(seconds), "-m", "64", *extra]
     out = tb.run("client", argv, capture_output=True, timeout=seconds + 30)
-    text = _ANSI.sub("", (out.stdout + out.stderr).decode(errors="replace"))
+    text = re.sub(r"\x1b\[[0-9;]*m", "", (out.stdout + out.stderr).decode(errors="replace"))
     assert out.returncode == 0, f"sockperf failed ({out.returncode}): {text[-800:]}"
-    pct = {m.group(1): float(m.group(2)) for m in _PCT.finditer(text)}
-    total = _TOTAL.search(text)
-    return pct, int(total.group(1)) if total else 0, text
+    return parse_report(text, full_rtt="--full-rtt" in extra), text
 
 
 def _median_rtt(tb: Testbed, server_argv: list[str], ready: str) -> float:
     with _server(tb, server_argv, ready):
-        pct, total, text = _sockperf(tb, 3, "--full-rtt")
+        report, text = _sockperf(tb, 3, "--full-rtt")
+    total = report.observations
     assert total >= 500, f"too few round trips ({total}) for a median: {text[-800:]}"
-    return pct["50.000"]
+    return report.percentiles[50.0]
 
 
 def test_busy_poll_loop_beats_interrupt_deferral(testbed: Testbed) -> None:
@@ -210,12 +206,12 @@ def test_sockperf_client_measures_rr_server(testbed: Testbed, extra: list[str]) 
         argv = [sys.executable, "-m", "netdevkit.bench.servers.rr", "--host", tb.server_addr]
         argv += ["--port", str(PORT), *extra]
         with _server(tb, [*argv, "--ready-file", ready], ready) as proc:
-            pct, total, text = _sockperf(tb, 2)
+            report, text = _sockperf(tb, 2)
             proc.terminate()
             out, _ = proc.communicate(timeout=10)
-    assert total >= 500, text[-800:]
+    assert report.observations >= 500, text[-800:]
     assert "# dropped messages = 0; # duplicated messages = 0; # out-of-order messages = 0" in text
-    assert 0 < pct["50.000"] <= pct["99.000"] < 100_000
+    assert 0 < report.percentiles[50.0] <= report.percentiles[99.0] < 100_000
     assert proc.returncode == 0, out.decode(errors="replace")
     assert b"rr: stopped:" in out
     if "suspend" in extra:  # the default window of netdevkit's loop for IRQ suspension
