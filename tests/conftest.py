@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Generator
 from pathlib import Path
@@ -105,6 +106,46 @@ def testbed() -> Generator[Testbed, None, None]:
 def testbed4() -> Generator[Testbed, None, None]:
     """A testbed with four queues (four NAPIs per side), torn down after the test."""
     yield from _make_testbed(4)
+
+
+@pytest.fixture
+def epoll_target() -> Generator[subprocess.Popen[str], None, None]:
+    """A Python process holding one epoll instance and waiting on stdin (killed after)."""
+    code = "import select, sys; e = select.epoll(); print('ready', flush=True); sys.stdin.read()"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+# Drops CAP_NET_ADMIN (bit 12) from the effective and permitted sets with capset(2), staying
+# uid 0 so that the interpreter's files stay readable.
+_DROP_CAP_NET_ADMIN = """
+import ctypes
+_libc = ctypes.CDLL(None, use_errno=True)
+_header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, self
+_data = (ctypes.c_uint32 * 6)()  # 2 x {effective, permitted, inheritable}
+assert _libc.capget(_header, _data) == 0, ctypes.get_errno()
+_data[0] &= ~(1 << 12)
+_data[1] &= ~(1 << 12)
+assert _libc.capset(_header, _data) == 0, ctypes.get_errno()
+"""
+
+
+def run_without_cap_net_admin(code: str) -> subprocess.CompletedProcess[str]:
+    """Run Python *code* in a child that first drops CAP_NET_ADMIN; its output as text."""
+    return subprocess.run(
+        [sys.executable, "-c", _DROP_CAP_NET_ADMIN + code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 #: lines the fault-injection tests report (points per command, residue found)

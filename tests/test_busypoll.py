@@ -17,14 +17,13 @@ import select
 import selectors
 import socket
 import struct
-import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 import pytest
+from conftest import run_without_cap_net_admin
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -221,19 +220,10 @@ def test_kernel_agrees_with_the_validation() -> None:
 
 _UNPRIVILEGED_CHILD = textwrap.dedent(
     """
-    import ctypes, errno, fcntl, os, select, socket, struct, sys
+    import errno, fcntl, os, select, socket, struct, sys
     from netdevkit.busypoll import (EpollParams, EPIOCSPARAMS, has_cap_net_admin,
         set_params, set_busy_poll, set_busy_poll_budget, set_prefer_busy_poll)
     from netdevkit.errors import PermissionDenied
-    # Drop CAP_NET_ADMIN (bit 12) from the effective and permitted sets with capset(2),
-    # staying uid 0 so that the interpreter's files stay readable.
-    libc = ctypes.CDLL(None, use_errno=True)
-    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, self
-    data = (ctypes.c_uint32 * 6)()  # 2 x {effective, permitted, inheritable}
-    assert libc.capget(header, data) == 0, ctypes.get_errno()
-    data[0] &= ~(1 << 12)
-    data[1] &= ~(1 << 12)
-    assert libc.capset(header, data) == 0, ctypes.get_errno()
     ep = select.epoll()
     print("cap", has_cap_net_admin())
     try:
@@ -260,13 +250,7 @@ _UNPRIVILEGED_CHILD = textwrap.dedent(
 
 @pytest.mark.kernel
 def test_process_without_cap_net_admin_gets_permission_denied() -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", _UNPRIVILEGED_CHILD],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    out = run_without_cap_net_admin(_UNPRIVILEGED_CHILD)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines == [

@@ -15,11 +15,10 @@ import json
 import os
 import socket
 import subprocess
-import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from conftest import run_without_cap_net_admin
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -272,23 +271,8 @@ def test_dispatcher_workers_run_the_config() -> None:
     assert tuple(answer[1:]) in ((0, 64, True), (50, 64, True))
 
 
-@pytest.fixture
-def epoll_child() -> Iterator[subprocess.Popen[str]]:
-    code = "import select, sys; e = select.epoll(); print('ready', flush=True); sys.stdin.read()"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
-        yield proc
-    finally:
-        proc.kill()
-        proc.wait()
-
-
-@pytest.mark.kernel
-def test_attach_applies_a_preset_config(epoll_child: subprocess.Popen[str]) -> None:
-    result = attach(epoll_child.pid, PRESETS["suspend"].epoll)
+def test_attach_applies_a_preset_config(epoll_target: subprocess.Popen[str]) -> None:
+    result = attach(epoll_target.pid, PRESETS["suspend"].epoll)
     assert [c.new for c in result.contexts] == [SUSPEND.params]
     assert result.params == SUSPEND.params
     assert len(detach(result).restored) == 1
@@ -302,19 +286,11 @@ def test_fastloop_opens_nothing_when_refused() -> None:
 
 
 _NO_CAP_CHILD = """
-import asyncio, ctypes, os
+import asyncio, os
 from netdevkit.busypoll import BusyPollConfig, BusyPollEventLoop, BusyPollSelector, FastLoop
 from netdevkit.busypoll import loop_factory
 from netdevkit.dispatch import NapiDispatcher
 from netdevkit.errors import PermissionDenied
-# Drop CAP_NET_ADMIN (bit 12) from the effective and permitted sets with capset(2).
-libc = ctypes.CDLL(None, use_errno=True)
-header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, self
-data = (ctypes.c_uint32 * 6)()
-assert libc.capget(header, data) == 0, ctypes.get_errno()
-data[0] &= ~(1 << 12)
-data[1] &= ~(1 << 12)
-assert libc.capset(header, data) == 0, ctypes.get_errno()
 config = BusyPollConfig(0, 100, True, adaptive_us=50)  # budget above 64
 async def handler(reader, writer): pass
 before = sorted(os.listdir("/proc/self/fd"))
@@ -332,13 +308,7 @@ print("fds unchanged", sorted(os.listdir("/proc/self/fd")) == before)
 
 @pytest.mark.kernel
 def test_budget_above_64_without_cap_net_admin_is_refused_by_every_loop() -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", _NO_CAP_CHILD],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    out = run_without_cap_net_admin(_NO_CAP_CHILD)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == [
         "BusyPollSelector CAP_NET_ADMIN",

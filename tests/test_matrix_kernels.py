@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 import select
 import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -198,29 +196,13 @@ def test_epoll_params() -> None:
         epfd.close()
 
 
-_TARGET = "import select, sys; e = select.epoll(); print('ready', flush=True); sys.stdin.read()"
-
-
-@pytest.fixture
-def python_target() -> Iterator[subprocess.Popen[str]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _TARGET], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
-        yield proc
-    finally:
-        proc.kill()
-        proc.wait()
-
-
-def test_attach_on_a_python_target(python_target: subprocess.Popen[str]) -> None:
+def test_attach_on_a_epoll_target(epoll_target: subprocess.Popen[str]) -> None:
     config = BusyPollConfig(50, 8, True)
     if not kver.at_least("6.9"):
         with pytest.raises(UnsupportedError, match=r"needs Linux >= 6\.9"):
-            attach(python_target.pid, config)
+            attach(epoll_target.pid, config)
         return
-    result = attach(python_target.pid, config)
+    result = attach(epoll_target.pid, config)
     assert [c.new for c in result.contexts] == [config.params]
     assert len(detach(result).restored) == 1
 
