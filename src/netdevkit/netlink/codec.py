@@ -146,11 +146,16 @@ def iter_attrs(
     while end - pos >= NLA_HDRLEN:
         length, attr_type = unpack(buf, pos)
         if length < NLA_HDRLEN or pos + length > end:
-            raise DecodeError(
-                f"attribute at byte {pos}: length {length} does not fit in {end - pos} bytes"
-            )
+            raise attr_overrun(pos, length, end - pos)
         yield attr_type, pos + NLA_HDRLEN, pos + length
         pos += align4(length)
+
+
+def attr_overrun(pos: int, length: int, left: int, where: str = "") -> DecodeError:
+    """The error for the attribute header at byte *pos* whose *length* is below the header
+    size or runs past the *left* bytes that remain (*where*: the attribute set, if known)."""
+    prefix = f"{where}: " if where else ""
+    return DecodeError(f"{prefix}attribute at byte {pos} has length {length}, {left} bytes left")
 
 
 def decode_extack(buf: bytes, start: int) -> ExtAck:

@@ -19,7 +19,15 @@ from enum import Enum
 from typing import Any, NamedTuple, TypeVar
 
 from ..errors import DecodeError, RequestError
-from .codec import NLA_F_NESTED, NLA_HDRLEN, NLA_TYPE_MASK, NLATTR, encode_attr, iter_attrs
+from .codec import (
+    NLA_F_NESTED,
+    NLA_HDRLEN,
+    NLA_TYPE_MASK,
+    NLATTR,
+    attr_overrun,
+    encode_attr,
+    iter_attrs,
+)
 
 #: key under which decoded attribute dicts keep attributes nobody declared
 UNKNOWN = "__unknown__"
@@ -415,10 +423,7 @@ class Codec:
         while end - pos >= 4:
             length, attr_type = unpack(buf, pos)
             if length < 4 or pos + length > end:
-                raise DecodeError(
-                    f"{set_name}: attribute at byte {pos} has length {length}, "
-                    f"{end - pos} bytes left"
-                )
+                raise attr_overrun(pos, length, end - pos, set_name)
             entry = get(attr_type & NLA_TYPE_MASK)
             if entry is None:
                 out.setdefault(UNKNOWN, []).append(
@@ -471,10 +476,7 @@ def _row_loop(
             else:
                 length, attr_type = unpack(buf, pos)
             if length < 4 or pos + length > end:
-                raise DecodeError(
-                    f"{set_name}: attribute at byte {pos} has length {length}, "
-                    f"{end - pos} bytes left"
-                )
+                raise attr_overrun(pos, length, end - pos, set_name)
             entry = get(attr_type & NLA_TYPE_MASK)
             if entry is None:
                 if row[width] is None:
