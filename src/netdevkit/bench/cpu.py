@@ -105,7 +105,6 @@ def parse_softnet_stat(text: str) -> dict[str, int]:
 
 #: ``/proc/net/netstat`` or ``/proc/net/snmp`` as {"TcpExt:BusyPollRxPackets": n, ...}
 parse_proc_net_pairs = parse_netstat
-_read = read_text
 
 
 def _runtime_seconds(pid: int) -> float:
@@ -115,22 +114,21 @@ def _runtime_seconds(pid: int) -> float:
         tids = os.listdir(f"/proc/{pid}/task")
         for tid in tids:
             try:
-                total_ns += int(_read(f"/proc/{pid}/task/{tid}/schedstat").split()[0])
+                total_ns += int(read_text(f"/proc/{pid}/task/{tid}/schedstat").split()[0])
             except FileNotFoundError:
                 continue  # the thread exited meanwhile
         return total_ns / 1e9
     except FileNotFoundError:
         if not os.path.exists(f"/proc/{pid}"):
             raise
-    _, ut, st = parse_stat_line(_read(f"/proc/{pid}/stat"))
-    return (ut + st) / CLK_TCK
+    return parse_stat(read_text(f"/proc/{pid}/stat")).cpu_seconds
 
 
 def _voluntary_switches(pid: int) -> int:
     total = 0
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
-            for line in _read(f"/proc/{pid}/task/{tid}/status").splitlines():
+            for line in read_text(f"/proc/{pid}/task/{tid}/status").splitlines():
                 if line.startswith("voluntary_ctxt_switches:"):
                     total += int(line.split()[1])
         except FileNotFoundError:
@@ -146,8 +144,8 @@ def server_counters(pid: int) -> dict[str, int]:
         for child in descendants(pid):
             with contextlib.suppress(OSError, ValueError):
                 sleeps += _voluntary_switches(child)
-        netstat = parse_proc_net_pairs(_read(f"/proc/{pid}/net/netstat"))
-        snmp = parse_proc_net_pairs(_read(f"/proc/{pid}/net/snmp"))
+        netstat = parse_netstat(read_text(f"/proc/{pid}/net/netstat"))
+        snmp = parse_netstat(read_text(f"/proc/{pid}/net/snmp"))
     except (FileNotFoundError, ProcessLookupError):
         return {}
     out = {"server_sleeps": sleeps}
@@ -218,10 +216,10 @@ def snapshot(pid: int | None = None) -> CpuSnapshot:
             proc = process_cpu_seconds(pid)
         except NotFoundError:
             proc = None
-    softnet = parse_softnet_stat(_read("/proc/net/softnet_stat"))
-    softirqs = parse_softirqs(_read("/proc/softirqs"))
+    softnet = parse_softnet_stat(read_text("/proc/net/softnet_stat"))
+    softirqs = parse_softirqs(read_text("/proc/softirqs"))
     counters = {f"softnet_{k}": v for k, v in softnet.items()}
     counters.update({f"softirqs_{k.lower()}": v for k, v in softirqs.items()})
     if pid is not None:
         counters.update(server_counters(pid))
-    return CpuSnapshot(time.monotonic(), proc, parse_proc_stat(_read("/proc/stat")), counters)
+    return CpuSnapshot(time.monotonic(), proc, parse_proc_stat(read_text("/proc/stat")), counters)

@@ -191,18 +191,15 @@ def parse_proc_stat_cpu(text: str) -> float:
     return procfs.parse_stat(text).cpu_seconds
 
 
-_read = procfs.read_text
-
-
 def read_softnet() -> tuple[SoftnetCpu, ...]:
-    return parse_softnet(_read("/proc/net/softnet_stat"))
+    return parse_softnet(procfs.read_text("/proc/net/softnet_stat"))
 
 
 def read_sysctls() -> dict[str, int]:
     out = {}
     for name in SYSCTLS:
         try:
-            out[name] = int(_read("/proc/sys/" + name.replace(".", "/")).split()[0])
+            out[name] = int(procfs.read_text("/proc/sys/" + name.replace(".", "/")).split()[0])
         except (OSError, ValueError, IndexError):
             continue
     return out
@@ -212,7 +209,7 @@ def read_kthread_cpu(pids: list[int]) -> dict[int, float]:
     out = {}
     for pid in pids:
         try:
-            out[pid] = parse_proc_stat_cpu(_read(f"/proc/{pid}/stat"))
+            out[pid] = parse_proc_stat_cpu(procfs.read_text(f"/proc/{pid}/stat"))
         except (OSError, ValueError, IndexError):
             continue  # the kthread ended (threaded mode turned off, device gone)
     return out
