@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Generator
@@ -106,6 +107,13 @@ def testbed() -> Generator[Testbed, None, None]:
 def testbed4() -> Generator[Testbed, None, None]:
     """A testbed with four queues (four NAPIs per side), torn down after the test."""
     yield from _make_testbed(4)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @pytest.fixture

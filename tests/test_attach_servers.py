@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 from netdevkit.attach import EpollFd, attach, detach
 from netdevkit.attach.core import Target
@@ -29,12 +30,6 @@ SUSPEND_CFG = BusyPollConfig.from_params(SUSPEND)
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0, reason="needs root: pidfd_getfd on other processes"
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _connect(addr: tuple[str, int], make: type[socket.socket] | None = None) -> socket.socket:
@@ -68,7 +63,7 @@ def _memcached_round_trip(sock: socket.socket, key: bytes) -> None:
 @needs_root
 @pytest.mark.skipif(shutil.which("memcached") is None, reason="memcached is not installed")
 def test_memcached_keeps_serving_with_busy_polling_attached() -> None:
-    port = _free_port()
+    port = free_port()
     mc = subprocess.Popen(
         ["memcached", "-u", "root", "-p", str(port), "-l", "127.0.0.1", "-t", "2", "-U", "0"]
     )
@@ -137,7 +132,7 @@ def _redis(sock: socket.socket, *words: bytes) -> bytes:
 @needs_root
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
 def test_redis_keeps_serving_with_busy_polling_attached(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     redis = subprocess.Popen(
         [
             *("redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""),

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from conftest import free_port
 
 from netdevkit.bench.servers.framing import FLAG_CLIENT, FLAG_PONG_REQUEST, HEADER
 
@@ -83,12 +84,6 @@ def _server(argv: list[str], ready: str | None, port: int) -> Iterator[subproces
         proc.stdout.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _ping_pong(port: int, n: int) -> None:
     message = HEADER.pack(1, FLAG_CLIENT | FLAG_PONG_REQUEST, HEADER.size)
     with socket.create_connection(("127.0.0.1", port)) as c:
@@ -108,7 +103,7 @@ def _ping_pong(port: int, n: int) -> None:
     ["rr-asyncio", "rr-netdevkit", "stockecho-asyncio"],
 )
 def test_server_reads_without_a_page_fault_per_request(server: str) -> None:
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         ready: str | None = os.path.join(tmp, "ready")
         module, loop = server.split("-")

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from conftest import free_port
 
 from netdevkit.bench.loadgen.mcload import (
     LoadConfig,
@@ -92,18 +93,12 @@ def test_bad_config(kw: dict[str, float]) -> None:
         LoadConfig(host="127.0.0.1", **kw)  # type: ignore[arg-type]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def memcached() -> Iterator[int]:
     exe = shutil.which("memcached")
     if exe is None:
         pytest.skip("needs Debian's memcached package")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [exe, "-u", "nobody", "-l", "127.0.0.1", "-p", str(port), "-t", "1", "-U", "0"],
         stdout=subprocess.DEVNULL,

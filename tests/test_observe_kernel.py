@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from conftest import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 from netdevkit.netdev.client import Dev, Netdev, ifnames
@@ -339,15 +340,9 @@ def test_monitor_reports_an_overrun_and_resynchronises(testbed_name: str) -> Non
 # -- exporter ------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def exporter(*netns: str) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     argv = [sys.executable, "-m", "netdevkit", "exporter", "--listen", f"127.0.0.1:{port}"]
     for ns in netns:
         argv += ["--netns", ns]
