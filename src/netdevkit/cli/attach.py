@@ -94,6 +94,27 @@ def _add_params_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_pid_arguments(p: argparse.ArgumentParser) -> None:
+    """The target process, as ``attach PID`` or ``attach --pid PID`` (strace -p, perf -p)."""
+    p.add_argument(
+        "pid_arg", nargs="?", type=int_at_least(1), metavar="PID", help="the target process"
+    )
+    p.add_argument("--pid", type=int_at_least(1), help="the same, as an option")
+
+
+def _target_pid(args: argparse.Namespace) -> int:
+    """The pid given as PID or --pid (one of them, or both the same); RequestError if not."""
+    from ..errors import RequestError
+
+    positional, option = getattr(args, "pid_arg", None), args.pid
+    if positional is not None and option is not None and positional != option:
+        raise RequestError(f"two target processes given: PID {positional} and --pid {option}")
+    pid: int | None = positional if positional is not None else option
+    if pid is None:
+        raise RequestError(f"which process? give its pid: netdevkit {args.command} PID")
+    return pid
+
+
 def _config(args: argparse.Namespace, default_preset: str | None) -> BusyPollConfig:
     """The config from --preset and/or --usecs/--budget/--prefer (explicit values win)."""
     import dataclasses
@@ -129,7 +150,7 @@ def register(sub: SubParsers) -> None:
         "process (or an `attach --hold`) was killed.",
         formatter_class=_FMT,
     )
-    p.add_argument("--pid", type=int_at_least(1), required=True, help="the target process")
+    _add_pid_arguments(p)
     _add_params_options(p)
     p.add_argument("-j", "--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--show", action="store_true", help="only list the contexts; change nothing")
@@ -148,7 +169,7 @@ def register(sub: SubParsers) -> None:
         "Contexts the program changed since are left alone and reported.",
         formatter_class=_FMT,
     )
-    d.add_argument("--pid", type=int_at_least(1), required=True)
+    _add_pid_arguments(d)
     d.add_argument("-j", "--json", action="store_true")
     d.set_defaults(func=run_detach)
 
@@ -336,6 +357,7 @@ def _pdict(p: EpollParams) -> dict[str, Any]:
 def run_attach(args: argparse.Namespace) -> int:
     from ..attach import attach, inspect
 
+    args.pid = _target_pid(args)
     if args.show:
         result = inspect(args.pid)
         if args.json:
@@ -369,6 +391,7 @@ def run_detach(args: argparse.Namespace) -> int:
     from ..errors import NotFoundError
     from ..journal import Journal
 
+    args.pid = _target_pid(args)
     journal = Journal()
     if not [r for r in journal.records("epoll") if _of_pid(args.pid)(r)]:
         raise NotFoundError(

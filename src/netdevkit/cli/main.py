@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
+from .. import __version__
 from ..errors import NetdevkitError, RequestError
 
 _SHOW, _TUNE = "netdevkit.cli.show:register_", "netdevkit.cli.tune:register_"
@@ -96,9 +97,18 @@ Per-NAPI tuning, epoll busy polling, IRQ suspension and Device Memory TCP,
 made usable, observable and measurable on a real Linux kernel.
 
 Read commands work for any user; changes need root (CAP_NET_ADMIN).
-Every command takes --netns NAME to act inside a named network namespace
-and -j/--json for machine-readable output where it prints anything.
+--netns NAME acts inside a named network namespace; it is taken by the commands
+that name an interface: dev, queue, napi, qstats, page-pool, doctor, restore,
+top, monitor, exporter, devmem, and run (for --napi). apply reads the namespace
+from its profile; presets, attach, detach, bench and testbed take no --netns.
+-j/--json gives machine-readable output (not for run and exporter).
 """
+
+#: the commands whose subcommands all take --netns, as DESCRIPTION lists them
+NETNS_COMMANDS = (
+    *("dev", "queue", "napi", "qstats", "page-pool", "doctor", "restore", "top", "monitor"),
+    *("exporter", "devmem", "run"),
+)
 
 
 class UsageError(Exception):
@@ -118,9 +128,31 @@ class Parser(argparse.ArgumentParser):
         return formatter(prog=self.prog, width=_terminal_width() - 2)
 
     def error(self, message: str) -> NoReturn:
-        # argparse quotes the bad value whole: keep a line readable for any input
-        message = re.sub(r"'([^']{40})[^']{20,}'", r"'\1...'", message)
-        raise UsageError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+        # main() says "netdevkit: error: "; the command is named in the --help hint
+        raise UsageError(_usage_line(message, self.prog))
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        ns, extras = super().parse_known_args(args, namespace)
+        # the innermost (sub)command returns first: its name is the one to point at
+        if extras and not hasattr(ns, "_extras_of"):
+            ns._extras_of = self.prog
+        return ns, extras
+
+    def parse_command_line(self, argv: Sequence[str]) -> argparse.Namespace:
+        """parse_args, but arguments no command takes are blamed on the command given."""
+        ns, extras = self.parse_known_args(argv)
+        if extras:
+            message = f"unrecognized arguments: {' '.join(extras)}"
+            raise UsageError(_usage_line(message, getattr(ns, "_extras_of", self.prog)))
+        return ns
+
+
+def _usage_line(message: str, prog: str) -> str:
+    # argparse quotes the bad value whole: keep a line readable for any input
+    message = re.sub(r"'([^']{40})[^']{20,}'", r"'\1...'", message)
+    return f"{message} (see `{prog} --help`)"
 
 
 def _terminal_width() -> int:
@@ -138,7 +170,7 @@ def _terminal_width() -> int:
     return columns or 80
 
 
-def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> Parser:
     """The parser for command line *argv*, registering only what it needs.
 
     When *argv* starts with a command word, the functions that add that
@@ -153,6 +185,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"netdevkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     words = list(COMMANDS) if argv is None else [w for w in argv[:1] if w in COMMANDS]
@@ -249,7 +282,7 @@ def _run(argv: Sequence[str] | None) -> int:
         argv = sys.argv[1:]
     try:
         parser = build_parser(argv)
-        args = parser.parse_args(argv)
+        args = parser.parse_command_line(argv)
     except UsageError as err:
         _say(f"error: {err}")
         return 2

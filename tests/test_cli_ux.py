@@ -1,0 +1,110 @@
+"""What a user of ip/ethtool/strace expects of the command line (issue 20): a positional
+pid, --version, errors without a doubled prefix, --netns where the help says it is."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+import pytest
+
+from netdevkit import __version__
+from netdevkit.cli.main import DESCRIPTION, NETNS_COMMANDS, build_parser, main
+
+NETDEVKIT = [sys.executable, "-m", "netdevkit"]
+
+
+def _error_line(capsys: pytest.CaptureFixture[str], argv: list[str], code: int) -> str:
+    assert main(argv) == code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("netdevkit: error: "), err
+    return err
+
+
+# --- attach PID / detach PID ----------------------------------------------------------------
+
+
+def test_attach_takes_the_pid_as_a_positional_argument(
+    capsys: pytest.CaptureFixture[str], epoll_target: subprocess.Popen[str]
+) -> None:
+    pid = str(epoll_target.pid)
+    assert main(["attach", pid, "--preset", "suspend", "--json"]) == 0
+    attached = json.loads(capsys.readouterr().out)
+    assert attached["pid"] == epoll_target.pid and len(attached["contexts"]) == 1
+    assert main(["detach", pid, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["pid"] == epoll_target.pid
+
+
+def test_attach_pid_and_the_same_pid_option_agree(
+    capsys: pytest.CaptureFixture[str], epoll_target: subprocess.Popen[str]
+) -> None:
+    pid = str(epoll_target.pid)
+    assert main(["attach", pid, "--pid", pid, "--show", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["pid"] == epoll_target.pid
+
+
+@pytest.mark.parametrize("word", ["attach", "detach"])
+def test_two_different_pids_are_refused(capsys: pytest.CaptureFixture[str], word: str) -> None:
+    err = _error_line(capsys, [word, "5", "--pid", "6"], 2)
+    assert "PID 5" in err and "--pid 6" in err
+
+
+@pytest.mark.parametrize("word", ["attach", "detach"])
+def test_no_pid_at_all_is_refused(capsys: pytest.CaptureFixture[str], word: str) -> None:
+    assert f"netdevkit {word} PID" in _error_line(capsys, [word], 2)
+
+
+# --- usage errors: one prefix, the command named ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "blamed"),
+    [
+        (["presets", "--netns", "x"], "netdevkit presets"),
+        (["napi", "show", "--bogus"], "netdevkit napi show"),
+        (["attach", "--usecs", "-1", "5"], "netdevkit attach"),
+        (["bogus"], "netdevkit"),
+        ([], "netdevkit"),
+    ],
+)
+def test_a_usage_error_has_one_prefix_and_points_at_the_command_help(
+    capsys: pytest.CaptureFixture[str], argv: list[str], blamed: str
+) -> None:
+    err = _error_line(capsys, argv, 2)
+    assert err.count("netdevkit:") == 1, err
+    assert err.rstrip().endswith(f"(see `{blamed} --help`)"), err
+
+
+# --- --version ------------------------------------------------------------------------------
+
+
+def test_version_prints_the_version_and_exits_0() -> None:
+    done = subprocess.run([*NETDEVKIT, "--version"], capture_output=True, text=True, check=False)
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"netdevkit {__version__}\n", "")
+
+
+# --- --netns: the top-level help says which commands take it ------------------------------
+
+
+def _takes_netns(p: argparse.ArgumentParser) -> bool | None:
+    """True if every leaf (sub)command under *p* takes --netns, False if none does."""
+    leaves: list[bool] = []
+    for a in p._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            leaves += [bool(_takes_netns(sp)) for sp in a.choices.values()]
+    if not leaves:
+        return any("--netns" in a.option_strings for a in p._actions)
+    return all(leaves) if all(leaves) or not any(leaves) else None
+
+
+def test_the_help_names_exactly_the_commands_that_take_netns() -> None:
+    parser = build_parser(None)
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    taking = {word for word, p in sub.choices.items() if _takes_netns(p)}
+    assert taking == set(NETNS_COMMANDS)
+    text = " ".join(DESCRIPTION.split())
+    for word in sub.choices:
+        assert f" {word}," in text or f" {word} " in text, word
+    assert "Every command takes --netns" not in text
