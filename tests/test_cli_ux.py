@@ -108,3 +108,22 @@ def test_the_help_names_exactly_the_commands_that_take_netns() -> None:
     for word in sub.choices:
         assert f" {word}," in text or f" {word} " in text, word
     assert "Every command takes --netns" not in text
+
+
+# --- a namespace that does not exist: the same words from every command -------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["exporter", "--netns", "ndk-no-such-ns", "--listen", "127.0.0.1:1"],
+        ["top", "--netns", "ndk-no-such-ns", "--once"],
+        ["napi", "show", "--netns", "ndk-no-such-ns"],
+        ["monitor", "--netns", "ndk-no-such-ns"],
+    ],
+)
+def test_a_missing_namespace_is_named_the_same_way_everywhere(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    err = _error_line(capsys, argv, 1)
+    assert "network namespace 'ndk-no-such-ns' does not exist (see `ip netns list`)" in err

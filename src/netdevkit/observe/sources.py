@@ -320,6 +320,10 @@ class NamespaceReader:
         try:
             return os.stat(path_of(self.netns)).st_ino
         except FileNotFoundError:
+            if self._inode is None:  # never opened: the name was wrong from the start
+                raise NotFoundError(
+                    f"network namespace {self.netns!r} does not exist (see `ip netns list`)"
+                ) from None
             raise NamespaceGone(f"network namespace {self.netns!r} is gone") from None
 
     def open(self) -> None:
