@@ -341,11 +341,49 @@ def test_napi_that_vanished_is_reported_on_restore(testbed4: Testbed, state: Pat
     assert [r["successor_napi_id"] for r in rows] == new
     out = cli("restore")
     assert (
-        f"NAPI {old[0]} of {IF} is gone (GRO toggled or link flapped); its new NAPIs have "
-        "default settings" in out.stdout
+        f"NAPI {old[0]} of {IF} is gone (GRO toggled or link flapped); position 0 is now "
+        f"NAPI {new[0]} ({IF} #0, netns {ns}): already at its baseline" in out.stdout
     )
-    assert f"position 0 is now NAPI {new[0]}" in out.stdout
     assert values(testbed4) == defaults(testbed4)
+    assert not (state / "journal.json").exists()
+
+
+def test_restore_puts_back_what_recreated_napis_kept(testbed4: Testbed, state: Path) -> None:
+    """veth's re-added NAPIs keep irq-suspend-timeout (defer and gro come from the device):
+    restore reads the kernel, puts the baseline back by position, and diff agrees."""
+    ns = testbed4.server_ns
+    cli("napi", "set", "--netns", ns, "--ifname", IF, "--preset", "suspend")
+    old = [n.id for n in napis(testbed4)]
+    set_gro(ns, IF, False)
+    set_gro(ns, IF, True)
+    new = [n.id for n in napis(testbed4)]
+    assert not set(old) & set(new)
+    assert values(testbed4) == [(0, 0, 20 * MS, 0)] * 4  # [seen on 6.18]
+    rows = json.loads(cli("napi", "diff", "-j").stdout)
+    assert [(r["status"], list(r["differs"])) for r in rows] == [
+        ("replaced", ["irq_suspend_timeout"])
+    ] * 4
+    out = cli("restore").stdout
+    for pos in range(4):
+        assert (
+            f"NAPI {old[pos]} of {IF} is gone (GRO toggled or link flapped); position {pos} "
+            f"is now NAPI {new[pos]} ({IF} #{pos}, netns {ns}): restored irq-suspend-timeout "
+            "20ms -> 0" in out
+        )
+    assert values(testbed4) == defaults(testbed4)
+    assert not (state / "journal.json").exists()
+    assert cli("napi", "diff").stdout.startswith("no differences")
+
+
+def test_tuned_exit_puts_back_what_recreated_napis_kept(testbed: Testbed, state: Path) -> None:
+    with tuned(IF, preset="suspend", netns=testbed.server_ns) as t:
+        set_gro(testbed.server_ns, IF, False)
+        set_gro(testbed.server_ns, IF, True)
+        assert values(testbed) == [(0, 0, 20 * MS, 0)]
+    assert values(testbed) == [(0, 0, 0, 0)]
+    (o,) = t.restored
+    assert o.status == "restored"
+    assert o.message.endswith(": restored irq-suspend-timeout 20ms -> 0")
     assert not (state / "journal.json").exists()
 
 

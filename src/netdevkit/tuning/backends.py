@@ -15,6 +15,7 @@ kernel too.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Literal, Protocol
 
 from .. import kver
@@ -60,7 +61,9 @@ class Backend(Protocol):
 
     def write(self, target: Target, values: NapiSettings) -> None: ...
 
-    def check(self, target: Target, current: NapiSettings, wanted: NapiSettings) -> None: ...
+    def check(self, target: Target, current: NapiSettings, wanted: NapiSettings) -> NapiSettings:
+        """Refuse what this backend cannot set; returns *wanted* as it will be applied."""
+        ...
 
     def successor(self, target: Target) -> tuple[Target, NapiSettings] | None: ...
 
@@ -162,7 +165,7 @@ class NetlinkBackend:
             threaded=values.threaded,
         )
 
-    def check(self, target: Target, current: NapiSettings, wanted: NapiSettings) -> None:
+    def check(self, target: Target, current: NapiSettings, wanted: NapiSettings) -> NapiSettings:
         """Refuse knobs the kernel does not report for this NAPI (too old for them)."""
         _check_busy_poll(target, wanted)
         if not self.supported(target.netns):
@@ -180,6 +183,7 @@ class NetlinkBackend:
                     if knob == "threaded"
                     else "",
                 )
+        return wanted
 
     def successor(self, target: Target) -> tuple[Target, NapiSettings] | None:
         """The NAPI that now holds *target*'s position on the same device, if any."""
@@ -229,11 +233,20 @@ class SysfsBackend:
     def write(self, target: Target, values: NapiSettings) -> None:
         sysfs.write(target.netns, target.ifname, values)
 
-    def check(self, target: Target, current: NapiSettings, wanted: NapiSettings) -> None:
+    def check(self, target: Target, current: NapiSettings, wanted: NapiSettings) -> NapiSettings:
+        """Refuse what sysfs cannot set; an irq-suspend-timeout of 0 is dropped, not refused.
+
+        0 is the kernel's default and, before 6.13, the only behaviour there is (no IRQ
+        suspension exists): a preset's 0 (base, defer, threaded, ...) asks for nothing that
+        sysfs would have to write. A non-zero value needs the per-NAPI knob (6.13+).
+        """
         _check_busy_poll(target, wanted)
+        if wanted.irq_suspend_timeout == 0:
+            wanted = replace(wanted, irq_suspend_timeout=None)
         if wanted.irq_suspend_timeout is not None:
             why = (
-                "the sysfs backend was forced and sysfs has no irq-suspend-timeout knob"
+                "the sysfs backend was forced and sysfs has no irq-suspend-timeout knob "
+                "(it exists only per NAPI, over netlink: Linux 6.13+, `--backend netlink`)"
                 if self.forced
                 else "this kernel lacks per-NAPI settings (napi-set, Linux 6.13+), and "
                 "irq-suspend-timeout exists only per NAPI"
@@ -245,6 +258,7 @@ class SysfsBackend:
                     f"{target.label}: /sys/class/net/{target.ifname}/{sysfs.FILES[knob]} "
                     "does not exist on this kernel"
                 )
+        return wanted
 
     def successor(self, target: Target) -> tuple[Target, NapiSettings] | None:
         return None

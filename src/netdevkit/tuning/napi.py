@@ -158,15 +158,41 @@ def _gone_reason(t: Target) -> str:
     return "GRO toggled or link flapped"
 
 
-def _gone_message(t: Target, successor: Target | None) -> str:
+def _gone_message(t: Target) -> str:
     if t.napi_id is None:
         return f"{t.ifname}: {_gone_reason(t)}; nothing to restore"
-    msg = f"NAPI {t.napi_id} of {t.ifname} is gone ({_gone_reason(t)})"
-    if successor is not None or _gone_reason(t) == "GRO toggled or link flapped":
-        msg += "; its new NAPIs have default settings"
-        if successor is not None:
-            msg += f" (position {t.position} is now NAPI {successor.napi_id})"
-    return msg
+    return f"NAPI {t.napi_id} of {t.ifname} is gone ({_gone_reason(t)})"
+
+
+# What the kernel does to a device's NAPIs when it recreates them (GRO or XDP toggled on
+# veth, a driver's reconfiguration), read in net/core/dev.c (6.13-7.x):
+# - netif_napi_add_weight_locked() gives a new NAPI the *device-wide* defer-hard-irqs and
+#   gro-flush-timeout (dev->napi_defer_hard_irqs, dev->gro_flush_timeout: the sysfs
+#   values) and a new id; it does not touch irq_suspend_timeout.
+# - Drivers that register NAPIs with an index (netif_napi_add_config) get per-index
+#   storage, dev->napi_config[index]: napi_disable() saves defer/gro/irq-suspend (and the
+#   id) there (napi_save_config), napi_enable() loads them back (napi_restore_config),
+#   so such NAPIs keep id and settings across a reset. napi-set writes both the NAPI and
+#   its config slot.
+# - veth registers without an index (netif_napi_add) and embeds its NAPIs in a
+#   per-queue array that lives as long as the device: re-added NAPIs come back with the
+#   device-wide defer/gro, but the irq_suspend_timeout written before the reset is still
+#   in the struct [seen on 6.18: suspend preset, GRO off/on: defer 0, gro 0, 20ms].
+# So a recreated NAPI's values are whatever the kernel kept: restore reads them and puts
+# the baseline back on the NAPI now at the same position, knob by knob, like any other.
+
+
+def _successor_head(t: Target, succ: Target) -> str:
+    return (
+        f"{_gone_message(t)}; position {t.position} is now NAPI {succ.napi_id}"
+        f" ({succ.ifname} #{succ.position}{f', netns {succ.netns}' if succ.netns else ''})"
+    )
+
+
+def _changes(delta: Delta) -> str:
+    return ", ".join(
+        f"{KNOBS[k]} {format_value(k, b)} -> {format_value(k, a)}" for k, (b, a) in delta.items()
+    )
 
 
 class Tuner:
@@ -247,10 +273,12 @@ class Tuner:
 
     def plan(self, requests: Iterable[tuple[Target, NapiSettings, NapiSettings]]) -> Plan:
         """``(target, current, wanted)`` -> a checked plan. Writes nothing."""
-        reqs = list(requests)
-        for target, current, wanted in reqs:
-            validate_settings(wanted, target.label)
-            self.backend_named(target.backend).check(target, current, wanted)
+        reqs = []
+        for target, current, asked in requests:
+            validate_settings(asked, target.label)
+            # the backend drops what needs no write (sysfs: irq-suspend-timeout 0)
+            wanted = self.backend_named(target.backend).check(target, current, asked)
+            reqs.append((target, current, wanted))
         return make_plan(reqs)
 
     def plan_for(
@@ -381,29 +409,31 @@ class Tuner:
     def _undo_one(self, change: Change) -> Outcome:
         t = change.target
         backend = self.backend_named(t.backend)
-        try:
-            now = backend.read(t)
-        except NotFoundError:
-            return Outcome(t, "gone", _gone_message(t, None))
-        ours = {k: b for k, (b, a) in change.delta.items() if as_dict(now)[k] == a}
-        theirs = sorted(KNOBS[k] for k in change.delta if k not in ours)
+        now, succ = self.read_or_successor(t)
+        if now is None and succ is None:
+            return Outcome(t, "gone", _gone_message(t))
+        where = t if succ is None else succ[0]
+        current = now if succ is None else succ[1]
+        assert current is not None
+        ours = {k: b for k, (b, a) in change.delta.items() if as_dict(current)[k] == a}
+        # On a successor, knobs the kernel reset to the baseline are nobody's change.
+        theirs = sorted(
+            KNOBS[k]
+            for k, (b, _a) in change.delta.items()
+            if k not in ours and (succ is None or as_dict(current)[k] != b)
+        )
         back = settings_of(ours)
+        head = t.label if succ is None else _successor_head(t, where)
         try:
             if ours:
                 _fault.point("napi-undo")
-                backend.write(t, back)
+                backend.write(where, back)
         except NotFoundError:
-            return Outcome(t, "gone", _gone_message(t, None))
+            return Outcome(t, "gone", _gone_message(t))
         except NetdevkitError as err:
-            return Outcome(t, "failed", f"{t.label}: could not put back: {err}")
-        delta = _delta(now, back)
-        msg = f"{t.label}: restored " + (
-            ", ".join(
-                f"{KNOBS[k]} {format_value(k, b)} -> {format_value(k, a)}"
-                for k, (b, a) in delta.items()
-            )
-            or "nothing"
-        )
+            return Outcome(t, "failed", f"{head}: could not put back: {err}")
+        delta = _delta(current, back)
+        msg = f"{head}: restored " + (_changes(delta) or "nothing")
         if theirs:
             msg += f"; left {', '.join(theirs)} as is (changed by someone else since)"
         return Outcome(t, "restored" if delta else "kept", msg, delta)
@@ -456,28 +486,33 @@ class Tuner:
             return None, None
 
     def restore_entry(self, entry: JournalEntry) -> Outcome:
-        """Put one journaled target back to its baseline (what ``restore`` does per entry)."""
+        """Put one journaled target back to its baseline (what ``restore`` does per entry).
+
+        The values compared are the kernel's, never assumed: a NAPI whose id vanished is
+        restored through the NAPI that now holds its position on the same device (see
+        the kernel notes above :class:`Tuner`: a recreated NAPI may keep settings).
+        """
         t = entry.target
         now, succ = self.read_or_successor(t)
-        if now is None:
-            return Outcome(t, "gone", _gone_message(t, None if succ is None else succ[0]))
-        delta = _delta(now, entry.baseline)
+        if now is None and succ is None:
+            return Outcome(t, "gone", _gone_message(t))
+        where = t if succ is None else succ[0]
+        current = now if succ is None else succ[1]
+        assert current is not None
+        head = t.label if succ is None else _successor_head(t, where)
+        delta = _delta(current, entry.baseline)
         if not delta:
-            return Outcome(t, "unchanged", f"{t.label}: already at its baseline")
+            return Outcome(t, "unchanged", f"{head}: already at its baseline")
         try:
             _fault.point("napi-restore")
             self.backend_named(t.backend).write(
-                t, settings_of({k: a for k, (_b, a) in delta.items()})
+                where, settings_of({k: a for k, (_b, a) in delta.items()})
             )
         except NotFoundError:
-            return Outcome(t, "gone", _gone_message(t, None))
+            return Outcome(t, "gone", _gone_message(t))
         except NetdevkitError as err:
-            return Outcome(t, "failed", f"{t.label}: could not restore: {err}")
-        changes = ", ".join(
-            f"{KNOBS[k]} {format_value(k, b)} -> {format_value(k, a)}"
-            for k, (b, a) in delta.items()
-        )
-        return Outcome(t, "restored", f"{t.label}: restored {changes}", delta)
+            return Outcome(t, "failed", f"{head}: could not restore: {err}")
+        return Outcome(t, "restored", f"{head}: restored {_changes(delta)}", delta)
 
     def diff(self, *, netns: str | None = None, ifname: str | None = None) -> list[DiffRow]:
         """Every journal entry against the kernel now (oldest first)."""
