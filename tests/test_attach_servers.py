@@ -7,6 +7,7 @@ detaches, and kills the server in a finally block.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -154,3 +155,50 @@ def test_redis_keeps_serving_with_busy_polling_attached(tmp_path: Path) -> None:
             assert _read_back(redis.pid, epolls) == [DEFAULT] * len(epolls)
     finally:
         stop(redis)
+
+
+@needs_root
+@pytest.mark.kernel
+@pytest.mark.skipif(shutil.which("memcached") is None, reason="memcached is not installed")
+def test_run_ended_by_sigterm_leaves_no_journal_entries(testbed: Testbed, tmp_path: Path) -> None:
+    """`run --preset suspend --napi -- memcached`, stopped with SIGTERM: memcached's epoll
+    contexts die with it, and their journal records must go too (not linger as "gone")."""
+    import json
+    import signal
+    import sys
+
+    state = tmp_path / "state"
+    env = {**os.environ, "NETDEVKIT_STATE_DIR": str(state)}
+    port = free_port()
+    run = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "netdevkit", "run", "-q", "--preset", "suspend", "--napi"),
+            *("--netns", testbed.server_ns, "--ifname", testbed.server_if, "--", "memcached"),
+            *("-u", "root", "-p", str(port), "-l", "127.0.0.1", "-t", "2", "-U", "0"),
+        ],
+        env=env,
+    )
+    journal = state / "journal.json"
+    try:
+        with _connect(("127.0.0.1", port)) as s:
+            _memcached_round_trip(s, b"k")
+        deadline = time.monotonic() + 10
+        kinds: list[str] = []
+        while "epoll" not in kinds and time.monotonic() < deadline:
+            time.sleep(0.1)
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                kinds = [r["kind"] for r in json.loads(journal.read_text())["entries"]]
+        assert "epoll" in kinds and "napi" in kinds
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(20) == 0  # memcached exits 0 on SIGTERM
+    finally:
+        stop(run)
+    assert not journal.exists()
+    diff = subprocess.run(
+        [sys.executable, "-m", "netdevkit", "napi", "diff"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert diff.stdout.startswith("no differences"), diff.stdout

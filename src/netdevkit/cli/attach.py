@@ -506,6 +506,7 @@ def run_run(args: argparse.Namespace) -> int:
 
         scope = SignalScope(_FORWARDED, forward, keep_ignored=False)
         scope.install()
+        watcher: AttachWatcher | None = None
         try:
             watcher = AttachWatcher(
                 child.pid, config, follow_children=not args.no_children, journal=Journal()
@@ -517,4 +518,28 @@ def run_run(args: argparse.Namespace) -> int:
             if child.poll() is None:  # we are dying of an exception: take CMD along
                 child.terminate()
                 child.wait()
+            if watcher is not None:
+                _drop_contexts(watcher)
     return _exit_status(child.returncode)
+
+
+def _drop_contexts(watcher: AttachWatcher) -> None:
+    """CMD has exited: its epoll contexts went with it. Drop their journal records (and
+    put back any context still alive), so that `napi diff` and `restore` find nothing of
+    this run; a record that could not be handled stays, and is named."""
+    from ..errors import NetdevkitError
+
+    try:
+        results = watcher.detach()
+    except NetdevkitError as err:
+        print(f"netdevkit run: warning: {err} (run `netdevkit restore`)", file=sys.stderr)
+        return
+    left = watcher.journal.records("epoll") if watcher.journal is not None else []
+    mine = {str(r.pid) for r in results}
+    stuck = [r for r in left if str(r.info.get("pid")) in mine]
+    if stuck:
+        print(
+            f"netdevkit run: warning: {len(stuck)} epoll context(s) stay journaled "
+            "(run `netdevkit restore`)",
+            file=sys.stderr,
+        )
