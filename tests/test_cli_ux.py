@@ -127,3 +127,59 @@ def test_a_missing_namespace_is_named_the_same_way_everywhere(
 ) -> None:
     err = _error_line(capsys, argv, 1)
     assert "network namespace 'ndk-no-such-ns' does not exist (see `ip netns list`)" in err
+
+
+# --- one way to print an epoll change ---------------------------------------------------------
+
+
+def test_epoll_params_and_changes_read_as_name_value() -> None:
+    from netdevkit.busypoll.epoll import EpollParams, describe_change
+
+    suspend = EpollParams(0, 64, True)
+    assert str(suspend) == "busy_poll_usecs=0 busy_poll_budget=64 prefer_busy_poll=1"
+    assert describe_change(EpollParams(), suspend) == (
+        "busy_poll_budget 0 -> 64, prefer_busy_poll 0 -> 1"
+    )
+    assert describe_change(suspend, EpollParams(5, 64, True)) == "busy_poll_usecs 0 -> 5"
+    assert describe_change(suspend, suspend) == f"unchanged ({suspend})"
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().split("   ") if c.strip()]
+
+
+def test_attach_show_has_one_headed_parameters_column(
+    capsys: pytest.CaptureFixture[str], epoll_target: subprocess.Popen[str]
+) -> None:
+    assert main(["attach", str(epoll_target.pid), "--show"]) == 0
+    header, _rule, row = capsys.readouterr().out.splitlines()
+    assert _cells(header) == ["PID", "EPOLL FD", "PARAMETERS", "SOCKETS", "NAPI IDS", "NOTE"]
+    assert _cells(row)[2] == "busy_poll_usecs=0 busy_poll_budget=0 prefer_busy_poll=0"
+    assert len(_cells(row)) == len(_cells(header))
+
+
+SUSPEND_CHANGE = "busy_poll_budget 0 -> 64, prefer_busy_poll 0 -> 1"
+SUSPEND_UNDONE = "busy_poll_budget 64 -> 0, prefer_busy_poll 1 -> 0"
+
+
+def test_attach_diff_and_restore_print_an_epoll_change_alike(
+    capsys: pytest.CaptureFixture[str], epoll_target: subprocess.Popen[str]
+) -> None:
+    pid = str(epoll_target.pid)
+    assert main(["attach", pid, "--preset", "suspend"]) == 0
+    header, _rule, row = capsys.readouterr().out.splitlines()
+    assert _cells(header)[2] == "CHANGE" and _cells(row)[2] == SUSPEND_CHANGE
+    assert main(["napi", "diff"]) == 0
+    assert capsys.readouterr().out.strip().endswith(f": {SUSPEND_CHANGE} (before -> now)")
+    assert main(["restore"]) == 0
+    out = capsys.readouterr()
+    assert f"of pid {pid}: restored {SUSPEND_UNDONE}\n" in out.out
+    assert "EpollParams" not in out.out + out.err
+
+
+def test_run_reports_an_attachment_as_a_change() -> None:
+    code = "import select, time; e = select.epoll(); time.sleep(1)"
+    argv = [*NETDEVKIT, "run", "--preset", "suspend", "--", sys.executable, "-c", code]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert f"epoll fd 3: {SUSPEND_CHANGE}\n" in done.stderr, done.stderr

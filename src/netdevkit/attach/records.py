@@ -21,7 +21,7 @@ import os
 from typing import Any
 
 from .. import _fault
-from ..busypoll.epoll import EpollParams, get_params, is_epoll_fd, set_params
+from ..busypoll.epoll import EpollParams, describe_change, get_params, is_epoll_fd, set_params
 from ..errors import FdGone, NotFoundError, ProcessGone
 from ..journal import Record, RestoreOutcome, key_of, register_kind
 from .pidfd import Pidfd
@@ -122,7 +122,8 @@ class EpollRestorer:
                 )
             _fault.point("epoll-restore")
             set_params(dup, old)
-            return RestoreOutcome(record, "restored", f"{label}: restored {new} -> {old}")
+            change = describe_change(new, old)
+            return RestoreOutcome(record, "restored", f"{label}: restored {change}")
         finally:
             os.close(dup)
             pidfd.close()

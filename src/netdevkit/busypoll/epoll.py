@@ -47,6 +47,7 @@ __all__ = [
     "S32_MAX",
     "EpollParams",
     "ParamsMismatchError",
+    "describe_change",
     "get_params",
     "has_cap_net_admin",
     "is_epoll_fd",
@@ -86,6 +87,11 @@ class EpollParams:
     busy_poll_budget: int = 0
     prefer_busy_poll: bool = False
 
+    def __str__(self) -> str:
+        """``busy_poll_usecs=50 busy_poll_budget=64 prefer_busy_poll=1``: how every
+        message and table shows a context's parameters (see :func:`describe_change`)."""
+        return " ".join(f"{name}={value}" for name, value in _fields(self))
+
     def pack(self) -> bytes:
         """The 8 bytes of ``struct epoll_params``; raises :class:`RequestError` out of range."""
         validate_params(self, has_cap_net_admin=True)
@@ -101,6 +107,26 @@ class EpollParams:
         usecs, budget, prefer, _pad = _EPOLL_PARAMS.unpack(data)
         # prefer_busy_poll is a u8 the kernel only ever stores as 0 or 1.
         return cls(busy_poll_usecs=usecs, busy_poll_budget=budget, prefer_busy_poll=bool(prefer))
+
+
+def _fields(p: EpollParams) -> tuple[tuple[str, int], ...]:
+    # the struct's field names; prefer_busy_poll as the kernel stores it (0 or 1)
+    return (
+        ("busy_poll_usecs", p.busy_poll_usecs),
+        ("busy_poll_budget", p.busy_poll_budget),
+        ("prefer_busy_poll", int(p.prefer_busy_poll)),
+    )
+
+
+def describe_change(old: EpollParams, new: EpollParams) -> str:
+    """``busy_poll_budget 0 -> 64, prefer_busy_poll 0 -> 1``: the fields that differ, the way
+    ``napi diff`` shows a change; ``unchanged (busy_poll_usecs=0 ...)`` when none does.
+
+    The one way netdevkit prints an epoll change (attach, run, detach, restore, diff).
+    """
+    pairs = zip(_fields(old), _fields(new), strict=True)
+    changes = [f"{name} {a} -> {b}" for (name, a), (_same, b) in pairs if a != b]
+    return ", ".join(changes) if changes else f"unchanged ({new})"
 
 
 def has_cap_net_admin() -> bool:

@@ -198,38 +198,34 @@ def register(sub: SubParsers) -> None:
 # --- output -------------------------------------------------------------------------------
 
 
-def _fmt(p: EpollParams) -> str:
-    return f"{p.busy_poll_usecs}/{p.busy_poll_budget}/{int(p.prefer_busy_poll)}"
-
-
 def _sockets(c: ContextReport) -> str:
     n = sum(1 for w in c.watched if w.kind == "socket")
     other = len(c.watched) - n
     return f"{n}" + (f" (+{other} other)" if other else "")
 
 
-def _rows(contexts: list[ContextReport]) -> list[list[str]]:
+def _rows(contexts: list[ContextReport], changed: bool) -> list[list[str]]:
+    from ..busypoll.epoll import describe_change
+
     return [
         [
             str(c.epoll.pid),
             str(c.epoll.fd) + ("" if c.epoll.shared_table else f" (tid {c.epoll.tid})"),
-            _fmt(c.old),
-            _fmt(c.new),
+            describe_change(c.old, c.new) if changed else str(c.new),
             _sockets(c),
             ",".join(map(str, c.napi_ids)) or "-",
-            "MIXED" if c.mixed else "",
+            "mixed NAPIs" if c.mixed else "-",
         ]
         for c in contexts
     ]
 
 
-_COLUMNS = ("PID", "EPOLL FD", "OLD u/b/p", "NEW u/b/p", "SOCKETS", "NAPI IDS", "")
-
-
-def _print_contexts(contexts: list[ContextReport], empty: str) -> None:
+def _print_contexts(contexts: list[ContextReport], empty: str, *, changed: bool = True) -> None:
+    """One row per context: what attach changed (*changed*), or what it carries now."""
     from .show import print_table
 
-    print_table(_COLUMNS, _rows(contexts), empty)
+    columns = ("PID>", "EPOLL FD", "CHANGE" if changed else "PARAMETERS", "SOCKETS", "NAPI IDS")
+    print_table((*columns, "NOTE"), _rows(contexts, changed), empty)
 
 
 def _warn(lines: Iterator[str] | list[str] | tuple[str, ...]) -> None:
@@ -363,7 +359,7 @@ def run_attach(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(result.to_dict()))
         else:
-            _print_contexts(list(result.contexts), f"pid {args.pid} has no epoll fd")
+            _print_contexts(list(result.contexts), f"pid {args.pid} has no epoll fd", changed=False)
             _warn(result.warnings)
         return 0
     from ..errors import RequestError
@@ -452,6 +448,7 @@ def _watch_until_exit(
     child: subprocess.Popen[bytes], watcher: AttachWatcher, interval: float, quiet: bool
 ) -> None:
     """Attach to *child*'s new epoll contexts every *interval* seconds until it exits."""
+    from ..busypoll.epoll import describe_change
     from ..errors import NetdevkitError
 
     reported = 0
@@ -470,7 +467,7 @@ def _watch_until_exit(
             for c in added:
                 print(
                     f"netdevkit run: pid {c.epoll.pid} epoll {c.epoll}: "
-                    f"{_fmt(c.old)} -> {_fmt(c.new)} (usecs/budget/prefer)",
+                    + describe_change(c.old, c.new),
                     file=sys.stderr,
                 )
         _warn(watcher.warnings[reported:])

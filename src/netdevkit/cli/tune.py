@@ -411,8 +411,21 @@ def _diff_line(o: DiffOutcome) -> str:
         return f"{head}: gone"
     if not o.differs:
         return f"{head}: at its value before netdevkit"
-    changes = ", ".join(f"{k} {b} -> {a}" for k, (b, a) in o.differs.items())
+    changes = _epoll_change(o) or ", ".join(f"{k} {b} -> {a}" for k, (b, a) in o.differs.items())
     return f"{head}: {changes} (before -> now)"
+
+
+def _epoll_change(o: DiffOutcome) -> str | None:
+    """An epoll record's difference as attach, run and restore print it; None for others."""
+    from ..attach.records import KIND, params_from
+    from ..busypoll.epoll import describe_change
+
+    if o.record.kind != KIND or o.current is None:
+        return None
+    try:
+        return describe_change(params_from(o.record.before), params_from(o.current))
+    except (KeyError, TypeError, ValueError):  # a hand-edited record: the generic form
+        return None
 
 
 def run_presets(args: argparse.Namespace) -> int:
