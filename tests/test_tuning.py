@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ from netdevkit.tuning.model import (
     settings_to_json,
     validate_settings,
 )
-from netdevkit.tuning.presets import PRESETS, NapiSettings
+from netdevkit.tuning.presets import PRESETS, NapiSettings, get_preset
 from netdevkit.tuning.profile import parse_profile
 
 T1 = Target("netlink", "ns1", "veth0", 5, 513, 0)
@@ -217,11 +218,35 @@ def test_profile_parses_presets_values_and_overrides() -> None:
         ("version = 2\n", "version 2"),
         ("", "no [[interface]]"),
         ("[[interface]\n", "not valid TOML"),
+        # a count takes neither a fraction nor a duration; say so, where
+        (
+            '[[interface]]\nmatch = "x"\ndefer-hard-irqs = 1.5\n',
+            "[[interface]] #1 (match 'x'): defer-hard-irqs=1.5: a count is a whole number "
+            "0..2147483647 (no fraction, no unit)",
+        ),
+        ('[[interface]]\nmatch = "x"\ngro-flush-timeout = 1.5\n', "expected a duration"),
+        # the wrong type where [[interface]] tables belong is named, not "no tables"
+        ('interface = "a"\n', "interface = a string ('a'): interfaces are [[interface]] tables"),
+        ("interface = 3\n", "interface = an integer (3)"),
+        ('[interface]\nmatch = "x"\n', "interface = a single [interface] table"),
+        (
+            '[[interface]]\nmatch = "x"\npreset = "suspnd"\n',
+            "[[interface]] #1 (match 'x'): unknown preset 'suspnd'; did you mean 'suspend'?",
+        ),
     ],
 )
 def test_profile_errors_name_the_problem(text: str, needle: str) -> None:
-    with pytest.raises(RequestError, match=needle.replace("[", r"\[").replace("(", r"\(")):
+    with pytest.raises(RequestError, match=re.escape(needle)):
         parse_profile(text)
+
+
+@pytest.mark.parametrize(("name", "hint"), [("suspnd", "suspend"), ("fulbusy", "fullbusy")])
+def test_mistyped_preset_gets_did_you_mean(name: str, hint: str) -> None:
+    with pytest.raises(RequestError) as exc:
+        get_preset(name)
+    assert str(exc.value) == (
+        f"unknown preset {name!r}; did you mean {hint!r}? (known: {', '.join(PRESETS)})"
+    )
 
 
 def test_example_profile_parses() -> None:

@@ -213,6 +213,33 @@ def test_bad_input_changes_nothing(
     assert (state / "journal.json").read_bytes() == journal_before
 
 
+def test_napi_id_of_another_namespace_names_that_namespace(testbed: Testbed, state: Path) -> None:
+    """NAPI ids are global; napi-get answers per namespace: say where the id lives."""
+    ns = testbed.server_ns
+    (napi,) = napis(testbed)
+    p = cli("napi", "set", "--id", str(napi.id), "--defer-hard-irqs", "1", check=1)
+    assert p.stderr == (
+        f"netdevkit: error: no NAPI instance with id {napi.id} in this network namespace; "
+        f"NAPI ids are global, and {napi.id} is {IF}'s in network namespace {ns!r}; name that "
+        f"namespace: --netns {ns}\n"
+    )
+    p = cli(
+        "napi",
+        "set",
+        "--netns",
+        testbed.client_ns,
+        "--id",
+        str(napi.id),
+        "--threaded",
+        "on",
+        check=1,
+    )
+    assert f"in network namespace {testbed.client_ns!r}; NAPI ids are global" in p.stderr
+    assert p.stderr.endswith(f"name that namespace: --netns {ns}\n")
+    assert napis(testbed) == [napi]
+    assert not (state / "journal.json").exists()
+
+
 def test_bad_value_in_a_list_is_refused_before_the_first_write(
     testbed4: Testbed, state: Path
 ) -> None:

@@ -19,9 +19,10 @@ from dataclasses import replace
 from typing import Literal, Protocol
 
 from .. import kver
-from ..errors import NotFoundError, RequestError, UnsupportedError
+from ..errors import NetdevkitError, NotFoundError, RequestError, UnsupportedError
 from ..netdev.client import Napi, Netdev, ifindex_of, ifnames
 from ..netdev.family import THREADED_BUSY_POLL_SINCE, NapiThreaded
+from ..netns import list_names
 from . import sysfs
 from .model import KNOBS, BackendName, Target, threaded_value
 from .presets import NapiSettings
@@ -88,6 +89,43 @@ def _check_busy_poll(target: Target, wanted: NapiSettings) -> None:
         )
 
 
+def _no_such_napi(napi_id: int, netns: str | None) -> NotFoundError:
+    """The error for a NAPI id *netns* does not have, saying where it lives if anywhere.
+
+    NAPI ids are global (one counter for the whole system, napi_hash_add), but napi-get
+    answers only for devices of the caller's network namespace: an id from `napi show
+    --netns X` is unknown without `--netns X`. So the other namespaces are asked.
+    """
+    head = f"no NAPI instance with id {napi_id}" + (
+        _where(netns) if netns else " in this network namespace"
+    )
+    for other in [None, *list_names()]:
+        if other == netns:
+            continue
+        try:
+            with Netdev.open(other) as nd:
+                n = nd.napi_get(napi_id)
+            ifname = ifnames(other).get(n.ifindex, f"ifindex {n.ifindex}")
+        except NetdevkitError:
+            continue
+        if other is None:
+            return NotFoundError(
+                f"{head}; NAPI ids are global, and {napi_id} is {ifname}'s in the default "
+                "network namespace",
+                hint="leave the namespace out",
+            )
+        return NotFoundError(
+            f"{head}; NAPI ids are global, and {napi_id} is {ifname}'s in network namespace "
+            f"{other!r}",
+            hint=f"name that namespace: `netns={other}`",
+        )
+    return NotFoundError(
+        f"{head} (list them with `netdevkit napi show`; ids change when a device is reset, "
+        "e.g. veth GRO toggled)",
+        hint="a NAPI of another network namespace needs `netns`",
+    )
+
+
 class NetlinkBackend:
     """Per-NAPI settings through the netdev family; one connection per netns."""
 
@@ -137,11 +175,7 @@ class NetlinkBackend:
             try:
                 n = self.conn(netns).napi_get(napi_id)
             except NotFoundError:
-                raise NotFoundError(
-                    f"no NAPI instance with id {napi_id}{_where(netns)} "
-                    "(list them with `netdevkit napi show`; ids change when a device "
-                    "is reset, e.g. veth GRO toggled)"
-                ) from None
+                raise _no_such_napi(napi_id, netns) from None
             ids = [x.id for x in self._device(netns, n.ifindex)]
             pos = ids.index(n.id) if n.id in ids else None
             ifname = names.get(n.ifindex, f"ifindex{n.ifindex}")

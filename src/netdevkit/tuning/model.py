@@ -176,14 +176,26 @@ def parse_knob(name: str, value: object) -> int | bool:
         if field in DURATION_KNOBS:
             return check_user_timeout(name, parse_duration_ns(value))
         return parse_count(value, name)
-    raise RequestError(f"{name}={value!r}: expected a number or a string like '200us'")
+    if field in DURATION_KNOBS:
+        raise RequestError(
+            f"{name}={value!r}: expected a duration, a string like '200us' or a whole number "
+            "of nanoseconds"
+        )
+    raise RequestError(
+        f"{name}={value!r}: a count is a whole number 0..{S32_MAX} (no fraction, no unit)"
+    )
 
 
 def settings_from_mapping(values: Mapping[str, object], what: str = "") -> NapiSettings:
     """``{"defer-hard-irqs": 100, "gro-flush-timeout": "200us"}`` -> validated settings."""
     kw: dict[str, Any] = {}
     for name, value in values.items():
-        kw[_BY_KERNEL_NAME.get(name, name)] = parse_knob(name, value)
+        try:
+            kw[_BY_KERNEL_NAME.get(name, name)] = parse_knob(name, value)
+        except RequestError as err:
+            if not what:
+                raise
+            raise RequestError(f"{what}: {err.args[0]}", hint=err.hint) from None
     return validate_settings(NapiSettings(**kw), what)
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from ..busypoll.config import BusyPollConfig
 from ..errors import RequestError
 from ..netdev.family import NapiThreaded
+from ..suggest import did_you_mean
 
 US = 1_000
 MS = 1_000_000
@@ -99,4 +100,6 @@ def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]
     except KeyError:
-        raise RequestError(f"unknown preset {name!r} (known: {', '.join(PRESETS)})") from None
+        raise RequestError(
+            f"unknown preset {name!r}{did_you_mean(name, PRESETS)} (known: {', '.join(PRESETS)})"
+        ) from None

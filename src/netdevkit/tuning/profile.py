@@ -25,7 +25,6 @@ current values and keeps only the knobs that differ.
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import tomllib
 from collections.abc import Mapping
@@ -34,6 +33,7 @@ from typing import Any
 
 from ..errors import NotFoundError, RequestError
 from ..netdev.client import ifnames
+from ..suggest import did_you_mean
 from .backends import check_choice
 from .model import KNOBS, Plan, Target, is_empty, overlay, settings_from_mapping
 from .napi import Tuner
@@ -77,10 +77,9 @@ class Profile:
 def _check_keys(table: Mapping[str, Any], known: tuple[str, ...], where: str) -> None:
     for key in table:
         if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
             raise RequestError(
-                f"{where}: unknown key {key!r}{hint} (known keys: {', '.join(known)})"
+                f"{where}: unknown key {key!r}{did_you_mean(key, known)} (known keys: "
+                f"{', '.join(known)})"
             )
 
 
@@ -120,7 +119,10 @@ def _rule(table: object, i: int, default_netns: str | None) -> Rule:
     netns = _str(table["netns"], f"{where}.netns") if "netns" in table else default_netns
     base = NapiSettings()
     if "preset" in table:
-        base = get_preset(_str(table["preset"], f"{where}.preset")).napi
+        try:
+            base = get_preset(_str(table["preset"], f"{where}.preset")).napi
+        except RequestError as err:
+            raise RequestError(f"{where}: {err}") from None
     settings = overlay(base, settings_from_mapping(_knobs(table), where))
     raw_overrides = table.get("napi", [])
     if not isinstance(raw_overrides, list):
@@ -149,6 +151,17 @@ def _rule(table: object, i: int, default_netns: str | None) -> Rule:
     return Rule(where, match, netns, settings, tuple(overrides))
 
 
+_TABLES = "interfaces are [[interface]] tables (double brackets), one per interface rule"
+
+
+def _toml_type(value: object) -> str:
+    """A TOML value's kind, as a profile's author wrote it."""
+    if isinstance(value, dict):
+        return "a single [interface] table"
+    names = {bool: "a boolean", str: "a string", int: "an integer", float: "a float"}
+    return f"{names.get(type(value), 'a ' + type(value).__name__)} ({value!r})"
+
+
 def parse_profile(text: str, source: str = "<profile>") -> Profile:
     """Parse and check a profile; raises :class:`RequestError` naming the bad key."""
     try:
@@ -163,7 +176,9 @@ def parse_profile(text: str, source: str = "<profile>") -> Profile:
         backend = check_choice(_str(data["backend"], f"{source}: backend"), "backend")
     netns = _str(data["netns"], f"{source}: netns") if "netns" in data else None
     rules = data.get("interface")
-    if not isinstance(rules, list) or not rules:
+    if rules is not None and not isinstance(rules, list):
+        raise RequestError(f"{source}: interface = {_toml_type(rules)}: {_TABLES}")
+    if not rules:
         raise RequestError(f"{source}: no [[interface]] tables: nothing to apply")
     return Profile(backend, tuple(_rule(r, i, netns) for i, r in enumerate(rules)), source)
 
