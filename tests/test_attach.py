@@ -602,3 +602,45 @@ def test_cli_attach_refuses_contradictions(capsys: pytest.CaptureFixture[str]) -
     err = capsys.readouterr().err
     assert err.count("\n") == 2, err  # one line each
     assert "--watch" in err and "--hold" in err
+
+
+# --- many contexts: detach restores every one ------------------------------------------------
+
+MANY = 300
+
+
+@needs_root
+def test_cli_detach_restores_every_one_of_hundreds_of_contexts(
+    child_factory: StartChild, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from netdevkit.cli.main import main
+
+    monkeypatch.setenv("NETDEVKIT_STATE_DIR", str(tmp_path / "state"))
+    child = child_factory("n", str(MANY))
+    child.wait_ready()
+    assert main(["attach", "--pid", str(child.pid), "--preset", "suspend", "-j"]) == 0
+    assert child.own_params() == [SUSPEND] * MANY
+    journal = Journal(str(tmp_path / "state"))
+    assert len(journal.records("epoll")) == MANY
+    assert main(["detach", "--pid", str(child.pid)]) == 0
+    assert child.own_params() == [DEFAULT] * MANY
+    assert journal.records() == []
+
+
+@needs_root
+def test_journaled_watcher_restores_every_one_of_hundreds_of_contexts(
+    child_factory: StartChild, tmp_path: Path
+) -> None:
+    child = child_factory("n", str(MANY))
+    child.wait_ready()
+    journal = Journal(str(tmp_path / "state"))
+    with AttachWatcher(child.pid, SUSPEND_CFG, journal=journal) as watcher:
+        assert len(watcher.scan()) == MANY
+        assert watcher.scan() == []  # not twice
+        assert child.own_params() == [SUSPEND] * MANY
+        records = journal.records("epoll")
+        assert len(records) == MANY and all(r.before["busy_poll_budget"] == 0 for r in records)
+        (undone,) = watcher.detach()
+    assert len(undone.restored) == MANY and undone.skipped == ()
+    assert child.own_params() == [DEFAULT] * MANY
+    assert journal.records() == []

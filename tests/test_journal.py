@@ -190,3 +190,41 @@ def test_a_damaged_journal_is_one_clear_error(tmp_path: Path, content: bytes) ->
 def test_kind_modules_register_napi_and_epoll() -> None:
     assert jmod.load_kind_modules() == []
     assert {"napi", "epoll"} <= set(jmod.registered_kinds())
+
+
+def test_restore_all_writes_the_journal_once_and_also_when_interrupted(
+    tmp_path: Path, box: Box, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    j = Journal(str(tmp_path))
+    keys = [f"k{i}" for i in range(200)]
+    box.values = {k: {"v": 9} for k in keys}
+    j.add([rec(k, 1) for k in keys])
+    saves: list[int] = []
+    real_save = Journal._save
+
+    def counting_save(self: Journal, records: Any) -> None:
+        saves.append(len(records))
+        real_save(self, records)
+
+    monkeypatch.setattr(Journal, "_save", counting_save)
+    box.fail = {"k0"}
+    assert [o.status for o in restore_all(j)].count("restored") == 199
+    assert saves == [1]  # one rewrite for 200 records (it was one per record: quadratic)
+    assert [r.key for r in j.records()] == ["k0"]
+
+    # Ctrl-C in the middle: what was put back leaves the journal, the rest stays.
+    box.fail = set()
+    j.add([rec(k, 1) for k in keys[1:]])
+    box.values = {k: {"v": 9} for k in keys}
+    real_restore = box.restore
+
+    def interrupted(record: Record) -> str:
+        if record.key == "k100":
+            raise KeyboardInterrupt
+        return real_restore(record)
+
+    monkeypatch.setattr(box, "restore", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        restore_all(j)
+    assert sorted(r.key for r in j.records()) == sorted(keys[:101])
+    assert all(box.values[k] == {"v": 1} for k in keys[101:])

@@ -24,6 +24,7 @@ interval are missed; that is the price of not tracing the program.
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -115,35 +116,58 @@ class AttachWatcher:
         keys = {(e.tid, e.fd) for e in epolls}
         for gone in set(proc.contexts) - keys:
             del proc.contexts[gone]
+        pending: list[tuple[EpollFd, int, EpollParams]] = []
         added = []
-        for e in epolls:
-            report = self._handle(proc, e)
-            if report is not None:
+        try:
+            for e in epolls:
+                held = self._hold(proc, e)
+                if held is not None:
+                    pending.append((e, *held))
+            self._journal(proc, pending)  # one journal write per scan, before any change
+            for e, dup, now in pending:
+                new = now if now == self.params else self._set(dup)
+                report = ContextReport(e, now, new, watched_in(proc.target, e))
                 proc.contexts[(e.tid, e.fd)] = report
                 added.append(report)
+        finally:
+            for _e, dup, _now in pending:
+                os.close(dup)
         return added
 
-    def _handle(self, proc: _Proc, e: EpollFd) -> ContextReport | None:
+    def _hold(self, proc: _Proc, e: EpollFd) -> tuple[int, EpollParams] | None:
+        """A copy of context *e* and its parameters, if it is one to set (see the module
+        docstring); None if not."""
         known = proc.contexts.get((e.tid, e.fd))
         try:
-            with proc.target.copy(e) as dup:
-                if not is_epoll_fd(dup):
-                    return None
-                now = get_params(dup)
-                if known is not None and (now != _DEFAULT or now == self.params):
-                    return None
-                new = now if now == self.params else self._set(proc, e, dup, now)
+            dup = proc.target.dup(e)
         except FdGone:
             return None
-        return ContextReport(e, now, new, watched_in(proc.target, e))
+        try:
+            if is_epoll_fd(dup):
+                now = get_params(dup)
+                if known is None or (now == _DEFAULT and now != self.params):
+                    return dup, now
+        except BaseException:
+            os.close(dup)
+            raise
+        os.close(dup)
+        return None
 
-    def _set(self, proc: _Proc, e: EpollFd, dup: int, now: EpollParams) -> EpollParams:
-        """Journal the context's old parameters (if a journal was given), then set ours."""
-        if self.journal is not None:
-            record = epoll_record(e, proc.start_time, now, self.params)
-            if not self.journal.add([record]):
-                self.journal.update([record])  # journaled before: keep its older values
-            self._records[record.ident] = record
+    def _journal(self, proc: _Proc, pending: list[tuple[EpollFd, int, EpollParams]]) -> None:
+        """Journal the old parameters of the contexts about to change (if a journal was
+        given); contexts journaled before keep their older values."""
+        records = [
+            epoll_record(e, proc.start_time, now, self.params)
+            for e, _dup, now in pending
+            if now != self.params
+        ]
+        if self.journal is None or not records:
+            return
+        fresh = {r.ident for r in self.journal.add(records)}
+        self.journal.update(r for r in records if r.ident not in fresh)
+        self._records.update((r.ident, r) for r in records)
+
+    def _set(self, dup: int) -> EpollParams:
         _fault.point("epoll-set")
         return set_params(dup, self.params)
 
