@@ -74,10 +74,22 @@ class Claim:
 def _missing(res: Results, workload: str, server: str, modes: tuple[str, ...]) -> str:
     parts = []
     for m in modes:
-        if not res.select(mode=m, workload=workload, server=server, include_client_limited=True):
+        every = res.select(
+            mode=m,
+            workload=workload,
+            server=server,
+            include_client_limited=True,
+            include_disturbed=True,
+        )
+        if not every:
             parts.append(f"{m} was not run on {workload}/{server}")
         elif not res.select(mode=m, workload=workload, server=server):
-            parts.append(f"every {m} sample was client-limited")
+            limited = sum(s.client_limited for s in every)
+            disturbed = sum(bool(s.disturbed) for s in every)
+            parts.append(
+                f"no clean {m} sample ({disturbed} of {len(every)} disturbed, "
+                f"{limited} client-limited)"
+            )
     return "; ".join(parts) or "no load measured by all of " + ", ".join(modes)
 
 

@@ -52,7 +52,10 @@ from ..procfs import CLK_TCK, descendants, parse_netstat, parse_softnet, parse_s
 __all__ = [
     "CpuSnapshot",
     "CpuUsage",
+    "Watch",
     "descendants",
+    "ksoftirqd_pids",
+    "parse_cpu_times",
     "parse_proc_net_pairs",
     "parse_proc_stat",
     "parse_softirqs",
@@ -101,6 +104,65 @@ def parse_softnet_stat(text: str) -> dict[str, int]:
         "dropped": sum(r.dropped for r in rows),
         "time_squeeze": sum(r.time_squeeze for r in rows),
     }
+
+
+def parse_cpu_times(text: str) -> dict[int, tuple[int, int]]:
+    """(busy, steal) clock ticks per CPU number from ``/proc/stat``: busy is user + nice +
+    system + irq + softirq (columns 1-3, 6-7), steal column 8."""
+    out: dict[int, tuple[int, int]] = {}
+    for line in text.splitlines():
+        if line.startswith("cpu") and line[3:4].isdigit():
+            v = [int(x) for x in line.split()[1:9]]
+            out[int(line.split()[0][3:])] = (v[0] + v[1] + v[2] + v[5] + v[6], v[7])
+    return out
+
+
+def ksoftirqd_pids() -> dict[int, int]:
+    """{cpu: pid} of the ``ksoftirqd/N`` kthreads (the softirq work a CPU defers runs
+    there: the bench's own network processing, not another task)."""
+    out: dict[int, int] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            comm = read_text(f"/proc/{name}/comm").strip()
+        except OSError:
+            continue
+        if comm.startswith("ksoftirqd/") and comm[10:].isdigit():
+            out[int(comm[10:])] = int(name)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """Processes a snapshot reads besides the server: the client, the NAPI kthreads (their
+    CPU is the server's: threaded NAPI polls for it) and ``ksoftirqd`` per CPU."""
+
+    client: int | None = None
+    kthreads: tuple[int, ...] = ()
+    ksoftirqd: Mapping[int, int] = field(default_factory=dict)
+
+
+def _schedstat(pid: int) -> tuple[float, float]:
+    """(runtime, run-queue delay) in seconds of every live thread of *pid*."""
+    run = delay = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            fields = read_text(f"/proc/{pid}/task/{tid}/schedstat").split()
+        except FileNotFoundError:
+            continue
+        run += int(fields[0])
+        delay += int(fields[1])
+    return run / 1e9, delay / 1e9
+
+
+def _runtime_or_none(pid: int | None) -> float | None:
+    if pid is None:
+        return None
+    try:
+        return _schedstat(pid)[0]
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 #: ``/proc/net/netstat`` or ``/proc/net/snmp`` as {"TcpExt:BusyPollRxPackets": n, ...}
@@ -180,21 +242,50 @@ class CpuSnapshot:
     process: float | None
     softirq_ticks: Mapping[int, int]
     counters: Mapping[str, int] = field(default_factory=dict)
+    #: per CPU: (busy, steal) ticks (:func:`parse_cpu_times`)
+    cpu_ticks: Mapping[int, tuple[int, int]] = field(default_factory=dict)
+    #: seconds the server's threads waited runnable (schedstat field 2), None: unknown
+    run_delay: float | None = None
+    #: CPU seconds of the client, of the NAPI kthreads, of ksoftirqd per CPU
+    client: float | None = None
+    kthreads: float = 0.0
+    ksoftirqd: Mapping[int, float] = field(default_factory=dict)
 
     def usage_since(self, before: CpuSnapshot) -> CpuUsage:
         """What happened between *before* and this snapshot."""
         wall = self.wall - before.wall
         if wall <= 0:
             raise ValueError("snapshots out of order")
-        proc = None
-        if self.process is not None and before.process is not None:
-            proc = (self.process - before.process) / wall
+
+        def rate(a: float | None, b: float | None) -> float | None:
+            return None if a is None or b is None else (a - b) / wall
+
         per_cpu = {
             cpu: (ticks - before.softirq_ticks.get(cpu, ticks)) / CLK_TCK / wall
             for cpu, ticks in self.softirq_ticks.items()
         }
         deltas = {k: v - before.counters.get(k, v) for k, v in self.counters.items()}
-        return CpuUsage(wall, proc, sum(per_cpu.values()), per_cpu, deltas)
+        busy, steal = {}, {}
+        for cpu, (b, st) in self.cpu_ticks.items():
+            b0, st0 = before.cpu_ticks.get(cpu, (b, st))
+            busy[cpu] = (b - b0) / CLK_TCK / wall
+            steal[cpu] = (st - st0) / CLK_TCK / wall
+        soft_k = {
+            cpu: (t - before.ksoftirqd.get(cpu, t)) / wall for cpu, t in self.ksoftirqd.items()
+        }
+        return CpuUsage(
+            wall,
+            rate(self.process, before.process),
+            sum(per_cpu.values()),
+            per_cpu,
+            deltas,
+            busy_per_cpu=busy,
+            steal_per_cpu=steal,
+            run_delay_share=rate(self.run_delay, before.run_delay),
+            client_cores=rate(self.client, before.client),
+            kthread_cores=(self.kthreads - before.kthreads) / wall,
+            ksoftirqd_cores=soft_k,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,20 +297,47 @@ class CpuUsage:
     softirq_cores: float
     softirq_per_cpu: Mapping[int, float]
     counters: Mapping[str, int]
+    #: per CPU: cores busy (ticks) and stolen
+    busy_per_cpu: Mapping[int, float] = field(default_factory=dict)
+    steal_per_cpu: Mapping[int, float] = field(default_factory=dict)
+    run_delay_share: float | None = None
+    client_cores: float | None = None
+    kthread_cores: float = 0.0
+    ksoftirqd_cores: Mapping[int, float] = field(default_factory=dict)
 
 
-def snapshot(pid: int | None = None) -> CpuSnapshot:
-    """Read every counter now; *pid* is the server (``None``: no process)."""
+def snapshot(pid: int | None = None, watch: Watch | None = None) -> CpuSnapshot:
+    """Read every counter now; *pid* is the server (``None``: no process), *watch* the
+    other processes whose CPU the validity rules need."""
     proc = None
+    delay = None
     if pid is not None:
         try:
             proc = process_cpu_seconds(pid)
-        except NotFoundError:
-            proc = None
+            delay = _schedstat(pid)[1]
+            for child in descendants(pid):
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    delay += _schedstat(child)[1]
+        except (NotFoundError, FileNotFoundError, IndexError, ValueError):
+            proc = delay = None
+    w = watch or Watch()
+    kthreads = sum(x for x in (_runtime_or_none(k) for k in w.kthreads) if x is not None)
+    soft_k = {c: t for c, k in w.ksoftirqd.items() if (t := _runtime_or_none(k)) is not None}
     softnet = parse_softnet_stat(read_text("/proc/net/softnet_stat"))
     softirqs = parse_softirqs(read_text("/proc/softirqs"))
     counters = {f"softnet_{k}": v for k, v in softnet.items()}
     counters.update({f"softirqs_{k.lower()}": v for k, v in softirqs.items()})
     if pid is not None:
         counters.update(server_counters(pid))
-    return CpuSnapshot(time.monotonic(), proc, parse_proc_stat(read_text("/proc/stat")), counters)
+    stat = read_text("/proc/stat")
+    return CpuSnapshot(
+        time.monotonic(),
+        proc,
+        parse_proc_stat(stat),
+        counters,
+        cpu_ticks=parse_cpu_times(stat),
+        run_delay=delay,
+        client=_runtime_or_none(w.client),
+        kthreads=kthreads,
+        ksoftirqd=soft_k,
+    )

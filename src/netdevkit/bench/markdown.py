@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from .claims import MEASURED_NOT, evaluate_claims
 from .recommend import recommend
 from .results import Results
-from .table import HEADERS, cells, rate_label, rows
+from .table import HEADERS, capacity_line, cells, rate_label, rows
+from .validity import noise_line, run_warning
 
 __all__ = ["markdown_report"]
 
@@ -24,7 +25,11 @@ def markdown_report(res: Results, plots: Sequence[str] = (), target_us: float | 
     """The Markdown report: the recommendation first, then setup, capacities, claims
     with verdicts and numbers, the table and caveats."""
     target = target_us or res.config.target_p99_us or 100.0
-    lines = ["# netdevkit bench report", "", f"## Which mode (p99 target {target:g} us)", ""]
+    lines = ["# netdevkit bench report", ""]
+    warning = run_warning(res.samples)
+    if warning:
+        lines += [f"**{warning}**", ""]
+    lines += [f"## Which mode (p99 target {target:g} us)", ""]
     lines += [f"- {r.text}" for r in recommend(res, target)] or ["- no samples in this run"]
     lines += _this_run(res)
     lines += _claims(res)
@@ -61,12 +66,11 @@ def _this_run(res: Results) -> list[str]:
         + ".",
         "",
     ]
-    for cap in res.capacities:
-        swept = ", ".join(f"{x}/s" for x in cap.loads)
-        lines.append(
-            f"- capacity of {cap.workload}/{cap.server}: {cap.rate:.0f}/s ({cap.method}; "
-            f"probe p50 {cap.p50:.1f} us, p99 {cap.p99:.1f} us); swept at {swept}"
-        )
+    lines += [f"- {capacity_line(cap)}" for cap in res.capacities]
+    if res.noise_floor is not None:
+        lines.append(f"- {noise_line(res.noise_floor)}")
+    if cfg.work_us:
+        lines.append(f"- the echo `fast` server did {cfg.work_us} us of CPU work per request")
     return lines
 
 
@@ -97,15 +101,22 @@ def _how_to_read(res: Results) -> list[str]:
         )
     if "rtt" in kinds:
         lines.append(
-            "- memcached (mcload) and redis latencies are whole round trips, measured from each "
-            "request's scheduled send time (open loop: no coordinated omission)."
+            "- memcached and redis latencies are whole round trips. Every open-loop latency is "
+            "measured from the request's intended send time (no coordinated omission) by one "
+            "spinning client thread (`netdevkit.bench.loadgen.openloop`)."
         )
     lines += [
         "- *load* is what was asked for; *achieved/s* is what the server answered. "
         "Samples whose load generator could not keep up are flagged client-limited and count "
         "for no claim.",
-        "- Server CPU is user+system of the server process tree; softirq is summed over all CPUs "
-        "(on veth the sender's napi_schedule raises it, so it includes the client side).",
+        "- *CPU* is the server's: the scheduler's runtime (schedstat) of every thread of the "
+        "server process tree plus, in threaded modes, of the NAPI kthread that polls for it; "
+        "softirq is summed over all CPUs (on veth the sender's napi_schedule raises it, so it "
+        "includes the client side).",
+        "- A sample marked *disturbed* had another task on the server's or client's CPUs, "
+        "steal time, a server waiting for its CPU, a load generator that did not get its "
+        "core, or a busy-polling mode that did not spin (rules: `netdevkit.bench.validity`); "
+        "no claim or recommendation uses it.",
         "- *sleeps/s*: the server's voluntary context switches (it blocked, e.g. in epoll_wait "
         "after a busy poll found nothing); *busy-polled %*: share of the packets received in "
         "the server namespace that busy polling delivered (TcpExt BusyPollRxPackets / Ip "

@@ -63,7 +63,7 @@ def usable(res: Results, mode: str, workload: str, server: str, load: int) -> li
 def median_of(
     res: Results, mode: str, workload: str, server: str, load: int, metric: Metric
 ) -> float | None:
-    """Median of *metric* over the usable (not client-limited) rounds, or None."""
+    """Median of *metric* over the usable (not client-limited, not disturbed) rounds."""
     vals = [metric(s) for s in usable(res, mode, workload, server, load)]
     return float(statistics.median(vals)) if vals else None
 
@@ -113,10 +113,13 @@ def open_loads(loads: list[int]) -> list[int]:
 
 
 def load_label(res: Results, workload: str, server: str, load: int) -> str:
-    """``27000/s (90% of capacity)``, ``ping-pong``, or ``5000/s``."""
+    """``27000/s (90% of the knee)``, ``ping-pong``, or ``5000/s``."""
     if load == PING_PONG:
         return "ping-pong"
     for c in res.capacities:
         if c.workload == workload and c.server == server and c.rate > 0:
-            return f"{load}/s ({load / c.rate:.0%} of capacity)"
+            of = {"server": "the knee", "client": "the generator's limit"}.get(
+                c.limited_by, "capacity"
+            )
+            return f"{load}/s ({load / c.rate:.0%} of {of})"
     return f"{load}/s"

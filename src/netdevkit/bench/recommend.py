@@ -111,7 +111,7 @@ def _one(res: Results, workload: str, server: str, load: int, target: float) -> 
         )  # fmt: skip
     closest = min(choices, key=lambda c: c.p99) if choices else None
     if closest is None:
-        text = f"{head}: no usable sample (all client-limited or skipped)"
+        text = f"{head}: no usable sample (all client-limited, disturbed or skipped)"
     else:
         text = (
             f"{head}: none of {len(choices)} modes meets it; closest {closest.mode} at p99 "

@@ -31,6 +31,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Capacity",
     "Latency",
+    "NoiseFloor",
     "Results",
     "RunConfig",
     "Sample",
@@ -39,9 +40,10 @@ __all__ = [
 ]
 
 #: Version of the JSON layout; bump on any incompatible change. Version 1 files
-#: (no capacities, no sweep or target in the config) are still read.
-SCHEMA_VERSION = 2
-_READABLE_SCHEMAS = (1, 2)
+#: (no capacities, no sweep or target in the config) and version 2 files (no validity
+#: evidence, no noise floor, capacity = ping-pong rate) are still read.
+SCHEMA_VERSION = 3
+_READABLE_SCHEMAS = (1, 2, 3)
 
 #: A results.json of a long run is a few MiB; a file this large is something else.
 MAX_RESULTS_BYTES = 256 << 20
@@ -101,6 +103,10 @@ class RunConfig:
     #: ``--server`` command line template and the client that drove it
     server_cmd: str = ""
     client: str = ""
+    #: microseconds of work the bench's echo servers do per request (``--work-us``)
+    work_us: int = 0
+    #: connections of the open-loop generator, per workload
+    connections: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,11 +141,20 @@ class Sample:
     #: role -> cpulist the kernel allowed while the sample ran (read back from
     #: /proc/PID/task/*/status Cpus_allowed_list): "server", "client", "napi"
     placement: Mapping[str, str] = field(default_factory=dict)
+    #: why the sample was disturbed (:mod:`netdevkit.bench.validity`); empty: clean
+    disturbed: tuple[str, ...] = ()
+    #: the evidence the validity rules read (:class:`~netdevkit.bench.validity.Evidence`)
+    checks: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, str, str, int]:
         """What repeats share: (mode, workload, server, load_target)."""
         return (self.mode, self.workload, self.server, self.load_target)
+
+    @property
+    def usable(self) -> bool:
+        """Neither client-limited nor disturbed: a claim about the server."""
+        return not self.client_limited and not self.disturbed
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,9 +170,12 @@ class Skip:
 class Capacity:
     """What the run found one server could answer, and the loads it swept from it.
 
-    ``rate`` is the probe's measured rate (requests/s) and ``method`` how it was
-    found; ``loads`` are the open-loop rates the sweep then used (fractions of
-    ``rate``, ascending).
+    ``rate`` is the knee the probe found (requests/s; version 2 files: the ping-pong
+    rate) and ``method`` how it was found; ``loads`` are the open-loop rates the sweep then
+    used (fractions of ``rate``, ascending). ``ping_pong_rate`` is the one-in-flight rate
+    beside it; ``limited_by`` says what ended the ramp: ``"server"`` (the knee), ``"client"``
+    (the generator saturated first: the knee is above ``rate``) or ``""`` (not a ramp).
+    ``steps`` are the ramp's (offered, answered, p50) rows.
     """
 
     workload: str
@@ -169,6 +187,28 @@ class Capacity:
     p50: float = 0.0
     p99: float = 0.0
     client_limited: bool = False
+    ping_pong_rate: float = 0.0
+    limited_by: str = ""
+    steps: tuple[tuple[float, float, float], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NoiseFloor:
+    """The testbed's own tail: Debian's C sockperf server in base mode at a light open-loop
+    load, beside its ping-pong, measured in the same run. Differences between modes smaller
+    than the gap between these two are not the modes'."""
+
+    rate: int
+    open_loop: Latency
+    ping_pong: Latency
+    #: ping-pong rate (answers/s)
+    ping_pong_rate: float = 0.0
+    disturbed: tuple[str, ...] = ()
+
+    @property
+    def p99_ratio(self) -> float:
+        """Open-loop p99 over ping-pong p99 (the target on the 2-vCPU VM: within 3x)."""
+        return self.open_loop.p99 / self.ping_pong.p99 if self.ping_pong.p99 > 0 else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +237,7 @@ class Results:
     skipped: tuple[Skip, ...] = ()
     schema: int = SCHEMA_VERSION
     capacities: tuple[Capacity, ...] = ()
+    noise_floor: NoiseFloor | None = None
 
     # -- queries --------------------------------------------------------------
 
@@ -208,11 +249,15 @@ class Results:
         server: str | None = None,
         load_target: int | None = None,
         include_client_limited: bool = False,
+        include_disturbed: bool = False,
     ) -> list[Sample]:
-        """Samples matching every given field; client-limited ones only on request."""
+        """Samples matching every given field; client-limited and disturbed ones only on
+        request."""
         out = []
         for s in self.samples:
             if s.client_limited and not include_client_limited:
+                continue
+            if s.disturbed and not include_disturbed:
                 continue
             if mode is not None and s.mode != mode:
                 continue
@@ -235,8 +280,9 @@ class Results:
     def spread(
         self, key: tuple[str, str, str, int], metric: Callable[[Sample], float]
     ) -> Spread | None:
-        """Spread of *metric* over the repeats of *key* that are not client-limited."""
-        vals = [metric(s) for s in self.groups().get(key, []) if not s.client_limited]
+        """Spread of *metric* over the usable repeats of *key* (not client-limited, not
+        disturbed)."""
+        vals = [metric(s) for s in self.groups().get(key, []) if s.usable]
         return Spread.of(vals) if vals else None
 
     # -- JSON -----------------------------------------------------------------
@@ -248,6 +294,7 @@ class Results:
             "samples": [_sample_to_dict(s) for s in self.samples],
             "skipped": [asdict(k) for k in self.skipped],
             "capacities": [asdict(c) for c in self.capacities],
+            "noise_floor": asdict(self.noise_floor) if self.noise_floor is not None else None,
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -270,19 +317,30 @@ class Results:
             )
             cfg["sweep"] = tuple(float(x) for x in cfg.get("sweep", ()))
             cfg["servers"] = tuple(str(x) for x in cfg.get("servers", ()))
+            cfg["connections"] = tuple((str(w), int(n)) for w, n in cfg.get("connections", ()))
+            _known_keys(cfg, RunConfig, "config")
             caps = []
-            for raw in data.get("capacities", ()):
+            for i, raw in enumerate(data.get("capacities", ())):
                 c = dict(raw)
+                _known_keys(c, Capacity, f"capacities[{i}]")
                 c["loads"] = tuple(int(x) for x in c.get("loads", ()))
+                c["steps"] = tuple(tuple(float(v) for v in row) for row in c.get("steps", ()))
                 caps.append(Capacity(**c))
+            samples = []
+            for i, raw in enumerate(data["samples"]):
+                _known_keys(raw, Sample, f"samples[{i}]")
+                samples.append(_sample_from_dict(raw))
             res = cls(
                 config=RunConfig(**cfg),
-                samples=tuple(_sample_from_dict(s) for s in data["samples"]),
+                samples=tuple(samples),
                 skipped=tuple(Skip(**k) for k in data.get("skipped", ())),
                 capacities=tuple(caps),
+                noise_floor=_noise_from(data.get("noise_floor")),
             )
-        except (KeyError, TypeError, ValueError) as err:
-            raise RequestError(f"malformed results file: {err}") from err
+        except KeyError as err:
+            raise RequestError(f"malformed results file: no {err.args[0]!r} field") from None
+        except (TypeError, ValueError, AttributeError) as err:
+            raise RequestError(f"malformed results file: {err}") from None
         _check_types(res, "results")
         return res
 
@@ -327,6 +385,8 @@ def _sample_to_dict(s: Sample) -> dict[str, Any]:
     d["napi"] = dict(s.napi)
     d["notes"] = list(s.notes)
     d["placement"] = dict(s.placement)
+    d["disturbed"] = list(s.disturbed)
+    d["checks"] = dict(s.checks)
     return d
 
 
@@ -378,9 +438,40 @@ def _check_types(value: object, where: str, hint: Any = None) -> None:
         )
 
 
+def _known_keys(raw: object, cls: type, where: str) -> None:
+    """RequestError naming the first field of *raw* that *cls* does not have."""
+    if not isinstance(raw, Mapping):
+        raise RequestError(f"malformed results file: {where} is not an object")
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(str(k) for k in raw if k not in names)
+    if unknown:
+        raise RequestError(
+            f"malformed results file: {where} has unknown field(s) {', '.join(unknown)} "
+            "(written by another netdevkit version?)"
+        )
+
+
+def _noise_from(raw: object) -> NoiseFloor | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise RequestError("malformed results file: noise_floor is not an object")
+    d = dict(raw)
+    _known_keys(d, NoiseFloor, "noise_floor")
+    d["open_loop"] = Latency(**d["open_loop"])
+    d["ping_pong"] = Latency(**d["ping_pong"])
+    d["disturbed"] = tuple(str(x) for x in d.get("disturbed", ()))
+    return NoiseFloor(**d)
+
+
 def _sample_from_dict(d: Mapping[str, Any]) -> Sample:
     d = dict(d)
+    if not isinstance(d.get("latency"), Mapping):
+        raise RequestError("malformed results file: a sample has no latency object")
+    _known_keys(d["latency"], Latency, "a sample's latency")
     d["latency"] = Latency(**d["latency"])
+    d["disturbed"] = tuple(str(x) for x in d.get("disturbed", ()))
+    d["checks"] = {str(k): v for k, v in dict(d.get("checks", {})).items()}
     d["napi"] = {str(k): v for k, v in dict(d.get("napi", {})).items()}
     d["notes"] = tuple(d.get("notes", ()))
     d["placement"] = {str(k): str(v) for k, v in dict(d.get("placement", {})).items()}

@@ -37,12 +37,15 @@ from ..errors import NetdevkitError, PrivilegeError, RequestError, ToolError
 from ..procs import stop
 from ..testbed import CpuPlacement, Testbed, TestbedConfig
 from ..tuning.presets import PRESETS, Preset
-from . import sweep
+from . import sweep, validity
+from .cpu import Watch, ksoftirqd_pids
 from .modes import ALL_MODES, THREADED_BUSY_POLL, ModeSpec, get_mode, threaded_busy_poll_absent
-from .results import PING_PONG, Capacity, Results, RunConfig, Sample, Skip
+from .results import PING_PONG, Capacity, NoiseFloor, Results, RunConfig, Sample, Skip
 from .workloads import (
+    OPEN_LOOP,
     SERVERS,
     WORKLOADS,
+    ClientResult,
     ServerSpec,
     missing_peers,
     run_client,
@@ -92,6 +95,12 @@ class BenchOptions:
     #: ``--server``: the user's command line with {addr} and {port}, and its client
     server_cmd: str = ""
     client: str = "sockperf"
+    #: microseconds of CPU work per answer of the echo ``fast`` server (``--work-us``)
+    work_us: float = 0.0
+    #: connections of the open-loop generator (0: each workload's default)
+    connections: int = 0
+    #: measure the testbed's noise floor (C sockperf, base, light load vs ping-pong)
+    noise_floor: bool = True
 
     def loads_of(self, workload: str) -> tuple[int, ...]:
         """The fixed loads *workload* is driven at (before the workload's own limits)."""
@@ -99,8 +108,9 @@ class BenchOptions:
 
 
 #: ``--quick``: every mode on netdevkit's FastLoop echo server (the one server that
-#: runs netdevkit's own modes too), swept at 10/50/90% of its probed capacity: 27
-#: samples of 0.5 s (``sockperf -t 1``; its durations: docs/bench.md).
+#: runs netdevkit's own modes too) with 20 us of work per request (so that one client core
+#: reaches its knee: docs/bench.md, "Which load, and why"), swept at 10/50/90% of the knee
+#: found open loop: 27 samples of 0.5 s, the probe and the noise floor.
 QUICK = BenchOptions(
     modes=MODES,
     workloads=("echo",),
@@ -109,7 +119,14 @@ QUICK = BenchOptions(
     sweep=sweep.SWEEP_QUICK,
     duration=0.5,
     quick=True,
+    work_us=20.0,
 )
+#: seconds of each probe step (the ramp is short: only the knee is wanted)
+PROBE_DURATION = 0.4
+#: the noise floor's light open-loop rate (requests/s)
+NOISE_RATE = 2000
+#: what a probe is expected to take, for the progress bar before it ran
+_PROBE_STEPS_GUESS = 7
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +228,10 @@ def validate(opts: BenchOptions) -> None:
         parse_servers(",".join(opts.servers))
     if not 0 < opts.target_p99_us < 1e9:
         raise RequestError(f"target p99 {opts.target_p99_us}: must be > 0 us")
+    if not 0 <= opts.work_us <= 100_000:
+        raise RequestError(f"--work-us {opts.work_us:g}: must be 0..100000 microseconds")
+    if not 0 <= opts.connections <= 1000:
+        raise RequestError(f"--connections {opts.connections}: must be 1..1000")
     if opts.server_cmd:
         from .byo import check_template
 
@@ -237,10 +258,7 @@ def _loads_for(
     """The loads *workload* can be driven at: the fixed ones plus the sweep's rates."""
     if not sweep.sweeps(workload):
         return (PING_PONG,)
-    out = tuple(sorted(set(loads) | set(swept)))
-    if workload == "memcached":  # mcload is open loop only
-        return tuple(x for x in out if x > 0) or (2000,)
-    return out
+    return tuple(sorted(set(loads) | set(swept))) or (PING_PONG,)
 
 
 def _servers_of(opts: BenchOptions, workload: str) -> tuple[str, ...]:
@@ -267,16 +285,12 @@ def _workloads(opts: BenchOptions) -> tuple[str, ...]:
 
 def count_steps(opts: BenchOptions) -> int:
     """Samples the run will take, probes included (for a progress bar)."""
-    total = 0
+    total = 2 if opts.noise_floor else 0
     for w in _workloads(opts):
-        if not sweep.sweeps(w):
-            n_loads = 1
-        else:
-            fixed = [x for x in opts.loads_of(w) if x > 0 or w != "memcached"]
-            n_loads = len(fixed) + len(opts.sweep) or 1
+        n_loads = (len(opts.loads_of(w)) + len(opts.sweep) or 1) if sweep.sweeps(w) else 1
         for server in _servers_of(opts, w):
             if opts.sweep and sweep.sweeps(w):
-                total += 1  # the capacity probe
+                total += _PROBE_STEPS_GUESS  # the knee probe (its real count replaces this)
             total += len(_modes_for(opts, server)) * n_loads * opts.repeat
     return total
 
@@ -358,6 +372,54 @@ def _derived(counters: dict[str, float], wall: float) -> dict[str, float]:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class _Measured:
+    """One client run with what the validity rules made of it."""
+
+    res: ClientResult
+    napi: dict[str, float]
+    server_cpu: float
+    softirq_cpu: float
+    wall: float
+    evidence: validity.Evidence
+    disturbed: tuple[str, ...]
+
+
+def _measure(
+    tb: Testbed, spec: ServerSpec, mode: str, pid: int, load: int, duration: float, soft: Watch
+) -> _Measured:
+    """Drive *spec*'s server once; its CPU counts the NAPI kthread (threaded modes), and
+    the sample carries its evidence and verdict (:mod:`.validity`)."""
+    state = _napi_state(tb)
+    kthread = int(state.get("napi_kthread_pid", 0))
+    watch = Watch(None, (kthread,) if kthread else (), soft.ksoftirqd)
+    res = run_client(tb, spec, pid, load, duration, watch)
+    usage = res.cpu_after.usage_since(res.cpu_before)
+    napi: dict[str, float] = {k: float(v) for k, v in usage.counters.items()}
+    napi.update(_derived(napi, usage.wall))
+    napi.update(state)
+    napi.update({k: float(v) for k, v in res.extra.items()})
+    process = usage.process_cores if usage.process_cores is not None else 0.0
+    napi["server_process_cores"] = process
+    napi["napi_kthread_cores"] = usage.kthread_cores
+    ev = validity.evidence(
+        usage,
+        server_cpus=tb.cpus_of("server"),
+        client_cpus=tb.cpus_of("client"),
+        napi_cpus=tb.cpus_of("napi"),
+        generator_spins=res.spins,
+    )
+    return _Measured(
+        res,
+        napi,
+        process + usage.kthread_cores,
+        usage.softirq_cores,
+        usage.wall,
+        ev,
+        validity.judge(ev, mode),
+    )
+
+
 def _sample(
     tb: Testbed,
     spec: ServerSpec,
@@ -367,15 +429,12 @@ def _sample(
     rep: int,
     opts: BenchOptions,
     notes: list[str],
+    soft: Watch,
 ) -> Sample:
-    res = run_client(tb, spec, pid, load, opts.duration)
-    usage = res.cpu_after.usage_since(res.cpu_before)
-    napi: dict[str, float] = {k: float(v) for k, v in usage.counters.items()}
-    napi.update(_derived(napi, usage.wall))
-    napi.update(_napi_state(tb))
-    napi.update({k: float(v) for k, v in res.extra.items()})
+    m = _measure(tb, spec, mode, pid, load, opts.duration, soft)
+    res = m.res
     placement = dict(res.placement)
-    kthread = int(napi.get("napi_kthread_pid", 0))
+    kthread = int(m.napi.get("napi_kthread_pid", 0))
     if kthread:
         with contextlib.suppress(OSError):  # threaded NAPI was turned off meanwhile
             placement["napi"] = format_cpu_list(affinity_of(kthread))
@@ -386,15 +445,17 @@ def _sample(
         load_target=load,
         achieved_rate=res.achieved_rate,
         latency=res.latency,
-        server_cpu=usage.process_cores if usage.process_cores is not None else 0.0,
-        softirq_cpu=usage.softirq_cores,
+        server_cpu=m.server_cpu,
+        softirq_cpu=m.softirq_cpu,
         repeat=rep,
         client_ceiling=res.client_ceiling,
         client_limited=res.client_limited,
-        duration=usage.wall,
-        napi=napi,
+        duration=m.wall,
+        napi=m.napi,
         notes=tuple(notes) + res.notes,
         placement=placement,
+        disturbed=m.disturbed,
+        checks=m.evidence.to_mapping(),
     )
 
 
@@ -422,6 +483,10 @@ def _run_config(opts: BenchOptions) -> RunConfig:
         servers=opts.servers,
         server_cmd=opts.server_cmd,
         client=opts.client if opts.server_cmd else "",
+        work_us=int(opts.work_us),
+        connections=tuple(
+            (w, opts.connections or OPEN_LOOP[w][1]) for w in _workloads(opts) if w in OPEN_LOOP
+        ),
     )
 
 
@@ -430,10 +495,13 @@ def _specs(opts: BenchOptions, tb: Testbed, workload: str, mode: str, tmp: str) 
     if opts.server_cmd:
         from .byo import byo_spec
 
-        return [byo_spec(opts.server_cmd, opts.client, tb, SERVER_PORT, ())]
-    specs = server_specs(workload, tb, SERVER_PORT, mode, (), tmp)
+        specs = [byo_spec(opts.server_cmd, opts.client, tb, SERVER_PORT, ())]
+    else:
+        specs = server_specs(workload, tb, SERVER_PORT, mode, (), tmp, opts.work_us)
     allowed = _servers_of(opts, workload)
-    return [x for x in specs if x.server in allowed]
+    return [
+        dataclasses.replace(x, connections=opts.connections) for x in specs if x.server in allowed
+    ]
 
 
 class _Run:
@@ -447,6 +515,8 @@ class _Run:
         self.samples: list[Sample] = []
         self.skipped: list[Skip] = []
         self.capacities: dict[tuple[str, str], Capacity] = {}
+        #: ksoftirqd of every CPU: their CPU is the bench's own network processing
+        self.soft = Watch(ksoftirqd=ksoftirqd_pids())
 
     def report(self, label: str, sample: Sample | None = None) -> None:
         if self.progress is not None:
@@ -458,7 +528,7 @@ class _Run:
         return _loads_for(spec.workload, self.opts.loads_of(spec.workload), swept)
 
     def probe(self, tb: Testbed, tmp: str) -> None:
-        """Find each server's capacity with the driver-default NAPI settings (base)."""
+        """Find each server's knee open loop with the driver-default NAPI settings (base)."""
         opts = self.opts
         if not opts.sweep:
             return
@@ -466,30 +536,76 @@ class _Run:
             if not sweep.sweeps(workload):
                 continue
             for found in _specs(opts, tb, workload, "base", tmp):
-                label = f"capacity probe {workload}/{found.server}"
-                load = sweep.probe_load(found.client or workload)
-                spec = dataclasses.replace(found, loads=(load,))
+                label = f"knee probe {workload}/{found.server}"
                 try:
-                    with _server(tb, spec, PRESETS["base"]) as (pid, _notes):
-                        res = run_client(tb, spec, pid, load, max(0.5, opts.duration))
+                    with _server(tb, found, PRESETS["base"]) as (pid, _notes):
+                        cap = self._ramp(tb, found, pid, label)
                 except NetdevkitError as err:
-                    self.skipped.append(Skip("base", f"{workload}/{spec.server}", f"probe: {err}"))
-                    self.done += 1
+                    self.skipped.append(Skip("base", f"{workload}/{found.server}", f"probe: {err}"))
+                    self._probe_done(0)
                     self.report(f"{label}: failed")
                     continue
-                cap = sweep.capacity_from_probe(
-                    workload,
-                    spec.server,
-                    res.achieved_rate,
-                    opts.sweep,
-                    client_ceiling=res.client_ceiling,
-                    client_limited=res.client_limited,
-                    p50=res.latency.p50,
-                    p99=res.latency.p99,
+                self.capacities[(workload, found.server)] = cap
+                self.report(f"{label}: knee {cap.rate:.0f}/s")
+
+    def _ramp(self, tb: Testbed, spec: ServerSpec, pid: int, label: str) -> Capacity:
+        """Ping-pong, then open-loop rates rising to the knee (:mod:`.sweep`)."""
+        pp = _measure(tb, spec, "base", pid, PING_PONG, PROBE_DURATION, self.soft).res
+        self.done += 1
+        self.report(f"{label}: ping-pong {pp.achieved_rate:.0f}/s")
+        steps: list[sweep.RampStep] = []
+        while (rate := sweep.next_rate(steps, pp.achieved_rate)) is not None:
+            m = _measure(tb, spec, "base", pid, rate, PROBE_DURATION, self.soft)
+            steps.append(
+                sweep.RampStep(
+                    rate, m.res.achieved_rate, m.res.latency.p50, m.res.client_limited, m.disturbed
                 )
-                self.capacities[(workload, spec.server)] = cap
+            )
+            self.done += 1
+            self.report(f"{label}: {rate}/s -> {m.res.achieved_rate:.0f}/s answered")
+        self._probe_done(1 + len(steps))
+        return sweep.knee(
+            spec.workload,
+            spec.server,
+            steps,
+            pp.achieved_rate,
+            self.opts.sweep,
+            ping_pong_p50=pp.latency.p50,
+            ping_pong_p99=pp.latency.p99,
+        )
+
+    def _probe_done(self, taken: int) -> None:
+        """Replace the probe's guessed step count in the total with what it took."""
+        self.total += taken - _PROBE_STEPS_GUESS
+        self.done += 0
+
+    def noise_floor(self, tb: Testbed, tmp: str) -> NoiseFloor | None:
+        """The testbed's own tail: C sockperf server, base, light open loop vs ping-pong."""
+        if not self.opts.noise_floor or missing_peers(("sockperf",)):
+            return None
+        spec = server_specs("sockperf", tb, SERVER_PORT, "base", (), tmp)[0]
+        try:
+            with _server(tb, spec, PRESETS["base"]) as (pid, _notes):
+                pp = _measure(tb, spec, "base", pid, PING_PONG, self.opts.duration, self.soft)
                 self.done += 1
-                self.report(f"{label}: {cap.rate:.0f}/s")
+                self.report("noise floor: ping-pong")
+                ol = _measure(tb, spec, "base", pid, NOISE_RATE, self.opts.duration, self.soft)
+                self.done += 1
+                self.report("noise floor: open loop")
+        except NetdevkitError as err:
+            self.skipped.append(Skip("base", "noise floor", str(err)))
+            return None
+        return NoiseFloor(
+            NOISE_RATE,
+            ol.res.latency,
+            pp.res.latency,
+            pp.res.achieved_rate,
+            tuple(f"open loop: {x}" for x in ol.disturbed)
+            + tuple(f"ping-pong: {x}" for x in pp.disturbed)
+            + tuple(
+                f"open loop: client-limited {x}" for x in ol.res.notes if ol.res.client_limited
+            ),
+        )
 
     def mode(self, tb: Testbed, mode: str, rnd: int, tmp: str) -> None:
         """One mode in one round: its NAPI half, then every server that can run it."""
@@ -523,7 +639,7 @@ class _Run:
         try:
             with _server(tb, spec, preset) as (pid, notes):
                 for load in spec.loads:
-                    s = _sample(tb, spec, mode, pid, load, rnd, self.opts, notes)
+                    s = _sample(tb, spec, mode, pid, load, rnd, self.opts, notes, self.soft)
                     self.samples.append(s)
                     self.done += 1
                     self.report(label, s)
@@ -536,14 +652,15 @@ class _Run:
 def run_bench(opts: BenchOptions, progress: Callable[[Step], None] | None = None) -> Results:
     """Validate, then measure everything *opts* asks for; see the module docstring.
 
-    First each server's capacity is probed (the load sweep's rates are fractions
-    of it); then rounds: every round runs every mode once, each mode every server
-    that can run it at every load, so that the repeats of two modes are paired
-    round by round (latency drifts between minutes: docs/bench.md). A server or mode
-    that fails is recorded as a :class:`Skip` with the error and the run goes on;
-    a mode this kernel lacks (threaded busy polling before 6.19) is recorded as
-    a Skip saying so. KeyboardInterrupt and SystemExit stop the run (after the
-    cleanup of every context manager on the way out).
+    First the testbed's noise floor is measured (Debian's C sockperf server, base mode,
+    a light open-loop load beside ping-pong), then each server's knee is probed open
+    loop (the load sweep's rates are fractions of it); then rounds: every round runs
+    every mode once, each mode every server that can run it at every load, so that the
+    repeats of two modes are paired round by round (latency drifts between minutes:
+    docs/bench.md). A server or mode that fails is recorded as a :class:`Skip` with the
+    error and the run goes on; a mode this kernel lacks (threaded busy polling before
+    6.19) is recorded as a Skip saying so. KeyboardInterrupt and SystemExit stop the
+    run (after the cleanup of every context manager on the way out).
     """
     validate(opts)
     config = _run_config(opts)  # its start time is now
@@ -555,10 +672,13 @@ def run_bench(opts: BenchOptions, progress: Callable[[Step], None] | None = None
     name = opts.testbed_name or f"ndkbench-{os.getpid()}"
     with Testbed(TestbedConfig(name=name, queues=1, cpus=opts.cpus)) as tb:
         tmp = tb.tmpdir  # removed with the testbed, also by `testbed down` after a SIGKILL
+        noise = run.noise_floor(tb, tmp)
         run.probe(tb, tmp)
         for rnd in range(opts.repeat):
             for mode in opts.modes:
                 if _absent(mode) is None:
                     run.mode(tb, mode, rnd, tmp)
     caps = tuple(run.capacities.values())
-    return Results(config, tuple(run.samples), tuple(run.skipped), capacities=caps)
+    return Results(
+        config, tuple(run.samples), tuple(run.skipped), capacities=caps, noise_floor=noise
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .results import PING_PONG, Results, Sample, Spread
+from .results import PING_PONG, Capacity, Results, Sample, Spread
 
 __all__ = ["HEADERS", "MODE_ORDER", "Row", "cells", "fmt", "mode_rank", "rate_label", "rows"]
 
@@ -84,6 +84,10 @@ def rows(res: Results) -> list[Row]:
         samples = groups[key]
         limited = sum(s.client_limited for s in samples)
         flags = [f"client-limited {limited}/{len(samples)}"] if limited else []
+        disturbed = [s for s in samples if s.disturbed]
+        if disturbed:
+            why = "; ".join(sorted({d for s in disturbed for d in s.disturbed}))
+            flags.append(f"disturbed {len(disturbed)}/{len(samples)}: {why}")
         flags += sorted({n for s in samples for n in s.notes})
 
         def sp(
@@ -115,7 +119,7 @@ def rows(res: Results) -> list[Row]:
 
 def _napi_spread(samples: list[Sample], name: str, scale: float = 1.0) -> Spread | None:
     """Spread of one ``Sample.napi`` value (absent in files from older runs)."""
-    vals = [s.napi[name] * scale for s in samples if not s.client_limited and name in s.napi]
+    vals = [s.napi[name] * scale for s in samples if s.usable and name in s.napi]
     return Spread.of(vals) if vals else None
 
 
@@ -145,3 +149,16 @@ def cells(r: Row) -> list[str]:
         fmt(r.busy_polled, 0),
         r.flags,
     ]
+
+
+def capacity_line(cap: Capacity) -> str:
+    """The knee a probe found, beside the ping-pong rate, and the rates swept from it."""
+    swept = ", ".join(f"{x}/s" for x in cap.loads) or "nothing"
+    if cap.limited_by == "server":
+        what = f"knee {cap.rate:.0f}/s"
+    elif cap.limited_by == "client":
+        what = f"at least {cap.rate:.0f}/s (the load generator's limit, not the server's knee)"
+    else:
+        what = f"{cap.rate:.0f}/s"
+    pp = f", ping-pong {cap.ping_pong_rate:.0f}/s" if cap.ping_pong_rate else ""
+    return f"capacity {cap.workload}/{cap.server}: {what}{pp} ({cap.method}); swept at {swept}"

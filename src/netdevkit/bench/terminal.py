@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 from .claims import evaluate_claims
 from .recommend import recommend
 from .results import Results
-from .table import HEADERS, cells, rows
+from .table import HEADERS, capacity_line, cells, rows
+from .validity import noise_line, run_warning
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -39,6 +40,9 @@ def print_run(console: Console, res: Results, target_us: float | None = None) ->
 
     recs = recommend(res, target_us)
     target = recs[0].target_us if recs else (target_us or res.config.target_p99_us or 100.0)
+    warning = run_warning(res.samples)
+    if warning:
+        console.print(f"[bold red]{escape(warning)}[/bold red]")
     console.print(f"[bold]Which mode: least server CPU with p99 <= {target:g} us[/bold]")
     for r in recs:
         console.print("  " + escape(r.text))
@@ -49,10 +53,9 @@ def print_run(console: Console, res: Results, target_us: float | None = None) ->
     console.print()
     console.print(rich_table(res))
     for cap in res.capacities:
-        console.print(
-            f"capacity {cap.workload}/{cap.server}: {cap.rate:.0f}/s ({escape(cap.method)}); "
-            f"swept at {', '.join(f'{x}/s' for x in cap.loads)}"
-        )
+        console.print(escape(capacity_line(cap)))
+    if res.noise_floor is not None:
+        console.print(escape(noise_line(res.noise_floor)))
     for c in evaluate_claims(res):
         at = f" at {c.load}" if c.load else ""
         console.print(

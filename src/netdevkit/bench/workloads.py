@@ -40,8 +40,8 @@ from .._os import affinity_of, format_cpu_list
 from ..errors import NetdevkitError, RequestError, ToolError
 from ..testbed import Testbed
 from . import sockperf
-from .cpu import CpuSnapshot, snapshot
-from .results import PING_PONG, Latency
+from .cpu import CpuSnapshot, Watch, snapshot
+from .results import Latency
 
 __all__ = [
     "PEERS",
@@ -72,8 +72,6 @@ SERVERS: dict[str, tuple[str, ...]] = {
     "memcached": ("memcached",),
     "redis": ("redis",),
 }
-#: fixed rate used for memcached when only ping-pong (0) was asked for
-MEMCACHED_DEFAULT_RATE = 2000
 _REDIS_PCT = re.compile(r"([\d.]+)% <= ([\d.]+) milliseconds \(cumulative count (\d+)\)")
 _REDIS_RPS = re.compile(r"throughput summary: ([\d.]+) requests per second")
 
@@ -102,12 +100,21 @@ class ServerSpec:
     loads: tuple[int, ...]
     #: the client that drives it ("" : the workload's own)
     client: str = ""
+    #: connections of the open-loop generator (0: the workload's default)
+    connections: int = 0
 
 
 def server_specs(
-    workload: str, tb: Testbed, port: int, mode: str, loads: tuple[int, ...], tmpdir: str
+    workload: str,
+    tb: Testbed,
+    port: int,
+    mode: str,
+    loads: tuple[int, ...],
+    tmpdir: str,
+    work_us: float = 0.0,
 ) -> list[ServerSpec]:
-    """The server(s) of *workload* for *mode*, and the loads each is driven at."""
+    """The server(s) of *workload* for *mode*, and the loads each is driven at; the echo
+    ``fast`` server does *work_us* of CPU work per answer."""
     addr = tb.server_addr
     if workload == "sockperf":
         feed = sockperf.write_feed_file(tmpdir, addr, port)
@@ -128,18 +135,19 @@ def server_specs(
 
         fast = [py, "-m", "netdevkit.bench.servers.rr", "--loop", "fast", "--host", addr]
         fast += ["--port", str(port), *get_mode(mode).loop_args]
+        if work_us:
+            fast += ["--work-us", f"{work_us:g}"]
         specs.append(ServerSpec(workload, "fast", fast, port, False, loads))
         return specs
     if workload == "memcached":
-        rates = tuple(x for x in loads if x > 0) or (MEMCACHED_DEFAULT_RATE,)
         argv = [shutil.which("memcached") or "memcached", "-u", "nobody", "-l", addr]
         argv += ["-p", str(port), "-U", "0", "-t", "1", "-N", "1", "-c", "4096"]
-        return [ServerSpec(workload, "memcached", argv, port, True, rates)]
+        return [ServerSpec(workload, "memcached", argv, port, True, loads)]
     if workload == "redis":
         argv = [shutil.which("redis-server") or "redis-server", "--bind", addr]
         argv += ["--port", str(port), "--save", "", "--appendonly", "no"]
         argv += ["--protected-mode", "no", "--io-threads", "1"]
-        return [ServerSpec(workload, "redis", argv, port, True, (PING_PONG,))]
+        return [ServerSpec(workload, "redis", argv, port, True, loads)]
     raise RequestError(f"no servers for workload {workload!r}")
 
 
@@ -157,6 +165,8 @@ class ClientResult:
     extra: dict[str, Any] = field(default_factory=dict)
     #: CPUs the server and client could run on, read back while the client measured
     placement: dict[str, str] = field(default_factory=dict)
+    #: the client spins by design (the open-loop generator): its CPU is evidence
+    spins: bool = False
 
 
 def _read_placement(server_pid: int, client_pid: int) -> dict[str, str]:
@@ -176,6 +186,7 @@ def _drive(
     server_pid: int,
     markers: tuple[str, str] | None,
     timeout: float,
+    watch: Watch | None = None,
 ) -> tuple[str, CpuSnapshot, CpuSnapshot, dict[str, str]]:
     """Run a client, reading its output as it comes; sample the server's CPU when a
     line contains ``markers[0]`` (measuring starts) and ``markers[1]`` (it ends).
@@ -189,7 +200,13 @@ def _drive(
     watchdog = threading.Timer(timeout, proc.kill)
     watchdog.start()
     lines: list[str] = []
-    before = snapshot(server_pid) if markers is None else None
+    w = watch or Watch()
+    w = Watch(proc.pid, w.kthreads, w.ksoftirqd)
+
+    def snap() -> CpuSnapshot:
+        return snapshot(server_pid, w)
+
+    before = snap() if markers is None else None
     placement = _read_placement(server_pid, proc.pid) if markers is None else {}
     after: CpuSnapshot | None = None
     try:
@@ -200,10 +217,10 @@ def _drive(
             if markers is None:
                 continue
             if before is None and markers[0] in line:
-                before = snapshot(server_pid)
+                before = snap()
                 placement = _read_placement(server_pid, proc.pid)
             elif before is not None and after is None and markers[1] in line:
-                after = snapshot(server_pid)
+                after = snap()
         proc.wait()
     except BaseException:
         proc.kill()
@@ -221,12 +238,17 @@ def _drive(
     if before is None:
         raise ToolError(f"client {argv[0]} never reported that it started measuring")
     if after is None:
-        after = snapshot(server_pid)
+        after = snap()
     return text, before, after, placement
 
 
 def _sockperf_client(
-    tb: Testbed, spec: ServerSpec, server_pid: int, load: int, duration: float
+    tb: Testbed,
+    spec: ServerSpec,
+    server_pid: int,
+    load: int,
+    duration: float,
+    watch: Watch | None = None,
 ) -> ClientResult:
     # sockperf measures from 0.4 s after start to just before the end (-t whole seconds)
     seconds = max(1, math.ceil(duration + 0.45))
@@ -235,7 +257,7 @@ def _sockperf_client(
     if stdbuf is not None:
         argv = [stdbuf, "-oL", *argv]
     markers = ("Starting test", "Test end")
-    text, before, after, placement = _drive(tb, argv, server_pid, markers, seconds + 30)
+    text, before, after, placement = _drive(tb, argv, server_pid, markers, seconds + 30, watch)
     rep = sockperf.parse_report(text)
     notes = []
     limited = rep.rate_too_high
@@ -253,41 +275,6 @@ def _sockperf_client(
         client_limited=limited,
         notes=tuple(notes),
         extra={"sockperf_observations": rep.observations},
-        placement=placement,
-    )
-
-
-def _mcload_client(
-    tb: Testbed, spec: ServerSpec, server_pid: int, load: int, duration: float
-) -> ClientResult:
-    argv = [sys.executable, "-m", "netdevkit.bench.loadgen.mcload", "--host", tb.server_addr]
-    argv += ["--port", str(spec.port), "--rate", str(load), "--duration", str(duration)]
-    argv += ["--connections", "16", "--warmup", "0.5", "-j", "--markers"]
-    markers = ("mcload: window start", "mcload: window end")
-    text, before, after, placement = _drive(tb, argv, server_pid, markers, duration + 30)
-    rep = json.loads(text.strip().splitlines()[-1])
-    lat = Latency(
-        rep["p50"],
-        rep["p90"],
-        rep["p99"],
-        rep["p999"],
-        "rtt",
-        rep["count"],
-        rep["mean"],
-        rep["max"],
-    )
-    notes = [f"client-limited: {r}" for r in rep["reasons"]]
-    if rep["timeouts"]:
-        notes.append(f"{rep['timeouts']} requests unanswered")
-    return ClientResult(
-        lat,
-        float(rep["achieved_rate"]),
-        before,
-        after,
-        client_ceiling=float(rep["client_ceiling"]),
-        client_limited=bool(rep["client_limited"]),
-        notes=tuple(notes),
-        extra={"mcload_lag_p99_us": rep["lag_p99"], "mcload_client_cpu": rep["client_cpu"]},
         placement=placement,
     )
 
@@ -311,19 +298,29 @@ def parse_redis_benchmark(text: str) -> tuple[Latency, float]:
 
 
 def _redis_client(
-    tb: Testbed, spec: ServerSpec, server_pid: int, load: int, duration: float
+    tb: Testbed,
+    spec: ServerSpec,
+    server_pid: int,
+    load: int,
+    duration: float,
+    watch: Watch | None = None,
 ) -> ClientResult:
     requests = max(2000, int(duration * 15000))  # about *duration* s at veth ping-pong speed
     argv = [shutil.which("redis-benchmark") or "redis-benchmark", "-h", tb.server_addr]
     argv += ["-p", str(spec.port), "-t", "get", "-n", str(requests), "-c", "1", "--precision", "3"]
-    text, before, after, placement = _drive(tb, argv, server_pid, None, duration * 10 + 30)
+    text, before, after, placement = _drive(tb, argv, server_pid, None, duration * 10 + 30, watch)
     lat, rps = parse_redis_benchmark(text)
     notes = ("redis-benchmark -c 1 (closed loop)",)
     return ClientResult(lat, rps, before, after, notes=notes, placement=placement)
 
 
 def _http_client(
-    tb: Testbed, spec: ServerSpec, server_pid: int, load: int, duration: float
+    tb: Testbed,
+    spec: ServerSpec,
+    server_pid: int,
+    load: int,
+    duration: float,
+    watch: Watch | None = None,
 ) -> ClientResult:
     """wrk, one thread and one connection (closed loop): HTTP ping-pong."""
     from .byo import parse_wrk
@@ -332,24 +329,109 @@ def _http_client(
     url = f"http://{tb.server_addr}:{spec.port}/"
     argv = [shutil.which("wrk") or "wrk", "-t", "1", "-c", "1", "-d", f"{seconds}s"]
     argv += ["--latency", url]
-    text, before, after, placement = _drive(tb, argv, server_pid, None, seconds + 30)
+    text, before, after, placement = _drive(tb, argv, server_pid, None, seconds + 30, watch)
     pct, rps = parse_wrk(text)
     lat = Latency(pct[50], pct.get(90, pct[99]), pct[99], pct[99], "rtt", int(rps * seconds))
     notes = ("wrk -c 1 (closed loop); p99.9 not reported by wrk (shown as p99)",)
     return ClientResult(lat, rps, before, after, notes=notes, placement=placement)
 
 
-_CLIENTS: dict[str, Callable[[Testbed, ServerSpec, int, int, float], ClientResult]] = {
+#: the open-loop generator's protocol and default connections, per client
+OPEN_LOOP: dict[str, tuple[str, int]] = {
+    "sockperf": ("sockperf", 1),
+    "echo": ("sockperf", 1),
+    "memcached": ("memcached", 8),
+    "redis": ("resp", 8),
+}
+#: markers the open-loop generator prints as its measured window opens and closes
+_OPENLOOP_MARKERS = ("openloop: window start", "openloop: window end")
+
+
+def openloop_argv(
+    addr: str, port: int, protocol: str, rate: int, duration: float, connections: int
+) -> list[str]:
+    """argv of :mod:`netdevkit.bench.loadgen.openloop` with window markers and JSON."""
+    argv = [sys.executable, "-m", "netdevkit.bench.loadgen.openloop", "--host", addr]
+    argv += ["--port", str(port), "--protocol", protocol, "--rate", str(rate)]
+    argv += ["--duration", f"{duration:g}", "--connections", str(connections)]
+    return [*argv, "--warmup", "0.3", "--drain", "0.5", "-j", "--markers"]
+
+
+def _openloop_client(
+    tb: Testbed,
+    spec: ServerSpec,
+    server_pid: int,
+    load: int,
+    duration: float,
+    watch: Watch | None = None,
+) -> ClientResult:
+    """The spinning open-loop generator (:mod:`.loadgen.openloop`) at *load* requests/s."""
+    protocol, default_conns = OPEN_LOOP[spec.client or spec.workload]
+    conns = spec.connections or default_conns
+    argv = openloop_argv(tb.server_addr, spec.port, protocol, load, duration, conns)
+    text, before, after, placement = _drive(
+        tb, argv, server_pid, _OPENLOOP_MARKERS, duration + 30, watch
+    )
+    try:
+        rep = json.loads(text.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        tail = "\n".join(text.strip().splitlines()[-4:])
+        raise ToolError(f"the open-loop generator printed no report:\n{tail}") from None
+    lat = Latency(
+        rep["p50"],
+        rep["p90"],
+        rep["p99"],
+        rep["p999"],
+        "half-rtt" if rep["half_rtt"] else "rtt",
+        rep["count"],
+        rep["mean"],
+        rep["max"],
+    )
+    notes = [f"client-limited: {r}" for r in rep["reasons"]]
+    if rep["timeouts"]:
+        notes.append(f"{rep['timeouts']} requests unanswered")
+    elif rep["achieved_rate"] < 0.95 * load and not rep["client_limited"]:
+        notes.append(f"answered {rep['achieved_rate']:.0f}/s of {load}/s asked")
+    extra = {
+        "client_lag_p99_us": rep["lag_p99"],
+        "client_busy_share": rep["busy_share"],
+        "client_cpu": rep["client_cpu"],
+        "client_connections": conns,
+    }
+    return ClientResult(
+        lat,
+        float(rep["achieved_rate"]),
+        before,
+        after,
+        client_limited=bool(rep["client_limited"]),
+        notes=tuple(notes),
+        extra=extra,
+        placement=placement,
+        spins=True,
+    )
+
+
+_Client = Callable[[Testbed, ServerSpec, int, int, float, Watch | None], ClientResult]
+#: ping-pong (load 0) clients per client name; open-loop loads use :func:`_openloop_client`
+_PING_PONG: dict[str, _Client] = {
     "sockperf": _sockperf_client,
     "echo": _sockperf_client,
-    "memcached": _mcload_client,
+    "memcached": _openloop_client,
     "redis": _redis_client,
     "http": _http_client,
 }
 
 
 def run_client(
-    tb: Testbed, spec: ServerSpec, server_pid: int, load: int, duration: float
+    tb: Testbed,
+    spec: ServerSpec,
+    server_pid: int,
+    load: int,
+    duration: float,
+    watch: Watch | None = None,
 ) -> ClientResult:
-    """Drive *spec*'s server at *load* for about *duration* seconds."""
-    return _CLIENTS[spec.client or spec.workload](tb, spec, server_pid, load, duration)
+    """Drive *spec*'s server at *load* (0: ping-pong) for about *duration* seconds."""
+    client = spec.client or spec.workload
+    if load > 0 and client in OPEN_LOOP:
+        return _openloop_client(tb, spec, server_pid, load, duration, watch)
+    return _PING_PONG[client](tb, spec, server_pid, load, duration, watch)

@@ -141,6 +141,21 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         metavar="LATENCY",
         help="p99 target of the recommendation, e.g. 50us, 0.2ms (default 100us)",
     )
+    p.add_argument(
+        "--work-us",
+        type=float,
+        metavar="US",
+        help="CPU work per request of the echo 'fast' server, in microseconds (default 0; "
+        "--quick 20): a server that does something per request, so that one client core "
+        "reaches its knee",
+    )
+    p.add_argument(
+        "--connections",
+        type=int,
+        metavar="N",
+        help="connections of the open-loop load generator (default: 1 for echo and "
+        "sockperf, 8 for memcached and redis)",
+    )
 
 
 def _add_own_server_args(p: argparse.ArgumentParser) -> None:
@@ -190,6 +205,10 @@ def _options(args: argparse.Namespace) -> object:
         changes["testbed_name"] = args.testbed_name
     if args.sweep:
         changes["sweep"] = runner.parse_sweep(args.sweep)
+    if args.work_us is not None:
+        changes["work_us"] = args.work_us
+    if args.connections is not None:
+        changes["connections"] = args.connections
     if args.servers:
         changes["servers"] = runner.parse_servers(args.servers)
     if args.target_p99:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Callable
 
 from ...busypoll.config import BusyPollConfig
@@ -27,7 +28,7 @@ class RrConnection:
     with a blocking ``sendall`` (5 s timeout).
     """
 
-    __slots__ = ("_framer", "_loop", "_on_close", "_sock", "_stats")
+    __slots__ = ("_framer", "_loop", "_on_close", "_sock", "_stats", "_work_ns")
 
     def __init__(
         self,
@@ -35,12 +36,14 @@ class RrConnection:
         sock: socket.socket,
         stats: RrStats,
         on_close: Callable[[RrConnection], None] | None = None,
+        work_us: float = 0.0,
     ) -> None:
         self._loop = loop
         self._sock = sock
         self._stats = stats
         self._on_close = on_close
         self._framer = Framer(stats, buffer_size=MAX_MESSAGE)
+        self._work_ns = int(work_us * 1000)
 
     def fileno(self) -> int:
         return self._sock.fileno()
@@ -58,12 +61,15 @@ class RrConnection:
         if not n:
             self.close()
             return False
+        before = self._stats.replies
         try:
             out = framer.received(n)
         except FramingError:
             self._stats.framing_errors += 1
             self.close()
             return False
+        if self._work_ns:
+            _work((self._stats.replies - before) * self._work_ns)
         if out:
             self._send(out)
         return True
@@ -89,19 +95,29 @@ class RrConnection:
             self._on_close(self)
 
 
+def _work(ns: int) -> None:
+    """Spin for *ns* nanoseconds: the per-request work of a real server (``--work-us``),
+    on the CPU, as parsing, a lookup or a framework's handler would be."""
+    end = time.perf_counter_ns() + ns
+    while time.perf_counter_ns() < end:
+        pass
+
+
 def serve_fast(
     host: str,
     port: int,
     config: BusyPollConfig | None,
     *,
     sock_busy_poll_us: int = 0,
+    work_us: float = 0.0,
     ready: Ready | None = None,
     stop: threading.Event | None = None,
     handle_signals: bool = True,
 ) -> RrStats:
     """Serve sockperf request/response on a :class:`FastLoop` with *config* until told to stop.
 
-    Every accepted socket gets ``SO_BUSY_POLL`` *sock_busy_poll_us* (0: none). Stopping,
+    Every accepted socket gets ``SO_BUSY_POLL`` *sock_busy_poll_us* (0: none); each answer
+    costs *work_us* microseconds of CPU before it is sent (0: none). Stopping,
     *ready* and the result are as for :func:`~.rr.serve_rr`.
     """
     stats = RrStats()
@@ -111,7 +127,7 @@ def serve_fast(
     try:
         listener = socket.create_server((host, port), backlog=128)
         listener.setblocking(False)
-        on_accept = _acceptor(loop, listener, stats, conns, sock_busy_poll_us)
+        on_accept = _acceptor(loop, listener, stats, conns, sock_busy_poll_us, work_us)
         loop.add_reader(listener.fileno(), on_accept)
         with stopping(loop.stop, stop, handle_signals):
             addr = listener.getsockname()
@@ -135,6 +151,7 @@ def _acceptor(
     stats: RrStats,
     conns: set[RrConnection],
     sock_busy_poll_us: int,
+    work_us: float = 0.0,
 ) -> Callable[[], None]:
     """The listener's callback: accept every pending connection and serve it on *loop*."""
 
@@ -148,7 +165,7 @@ def _acceptor(
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if sock_busy_poll_us:
                 set_busy_poll(sock, sock_busy_poll_us)
-            conn = RrConnection(loop, sock, stats, conns.discard)
+            conn = RrConnection(loop, sock, stats, conns.discard, work_us)
             loop.add_reader(sock.fileno(), conn.on_readable)
             conns.add(conn)
             stats.connections += 1

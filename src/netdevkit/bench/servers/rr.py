@@ -212,6 +212,7 @@ def serve_rr(
     ready: Ready | None = None,
     stop: threading.Event | None = None,
     handle_signals: bool = True,
+    work_us: float = 0.0,
 ) -> RrStats:
     """Serve sockperf request/response on *host*:*port* until told to stop.
 
@@ -224,8 +225,13 @@ def serve_rr(
     epoll parameters set); its loop knobs apply to the netdevkit and fast loops only, and
     the fast loop also sets SO_BUSY_POLL ``hot_spin_us`` on each accepted socket.
     *sock_busy_poll_us* sets SO_BUSY_POLL on each accepted socket (fast and threads loops).
+    *work_us* spins that long per answer (fast loop only): a server with real work.
     """
     _check_loop_args(loop_kind, config, sock_busy_poll_us)
+    if work_us and loop_kind != "fast":
+        raise RequestError("work_us (per-request work) applies to the fast loop only")
+    if not 0 <= work_us <= 1_000_000:
+        raise RequestError(f"work_us {work_us}: must be 0..1000000 microseconds")
     if loop_kind == "threads":
         from .threads import serve_threads  # imports this module: import it late
 
@@ -246,6 +252,7 @@ def serve_rr(
             port,
             config,
             sock_busy_poll_us=sock_busy_poll_us or hot_spin_us,
+            work_us=work_us,
             ready=ready,
             stop=stop,
             handle_signals=handle_signals,
@@ -395,6 +402,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=0,
         help="fast/threads loops: SO_BUSY_POLL usecs on each accepted socket",
     )
+    p.add_argument(
+        "--work-us",
+        type=float,
+        default=0.0,
+        help="fast loop: microseconds of CPU work per answer (a server that does something "
+        "per request, as memcached or a web framework does; default 0)",
+    )
     p.add_argument("--ready-file", help="touch this file once listening")
     args = p.parse_args(argv)
     explicit = args.usecs is not None or args.budget is not None or args.prefer
@@ -443,6 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             config,
             sock_busy_poll_us=args.sock_busy_poll,
             ready=on_ready,
+            work_us=args.work_us,
         )
     except (NetdevkitError, OSError) as err:
         print(f"rr: error: {err}", file=sys.stderr)
