@@ -187,6 +187,48 @@ def test_a_damaged_journal_is_one_clear_error(tmp_path: Path, content: bytes) ->
         Journal(str(tmp_path)).records()
 
 
+@pytest.mark.parametrize(
+    ("entry", "field"),
+    [
+        ({"kind": "napi", "before": {}, "info": {}}, "key"),
+        ({"key": "k", "before": {}}, "kind"),
+        ({"kind": "napi", "key": "k"}, "before"),
+    ],
+)
+def test_an_entry_without_a_field_names_it(
+    tmp_path: Path, entry: dict[str, Any], field: str
+) -> None:
+    path = tmp_path / "journal.json"
+    path.write_text(json.dumps({"version": 2, "entries": [entry]}))
+    with pytest.raises(NetdevkitError) as exc:
+        Journal(str(tmp_path)).records()
+    assert str(exc.value) == (
+        f"the journal {path} is not a netdevkit journal (format 2): an entry has no "
+        f"{field!r} field ({json.dumps(entry, sort_keys=True)}); fix or remove it"
+    )
+
+
+def test_a_version_1_entry_without_its_baseline_names_it(tmp_path: Path) -> None:
+    (tmp_path / "journal.json").write_text('{"version": 1, "entries": [{"backend": "sysfs"}]}')
+    with pytest.raises(NetdevkitError, match="an entry has no 'baseline' field"):
+        Journal(str(tmp_path)).records()
+
+
+def test_the_lock_file_is_0600(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        with Journal(str(tmp_path)).locked():
+            pass
+        assert (tmp_path / "journal.lock").stat().st_mode & 0o7777 == 0o600
+        # one an older netdevkit made 0755 is corrected on the next use
+        (tmp_path / "journal.lock").chmod(0o755)
+        with Journal(str(tmp_path)).locked():
+            pass
+        assert (tmp_path / "journal.lock").stat().st_mode & 0o7777 == 0o600
+    finally:
+        os.umask(old)
+
+
 def test_kind_modules_register_napi_and_epoll() -> None:
     assert jmod.load_kind_modules() == []
     assert {"napi", "epoll"} <= set(jmod.registered_kinds())

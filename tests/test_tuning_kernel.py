@@ -240,6 +240,32 @@ def test_napi_id_of_another_namespace_names_that_namespace(testbed: Testbed, sta
     assert not (state / "journal.json").exists()
 
 
+def test_restore_filters_that_match_nothing_say_so(testbed: Testbed, state: Path) -> None:
+    ns = testbed.server_ns
+    cli("napi", "set", "--netns", ns, "--ifname", IF, "--defer-hard-irqs", "2")
+    journal = state / "journal.json"
+    for command in (["restore"], ["napi", "diff"]):
+        out = cli(*command, "--netns", ns, "--ifname", "b").stdout
+        assert out.splitlines()[0].endswith(
+            f"the journal ({journal}) lists 1 change(s), none of them matching --netns {ns} "
+            "--ifname b"
+        )
+    assert values(testbed) == [(2, 0, 0, 0)] and journal.exists()  # nothing restored
+    for command in (["restore"], ["napi", "diff"]):
+        p = cli(*command, "--kind", "bogus", check=2)
+        assert p.stdout == "" and p.stderr.startswith(
+            "netdevkit: error: --kind 'bogus': no such kind of journal entry (known: "
+        )
+        assert cli(*command, "--kind", "nap", check=2).stderr.startswith(
+            "netdevkit: error: --kind 'nap': no such kind of journal entry; did you mean 'napi'?"
+        )
+    assert values(testbed) == [(2, 0, 0, 0)] and journal.exists()
+    assert "restored defer-hard-irqs 2 -> 0" in cli("restore", "--kind", "napi").stdout
+    assert cli("restore", "--ifname", "b").stdout.startswith(
+        f"nothing to restore: the journal ({journal}) lists no changes"
+    )
+
+
 def test_bad_value_in_a_list_is_refused_before_the_first_write(
     testbed4: Testbed, state: Path
 ) -> None:

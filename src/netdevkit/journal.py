@@ -57,6 +57,8 @@ DEFAULT_STATE_DIR = "/run/netdevkit"
 JOURNAL_NAME = "journal.json"
 TMP_NAME = JOURNAL_NAME + ".tmp"
 LOCK_NAME = "journal.lock"
+#: the lock file's mode: read-write for its owner, no execute bit
+LOCK_MODE = 0o600
 FORMAT_VERSION = 2
 
 #: Modules that register journal kinds, imported by :func:`load_kind_modules` (and so by
@@ -116,6 +118,9 @@ class Record:
     def from_json(cls, d: object) -> Record:
         if not isinstance(d, dict):
             raise ValueError(f"a record must be an object, not {type(d).__name__}")
+        missing = [k for k in ("kind", "key", "before") if k not in d]
+        if missing:
+            raise ValueError(f"an entry has no {missing[0]!r} field ({_brief(d)})")
         kind, key, before, info = d["kind"], d["key"], d["before"], d.get("info", {})
         if not isinstance(kind, str) or not kind or not isinstance(key, str) or not key:
             raise ValueError(f"kind and key must be non-empty strings: {kind!r}, {key!r}")
@@ -129,12 +134,20 @@ class Record:
         return cls(kind, key, before, info, pid, float(at))
 
 
+def _brief(d: dict[Any, Any]) -> str:
+    """A record as a human can find it in the file: its first few fields."""
+    text = json.dumps(d, sort_keys=True, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _from_v1(e: object) -> Record:
     """A version-1 (NAPI-only) entry as a ``napi`` record (same key as netdevkit.tuning)."""
     if not isinstance(e, dict):
         raise ValueError("an entry must be an object")
     target = {k: e.get(k) for k in ("backend", "netns", "ifname", "ifindex", "napi_id")}
     target["position"] = e.get("position")
+    if "baseline" not in e:
+        raise ValueError(f"an entry has no 'baseline' field ({_brief(e)})")
     if target["backend"] not in ("netlink", "sysfs") or not isinstance(e["baseline"], dict):
         raise ValueError(f"unknown backend {target['backend']!r}")
     key = key_of(target["backend"], target["netns"], target["ifindex"], target["napi_id"])
@@ -255,9 +268,15 @@ class Journal:
     def _acquire(self) -> int:
         try:
             os.makedirs(self.directory, mode=0o755, exist_ok=True)
+            # 0600: a lock file is never executed, and only root takes it for writing.
             fd = os.open(
-                os.path.join(self.directory, LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
+                os.path.join(self.directory, LOCK_NAME),
+                os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                LOCK_MODE,
             )
+            if os.fstat(fd).st_mode & 0o7777 != LOCK_MODE:  # one made 0755 by an older netdevkit
+                with contextlib.suppress(OSError):
+                    os.fchmod(fd, LOCK_MODE)
         except OSError as err:
             raise JournalError(
                 f"cannot open the journal lock in {self.directory}: {err.strerror} "
@@ -295,7 +314,7 @@ class Journal:
         try:
             if not isinstance(data, dict):
                 raise ValueError("not a JSON object")
-            version, entries = data.get("version"), data["entries"]
+            version, entries = data.get("version"), data.get("entries")
             if not isinstance(entries, list):
                 raise ValueError("'entries' is not a list")
             if version == 1:
@@ -304,9 +323,10 @@ class Journal:
                 raise ValueError(f"format version {version!r}")
             return [Record.from_json(e) for e in entries]
         except (AttributeError, KeyError, TypeError, ValueError, OverflowError) as err:
+            why = f"a field is missing: {err.args[0]!r}" if isinstance(err, KeyError) else err
             raise JournalError(
                 f"the journal {self.path} is not a netdevkit journal (format "
-                f"{FORMAT_VERSION}): {err}; fix or remove it"
+                f"{FORMAT_VERSION}): {why}; fix or remove it"
             ) from None
 
     def _save(self, records: Sequence[Record]) -> None:

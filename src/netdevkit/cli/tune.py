@@ -318,6 +318,8 @@ def _match(args: argparse.Namespace) -> Callable[[Record], bool] | None:
         from ..netns import path_of
 
         path_of(netns)  # a name no namespace can have is a usage error, not "no entries"
+    if kind is not None:
+        _check_kind(kind)
     if netns is None and ifname is None and kind is None:
         return None
 
@@ -329,6 +331,36 @@ def _match(args: argparse.Namespace) -> Callable[[Record], bool] | None:
         )
 
     return match
+
+
+def _check_kind(kind: str) -> None:
+    """--kind names a kind some module writes, or one the journal holds: else exit 2."""
+    from ..errors import RequestError
+    from ..journal import Journal, load_kind_modules, registered_kinds
+    from ..suggest import did_you_mean
+
+    load_kind_modules()
+    known = sorted(set(registered_kinds()) | {r.kind for r in Journal().records()})
+    if kind not in known:
+        raise RequestError(
+            f"--kind {kind!r}: no such kind of journal entry{did_you_mean(kind, known)} "
+            f"(known: {', '.join(known)})"
+        )
+
+
+def _nothing_matches(args: argparse.Namespace, path: str) -> str:
+    """Why a filtered `restore`/`napi diff` found nothing: an empty journal, or no match."""
+    from ..journal import Journal
+
+    total = len(Journal().records())
+    if not total:
+        return f"the journal ({path}) lists no changes"
+    given = [
+        f"--{name} {value}"
+        for name in ("netns", "ifname", "kind")
+        if (value := getattr(args, name, None)) is not None
+    ]
+    return f"the journal ({path}) lists {total} change(s), none of them matching {' '.join(given)}"
 
 
 def run_restore(args: argparse.Namespace) -> int:
@@ -348,7 +380,7 @@ def run_restore(args: argparse.Namespace) -> int:
         )
     else:
         if not outcomes:
-            print(f"nothing to restore: the journal ({journal.path}) lists no changes")
+            print(f"nothing to restore: {_nothing_matches(args, journal.path)}")
         for o in outcomes:
             print(o.message if o.status != "failed" else f"FAILED: {o.message}")
         if leftovers:
@@ -395,7 +427,7 @@ def run_diff(args: argparse.Namespace) -> int:
         _print_json([r.to_json() for r in rows] + [o.to_json() for o in others])
         return 0
     if not rows and not others:
-        print(f"no differences: the journal ({path}) lists no changes")
+        print(f"no differences: {_nothing_matches(args, path)}")
     for r in rows:
         print(r.line())
     for o in others:
