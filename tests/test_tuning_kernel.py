@@ -266,6 +266,39 @@ def test_restore_filters_that_match_nothing_say_so(testbed: Testbed, state: Path
     )
 
 
+def test_the_shipped_example_profile_applies_to_a_testbed(
+    testbed: Testbed, state: Path, tmp_path: Path
+) -> None:
+    """examples/profile.toml is written for `netdevkit testbed up` (namespaces ndk-srv and
+    ndk-cli); this testbed's namespaces have other names, everything else is as shipped."""
+    shipped = (Path(__file__).parent.parent / "examples" / "profile.toml").read_text()
+    assert shipped.count('"ndk-srv"') == 1 and shipped.count('"ndk-cli"') == 1
+    profile = tmp_path / "profile.toml"
+    profile.write_text(
+        shipped.replace('"ndk-srv"', f'"{testbed.server_ns}"').replace(
+            '"ndk-cli"', f'"{testbed.client_ns}"'
+        )
+    )
+
+    def both() -> list[tuple[int | None, ...]]:
+        with Netdev.open(testbed.client_ns) as nd:
+            client = [
+                (n.defer_hard_irqs, n.gro_flush_timeout, n.irq_suspend_timeout)
+                for n in nd.napi_dump()
+            ]
+        return [v[:3] for v in values(testbed)] + client
+
+    out = cli("apply", str(profile), "--dry-run").stdout
+    assert out.splitlines()[-1] == "dry run: nothing changed"
+    assert both() == [(0, 0, 0), (0, 0, 0)]
+    assert "undo with `netdevkit restore`" in cli("apply", str(profile)).stdout
+    assert both() == [(200, 50 * US, 20 * MS), (100, 200 * US, 0)]
+    assert cli("apply", str(profile)).stdout == "no changes\n"
+    cli("restore")
+    assert both() == [(0, 0, 0), (0, 0, 0)]
+    assert not (state / "journal.json").exists()
+
+
 def test_bad_value_in_a_list_is_refused_before_the_first_write(
     testbed4: Testbed, state: Path
 ) -> None:
