@@ -12,6 +12,7 @@ import pytest
 
 from netdevkit import __version__
 from netdevkit.cli.main import DESCRIPTION, NETNS_COMMANDS, build_parser, main
+from netdevkit.testbed import Testbed
 
 NETDEVKIT = [sys.executable, "-m", "netdevkit"]
 
@@ -183,3 +184,82 @@ def test_run_reports_an_attachment_as_a_change() -> None:
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert f"epoll fd 3: {SUSPEND_CHANGE}\n" in done.stderr, done.stderr
+
+
+# --- doctor on a pipe: plain text that wraps, never truncates -------------------------------
+
+
+def test_doctor_on_a_pipe_wraps_at_spaces_and_keeps_every_word(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, testbed: Testbed
+) -> None:
+    from netdevkit.doctor import run_checks
+
+    monkeypatch.setenv("COLUMNS", "80")
+    argv = ["doctor", "--netns", testbed.server_ns, "--ifname", testbed.server_if]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "\u2026" not in out and "..." not in out
+    lines = out.splitlines()
+    assert lines[0] == f"netdevkit doctor for {testbed.server_if} in netns {testbed.server_ns}"
+    words = set(out.split())
+    for c in run_checks(testbed.server_if, testbed.server_ns):
+        for word in f"{c.feature} {c.name} {c.status.value} {c.detail} {c.remedy}".split():
+            assert word in words, (word, c)
+    # wrapped to 80 columns: only a word too long for any line could make one wider
+    assert all(len(line) <= 80 or len(line.split()) == 1 for line in lines), out
+
+
+def test_doctor_plain_report_keeps_table_columns_where_the_width_allows() -> None:
+    from netdevkit.cli.doctor import plain_report
+    from netdevkit.doctor.checks import Check, Status
+
+    long_word = "x" * 150
+    checks = [
+        Check("kernel", "release", Status.OK, "Linux 6.18"),
+        Check("devmem", "driver", Status.MISSING, f"a b {long_word} c", remedy="use d e"),
+    ]
+    lines = plain_report(checks, "netdevkit doctor", width=100)
+    assert lines[2].split() == ["feature", "check", "status", "detail", "/", "what", "to", "do"]
+    assert lines[4] == "kernel    release   OK        Linux 6.18"
+    assert lines[6] == "devmem    driver    MISSING   a b"
+    assert [ln.strip() for ln in lines[7:10]] == [long_word, "c", "-> use d e"]
+    assert lines[-1] == "1 OK, 0 WARN, 1 MISSING"
+
+
+# --- testbed show: what "kept" means; what testbed show and doctor load -----------------
+
+
+def test_testbed_show_explains_each_status_it_shows(testbed_name: str) -> None:
+    from netdevkit.cli.testbed import STATUS_MEANING
+
+    def ndk(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*NETDEVKIT, *argv], capture_output=True, text=True, check=True)
+
+    ndk("testbed", "up", "--name", testbed_name)
+    try:
+        shown = ndk("testbed", "show", testbed_name)
+        assert shown.stdout.splitlines()[2].split()[:2] == [testbed_name, "kept"]
+        assert shown.stderr == f"kept: {STATUS_MEANING['kept']}\n"
+        assert "until `netdevkit testbed down NAME`" in shown.stderr
+    finally:
+        ndk("testbed", "down", testbed_name)
+
+
+def _modules_loaded_by(*argv: str) -> set[str]:
+    code = (
+        "import sys, contextlib, io\nfrom netdevkit.cli.main import main\n"
+        f"with contextlib.redirect_stdout(io.StringIO()):\n    main({list(argv)!r})\n"
+        "print(' '.join(sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return {m.split(".")[0] for m in done.stdout.split()}
+
+
+def test_testbed_show_does_not_load_pyroute2(testbed: Testbed) -> None:
+    # pyroute2 takes about 250 ms to import, and its IPRoute(netns=...) forks per namespace
+    assert "pyroute2" not in _modules_loaded_by("testbed", "show")
+
+
+def test_doctor_for_an_interface_does_not_load_numpy(testbed: Testbed) -> None:
+    argv = ("doctor", "--netns", testbed.server_ns, "--ifname", testbed.server_if)
+    assert not {"numpy", "pyroute2"} & _modules_loaded_by(*argv)

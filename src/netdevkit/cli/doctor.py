@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -46,9 +47,73 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         json.dump(report(checks, args.ifname, args.netns), sys.stdout, indent=2)
         sys.stdout.write("\n")
-    else:
+    elif sys.stdout.isatty():
         _render(checks, args.ifname, args.netns)
+    else:  # a file, a pipe, less: every word kept, lines wrapped at spaces
+        sys.stdout.write("".join(line + "\n" for line in plain_report(checks, _title(args))))
     return 0
+
+
+def _title(args: argparse.Namespace) -> str:
+    where = ""
+    if args.ifname:
+        where = f" for {args.ifname}" + (f" in netns {args.netns}" if args.netns else "")
+    return f"netdevkit doctor{where}"
+
+
+def _plain_width() -> int:
+    """$COLUMNS, else 100: the report's width when stdout is not a terminal."""
+    try:
+        return max(int(os.environ.get("COLUMNS", "")), 40)
+    except ValueError:
+        return 100
+
+
+def plain_report(checks: list[Check], title: str, width: int | None = None) -> list[str]:
+    """The report as plain lines, for a file or a pipe: no word is ever cut or elided.
+
+    The table's columns with the detail (and "-> what to do") wrapped at spaces to *width*
+    under its column; when that would leave it fewer than 30 columns, each feature is a
+    heading and each detail wraps under its check, indented. A word longer than the room
+    left stays whole on a line of its own.
+    """
+    from ..doctor import summary
+
+    width = width or _plain_width()
+    fw = max(len("feature"), *(len(c.feature) for c in checks))
+    nw = max(len("check"), *(len(c.name) for c in checks))
+    column = fw + nw + len("MISSING") + 9
+    inline = width - column >= 30
+    lines = [title, ""]
+    if inline:
+        lines.append(f"{'feature':<{fw}}   {'check':<{nw}}   {'status':<7}   detail / what to do")
+        lines.append("\u2500" * width)
+    previous = None
+    for c in checks:
+        if c.feature != previous:
+            lines += [""] if previous is not None else []
+            lines += [] if inline else [c.feature]
+        wrapped = _wrapped(c, width - column if inline else width - 4)
+        if inline:
+            feature = c.feature if c.feature != previous else ""
+            first = f"{feature:<{fw}}   {c.name:<{nw}}   {c.status.value:<7}   "
+            lines.append((first + (wrapped.pop(0) if wrapped else "")).rstrip())
+        else:
+            lines.append(f"  {c.name:<{nw}}   {c.status.value}")
+        lines += [" " * (column if inline else 4) + w for w in wrapped]
+        previous = c.feature
+    counts = summary(checks)
+    lines += ["", f"{counts['OK']} OK, {counts['WARN']} WARN, {counts['MISSING']} MISSING"]
+    return lines
+
+
+def _wrapped(c: Check, room: int) -> list[str]:
+    import textwrap
+
+    out: list[str] = []
+    for text in (c.detail, "-> " + c.remedy if c.remedy else ""):
+        out += textwrap.wrap(text, room, break_long_words=False, break_on_hyphens=False)
+    return out
 
 
 def _render(checks: list[Check], ifname: str | None, netns: str | None) -> None:
@@ -66,7 +131,7 @@ def _render(checks: list[Check], ifname: str | None, netns: str | None) -> None:
     table.add_column("feature", style="bold", no_wrap=True)
     table.add_column("check", no_wrap=True)
     table.add_column("status", no_wrap=True)
-    table.add_column("detail / what to do")
+    table.add_column("detail / what to do", overflow="fold")  # a long word folds, never "…"
     previous = None
     for c in checks:
         if previous is not None and c.feature != previous:

@@ -72,9 +72,11 @@ def register(sub: SubParsers) -> None:
     show = tsub.add_parser(
         "show",
         help="list the testbeds of this state directory and their status",
-        description="List testbeds: running (their owner process runs), kept (made by\n"
-        "`testbed up`) or leftover (their owner was killed), with the processes\n"
-        "still running inside their namespaces.",
+        description="List testbeds with the processes still running inside their\n"
+        "namespaces. STATUS is running (its owner process, OWNER, uses it and removes\n"
+        "it when it ends), kept (made by `testbed up`: no process owns it, it stays\n"
+        "up until `testbed down NAME`) or leftover (its owner was killed before\n"
+        "removing it: `testbed down --all` removes it).",
         formatter_class=_FMT,
     )
     show.add_argument("name", nargs="?", help="only this testbed")
@@ -151,9 +153,20 @@ def run_show(args: argparse.Namespace) -> int:
     ]
     cols = ("NAME", "STATUS", "OWNER", "NAMESPACES", "PROCESSES>", "TMPDIR")
     print_table(cols, rows, f"no testbeds in {records_dir()}")
-    if any(t.status == "leftover" for t in found):
-        print("remove leftovers with: netdevkit testbed down --all", file=sys.stderr)
+    for status, meaning in STATUS_MEANING.items():
+        if any(t.status == status for t in found):
+            print(f"{status}: {meaning}", file=sys.stderr)
     return 0
+
+
+#: what each STATUS of `testbed show` means, said under the table for those it shows
+STATUS_MEANING = {
+    "running": "its owner process (OWNER) is using it and removes it when it ends",
+    "kept": "made by `netdevkit testbed up`, so no process owns it: it stays up "
+    "until `netdevkit testbed down NAME` (or `--all`)",
+    "leftover": "its owner was killed before removing it: remove with "
+    "`netdevkit testbed down --all`",
+}
 
 
 def run_down(args: argparse.Namespace) -> int:

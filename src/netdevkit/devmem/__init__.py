@@ -14,18 +14,32 @@
 
 from __future__ import annotations
 
-from .binding import Binding, bind_rx, bind_tx
-from .dmabuf import CudaDmabuf, Dmabuf, DmabufFd, Udmabuf, cuda, udmabuf
-from .rx import (
-    AsyncDevmemReceiver,
-    DevmemReceiver,
-    Fragment,
-    OutstandingLimit,
-    RxBatch,
-    RxStats,
-    TokenReturnError,
-)
-from .tx import DevmemSender, Send
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Names resolve on first use (PEP 562): .rx imports numpy (about 120 ms), which `doctor`,
+# `devmem setup` and `restore` (through .nic, .setup, .records) never need.
+_LAZY = {
+    **dict.fromkeys(("Binding", "bind_rx", "bind_tx"), "binding"),
+    **dict.fromkeys(("CudaDmabuf", "Dmabuf", "DmabufFd", "Udmabuf", "cuda", "udmabuf"), "dmabuf"),
+    **dict.fromkeys(("AsyncDevmemReceiver", "DevmemReceiver", "Fragment"), "rx"),
+    **dict.fromkeys(("OutstandingLimit", "RxBatch", "RxStats", "TokenReturnError"), "rx"),
+    **dict.fromkeys(("DevmemSender", "Send"), "tx"),
+}
+
+if TYPE_CHECKING:
+    from .binding import Binding, bind_rx, bind_tx
+    from .dmabuf import CudaDmabuf, Dmabuf, DmabufFd, Udmabuf, cuda, udmabuf
+    from .rx import (
+        AsyncDevmemReceiver,
+        DevmemReceiver,
+        Fragment,
+        OutstandingLimit,
+        RxBatch,
+        RxStats,
+        TokenReturnError,
+    )
+    from .tx import DevmemSender, Send
 
 __all__ = [
     "AsyncDevmemReceiver",
@@ -47,3 +61,16 @@ __all__ = [
     "cuda",
     "udmabuf",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    where = _LAZY.get(name)
+    if where is None:
+        raise AttributeError(f"module 'netdevkit.devmem' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{where}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

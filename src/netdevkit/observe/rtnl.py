@@ -16,7 +16,8 @@ Kernel facts relied on (include/uapi/linux/rtnetlink.h, if_link.h):
   with one.
 - Attributes: ``IFLA_IFNAME`` 3 (string), ``IFLA_OPERSTATE`` 16 (u8: 0
   unknown ... 2 down ... 6 up), ``IFLA_LINKINFO`` 18 (nest; ``IFLA_INFO_KIND``
-  1, string: "veth", "bridge" ...), ``IFLA_STATS64`` 23 (struct
+  1, string: "veth", "bridge" ...), ``IFLA_IFALIAS`` 20 (string, absent when
+  unset), ``IFLA_STATS64`` 23 (struct
   rtnl_link_stats64: u64 rx_packets, tx_packets, rx_bytes, tx_bytes,
   rx_errors, tx_errors, rx_dropped, tx_dropped, ...).
 """
@@ -37,6 +38,7 @@ RTM_NEWLINK = 16
 RTM_GETLINK = 18
 IFLA_IFNAME = 3
 IFLA_OPERSTATE = 16
+IFLA_IFALIAS = 20
 IFLA_LINKINFO = 18
 IFLA_INFO_KIND = 1
 IFLA_STATS64 = 23
@@ -64,6 +66,7 @@ class LinkRow:
     kind: str | None
     operstate: str
     counters: dict[str, int]
+    alias: str = ""
 
 
 def _string(buf: bytes, a: int, b: int) -> str:
@@ -73,12 +76,14 @@ def _string(buf: bytes, a: int, b: int) -> str:
 def parse_link(payload: bytes) -> LinkRow:
     """One ``RTM_NEWLINK`` payload (ifinfomsg + attributes) -> :class:`LinkRow`."""
     _family, _type, ifindex, _flags, _change = IFINFOMSG.unpack_from(payload, 0)
-    name, kind, oper = "", None, "UNKNOWN"
+    name, kind, oper, alias = "", None, "UNKNOWN", ""
     counters: dict[str, int] = {}
     for raw_type, a, b in codec.iter_attrs(payload, IFINFOMSG.size):
         t = raw_type & codec.NLA_TYPE_MASK
         if t == IFLA_IFNAME:
             name = _string(payload, a, b)
+        elif t == IFLA_IFALIAS:
+            alias = _string(payload, a, b)
         elif t == IFLA_OPERSTATE and b > a:
             v = payload[a]
             oper = OPERSTATES[v] if v < len(OPERSTATES) else str(v)
@@ -88,7 +93,7 @@ def parse_link(payload: bytes) -> LinkRow:
             for it, ia, ib in codec.iter_attrs(payload, a, b):
                 if it & codec.NLA_TYPE_MASK == IFLA_INFO_KIND:
                     kind = _string(payload, ia, ib)
-    return LinkRow(ifindex, name, kind, oper, counters)
+    return LinkRow(ifindex, name, kind, oper, counters, alias)
 
 
 class LinkDumper:

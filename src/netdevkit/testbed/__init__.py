@@ -25,26 +25,45 @@ its code relies on.
 
 from __future__ import annotations
 
-from .._os import affinity_of as affinity_of
-from .._os import format_cpu_list as format_cpu_list
-from .._os import parse_cpu_list as parse_cpu_list
-from .._os import set_affinity as set_affinity
-from .config import CLIENT_IF, SERVER_IF, CpuPlacement, Side, TestbedConfig
-from .config import MAX_MTU as MAX_MTU
-from .config import MAX_QUEUES as MAX_QUEUES
-from .config import MIN_MTU as MIN_MTU
-from .datapath import GRO as GRO
-from .datapath import GSO as GSO
-from .datapath import SO_INCOMING_NAPI_ID as SO_INCOMING_NAPI_ID
-from .datapath import TSO as TSO
-from .datapath import get_offloads as get_offloads
-from .datapath import set_offloads as set_offloads
-from .datapath import socket_in_netns
-from .journal import ALIAS_PREFIX as ALIAS_PREFIX
-from .journal import JOURNAL_DIR as JOURNAL_DIR
-from .journal import NS_SUFFIXES as NS_SUFFIXES
-from .journal import down_all, list_testbeds
-from .lifecycle import Testbed
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Names resolve on first use (PEP 562): `testbed show` and `restore` read only .journal and
+# .config, and .datapath/.lifecycle import pyroute2 (about 250 ms) at top level.
+_LAZY = {
+    **dict.fromkeys(("affinity_of", "format_cpu_list", "parse_cpu_list", "set_affinity"), "_os"),
+    **dict.fromkeys(
+        ("CLIENT_IF", "SERVER_IF", "CpuPlacement", "Side", "TestbedConfig", "MAX_MTU"), "config"
+    ),
+    **dict.fromkeys(("MAX_QUEUES", "MIN_MTU"), "config"),
+    **dict.fromkeys(("GRO", "GSO", "SO_INCOMING_NAPI_ID", "TSO", "get_offloads"), "datapath"),
+    **dict.fromkeys(("set_offloads", "socket_in_netns"), "datapath"),
+    **dict.fromkeys(("ALIAS_PREFIX", "JOURNAL_DIR", "NS_SUFFIXES"), "journal"),
+    **dict.fromkeys(("down_all", "list_testbeds"), "journal"),
+    "Testbed": "lifecycle",
+}
+
+if TYPE_CHECKING:
+    from .._os import affinity_of as affinity_of
+    from .._os import format_cpu_list as format_cpu_list
+    from .._os import parse_cpu_list as parse_cpu_list
+    from .._os import set_affinity as set_affinity
+    from .config import CLIENT_IF, SERVER_IF, CpuPlacement, Side, TestbedConfig
+    from .config import MAX_MTU as MAX_MTU
+    from .config import MAX_QUEUES as MAX_QUEUES
+    from .config import MIN_MTU as MIN_MTU
+    from .datapath import GRO as GRO
+    from .datapath import GSO as GSO
+    from .datapath import SO_INCOMING_NAPI_ID as SO_INCOMING_NAPI_ID
+    from .datapath import TSO as TSO
+    from .datapath import get_offloads as get_offloads
+    from .datapath import set_offloads as set_offloads
+    from .datapath import socket_in_netns
+    from .journal import ALIAS_PREFIX as ALIAS_PREFIX
+    from .journal import JOURNAL_DIR as JOURNAL_DIR
+    from .journal import NS_SUFFIXES as NS_SUFFIXES
+    from .journal import down_all, list_testbeds
+    from .lifecycle import Testbed
 
 __all__ = [
     "CLIENT_IF",
@@ -57,3 +76,17 @@ __all__ = [
     "list_testbeds",
     "socket_in_netns",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    where = _LAZY.get(name)
+    if where is None:
+        raise AttributeError(f"module 'netdevkit.testbed' has no attribute {name!r}")
+    package = "netdevkit" if where == "_os" else __name__
+    value = getattr(importlib.import_module(f"{package}.{where}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

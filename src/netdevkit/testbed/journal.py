@@ -36,10 +36,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from pyroute2 import IPRoute
-from pyroute2 import netns as pr_netns
-from pyroute2.netlink.exceptions import NetlinkError
-
 from .. import netns as ndk_netns
 from .._os import CAP_NET_ADMIN, CAP_SYS_ADMIN, has_capability
 from .._signals import blocked
@@ -55,6 +51,8 @@ from ..errors import (
 from ..journal import state_dir
 
 if TYPE_CHECKING:
+    from pyroute2.netlink.exceptions import NetlinkError
+
     from .config import TestbedConfig
 
 #: where the records live when NETDEVKIT_STATE_DIR is unset (see :func:`records_dir`)
@@ -87,6 +85,8 @@ def _remove_ns(name: str) -> bool:
     path = ndk_netns.path_of(name)
     if not os.path.exists(path):
         return False
+    from pyroute2 import netns as pr_netns  # here: pyroute2 takes ~250 ms to import
+
     try:
         pr_netns.remove(name)
         return True
@@ -110,6 +110,9 @@ def remove_namespace(name: str) -> bool:
 
 @contextlib.contextmanager
 def _ipr(ns: str, operation: str) -> Iterator[Any]:
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
     try:
         with IPRoute(netns=ns, flags=0, ext_ack=True) as ipr:
             yield ipr
@@ -118,12 +121,15 @@ def _ipr(ns: str, operation: str) -> Iterator[Any]:
 
 
 def _lo_alias(ns: str) -> str:
-    with _ipr(ns, "read lo alias") as ipr:
-        links = ipr.get_links(1)
-    if not links:
-        return ""
-    alias = links[0].get_attr("IFLA_IFALIAS")
-    return str(alias) if alias else ""
+    """The alias of lo in *ns* ("" if none), through one rtnetlink dump: no pyroute2, whose
+    IPRoute(netns=...) forks a helper process for every namespace asked about."""
+    from ..observe.rtnl import LinkDumper
+
+    dumper = LinkDumper(ns)
+    try:
+        return next((link.alias for link in dumper.dump() if link.ifindex == 1), "")
+    finally:
+        dumper.close()
 
 
 # --- records, owner and leftovers ---------------------------------------------
