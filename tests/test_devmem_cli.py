@@ -153,7 +153,17 @@ def _run(*argv: str, state: Path) -> subprocess.CompletedProcess[str]:
         (["recv", "--queues", "1", "--validate", "300"], "pattern length from 1 to 256"),
         (["recv", "--queues", "1", "--size", "lots"], "size 'lots'"),
         (["recv", "--queues", "1", "--port", "0"], "--port must be"),
-        (["send", "--to", "10.0.0.1", "--bytes", "1Q"], "size '1Q'"),
+        (["send", "--to", "10.0.0.1", "--bytes", "1Q"], "--bytes: size '1Q'"),
+        (["send", "--to", "nonsense"], "--to 'nonsense' is not an IPv4 or IPv6 address"),
+        (["send", "--to", "10.0.0.1", "--chunk", "0"], "--chunk 0: must be at least 1 byte"),
+        (["send", "--to", "10.0.0.1", "--bytes", "0"], "--bytes 0: must be at least 1 byte"),
+        (["send", "--to", "10.0.0.1", "--validate", "0"], "--validate 0 is not a pattern"),
+        (["send", "--to", "10.0.0.1", "--size", "1000"], "--size 1000: a udmabuf is"),
+        (["send", "--to", "10.0.0.1", "--dmabuf", "cuda"], "send --dmabuf cuda"),
+        (["recv", "--queues", "1", "--listen", "nonsense"], "--listen 'nonsense' is not"),
+        (["recv", "--queues", "1", "--validate", "0"], "--validate 0 is not a pattern"),
+        (["recv", "--queues", "1", "--limit", "0"], "--limit 0: must be at least 1"),
+        (["recv", "--queues", "1", "--device", "-1"], "--device -1"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], words: str) -> None:
@@ -213,15 +223,35 @@ def test_recv_on_veth_refuses_before_binding_and_teardown_has_nothing(
 
 
 @pytest.mark.kernel
-def test_send_on_veth_is_refused_in_one_line(testbed4: Testbed, tmp_path: Path) -> None:
-    r = _run(
-        "devmem", "send", "--ifname", testbed4.client_if, "--netns", testbed4.client_ns,
-        "--to", testbed4.server_addr, state=tmp_path,
-    )  # fmt: skip
+def test_send_on_veth_is_refused_naming_the_devices_missing_requirements(
+    testbed4: Testbed, tmp_path: Path
+) -> None:
+    where = ["--ifname", testbed4.client_if, "--netns", testbed4.client_ns]
+    r = _run("devmem", "send", *where, "--to", testbed4.server_addr, state=tmp_path)
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
-    # no /dev/udmabuf here; with one (the matrix guests) veth refuses bind-tx
-    assert len(lines) == 1 and ("udmabuf" in lines[0] or "netmem TX" in lines[0])
+    # the device is refused before any dmabuf is made (this host has no /dev/udmabuf)
+    assert len(lines) == 1 and "udmabuf" not in lines[0], r.stderr
+    assert f"devmem send refused for {testbed4.client_if}, nothing was changed" in lines[0]
+    assert "driver: veth cannot carry devmem" in lines[0]
+    assert "MISSING  driver" in r.stdout and "OK       kernel" in r.stdout
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize(
+    ("where", "words"),
+    [
+        (["--ifname", "nosuch"], "no interface named 'nosuch'"),
+        (["--ifname", "lo", "--netns", "ndk-nosuch"], "'ndk-nosuch' does not exist"),
+    ],
+)
+def test_send_to_a_device_that_does_not_exist_names_it(
+    tmp_path: Path, where: list[str], words: str
+) -> None:
+    r = _run("devmem", "send", *where, "--to", "10.0.0.1", state=tmp_path)
+    assert r.returncode == 1 and r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0] and "udmabuf" not in lines[0], r.stderr
 
 
 @pytest.mark.kernel

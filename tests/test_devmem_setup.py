@@ -10,7 +10,7 @@ from netdevkit import journal as jr
 from netdevkit.devmem import records
 from netdevkit.devmem.fakenic import FakeNic
 from netdevkit.devmem.nic import KernelNic
-from netdevkit.devmem.setup import apply, parse_queues, plan, teardown, undo
+from netdevkit.devmem.setup import apply, parse_queues, plan, teardown, tx_requirements, undo
 from netdevkit.errors import KernelError, RequestError, UnsupportedError
 from netdevkit.ethtool.client import Ethtool
 from netdevkit.ethtool.family import TcpDataSplit
@@ -244,3 +244,22 @@ def test_undo_of_one_run_leaves_an_earlier_setup_alone(journal: jr.Journal) -> N
     assert [r.kind for r in written] == ["ethtool-ntuple"] and len(nic.rules) == 2
     assert all(u.ok for u in undo(nic, written, journal))
     assert _state(nic) == set_up and len(journal.records()) == 4
+
+
+@pytest.mark.parametrize(
+    ("driver", "bind_tx", "missing"),
+    [
+        ("fbnic", True, []),
+        ("veth", True, ["driver"]),
+        ("fbnic", False, ["kernel"]),
+        ("veth", False, ["driver", "kernel"]),
+    ],
+)
+def test_tx_requirements_name_each_missing_one(
+    driver: str, bind_tx: bool, missing: list[str]
+) -> None:
+    reqs = tx_requirements(FakeNic(driver_name=driver), "eth9", bind_tx)
+    assert [r.name for r in reqs] == ["driver", "kernel"]
+    assert [r.name for r in reqs if not r.ok] == missing
+    if "kernel" in missing:
+        assert "Linux 6.16" in reqs[1].detail

@@ -20,13 +20,13 @@ import json
 import signal
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..devmem.nic import KernelNic
-    from ..devmem.setup import Plan, Step
+    from ..devmem.setup import Plan, Requirement, Step
     from ..journal import Record
 
 _FMT = argparse.RawDescriptionHelpFormatter
@@ -102,7 +102,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _target(r)
     r.add_argument("--queues", required=True, help="RX queues to bind: 14-15 or 3,5")
     r.add_argument("--port", type=int, default=5201, help="TCP port to listen on (5201)")
-    r.add_argument("--listen", default="::", help="address to listen on (all)")
+    r.add_argument("--listen", default="::", help="IP address to listen on (all: ::)")
     r.add_argument("--flow", help="flow to steer (default 'tcp dst-port PORT')")
     r.add_argument("--no-setup", action="store_true", help="the NIC is prepared already")
     r.add_argument("--rx-page-size", type=int, help="bytes per RX buffer (Linux 7.3)")
@@ -115,7 +115,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=_FMT,
     )  # fmt: skip
     _target(x)
-    x.add_argument("--to", required=True, help="peer address")
+    x.add_argument("--to", required=True, help="the peer's IPv4 or IPv6 address")
     x.add_argument("--port", type=int, default=5201, help="peer TCP port (5201)")
     x.add_argument("--bytes", default="1G", help="bytes to send (1G)")
     x.add_argument("--chunk", default="64K", help="bytes per sendmsg (64K)")
@@ -154,9 +154,9 @@ def _emit(args: argparse.Namespace, text: str) -> None:
         print(text, flush=True)
 
 
-def _requirement_lines(p: Plan) -> list[str]:
+def _requirement_lines(requirements: Sequence[Requirement]) -> list[str]:
     word = {True: "OK", False: "MISSING", None: "UNKNOWN"}
-    return [f"  {word[r.ok]:<8} {r.name:<13} {r.detail}" for r in p.requirements]
+    return [f"  {word[r.ok]:<8} {r.name:<13} {r.detail}" for r in requirements]
 
 
 def _plan_json(p: Plan, applied: bool) -> dict[str, Any]:
@@ -204,7 +204,7 @@ def run_setup(args: argparse.Namespace) -> int:
     with KernelNic(args.netns) as nic, _signals_as_interrupt():
         p = _make_plan(args, nic, args.flow)
         _emit(args, f"devmem setup of {args.ifname}, queues {list(p.queues)}:")
-        for line in _requirement_lines(p):
+        for line in _requirement_lines(p.requirements):
             _emit(args, line)
         if not p.ok:
             if args.json:
@@ -275,26 +275,108 @@ def _check_validate(pattern: int | None) -> None:
         raise RequestError(f"--validate {err}") from None
 
 
-def run_recv(args: argparse.Namespace) -> int:
-    from ..devmem.binding import bind_rx
-    from ..devmem.nic import KernelNic
-    from ..devmem.rx import DevmemReceiver
-    from ..devmem.setup import parse_queues
-    from ..devmem.tool import receive
-    from ..errors import RequestError, UnsupportedError
-    from ..netns import entered
+def _size_option(option: str, text: str) -> int:
+    """``parse_size`` of option *option*: a positive size, or a RequestError naming it."""
+    from ..errors import RequestError
+
+    try:
+        value = parse_size(text)
+    except RequestError as err:
+        raise RequestError(f"{option}: {err}") from None
+    if value <= 0:
+        raise RequestError(f"{option} {text}: must be at least 1 byte")
+    return value
+
+
+def _address_option(option: str, text: str) -> None:
+    import ipaddress
+
+    from ..errors import RequestError
+
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        raise RequestError(f"{option} {text!r} is not an IPv4 or IPv6 address") from None
+
+
+def _check_common(args: argparse.Namespace) -> None:
+    """The options recv and send share: --port, --size, --device, --validate."""
+    import mmap
+
+    from ..errors import RequestError
 
     _check_validate(args.validate)
     if not 0 < args.port < 65536:
         raise RequestError(f"--port must be 1..65535, not {args.port}")
-    queues = parse_queues(args.queues)
-    parse_size(args.size)
+    size = _size_option("--size", args.size)
+    if args.dmabuf == "udmabuf" and size % mmap.PAGESIZE:
+        raise RequestError(
+            f"--size {args.size}: a udmabuf is a whole number of {mmap.PAGESIZE}-byte pages"
+        )
+    if args.device < 0:
+        raise RequestError(f"--device {args.device}: a CUDA device number is 0 or more")
+
+
+def _check_recv(args: argparse.Namespace) -> tuple[int, ...]:
+    """Every recv option, before anything is opened; returns the queues."""
+    from ..devmem.setup import parse_queues
+    from ..errors import RequestError
+
+    _check_common(args)
+    _address_option("--listen", args.listen)
+    for option, value in (("--limit", args.limit), ("--rx-page-size", args.rx_page_size)):
+        if value is not None and value <= 0:
+            raise RequestError(f"{option} {value}: must be at least 1 byte")
+    return parse_queues(args.queues)
+
+
+def _check_send(args: argparse.Namespace) -> tuple[int, int]:
+    """Every send option, before anything is opened; returns (total, chunk)."""
+    from ..errors import RequestError
+
+    _check_common(args)
+    _address_option("--to", args.to)
+    total, chunk = _size_option("--bytes", args.bytes), _size_option("--chunk", args.chunk)
+    if args.dmabuf == "cuda":
+        raise RequestError("send --dmabuf cuda: fill the GPU buffer from your own code")
+    return total, chunk
+
+
+def _check_send_device(args: argparse.Namespace) -> None:
+    """What bind-tx needs of the device, one line each; UnsupportedError naming the missing."""
+    from ..devmem.nic import KernelNic
+    from ..devmem.setup import tx_requirements
+    from ..errors import UnsupportedError
+    from ..netdev.client import Netdev
+
+    with KernelNic(args.netns) as nic:
+        nic.ifindex(args.ifname)  # NotFoundError for a missing interface or namespace
+        with Netdev.open(args.netns) as nd:
+            reqs = tx_requirements(nic, args.ifname, nd.supports("bind-tx"))
+    for line in _requirement_lines(reqs):
+        _emit(args, line)
+    missing = [f"{r.name}: {r.detail}" for r in reqs if not r.ok]
+    if missing:
+        raise UnsupportedError(
+            f"devmem send refused for {args.ifname}, nothing was changed: " + "; ".join(missing)
+        )
+
+
+def run_recv(args: argparse.Namespace) -> int:
+    from ..devmem.binding import bind_rx
+    from ..devmem.nic import KernelNic
+    from ..devmem.rx import DevmemReceiver
+    from ..devmem.tool import receive
+    from ..errors import UnsupportedError
+    from ..netns import entered
+
+    queues = _check_recv(args)
     with contextlib.ExitStack() as stack:
         stack.enter_context(_signals_as_interrupt())
         nic = stack.enter_context(KernelNic(args.netns))
         if not args.no_setup:
             p = _make_plan(args, nic, args.flow or f"tcp dst-port {args.port}")
-            for line in _requirement_lines(p):
+            for line in _requirement_lines(p.requirements):
                 _emit(args, line)
             if not p.ok:
                 raise UnsupportedError(p.refusal())
@@ -347,22 +429,17 @@ def run_send(args: argparse.Namespace) -> int:
     from ..devmem.binding import bind_tx
     from ..devmem.tool import fill_pattern, send
     from ..devmem.tx import DevmemSender
-    from ..errors import RequestError
     from ..netns import entered
 
-    pattern = args.validate or 256
-    _check_validate(pattern)
-    total, chunk = parse_size(args.bytes), parse_size(args.chunk)
-    if not 0 < args.port < 65536:
-        raise RequestError(f"--port must be 1..65535, not {args.port}")
+    # bad input first (exit 2), then what the device lacks (exit 1), then the dmabuf
+    total, chunk = _check_send(args)
+    pattern = 256 if args.validate is None else args.validate
+    _check_send_device(args)
     with contextlib.ExitStack() as stack:
         stack.enter_context(_signals_as_interrupt())
         buf = stack.enter_context(_dmabuf(args))
-        if args.dmabuf == "udmabuf":
-            with buf.cpu_access(read=False, write=True) as mem:
-                fill_pattern(mem, pattern)
-        else:
-            raise RequestError("send --dmabuf cuda: fill the GPU buffer from your own code")
+        with buf.cpu_access(read=False, write=True) as mem:
+            fill_pattern(mem, pattern)
         binding = stack.enter_context(bind_tx(args.ifname, buf, netns=args.netns))
         with entered(args.netns):
             sock = socket.create_connection((args.to, args.port))

@@ -177,6 +177,21 @@ def requirements(
     return out, facts
 
 
+def tx_requirements(nic: Nic, ifname: str, bind_tx: bool) -> list[Requirement]:
+    """What sending from device memory needs of *ifname*: a driver that carries devmem and
+    a kernel with ``bind-tx`` (*bind_tx*: whether this kernel's netdev family has it).
+
+    Nothing is changed and no dmabuf is needed; the kernel's ``bind-tx`` has the last word.
+    """
+    if bind_tx:
+        kernel = Requirement("kernel", True, "bind-tx is registered")
+    else:
+        kernel = Requirement(
+            "kernel", False, "Device Memory TCP send needs Linux 6.16 or newer (bind-tx)"
+        )
+    return [_driver_req(nic.driver(ifname)), kernel]
+
+
 def plan(nic: Nic, ifname: str, queues: Sequence[int], flow: Flow) -> Plan:
     """Read *ifname* and plan the changes; changes nothing."""
     qs = tuple(sorted(set(queues)))
