@@ -263,3 +263,37 @@ def test_testbed_show_does_not_load_pyroute2(testbed: Testbed) -> None:
 def test_doctor_for_an_interface_does_not_load_numpy(testbed: Testbed) -> None:
     argv = ("doctor", "--netns", testbed.server_ns, "--ifname", testbed.server_if)
     assert not {"numpy", "pyroute2"} & _modules_loaded_by(*argv)
+
+
+# --- top --ifname: that interface only; epoll contexts of the watched namespace -------------
+
+
+def test_top_ifname_lists_only_that_interface_and_this_namespaces_epolls(
+    capsys: pytest.CaptureFixture[str], testbed: Testbed, epoll_target: subprocess.Popen[str]
+) -> None:
+    code = "import select, sys; e = select.epoll(); print('ready', flush=True); sys.stdin.read()"
+    inside = subprocess.Popen(
+        ["ip", "netns", "exec", testbed.server_ns, sys.executable, "-c", code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert inside.stdout is not None and inside.stdout.readline() == "ready\n"
+        for pid in (inside.pid, epoll_target.pid):  # one in the namespace, one outside
+            assert main(["attach", str(pid), "--preset", "suspend", "-j"]) == 0
+        capsys.readouterr()
+        argv = ["top", "--netns", testbed.server_ns, "--ifname", testbed.server_if]
+        assert main([*argv, "--once", "--interval", "0.1", "-j"]) == 0
+        sample = json.loads(capsys.readouterr().out)
+        assert [x["ifname"] for x in sample["interfaces"]] == [testbed.server_if]
+        assert [e["pid"] for e in sample["busy_poll"]["epoll_contexts"]] == [inside.pid]
+        assert main([*argv, "--once", "--interval", "0.1"]) == 0
+        view = capsys.readouterr().out
+        assert "epoll contexts attached: 1 " in view
+        interfaces = view.split("INTERFACES\n")[1].split("\n\n")[0].splitlines()[1:]
+        assert [row.split()[0] for row in interfaces] == [testbed.server_if]
+    finally:
+        inside.kill()
+        inside.wait()
+        main(["restore"])

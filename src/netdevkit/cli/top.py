@@ -41,7 +41,11 @@ A live view of one network namespace, refreshed in place every --interval:
   BUSY POLL   packets/s delivered by busy polling (TcpExt BusyPollRxPackets)
               and their share of all received packets; the busy_poll and
               busy_read sysctls; softirq time squeezes/s per CPU
-              (softnet_stat); epoll contexts `netdevkit attach` configured.
+              (softnet_stat); epoll contexts `netdevkit attach` configured
+              in processes of this namespace.
+
+With --ifname, INTERFACES, QUEUES, NAPIS and PAGE POOLS show that interface
+only; the busy-poll figures stay those of the whole namespace.
 
 Rows are sorted by rate, largest first. Keys (on a terminal): p packets/s,
 b bytes/s, d drops/s, n name, space pauses/resumes, q quits. When stdout is

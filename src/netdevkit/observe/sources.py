@@ -222,6 +222,14 @@ def _start_time(pid: int) -> int | None:
         return None
 
 
+def _netns_inode(pid: str) -> int | None:
+    """The inode of /proc/PID/ns/net: the same number as the namespace's /run/netns file."""
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino
+    except OSError:
+        return None
+
+
 def read_attached_epolls(state_dir: str) -> list[EpollContext]:
     """The epoll contexts ``netdevkit attach`` changed and has not restored.
 
@@ -399,9 +407,13 @@ class NamespaceReader:
         )
 
     def epolls(self) -> list[EpollContext]:
+        """The attached epoll contexts of processes in this reader's namespace (a process
+        whose namespace cannot be read, e.g. one that exited, is left out)."""
         from ..journal import state_dir
 
-        return read_attached_epolls(self.state_dir or state_dir())
+        here = self._inode if self.netns is not None else _netns_inode("self")
+        every = read_attached_epolls(self.state_dir or state_dir())
+        return [e for e in every if here is not None and _netns_inode(str(e.pid)) == here]
 
     @staticmethod
     def _guard(errors: list[str], what: str, fn: Any, default: Any) -> Any:

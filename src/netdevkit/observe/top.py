@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..netdev.client import PagePool
@@ -104,8 +104,11 @@ class Sampler:
             prev = self._prev if self._prev is not None else cur
             self._prev = cur
             epolls: list[EpollContext] = self.reader.epolls()
-            gone = self.reader.ifindex is not None and self.reader.ifindex not in cur.links
-            return Sample(compute(prev, cur, epolls), gone)
+            target = self.reader.ifindex
+            rates = compute(prev, cur, epolls)
+            if target is not None:  # --ifname: its link only (all are read, for the ethtool names)
+                rates = replace(rates, links=tuple(x for x in rates.links if x.ifindex == target))
+            return Sample(rates, target is not None and target not in cur.links)
 
     def reset(self) -> None:
         """Forget the previous read (after the namespace came back)."""
