@@ -315,6 +315,34 @@ def test_pid_that_does_not_exist_is_not_found() -> None:
 
 
 @needs_root
+@pytest.mark.parametrize(
+    "form",
+    [
+        [],
+        ["--show"],
+        ["--hold"],
+        ["--hold", "-j"],
+        ["--hold", "--watch"],
+        ["--hold", "--watch", "-j"],
+    ],
+)
+def test_every_form_of_attach_says_a_missing_pid_does_not_exist(
+    form: list[str], tmp_path: Path
+) -> None:
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # reaped: the pid names nothing now
+    preset = [] if "--show" in form else ["--preset", "suspend"]
+    r = subprocess.run(
+        _netdevkit("attach", "--pid", str(gone.pid), *preset, *form),
+        capture_output=True, text=True, timeout=30, check=False,
+        env={**os.environ, "NETDEVKIT_STATE_DIR": str(tmp_path)},
+    )  # fmt: skip
+    assert r.returncode == 1 and r.stdout == "", (r.stdout, r.stderr)
+    assert r.stderr == f"netdevkit: error: process {gone.pid} does not exist\n"
+    assert not (tmp_path / "journal.json").exists()
+
+
+@needs_root
 def test_process_without_epoll_gets_a_clear_message() -> None:
     sleeper = subprocess.Popen(["sleep", "30"])
     try:

@@ -83,6 +83,7 @@ class AttachWatcher:
         self.warnings: list[str] = []
         self._procs: dict[int, _Proc] = {}
         self._warned: set[int] = set()
+        self._root_seen = False  # pidfd of *pid* opened once: it existed
 
     @property
     def contexts(self) -> list[ContextReport]:
@@ -112,6 +113,7 @@ class AttachWatcher:
     def _scan_one(self, pid: int) -> list[ContextReport]:
         proc = self._proc(pid)
         assert proc is not None
+        self._root_seen |= pid == self.pid
         epolls = find_epoll_fds(pid)
         keys = {(e.tid, e.fd) for e in epolls}
         for gone in set(proc.contexts) - keys:
@@ -176,7 +178,9 @@ class AttachWatcher:
 
         A process that exits during the scan is dropped silently (that is normal for
         short-lived children); one this process may not inspect is noted once in
-        :attr:`warnings` and skipped.
+        :attr:`warnings` and skipped. Raises :class:`NotFoundError` if process *pid*
+        itself does not exist at the first scan (a pid that never named a process is an
+        error, not a process that exited).
         """
         pids = [self.pid]
         if self.follow_children:
@@ -192,6 +196,8 @@ class AttachWatcher:
                     self._warned.add(pid)
                     self.warnings.append(f"pid {pid} skipped: {err}")
             except NotFoundError:
+                if pid == self.pid and not self._root_seen:
+                    raise
                 proc = self._procs.pop(pid, None)
                 if proc is not None:
                     proc.target.close()

@@ -312,7 +312,9 @@ def _hold(args: argparse.Namespace, config: BusyPollConfig) -> int:
                     if new:
                         _show(args, new)
         finally:
-            _report_detach(watcher.detach(), args.json)
+            results = watcher.detach()
+            if results or sys.exc_info()[0] is None:  # a failed start reports only its error
+                _report_detach(results, args.json)
     return 0
 
 
