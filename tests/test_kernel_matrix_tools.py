@@ -1,9 +1,13 @@
 """The kernel matrix's own tools (tests/kernels/), without qemu or the network:
-apt source parsing, package file names, module load order, the JUnit reader
-and the table."""
+apt source parsing, package file names, downloads checked against the package index,
+module load order, the JUnit reader, the table, and a cache the stage cannot write."""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -114,3 +118,113 @@ def test_table_has_a_row_per_group_and_says_which_guest_did_not_report(tmp_path:
     assert "NO REPORT: timed out" in text
     assert "boot 4s tests 30s off 1s" in text
     assert "[6.12] test_b: skipped test_skip: needs Linux 6.13; this is 6.12" in text
+
+
+# -- downloads checked against the package index ----------------------------------------------
+
+DEB = b"!<arch>\n" + bytes(range(256)) * 40  # stands in for a .deb: only size and hash matter
+PIN = "linux-image-6.99.0-1-amd64=6.99.1-1"
+
+
+class FakeApt(fetch.PrivateApt):
+    """The package index lists DEB for PIN; download writes *served* (all of DEB, or less)."""
+
+    def __init__(self, served: bytes) -> None:
+        super().__init__(Path("/nonexistent"))
+        self.served = served
+        self.downloads: list[list[str]] = []
+
+    def index_entry(self, pin: str) -> fetch.IndexEntry:
+        return fetch.IndexEntry(len(DEB), hashlib.sha256(DEB).hexdigest())
+
+    def download(self, pins: list[str], dest: Path) -> None:
+        self.downloads.append(pins)
+        for pin in pins:
+            (dest / fetch._deb_name(pin)).write_bytes(self.served)
+
+
+def test_check_deb_compares_size_then_sha256(tmp_path: Path) -> None:
+    want = fetch.IndexEntry(len(DEB), hashlib.sha256(DEB).hexdigest())
+    deb = tmp_path / "k.deb"
+    deb.write_bytes(DEB)
+    assert fetch.check_deb(deb, want) is None
+    deb.write_bytes(DEB[:1000])
+    assert fetch.check_deb(deb, want) == (
+        f"1000 bytes where the package index says {len(DEB)} (truncated download?)"
+    )
+    deb.write_bytes(DEB[:-1] + b"x")
+    bad = fetch.check_deb(deb, want)
+    assert bad is not None and bad.endswith("(damaged download)") and "SHA256" in bad
+    assert fetch.check_deb(tmp_path / "absent.deb", want) == "missing"
+
+
+def test_a_truncated_cached_deb_is_removed_and_fetched_again(tmp_path: Path) -> None:
+    cached = tmp_path / fetch._deb_name(PIN)
+    cached.write_bytes(DEB[:4096])  # what a killed download leaves
+    apt, said = FakeApt(DEB), list[str]()
+    assert fetch.verified_debs(apt, [PIN], tmp_path, said.append) == [cached]
+    assert apt.downloads == [[PIN]]
+    assert cached.read_bytes() == DEB
+    assert said == [
+        f"kernel matrix: cached {cached.name}: 4096 bytes where the package index says "
+        f"{len(DEB)} (truncated download?): removed, downloading it again"
+    ]
+    # a good cached file is neither downloaded again nor mentioned
+    apt2, said2 = FakeApt(DEB), list[str]()
+    assert fetch.verified_debs(apt2, [PIN], tmp_path, said2.append) == [cached]
+    assert (apt2.downloads, said2) == ([], [])
+
+
+def test_a_bad_download_fails_the_fetch_and_leaves_no_file(tmp_path: Path) -> None:
+    apt = FakeApt(DEB[:100])
+    with pytest.raises(fetch.FetchError) as exc:
+        fetch.verified_debs(apt, [PIN], tmp_path, print)
+    name = fetch._deb_name(PIN)
+    assert str(exc.value) == (
+        f"apt-get download of {PIN}: 100 bytes where the package index says {len(DEB)} "
+        f"(truncated download?); removed {name}"
+    )
+    assert not (tmp_path / name).exists()  # the next run downloads it again
+
+
+# -- a kernel cache the stage cannot write ------------------------------------------------------
+
+
+def test_an_unwritable_cache_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    cache = tmp_path / "file" / "kernels"  # below a file: nothing can be created there
+    assert matrix.cache_unwritable(tmp_path / "ok") is None
+    assert matrix.cache_unwritable(cache) == (
+        f"the kernel cache {cache} is not writable (Not a directory): the stage keeps its "
+        "kernels, the guests' logs and report.json there; make it writable or remove it"
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: a read-only bind mount")
+def test_a_read_only_cache_stops_the_stage_with_one_line(tmp_path: Path) -> None:
+    """The real thing: .cache/kernels read-only (a private mount namespace, so only this
+    command sees it) -- one line, exit 1, no traceback."""
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare(1) from util-linux for a private mount namespace")
+    checkout = Path(__file__).resolve().parents[1]
+    cache = checkout / ".cache" / "kernels"
+    cache.mkdir(parents=True, exist_ok=True)
+    empty = tmp_path / "ro"
+    empty.mkdir()
+    script = (
+        f"mount --bind -o ro {empty} {cache} && exec {sys.executable} "
+        f"{checkout / 'tests' / 'kernels' / 'matrix.py'} --kernel 6.1"
+    )
+    p = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (p.returncode, p.stdout) == (1, "")
+    assert p.stderr == (
+        f"kernel matrix: the kernel cache {cache} is not writable (Read-only file system): "
+        "the stage keeps its kernels, the guests' logs and report.json there; make it "
+        "writable or remove it\n"
+    )

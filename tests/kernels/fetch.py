@@ -8,15 +8,21 @@ pointing at the same mirror the system's apt uses (read from
 guest's modprobe needs (Debian generates it at install time, not in the package).
 
 A kernel once unpacked is recorded in ``kernel.json`` and reused: a second run
-neither updates the package lists nor downloads anything.
+neither updates the package lists nor downloads anything. Every ``.deb`` it is about to
+unpack -- one cached by an earlier run or one just downloaded -- is checked against the
+package index (``Size`` and ``SHA256`` of its ``Packages`` stanza): a truncated or damaged
+file is removed and fetched again, saying so, instead of failing later in dpkg-deb.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
 import subprocess
+import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,6 +35,38 @@ _DEP = re.compile(r"^\s*([a-z0-9][a-z0-9+.-]*)\s*\(=\s*([^)\s]+)\)\s*$")
 
 class FetchError(Exception):
     """A kernel could not be fetched or unpacked (the message names package and suite)."""
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    """What the package index (``Packages``) says a ``.deb`` is."""
+
+    size: int
+    sha256: str
+
+
+def check_deb(path: Path, want: IndexEntry) -> str | None:
+    """What is wrong with the file at *path* against *want*, or None when it matches."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return "missing"
+    if size != want.size:
+        return f"{size} bytes where the package index says {want.size} (truncated download?)"
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != want.sha256.lower():
+        return (
+            f"SHA256 {digest.hexdigest()[:12]}... where the package index says "
+            f"{want.sha256[:12]}... (damaged download)"
+        )
+    return None
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,20 +181,32 @@ class PrivateApt:
             raise FetchError(f"apt could not {what}: {proc.stderr.strip()[-400:]}")
         return proc.stdout
 
-    def depends(self, package: str, suite: str) -> tuple[str, list[tuple[str, str]]]:
-        """(version of *package* in *suite*, its ``name (= version)`` dependencies)."""
+    def _stanza(self, what: str, missing: str) -> dict[str, str]:
+        """The fields of ``apt-cache show WHAT``'s first stanza; FetchError *missing*."""
         proc = subprocess.run(
-            ["apt-cache", *self._opts(), "show", f"{package}/{suite}"],
+            ["apt-cache", *self._opts(), "show", what],
             capture_output=True,
             text=True,
             check=False,
         )
         if proc.returncode != 0 or not proc.stdout.strip():
-            raise FetchError(f"package {package} not found in suite {suite}")
+            raise FetchError(missing)
         stanza = proc.stdout.split("\n\n")[0]
-        fields = dict(
+        return dict(
             line.split(": ", 1) for line in stanza.splitlines() if ": " in line and line[0] != " "
         )
+
+    def index_entry(self, pin: str) -> IndexEntry:
+        """Size and SHA256 of ``name=version`` as the package index lists them."""
+        fields = self._stanza(pin, f"package {pin} is not in the package index")
+        try:
+            return IndexEntry(int(fields["Size"]), fields["SHA256"].strip())
+        except (KeyError, ValueError):
+            raise FetchError(f"the package index lists no Size/SHA256 for {pin}") from None
+
+    def depends(self, package: str, suite: str) -> tuple[str, list[tuple[str, str]]]:
+        """(version of *package* in *suite*, its ``name (= version)`` dependencies)."""
+        fields = self._stanza(f"{package}/{suite}", f"package {package} not found in suite {suite}")
         deps: list[tuple[str, str]] = []
         for alt in fields.get("Depends", "").split(","):
             m = _DEP.match(alt.split("|")[0])
@@ -212,7 +262,12 @@ def _unpack(spec: KernelSpec, suite: str, debs: list[Path], dest: Path) -> Kerne
     root = dest / "root"
     root.mkdir(parents=True)
     for deb in debs:
-        subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
+        proc = subprocess.run(
+            ["dpkg-deb", "-x", str(deb), str(root)], capture_output=True, text=True, check=False
+        )
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+            raise FetchError(f"dpkg-deb could not unpack {deb.name}: {last}")
     moddirs = [p for p in root.glob("*lib/modules/*") if (p / "modules.order").exists()]
     moddirs += [p for p in root.glob("usr/lib/modules/*") if (p / "modules.order").exists()]
     if len(moddirs) != 1:
@@ -244,6 +299,35 @@ def _unpack(spec: KernelSpec, suite: str, debs: list[Path], dest: Path) -> Kerne
     )
 
 
+def verified_debs(
+    apt: PrivateApt, pins: list[str], debdir: Path, say: Callable[[str], None] = _stderr
+) -> list[Path]:
+    """The ``.deb`` of each pin in *debdir*, each checked against the package index.
+
+    A cached file that does not match (a download cut short, a full disk) is removed and
+    downloaded again, and *say* is told; one that still does not match after the download
+    is removed and fails the fetch.
+    """
+    want = {pin: debdir / _deb_name(pin) for pin in pins}
+    index = {pin: apt.index_entry(pin) for pin in pins}
+    for pin, deb in want.items():
+        bad = check_deb(deb, index[pin]) if deb.exists() else None
+        if bad is not None:
+            say(f"kernel matrix: cached {deb.name}: {bad}: removed, downloading it again")
+            deb.unlink()
+    missing = [pin for pin, deb in want.items() if not deb.exists()]
+    if missing:
+        apt.download(missing, debdir)
+    for pin, deb in want.items():
+        if not deb.exists():
+            raise FetchError(f"apt-get download left no {deb.name}")
+        bad = check_deb(deb, index[pin])
+        if bad is not None:
+            deb.unlink()
+            raise FetchError(f"apt-get download of {pin}: {bad}; removed {deb.name}")
+    return list(want.values())
+
+
 def fetch(spec: KernelSpec, cache: Path, apt: PrivateApt, refresh: bool = False) -> Kernel:
     """The unpacked kernel of *spec*, from the cache when it is there."""
     cache = cache.resolve()
@@ -263,15 +347,7 @@ def fetch(spec: KernelSpec, cache: Path, apt: PrivateApt, refresh: bool = False)
     try:
         apt.update()
         suite, pins = _resolve(apt, spec)
-        debdir = cache / "debs"
-        want = [debdir / _deb_name(p) for p in pins]
-        missing = [p for p, d in zip(pins, want, strict=True) if not d.exists()]
-        if missing:
-            apt.download(missing, debdir)
-        absent = [d.name for d in want if not d.exists()]
-        if absent:
-            raise FetchError(f"apt-get download left no {', '.join(absent)}")
-        kernel = _unpack(spec, suite, want, dest)
+        kernel = _unpack(spec, suite, verified_debs(apt, pins, cache / "debs"), dest)
     except (FetchError, subprocess.CalledProcessError, OSError) as err:
         raise FetchError(
             f"cannot fetch kernel {spec.label}: package {spec.package} from suite "

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -112,6 +113,24 @@ def matrix_files() -> list[str]:
     ]
 
 
+def cache_unwritable(cache: Path) -> str | None:
+    """Why the stage cannot write *cache* (kernels, the guests' logs, report.json), or None.
+
+    Asked before anything else, so a read-only cache is one line, not a traceback halfway.
+    """
+    probe = cache / f".write-probe-{os.getpid()}"
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        return (
+            f"the kernel cache {cache} is not writable ({err.strerror}): the stage keeps its "
+            "kernels, the guests' logs and report.json there; make it writable or remove it"
+        )
+    return None
+
+
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="Boot Debian's kernels under qemu and run the `matrix` tests in each."
@@ -146,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     pytest_args = matrix_files()
     if args.select:
         pytest_args += ["-k", args.select]
+    unwritable = cache_unwritable(CACHE)
+    if unwritable is not None:
+        print(f"kernel matrix: {unwritable}", file=sys.stderr)
+        return 1
     REPORT.unlink(missing_ok=True)
     apt = PrivateApt(CACHE / "apt")
     t0 = time.monotonic()
@@ -209,3 +232,7 @@ if __name__ == "__main__":
     except KeyboardInterrupt:
         print("kernel matrix interrupted", file=sys.stderr)
         sys.exit(130)
+    except OSError as err:  # the cache or a log became unwritable midway (disk full, ...)
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"kernel matrix: {where}{err.strerror or err}", file=sys.stderr)
+        sys.exit(1)
