@@ -62,8 +62,10 @@ def test_compare_cli(capsys: pytest.CaptureFixture[str]) -> None:
     [
         (["compare", str(A)], "compare A/results.json B/results.json"),
         (["frobnicate", str(A), str(B)], "compare A/results.json B/results.json"),
-        (["compare", str(A), "/nonexistent/results.json"], "/nonexistent/results.json"),
+        (["compare", str(A), "/nonexistent/results.json"], "B (/nonexistent/results.json)"),
+        (["compare", "/nonexistent/a.json", str(B)], "A (/nonexistent/a.json)"),
         (["compare", str(A), str(DATA)], str(DATA)),
+        (["compare", str(A), str(A)], "A and B are the same file"),
     ],
 )
 def test_compare_bad_input(
@@ -72,3 +74,15 @@ def test_compare_bad_input(
     assert main(["bench", *argv]) == 2
     err = capsys.readouterr().err
     assert needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_compare_names_an_unknown_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = json.loads(A.read_text())
+    data["samples"][0]["latency"]["p99_us"] = 1.0
+    data["samples"][1]["p99_us"] = 1.0
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    assert main(["bench", "compare", str(A), str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"B ({bad})" in err and "unknown field(s) p99_us" in err
+    assert "Sample.__init__" not in err and len(err.strip().splitlines()) == 1

@@ -8,10 +8,10 @@ target is a dashed line, and at each load the mode the recommendation picks
 cheaper, further down is faster: the modes worth having form the lower-left
 edge.
 
-:func:`plot_all` writes the three others: ``latency_by_mode.png`` (p50 to p99.9 per mode
-at each server's lowest load), ``cpu_by_mode.png`` (server and softirq CPU, stacked) and
-``latency_vs_load.png`` (p50 and p99 against the achieved rate, for modes with two or more
-open-loop loads).
+:func:`plot_all` writes the three others: ``latency_by_mode.png`` (p50 to p99.9 per mode,
+one panel per server and load), ``cpu_by_mode.png`` (the server's threads, its NAPI kthread
+and softirq, stacked, one panel per server and load) and ``latency_vs_load.png`` (p50 above,
+p99 below, against the achieved rate, one column per server, the base knee dashed).
 
 Pure apart from writing the PNGs (matplotlib's Agg backend, no display).
 """
@@ -21,10 +21,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .paired import Metric, cpu, loads_of, median_of, p50, p99, targets
+from .paired import Metric, cpu, load_label, loads_of, median_of, p50, p99, targets
 from .recommend import recommend
 from .results import PING_PONG, Results, Sample
-from .table import mode_rank, rate_label
+from .table import mode_rank
 
 __all__ = ["plot_all", "plot_tradeoff"]
 
@@ -97,17 +97,35 @@ def plot_all(res: Results, outdir: str) -> list[str]:
     for name, draw in (
         ("latency_by_mode.png", _latency_by_mode),
         ("cpu_by_mode.png", _cpu_by_mode),
-        ("latency_vs_load.png", _latency_vs_load),
     ):
-        fig, axes = plt.subplots(1, len(pairs), figsize=(5.5 * len(pairs), 4.2), squeeze=False)
-        for ax, (workload, server) in zip(axes[0], pairs, strict=True):
-            draw(ax, res, workload, server)
+        grid = [(w, s, load) for w, s in pairs for load in _loads(res, w, s)] or [
+            (pairs[0][0], pairs[0][1], PING_PONG)
+        ]
+        cols = min(3, len(grid))
+        nrows = -(-len(grid) // cols)
+        fig, axes = plt.subplots(nrows, cols, figsize=(6.2 * cols, 4.6 * nrows), squeeze=False)
+        for ax, (workload, server, load) in zip(axes.flat, grid, strict=False):
+            draw(ax, res, workload, server, load)
+        for ax in list(axes.flat)[len(grid) :]:
+            ax.axis("off")
         fig.tight_layout()
-        path = os.path.join(outdir, name)
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(fig, outdir, name))
+    fig, axes = plt.subplots(2, len(pairs), figsize=(7.5 * len(pairs), 8.4), squeeze=False)
+    for col, (workload, server) in enumerate(pairs):
+        _latency_vs_load(axes[0][col], res, workload, server, "p50", p50)
+        _latency_vs_load(axes[1][col], res, workload, server, "p99", p99)
+    fig.tight_layout()
+    paths.append(_save(fig, outdir, "latency_vs_load.png"))
     return paths
+
+
+def _save(fig: Any, outdir: str, name: str) -> str:
+    import matplotlib.pyplot as plt
+
+    path = os.path.join(outdir, name)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 _PERCENTILES: tuple[tuple[str, Metric], ...] = (
@@ -122,50 +140,72 @@ def _value(res: Results, mode: str, workload: str, server: str, load: int, metri
     return median_of(res, mode, workload, server, load, metric) or 0.0
 
 
-def _lowest_load(res: Results, workload: str, server: str) -> tuple[int, list[str]]:
-    """The lowest load of a server, and the modes measured at it."""
-    loads = sorted({s.load_target for s in res.select(workload=workload, server=server)})
-    load = loads[0] if loads else PING_PONG
+def _loads(res: Results, workload: str, server: str) -> list[int]:
+    """Every load of a server that has a usable sample."""
+    return sorted({s.load_target for s in res.select(workload=workload, server=server)})
+
+
+def _modes_at(res: Results, workload: str, server: str, load: int) -> list[str]:
     measured = res.select(workload=workload, server=server, load_target=load)
-    return load, sorted({s.mode for s in measured}, key=mode_rank)
+    return sorted({s.mode for s in measured}, key=mode_rank)
 
 
-def _latency_by_mode(ax: Any, res: Results, workload: str, server: str) -> None:
-    """Latency percentiles by mode, at the server's lowest load."""
-    load, modes = _lowest_load(res, workload, server)
+def _bar_axes(ax: Any, modes: list[str], title: str) -> None:
+    ax.set_xticks(range(len(modes)), modes, rotation=35, ha="right", fontsize="small")
+    ax.set_title(title, fontsize="medium")
+
+
+def _latency_by_mode(ax: Any, res: Results, workload: str, server: str, load: int) -> None:
+    """Latency percentiles by mode at one load."""
+    modes = _modes_at(res, workload, server, load)
     width = 0.8 / len(_PERCENTILES)
     for i, (name, metric) in enumerate(_PERCENTILES):
         vals = [_value(res, m, workload, server, load, metric) for m in modes]
-        ax.bar([x + i * width for x in range(len(modes))], vals, width, label=name)
-    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(modes))], modes)
+        ax.bar([x - 0.4 + (i + 0.5) * width for x in range(len(modes))], vals, width, label=name)
     ax.set_yscale("log")
-    ax.set_ylabel("latency (us, log)")
-    ax.set_title(f"{workload}/{server} at {rate_label(load)}")
-    ax.legend(fontsize="small")
+    kind = "half round trip" if workload in ("echo", "sockperf") else "round trip"
+    ax.set_ylabel(f"latency (us, {kind}, log)")
+    _bar_axes(ax, modes, f"{workload}/{server} at {load_label(res, workload, server, load)}")
+    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
 
 
 def _softirq(s: Sample) -> float:
     return s.softirq_cpu
 
 
-def _cpu_by_mode(ax: Any, res: Results, workload: str, server: str) -> None:
-    """CPU by mode: server process and softirq, stacked, at the server's lowest load."""
-    load, modes = _lowest_load(res, workload, server)
-    proc = [_value(res, m, workload, server, load, cpu) for m in modes]
+def _kthread(s: Sample) -> float:
+    return float(s.napi.get("napi_kthread_cores", 0.0))
+
+
+def _process(s: Sample) -> float:
+    return s.server_cpu - _kthread(s)
+
+
+def _cpu_by_mode(ax: Any, res: Results, workload: str, server: str, load: int) -> None:
+    """CPU by mode at one load: the server's threads, its NAPI kthread, softirq; stacked."""
+    modes = _modes_at(res, workload, server, load)
+    proc = [_value(res, m, workload, server, load, _process) for m in modes]
+    kth = [_value(res, m, workload, server, load, _kthread) for m in modes]
     soft = [_value(res, m, workload, server, load, _softirq) for m in modes]
-    ax.bar(modes, proc, label="server user+sys")
-    ax.bar(modes, soft, bottom=proc, label="softirq (all CPUs)")
+    x = list(range(len(modes)))
+    ax.bar(x, proc, label="server threads (schedstat runtime)")
+    ax.bar(x, kth, bottom=proc, label="NAPI kthread (threaded modes)")
+    ax.bar(x, soft, bottom=[a + b for a, b in zip(proc, kth, strict=True)],
+           label="softirq, all CPUs (tick-sampled)")  # fmt: skip
     ax.set_ylabel("cores")
-    ax.set_title(f"{workload}/{server} at {rate_label(load)}")
-    ax.legend(fontsize="small")
+    _bar_axes(ax, modes, f"{workload}/{server} at {load_label(res, workload, server, load)}")
+    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
 
 
 def _achieved(s: Sample) -> float:
     return s.achieved_rate
 
 
-def _latency_vs_load(ax: Any, res: Results, workload: str, server: str) -> None:
-    """Latency against load: x is the achieved rate, never the requested one."""
+def _latency_vs_load(
+    ax: Any, res: Results, workload: str, server: str, name: str, metric: Metric
+) -> None:
+    """One percentile against load: x is the achieved rate, never the requested one; the
+    base knee the probe found is a dashed line."""
     drawn = False
     modes = sorted({s.mode for s in res.select(workload=workload, server=server)}, key=mode_rank)
     for m in modes:
@@ -173,17 +213,23 @@ def _latency_vs_load(ax: Any, res: Results, workload: str, server: str) -> None:
         if len(loads) < 2:
             continue
         xs = [_value(res, m, workload, server, x, _achieved) for x in loads]
-        lo = [_value(res, m, workload, server, x, p50) for x in loads]
-        hi = [_value(res, m, workload, server, x, p99) for x in loads]
-        (line,) = ax.plot(xs, lo, marker="o", label=f"{m} p50")
-        ax.plot(xs, hi, marker="x", linestyle="--", color=line.get_color(), label=f"{m} p99")
+        ys = [_value(res, m, workload, server, x, metric) for x in loads]
+        ax.plot(xs, ys, marker="o", label=m)
         drawn = True
+    cap = next((c for c in res.capacities if (c.workload, c.server) == (workload, server)), None)
+    if cap is not None and cap.rate > 0 and drawn:
+        what = {"server": "knee (base)", "client": "generator's limit"}.get(
+            cap.limited_by, "probed capacity"
+        )
+        ax.axvline(cap.rate, color="grey", linestyle="--", linewidth=1, label=what)
     if drawn:
         ax.set_yscale("log")
-        ax.legend(fontsize="x-small", ncol=2)
+        ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     else:
-        ax.text(0.5, 0.5, "no load curve measured\n(needs two or more --load rates)",
+        ax.text(0.5, 0.5, "no load curve measured\n(needs two or more open-loop loads)",
                 ha="center", va="center", transform=ax.transAxes)  # fmt: skip
     ax.set_xlabel("achieved rate (requests/s)")
-    ax.set_ylabel("latency (us)")
-    ax.set_title(f"{workload}/{server}")
+    kind = "half round trip" if workload in ("echo", "sockperf") else "round trip"
+    ax.set_ylabel(f"{name} latency (us, {kind}, log)")
+    ax.set_title(f"{workload}/{server}: {name} against load")
+    ax.grid(True, which="both", alpha=0.3)

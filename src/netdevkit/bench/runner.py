@@ -298,12 +298,16 @@ def count_steps(opts: BenchOptions) -> int:
 # --- one server ----------------------------------------------------------------
 
 
-def _wait_listening(tb: Testbed, port: int, proc_alive: Callable[[], bool], timeout: float) -> None:
-    """Connect from the client namespace until the server accepts (or dies)."""
+def _wait_listening(
+    tb: Testbed, port: int, exited: Callable[[], str | None], timeout: float
+) -> None:
+    """Connect from the client namespace until the server accepts (or dies: *exited* says
+    how, None while it runs)."""
     deadline = time.monotonic() + timeout
     while True:
-        if not proc_alive():
-            raise ToolError("the server exited before it listened")
+        how = exited()
+        if how is not None:
+            raise ToolError(f"the server exited before it listened: {how}")
         with tb.socket("client", socket.AF_INET, socket.SOCK_STREAM) as s:
             s.settimeout(0.3)
             try:
@@ -324,8 +328,16 @@ def _server(tb: Testbed, spec: ServerSpec, preset: Preset) -> Iterator[tuple[int
 
     proc = tb.popen("server", spec.argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     notes: list[str] = []
+
+    def exited() -> str | None:
+        if proc.poll() is None:
+            return None
+        said = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+        tail = said.splitlines()[-1] if said else ""
+        return f"exit status {proc.returncode}" + (f" ({tail})" if tail else "")
+
     try:
-        _wait_listening(tb, spec.port, lambda: proc.poll() is None, 10.0)
+        _wait_listening(tb, spec.port, exited, 10.0)
         if spec.attach and preset.epoll.enabled:
             from ..attach import attach
 

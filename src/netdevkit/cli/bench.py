@@ -16,7 +16,7 @@ import datetime
 import os
 import sys
 
-from ..errors import RequestError
+from ..errors import RequestError, ToolError
 
 DESCRIPTION = """\
 Which mode, what it buys, at what CPU, for this workload - measured on this kernel,
@@ -264,7 +264,15 @@ def _compare(paths: list[str], as_json: bool) -> int:
         raise RequestError(
             "bench takes no positional arguments except `compare A/results.json B/results.json`"
         )
-    a, b = (_load(p) for p in paths[1:])
+    if os.path.realpath(paths[1]) == os.path.realpath(paths[2]):
+        raise RequestError(f"bench compare: A and B are the same file ({paths[1]})")
+    loaded = []
+    for which, path in zip("AB", paths[1:], strict=True):
+        try:
+            loaded.append(_load(path))
+        except RequestError as err:
+            raise RequestError(f"bench compare: {which} ({path}): {err}") from None
+    a, b = loaded
     assert isinstance(a, Results) and isinstance(b, Results)
     c = compare(a, b)
     if as_json:
@@ -280,16 +288,29 @@ def _load(path: str) -> object:
     return Results.load(path)  # every bad file is one RequestError line
 
 
-def _prepare_out(out: str) -> None:
-    """Make sure the results can be written to *out* before any work starts."""
+def _check_out(out: str) -> None:
+    """Make sure the results can be written to *out* before any work starts, creating
+    nothing: the directory is made when there is something to write, so an interrupted
+    run leaves no empty folder behind."""
     if os.path.exists(out) and not os.path.isdir(out):
         raise RequestError(f"--out {out}: exists and is not a directory (name a directory)")
+    parent = os.path.abspath(out)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise RequestError(f"--out {out}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        what = "the directory" if parent == os.path.abspath(out) else f"{parent}"
+        raise RequestError(f"--out {out}: {what} is not writable")
+
+
+def _prepare_out(out: str) -> None:
+    """:func:`_check_out`, then create *out*."""
+    _check_out(out)
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as err:
         raise RequestError(f"--out {out}: cannot create the directory: {err.strerror}") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise RequestError(f"--out {out}: the directory is not writable")
 
 
 def run_bench_cmd(args: argparse.Namespace) -> int:
@@ -314,28 +335,49 @@ def run_bench_cmd(args: argparse.Namespace) -> int:
     runner.validate(opts)  # before any output directory or testbed exists
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or os.path.join("bench-out", stamp)
-    _prepare_out(out)  # a bad --out fails now, not after the measurement
+    _check_out(out)  # a bad --out fails now, not after the measurement
+    res = _measure_with_progress(opts, quiet=args.json)
+    assert isinstance(res, Results)
+    if not res.samples:
+        why = "; ".join(f"{k.mode} {k.workload}: {k.reason}" for k in res.skipped)
+        raise ToolError(f"bench measured nothing: {why or 'no server could be measured'}")
+    _prepare_out(out)
+    return _render(res, out, args.json, target)
 
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    total = runner.count_steps(opts)
+def _measure_with_progress(opts: object, quiet: bool) -> object:
+    """Run the bench with a progress bar on a terminal (stderr): the step (mode, load,
+    round), how many are done and the time left; nothing when stderr is not a terminal."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from ..bench import runner
+
+    assert isinstance(opts, runner.BenchOptions)
     with Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
         transient=True,
-        disable=args.json or not sys.stderr.isatty(),
-        console=None,
+        disable=quiet or not sys.stderr.isatty(),
+        console=Console(stderr=True),
     ) as progress:
-        task = progress.add_task("testbed up", total=total)
+        task = progress.add_task("testbed up", total=runner.count_steps(opts))
 
         def on_step(step: runner.Step) -> None:
             desc = step.label
             if step.sample is not None:
                 s = step.sample
-                desc += f" p50 {s.latency.p50:.1f} us"
-            progress.update(task, completed=step.done, description=desc)
+                desc += f" {s.load_target}/s p50 {s.latency.p50:.1f} us"
+            progress.update(task, completed=step.done, total=step.total, description=desc)
 
-        res = runner.run_bench(opts, on_step)
-    return _render(res, out, args.json, target)
+        return runner.run_bench(opts, on_step)

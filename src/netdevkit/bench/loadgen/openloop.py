@@ -261,7 +261,12 @@ def _connect(spec: LoadSpec, proto: Protocol) -> list[_Conn]:
                     raise ToolError(f"{proto.name}: the server closed the connection at setup")
                 got += chunk
             if got != proto.setup_reply:
-                raise ToolError(f"{proto.name}: setup answered {got[:40]!r}")
+                for c in conns:
+                    c.sock.close()
+                raise ToolError(
+                    f"{proto.name}: the server answered the setup with {got[:40]!r}, expected "
+                    f"{proto.setup_reply!r} (is it a {proto.name} server?)"
+                )
         s.setblocking(False)
     return conns
 
