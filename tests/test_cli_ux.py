@@ -7,6 +7,7 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -297,3 +298,48 @@ def test_top_ifname_lists_only_that_interface_and_this_namespaces_epolls(
         inside.kill()
         inside.wait()
         main(["restore"])
+
+
+# --- names beside ifindex: Netdev.ifname and monitor ------------------------------------------
+
+
+def test_netdev_ifname_names_an_index_in_its_own_namespace(testbed: Testbed) -> None:
+    from netdevkit import Netdev, NotFoundError, RequestError
+    from netdevkit.netdev.client import ifname_of
+
+    with Netdev.open(testbed.server_ns) as nd:
+        assert nd.ifname(testbed.server_ifindex) == testbed.server_if
+        assert nd.ifname(1) == "lo"
+        napi = nd.napi_dump(testbed.server_ifindex)[0]
+        assert nd.ifname(napi.ifindex) == testbed.server_if  # a record's ifindex, named
+        with pytest.raises(NotFoundError, match="no interface with ifindex 999999 in network"):
+            nd.ifname(999999)
+    for bad in (0, -1, True, "1"):
+        with pytest.raises(RequestError, match="ifindex="):
+            ifname_of(bad)  # type: ignore[arg-type]
+
+
+def test_monitor_prints_the_name_beside_the_ifindex(testbed: Testbed) -> None:
+    ns = testbed.server_ns
+    argv = [*NETDEVKIT, "monitor", "--netns", ns, "--duration", "3"]
+    mon = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)  # subscribed
+        ip = ["ip", "-n", ns, "link"]
+        subprocess.run(
+            [*ip, "add", "ndkmon0", "type", "veth", "peer", "name", "ndkmon1"], check=True
+        )
+        index = int(
+            subprocess.run(
+                [*ip, "show", "ndkmon0"], capture_output=True, text=True, check=True
+            ).stdout.split(":")[0]
+        )
+        subprocess.run([*ip, "del", "ndkmon0"], check=True)
+        out, err = mon.communicate(timeout=30)
+    finally:
+        mon.kill()
+    assert mon.returncode == 0, err
+    lines = [ln.split(" ", 1)[1] for ln in out.splitlines()]
+    named = f"ifindex={index} ifname=ndkmon0 "
+    assert any(ln.startswith(f"dev-add-ntf {named}") for ln in lines), out
+    assert any(ln.startswith(f"dev-del-ntf {named}") for ln in lines), out  # gone, still named

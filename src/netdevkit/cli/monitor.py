@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -25,8 +26,13 @@ were read (ENOBUFS), an "overrun" line says so and a fresh dump of every
 device and page pool follows ("resync" lines, closed by "resynced"), so the
 output never silently misses a change.
 
+Each device or pool is named by ifindex and, as `ip monitor` does, by its
+interface name in that namespace (a device already deleted keeps the name it
+was last seen with, or shows only its index).
+
 With -j each line is a JSON object: {"time", "event" (notification, overrun,
-resync, resynced), "name", "object"}. Stops on Ctrl-C or after --duration.
+resync, resynced), "name", "object" (with "ifname" beside "ifindex")}. Stops on
+Ctrl-C or after --duration.
 
 example:
   netdevkit monitor --netns ns1
@@ -52,7 +58,28 @@ def register(sub: SubParsers) -> None:
     p.set_defaults(func=run)
 
 
-def event_json(e: Event) -> dict[str, Any]:
+class Names:
+    """ifindex -> interface name in *netns*, as `ip monitor` shows it: looked up when an
+    event names the index, remembered, so that a device already gone (dev-del-ntf, a
+    pool released after its device) keeps the name it had; None if never seen."""
+
+    def __init__(self, netns: str | None) -> None:
+        self.netns = netns
+        self._seen: dict[int, str] = {}
+
+    def __call__(self, ifindex: int, *, gone: bool = False) -> str | None:
+        from ..errors import NetdevkitError
+        from ..netdev.client import ifname_of
+
+        if not gone:
+            # gone already (or its namespace is): the name it was last seen with
+            with contextlib.suppress(NetdevkitError, OSError):
+                self._seen[ifindex] = ifname_of(ifindex, self.netns)
+        return self._seen.get(ifindex)
+
+
+def event_json(e: Event, names: Names | None = None) -> dict[str, Any]:
+    """*e* as the JSON object `monitor -j` prints; with *names*, "ifname" after "ifindex"."""
     import enum
 
     obj: dict[str, Any] | None = None
@@ -67,17 +94,19 @@ def event_json(e: Event) -> dict[str, Any]:
                 obj[name] = flag_names(value)
             else:
                 obj[name] = value
+            if name == "ifindex" and names is not None and isinstance(value, int) and value:
+                obj["ifname"] = names(value, gone=e.name == "dev-del-ntf")
     return {"time": round(e.time, 6), "event": e.kind, "name": e.name, "object": obj}
 
 
-def event_line(e: Event) -> str:
+def event_line(e: Event, names: Names | None = None) -> str:
     """The human line `netdevkit monitor` prints for *e* (time, event, the object)."""
     stamp = time.strftime("%H:%M:%S", time.localtime(e.time)) + f".{int(e.time * 1000) % 1000:03d}"
     if e.kind == "overrun":
         return f"{stamp} OVERRUN notifications were lost (ENOBUFS): resynchronising"
     if e.kind == "resynced":
         return f"{stamp} resynced: the lines above are the current state"
-    obj = event_json(e)["object"] or {}
+    obj = event_json(e, names)["object"] or {}
     detail = " ".join(
         f"{k}={','.join(v) if isinstance(v, list) else v}"
         for k, v in obj.items()
@@ -94,15 +123,16 @@ def run(args: argparse.Namespace) -> int:
 
         raise RequestError(f"--duration {args.duration}: must be positive")
     deadline = None if args.duration is None else time.monotonic() + args.duration
+    names = Names(args.netns)
     with Monitor(args.netns) as mon:
         try:
             while deadline is None or time.monotonic() < deadline:
                 timeout = None if deadline is None else max(deadline - time.monotonic(), 0.001)
                 for e in mon.events(timeout):
                     if args.json:
-                        sys.stdout.write(json.dumps(event_json(e)) + "\n")
+                        sys.stdout.write(json.dumps(event_json(e, names)) + "\n")
                     else:
-                        sys.stdout.write(event_line(e) + "\n")
+                        sys.stdout.write(event_line(e, names) + "\n")
                     sys.stdout.flush()
                     if deadline is not None and time.monotonic() >= deadline:
                         break

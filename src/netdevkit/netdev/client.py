@@ -307,6 +307,23 @@ def ifindex_of(name: str, netns: str | None = None) -> int:
             raise NotFoundError(f"no interface named {name!r}{where}") from None
 
 
+def ifname_of(ifindex: int, netns: str | None = None) -> str:
+    """The name of the interface with index *ifindex* (inside *netns* if given).
+
+    Raises :class:`RequestError` for an index that is not a positive int and
+    :class:`NotFoundError` when no interface has it (now: a deleted device's
+    index names nothing).
+    """
+    if isinstance(ifindex, bool) or not isinstance(ifindex, int) or ifindex < 1:
+        raise RequestError(f"ifindex={ifindex!r} must be a positive int")
+    with entered(netns):
+        try:
+            return socket.if_indextoname(ifindex)
+        except OSError:
+            where = f" in network namespace {netns!r}" if netns else ""
+            raise NotFoundError(f"no interface with ifindex {ifindex}{where}") from None
+
+
 def ifnames(netns: str | None = None) -> dict[int, str]:
     """``{ifindex: name}`` of every interface (inside *netns* if given)."""
     with entered(netns):
@@ -425,6 +442,14 @@ class Netdev(FamilyClient):
         return {"ifindex": ifindex}
 
     # -- dev ------------------------------------------------------------------
+
+    def ifname(self, ifindex: int) -> str:
+        """The name of interface *ifindex* in this connection's namespace (the records
+        this family returns carry only the index; ``ip`` resolves it the same way).
+
+        Raises :class:`NotFoundError` when no interface has that index now.
+        """
+        return ifname_of(ifindex, self.netns)
 
     def dev_get(self, ifindex: int) -> Dev:
         return self._get(
