@@ -68,13 +68,22 @@ def wanted(p: Preset) -> Knobs:
     return p.napi.defer_hard_irqs, p.napi.gro_flush_timeout, p.napi.threaded
 
 
-def refusal(p: Preset, tb: Testbed) -> str | None:
-    """The one-line refusal a user of this kernel gets for *p* through sysfs, or None."""
+def refusal(p: Preset, tb: Testbed, cli: bool = True) -> str | None:
+    """The one-line refusal a user of this kernel gets for *p* through sysfs, or None
+    (the CLI's spelling of a parameter in a hint, or the library's)."""
     label = f"{tb.server_if} (device-wide sysfs, all its NAPIs, netns {tb.server_ns})"
     if p.napi.threaded is NapiThreaded.BUSY_POLL and not kver.at_least("6.19"):
         return (
             f"{label}: threaded busy-poll needs Linux 6.19 or newer (this is "
             f"{kver.release()}); threaded on gives a kthread without busy polling"
+        )
+    if p.napi.threaded is NapiThreaded.BUSY_POLL:  # sysfs 'threaded' takes 0/1 [seen on 7.3]
+        return (
+            f"{label}: cannot set threaded busy-poll through sysfs: the device-wide 'threaded' "
+            "knob takes only off and on; busy-poll exists only per NAPI (napi-set, Linux "
+            "6.19+); use the per-NAPI backend ("
+            + ("--backend netlink" if cli else "backend='netlink'")
+            + ")"
         )
     if p.napi.irq_suspend_timeout:
         why = (
@@ -113,7 +122,7 @@ def test_every_preset_with_napi_set(testbed: Testbed, capsys: pytest.CaptureFixt
 
 def test_every_preset_with_tuned(testbed: Testbed) -> None:
     for name, p in PRESETS.items():
-        why = refusal(p, testbed)
+        why = refusal(p, testbed, cli=False)
         if why is not None:
             with pytest.raises(UnsupportedError) as exc:
                 tuned(testbed.server_if, preset=name, netns=testbed.server_ns).__enter__()

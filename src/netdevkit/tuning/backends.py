@@ -275,6 +275,15 @@ class SysfsBackend:
         sysfs would have to write. A non-zero value needs the per-NAPI knob (6.13+).
         """
         _check_busy_poll(target, wanted)
+        if wanted.threaded is NapiThreaded.BUSY_POLL:
+            # net-sysfs.c modify_napi_threaded() takes 0 and 1 only: 2 is EOPNOTSUPP
+            # [seen on 7.3 for veth]; busy-poll threading is napi-set's alone.
+            raise UnsupportedError(
+                f"{target.label}: cannot set threaded busy-poll through sysfs: the device-wide "
+                "'threaded' knob takes only off and on; busy-poll exists only per NAPI "
+                "(napi-set, Linux 6.19+)",
+                hint="use the per-NAPI backend (`backend='netlink'`)",
+            )
         if wanted.irq_suspend_timeout == 0:
             wanted = replace(wanted, irq_suspend_timeout=None)
         if wanted.irq_suspend_timeout is not None:
