@@ -5,11 +5,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+from conftest import free_port
 
 from netdevkit import __version__
 from netdevkit.cli.main import DESCRIPTION, NETNS_COMMANDS, build_parser, main
@@ -343,3 +351,73 @@ def test_monitor_prints_the_name_beside_the_ifindex(testbed: Testbed) -> None:
     named = f"ifindex={index} ifname=ndkmon0 "
     assert any(ln.startswith(f"dev-add-ntf {named}") for ln in lines), out
     assert any(ln.startswith(f"dev-del-ntf {named}") for ln in lines), out  # gone, still named
+
+
+# --- exporter: per-queue counters on veth (ethtool), netdevkit_build_info ---------------------
+
+
+def _scrape(url: str) -> dict[str, Any]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        return {f.name: f for f in text_string_to_metric_families(resp.read().decode())}
+
+
+def _dashboard_metrics(*contains: str) -> set[str]:
+    """The netdevkit_* metric names the shipped Grafana panels query (filtered by *contains*)."""
+    text = (Path(__file__).parents[1] / "contrib" / "grafana-dashboard.json").read_text()
+    exprs = [p["expr"] for p in _walk_targets(json.loads(text))]
+    return {
+        m for e in exprs for m in re.findall(r"netdevkit_\w+", e) if all(c in m for c in contains)
+    }
+
+
+def _walk_targets(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        if "expr" in node:
+            yield node
+        for v in node.values():
+            yield from _walk_targets(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _walk_targets(v)
+
+
+def test_exporter_serves_per_queue_counters_of_veth_and_build_info(testbed4: Testbed) -> None:
+    tb = testbed4
+    port = free_port()
+    argv = [*NETDEVKIT, "exporter", "--listen", f"127.0.0.1:{port}", "--netns", tb.server_ns]
+    exp = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert exp.stderr is not None and "serving" in exp.stderr.readline()
+        url = f"http://127.0.0.1:{port}/metrics"
+        before = _scrape(url)
+        srv = tb.socket("server", type=socket.SOCK_DGRAM)
+        cli = tb.socket("client", type=socket.SOCK_DGRAM)
+        with srv, cli:
+            srv.bind((tb.server_addr, 5007))
+            cli.connect((tb.server_addr, 5007))
+            for _ in range(400):
+                cli.send(b"x" * 100)
+            time.sleep(0.2)
+        after = _scrape(url)
+    finally:
+        exp.terminate()
+        exp.wait(10)
+
+    def rx_packets(fams: dict[str, Any]) -> dict[str, float]:
+        samples = (
+            fams["netdevkit_queue_packets"].samples if "netdevkit_queue_packets" in fams else []
+        )
+        return {
+            s.labels["queue"]: s.value
+            for s in samples
+            if s.labels["ifname"] == tb.server_if and s.labels["type"] == "rx"
+        }
+
+    assert sorted(rx_packets(after)) == ["0", "1", "2", "3"]  # veth: no qstats, ethtool's
+    assert sum(rx_packets(after).values()) - sum(rx_packets(before).values()) >= 400
+    assert {"netdevkit_queue_packets_total"} <= _dashboard_metrics("queue_packets")
+    (info,) = after["netdevkit_build_info"].samples
+    assert info.labels == {"version": __version__, "kernel": os.uname().release}
+    assert info.value == 1

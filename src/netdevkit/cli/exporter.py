@@ -17,7 +17,9 @@ every scrape (nothing is cached):
 
   netdevkit_queue_<counter>_total       qstats per queue (labels: netns, ifname,
                                         ifindex, queue, type), e.g.
-                                        netdevkit_queue_packets_total{type="rx"}
+                                        netdevkit_queue_packets_total{type="rx"};
+                                        ethtool's per-queue counters for drivers
+                                        without qstats (veth), as `top` shows
   netdevkit_link_{receive,transmit}_{packets,bytes,drop,errs}_total
                                         rtnetlink link counters, for interfaces
                                         whose driver reports no qstats (veth)
@@ -33,6 +35,7 @@ every scrape (nothing is cached):
   _prefer_busy_poll                     epoll contexts `netdevkit attach` set
   netdevkit_up, netdevkit_scrape_duration_seconds,
   netdevkit_scrape_errors_total         the exporter's own health, per netns
+  netdevkit_build_info                  1, labels version and kernel
 
 It binds to 127.0.0.1 unless told otherwise. Without --netns it reports the
 namespace it runs in (label netns=""); each --netns NAME adds a namespace

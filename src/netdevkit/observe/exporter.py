@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import os
 import socket
 import threading
 import time
@@ -202,15 +203,16 @@ def _napi_families(fs: Families, snap: Snapshot, ns: str) -> None:
 
 def _queue_families(fs: Families, snap: Snapshot, ns: str) -> None:
     names = {i: link.ifname for i, link in snap.links.items()}
+    # qstats where the driver has them, else its ethtool per-queue counters (veth: the
+    # packets each rx queue's NAPI polled), the same numbers `top` and `qstats balance` show
     for q in snap.queues:
-        if q.source != "qstats":
-            continue
         lv = (ns, names.get(q.ifindex, ""), str(q.ifindex), str(q.queue_id), q.queue_type)
         for counter, value in q.counters.items():
             fs.add(
                 f"netdevkit_queue_{counter}",
                 "counter",
-                f"Queue statistic {counter} of the driver (netdev qstats; type: rx or tx)",
+                f"Queue statistic {counter} (netdev qstats, or the driver's ethtool per-queue "
+                "counters where it has no qstats; type: rx or tx)",
                 QUEUE_LABELS,
                 lv,
                 value,
@@ -288,6 +290,20 @@ def _pool_families(fs: Families, snap: Snapshot, ns: str) -> None:
             lv4,
             sum(inflight),
         )
+
+
+def build_info(fs: Families) -> None:
+    """``netdevkit_build_info{version, kernel} 1``: which netdevkit reads which kernel."""
+    from .. import __version__
+
+    fs.add(
+        "netdevkit_build_info",
+        "gauge",
+        "Always 1; labels: the netdevkit version and the running kernel's release",
+        ("version", "kernel"),
+        (__version__, os.uname().release),
+        1,
+    )
 
 
 def snapshot_families(fs: Families, snap: Snapshot) -> None:
@@ -405,7 +421,7 @@ class Exporter:
     def __init__(self, namespaces: Sequence[str | None], state_dir: str | None = None) -> None:
         self.namespaces = list(namespaces) or [None]
         self.state_dir = state_dir
-        self._readers = {ns: NamespaceReader(ns) for ns in self.namespaces}
+        self._readers = {ns: NamespaceReader(ns, ethtool_queues=True) for ns in self.namespaces}
         self._errors = dict.fromkeys(self.namespaces, 0)
         self._lock = threading.Lock()
 
@@ -425,6 +441,7 @@ class Exporter:
         from ..journal import state_dir
 
         fs = Families()
+        build_info(fs)
         last: Snapshot | None = None
         with self._lock:
             for ns, reader in self._readers.items():
