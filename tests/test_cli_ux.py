@@ -421,3 +421,35 @@ def test_exporter_serves_per_queue_counters_of_veth_and_build_info(testbed4: Tes
     (info,) = after["netdevkit_build_info"].samples
     assert info.labels == {"version": __version__, "kernel": os.uname().release}
     assert info.value == 1
+
+
+# --- docs/doctor.md shows what doctor prints now ----------------------------------------------
+
+
+def _doctor_rows(lines: list[str]) -> list[tuple[str, str, str]]:
+    """(feature, check, status) of each row of doctor's plain report."""
+    head = next(ln for ln in lines if ln.startswith("feature "))
+    at = [head.index(word) for word in ("check", "status", "detail")]
+    rows, feature = [], ""
+    for ln in lines[lines.index(head) + 2 :]:
+        status = ln[at[1] : at[2]].strip()
+        if status in ("OK", "WARN", "MISSING"):
+            feature = ln[: at[0]].strip() or feature
+            rows.append((feature, ln[at[0] : at[1]].strip(), status))
+    return rows
+
+
+def test_the_doctor_sample_in_the_docs_is_todays_output(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, testbed: Testbed
+) -> None:
+    doc = (Path(__file__).parents[1] / "docs" / "doctor.md").read_text().splitlines()
+    start = doc.index("$ netdevkit doctor --netns lab-srv --ifname ndk-s | cat") + 1
+    sample = doc[start : doc.index("```", start)]
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert main(["doctor", "--netns", testbed.server_ns, "--ifname", testbed.server_if]) == 0
+    real = capsys.readouterr().out.splitlines()
+    # the same features and checks (kernel versions are in the check names), in order
+    assert [r[:2] for r in _doctor_rows(sample)] == [r[:2] for r in _doctor_rows(real)]
+    counts = {s: sum(r[2] == s for r in _doctor_rows(sample)) for s in ("OK", "WARN", "MISSING")}
+    assert sample[-1] == f"{counts['OK']} OK, {counts['WARN']} WARN, {counts['MISSING']} MISSING"
+    assert sample[0] == "netdevkit doctor for ndk-s in netns lab-srv"
