@@ -70,7 +70,7 @@ def test_all_client_limited_is_not_measured(results: Results) -> None:
     )
     claims = {c.key: c for c in evaluate_claims(limited)}
     assert claims["a"].verdict == MEASURED_NOT
-    assert "every fullbusy sample was client-limited" in claims["a"].evidence
+    assert "no clean fullbusy sample (0 of 2 disturbed, 2 client-limited)" in claims["a"].evidence
 
 
 def test_report_files(results: Results, tmp_path: Path) -> None:

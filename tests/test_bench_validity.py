@@ -117,3 +117,20 @@ def test_disturbed_samples_are_kept_out_of_claims_and_recommendations() -> None:
     assert all(r.best is None or r.best.mode != "fullbusy" for r in recs)
     assert validity.run_warning(dirty.samples).startswith("WARNING: 1 of 2 samples")
     assert validity.run_warning(clean.samples) == ""
+
+
+def test_a_load_clean_in_fewer_than_half_the_rounds_is_not_judged() -> None:
+    cfg = RunConfig(modes=("suspend", "fullbusy"), workloads=("echo",), loads=(), duration=0.5)
+    hog = ("steal time 9%",)
+    samples = []
+    for rnd in range(3):
+        d = hog if rnd else ()  # fullbusy clean in 1 of 3 rounds
+        samples += [
+            dataclasses.replace(_sample("suspend", 20, 0.4), repeat=rnd),
+            dataclasses.replace(_sample("fullbusy", 18, 1.0, d), repeat=rnd),
+        ]
+    res = Results(cfg, tuple(samples))
+    claims = {c.key: c for c in evaluate_claims(res)}
+    assert claims["a"].verdict == MEASURED_NOT
+    assert "fullbusy clean in 1 of 3 rounds" in claims["a"].evidence
+    assert claims["e"].verdict == MEASURED_NOT

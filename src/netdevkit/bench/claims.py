@@ -7,7 +7,7 @@ per-round ratios (:mod:`netdevkit.bench.paired`), and its evidence says at
 which load and why it holds or not:
 
 (a) under load, suspend reaches busy-poll latency: at the highest open-loop
-    load (near capacity) suspend's p50 is within 20% of fullbusy's;
+    load (near the knee the probe found) suspend's p50 is within 20% of fullbusy's;
 (b) suspend's CPU follows the load while fullbusy stays near a core: fullbusy
     >= 0.8 cores at every load, suspend under half of fullbusy at the lightest
     load and not decreasing from the lightest to the highest;
@@ -21,7 +21,9 @@ which load and why it holds or not:
 
 Without open-loop loads (redis, or an old ping-pong-only run) a claim is
 judged at ping-pong and says that this is not the load it is about. Samples
-flagged client-limited never count; a claim without samples is NOT MEASURED.
+flagged client-limited or disturbed (:mod:`netdevkit.bench.validity`) never count,
+and a load where any mode compared has clean samples in fewer than half of its rounds
+is not judged; a claim without samples is NOT MEASURED.
 """
 
 from __future__ import annotations
@@ -93,6 +95,28 @@ def _missing(res: Results, workload: str, server: str, modes: tuple[str, ...]) -
     return "; ".join(parts) or "no load measured by all of " + ", ".join(modes)
 
 
+def too_few_clean(
+    res: Results, workload: str, server: str, load: int, modes: tuple[str, ...]
+) -> str:
+    """Why the samples at *load* are too few to judge on ('' when they are enough): every
+    mode needs clean (not disturbed, not client-limited) samples in at least half of the
+    rounds it ran."""
+    why = []
+    for m in modes:
+        every = res.select(
+            mode=m,
+            workload=workload,
+            server=server,
+            load_target=load,
+            include_client_limited=True,
+            include_disturbed=True,
+        )
+        clean = [s for s in every if s.usable]
+        if every and 2 * len(clean) < len(every):
+            why.append(f"{m} clean in {len(clean)} of {len(every)} rounds")
+    return "too few clean samples at this load: " + ", ".join(why) if why else ""
+
+
 def _pick(loads: list[int], highest: bool) -> tuple[int, str]:
     """The load a claim is judged at, and a note when it is ping-pong only."""
     rates = open_loads(loads)
@@ -117,6 +141,10 @@ def _claim_a(res: Results, workload: str, server: str) -> Claim:
         why = _missing(res, workload, server, ("suspend", "fullbusy"))
         return Claim("a", title, workload, server, MEASURED_NOT, why)
     load, note = _pick(loads, highest=True)
+    few = too_few_clean(res, workload, server, load, ("suspend", "fullbusy"))
+    if few:
+        label = load_label(res, workload, server, load)
+        return Claim("a", title, workload, server, MEASURED_NOT, f"at {label}: {few}", label)
     pr = ratio(res, workload, server, load, "suspend", "fullbusy", p50)
     rows = []
     for x in open_loads(loads) or loads:
@@ -191,6 +219,10 @@ def _claim_c(res: Results, workload: str, server: str) -> Claim:
             _missing(res, workload, server, ("defer", "base")),
         )
     load, note = _pick(loads, highest=False)
+    few = too_few_clean(res, workload, server, load, ("defer", "base"))
+    if few:
+        label = load_label(res, workload, server, load)
+        return Claim("c", title, workload, server, MEASURED_NOT, f"at {label}: {few}", label)
     pr = ratio(res, workload, server, load, "defer", "base", p50)
     d = median_of(res, "defer", workload, server, load, p50)
     b = median_of(res, "base", workload, server, load, p50)
@@ -211,6 +243,10 @@ def _claim_d(res: Results, workload: str, server: str) -> Claim:
         why = _missing(res, workload, server, ("base", *run)) if run else "no busy-polling mode ran"
         return Claim("d", title, workload, server, MEASURED_NOT, why)
     load, note = _pick(loads, highest=True)
+    few = too_few_clean(res, workload, server, load, ("base", *run))
+    if few:
+        label = load_label(res, workload, server, load)
+        return Claim("d", title, workload, server, MEASURED_NOT, f"at {label}: {few}", label)
     worse = []
     parts = []
     for m in run:
@@ -239,6 +275,10 @@ def _claim_e(res: Results, workload: str, server: str) -> Claim:
         return Claim("e", title, workload, server, MEASURED_NOT, why)
     held, rows = [], []
     for x in loads:
+        few = too_few_clean(res, workload, server, x, ("suspend", "fullbusy"))
+        if few:
+            rows.append(f"{load_label(res, workload, server, x)}: not judged, {few}")
+            continue
         lat = ratio(res, workload, server, x, "suspend", "fullbusy", p50)
         cores = ratio(res, workload, server, x, "suspend", "fullbusy", cpu)
         ok_lat, ok_cpu = lat.ratio <= SUSPEND_P50_TOLERANCE, cores.ratio < SUSPEND_CPU_FRACTION
@@ -251,7 +291,12 @@ def _claim_e(res: Results, workload: str, server: str) -> Claim:
         )
         if not fail:
             held.append(label)
-    n = ratio(res, workload, server, loads[0], "suspend", "fullbusy", p50).rounds
+    judged = [
+        x for x in loads if not too_few_clean(res, workload, server, x, ("suspend", "fullbusy"))
+    ]
+    if not judged:
+        return Claim("e", title, workload, server, MEASURED_NOT, "; ".join(rows))
+    n = ratio(res, workload, server, judged[0], "suspend", "fullbusy", p50).rounds
     ev = f"suspend/fullbusy, paired over {n} round(s): " + "; ".join(rows)
     where = ", ".join(held) if held else ""
     return Claim("e", title, workload, server, SHOWN if held else NOT_SHOWN, ev, where)
