@@ -453,3 +453,20 @@ def test_the_doctor_sample_in_the_docs_is_todays_output(
     counts = {s: sum(r[2] == s for r in _doctor_rows(sample)) for s in ("OK", "WARN", "MISSING")}
     assert sample[-1] == f"{counts['OK']} OK, {counts['WARN']} WARN, {counts['MISSING']} MISSING"
     assert sample[0] == "netdevkit doctor for ndk-s in netns lab-srv"
+
+
+@pytest.mark.parametrize("package", ["netdevkit.testbed", "netdevkit.devmem"])
+def test_lazy_packages_still_export_every_name(package: str) -> None:
+    import importlib
+
+    mod = importlib.import_module(package)
+    lazy: dict[str, str] = mod._LAZY
+    for name in [*mod.__all__, *lazy]:
+        assert getattr(mod, name) is getattr(
+            importlib.import_module(
+                lazy[name] if lazy[name].startswith("netdevkit.") else f"{package}.{lazy[name]}"
+            ),
+            name,
+        )
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        mod.nope  # noqa: B018

@@ -19,13 +19,17 @@ from typing import TYPE_CHECKING, Any
 
 # Names resolve on first use (PEP 562): .rx imports numpy (about 120 ms), which `doctor`,
 # `devmem setup` and `restore` (through .nic, .setup, .records) never need.
-_LAZY = {
-    **dict.fromkeys(("Binding", "bind_rx", "bind_tx"), "binding"),
-    **dict.fromkeys(("CudaDmabuf", "Dmabuf", "DmabufFd", "Udmabuf", "cuda", "udmabuf"), "dmabuf"),
-    **dict.fromkeys(("AsyncDevmemReceiver", "DevmemReceiver", "Fragment"), "rx"),
-    **dict.fromkeys(("OutstandingLimit", "RxBatch", "RxStats", "TokenReturnError"), "rx"),
-    **dict.fromkeys(("DevmemSender", "Send"), "tx"),
+_EXPORTS = {
+    "binding": ("Binding", "bind_rx", "bind_tx"),
+    "dmabuf": ("CudaDmabuf", "Dmabuf", "DmabufFd", "Udmabuf", "cuda", "udmabuf"),
+    "rx": (
+        *("AsyncDevmemReceiver", "DevmemReceiver", "Fragment", "OutstandingLimit"),
+        *("RxBatch", "RxStats", "TokenReturnError"),
+    ),
+    "tx": ("DevmemSender", "Send"),
 }
+#: name -> the module of this package it lives in
+_LAZY = {name: module for module, names in _EXPORTS.items() for name in names}
 
 if TYPE_CHECKING:
     from .binding import Binding, bind_rx, bind_tx

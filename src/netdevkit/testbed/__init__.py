@@ -30,18 +30,23 @@ from typing import TYPE_CHECKING, Any
 
 # Names resolve on first use (PEP 562): `testbed show` and `restore` read only .journal and
 # .config, and .datapath/.lifecycle import pyroute2 (about 250 ms) at top level.
-_LAZY = {
-    **dict.fromkeys(("affinity_of", "format_cpu_list", "parse_cpu_list", "set_affinity"), "_os"),
-    **dict.fromkeys(
-        ("CLIENT_IF", "SERVER_IF", "CpuPlacement", "Side", "TestbedConfig", "MAX_MTU"), "config"
+_EXPORTS = {
+    "netdevkit._os": ("affinity_of", "format_cpu_list", "parse_cpu_list", "set_affinity"),
+    "netdevkit.testbed.config": (
+        *("CLIENT_IF", "SERVER_IF", "CpuPlacement", "Side", "TestbedConfig"),
+        *("MAX_MTU", "MAX_QUEUES", "MIN_MTU"),
     ),
-    **dict.fromkeys(("MAX_QUEUES", "MIN_MTU"), "config"),
-    **dict.fromkeys(("GRO", "GSO", "SO_INCOMING_NAPI_ID", "TSO", "get_offloads"), "datapath"),
-    **dict.fromkeys(("set_offloads", "socket_in_netns"), "datapath"),
-    **dict.fromkeys(("ALIAS_PREFIX", "JOURNAL_DIR", "NS_SUFFIXES"), "journal"),
-    **dict.fromkeys(("down_all", "list_testbeds"), "journal"),
-    "Testbed": "lifecycle",
+    "netdevkit.testbed.datapath": (
+        *("GRO", "GSO", "SO_INCOMING_NAPI_ID", "TSO"),
+        *("get_offloads", "set_offloads", "socket_in_netns"),
+    ),
+    "netdevkit.testbed.journal": (
+        *("ALIAS_PREFIX", "JOURNAL_DIR", "NS_SUFFIXES", "down_all", "list_testbeds"),
+    ),
+    "netdevkit.testbed.lifecycle": ("Testbed",),
 }
+#: name -> the module it lives in
+_LAZY = {name: module for module, names in _EXPORTS.items() for name in names}
 
 if TYPE_CHECKING:
     from .._os import affinity_of as affinity_of
@@ -79,11 +84,10 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    where = _LAZY.get(name)
-    if where is None:
+    module = _LAZY.get(name)
+    if module is None:
         raise AttributeError(f"module 'netdevkit.testbed' has no attribute {name!r}")
-    package = "netdevkit" if where == "_os" else __name__
-    value = getattr(importlib.import_module(f"{package}.{where}"), name)
+    value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 
