@@ -6,9 +6,10 @@ server programs and threaded-NAPI kthreads on the last CPU, clients on CPU 0):
 - modes: the kernel presets (base, defer, napibusy, fullbusy, suspend, threaded;
   busy-poll-thread where the kernel has it) and netdevkit's own (adaptive-window,
   hot-spin, hybrid: on the FastLoop echo server only);
-- echo on netdevkit's FastLoop (every mode), sockperf's C server and memcached: each
-  server's capacity is probed first (base mode), then swept open loop at 10%, 50% and
-  90% of it (``--sweep``); redis: ping-pong (redis-benchmark has no open loop);
+- echo on netdevkit's FastLoop (every mode) with ``--work-us`` of CPU work per request
+  (default 20: docs/bench.md, "Which load, and why"), sockperf's C server, memcached and
+  redis: each server's knee is found open loop first (base mode), then swept open loop at
+  10%, 50% and 90% of it (``--sweep``); the testbed's noise floor is measured first;
 - ``--repeat 3`` rounds; every round runs every mode once, so modes are compared on
   per-round paired ratios (median over rounds).
 
@@ -51,13 +52,15 @@ def _options(args: argparse.Namespace) -> runner.BenchOptions:
         repeat=args.repeat,
         cpus=None if args.cpus == "none" else CpuPlacement.parse(args.cpus),
         target_p99_us=parse_target(args.target_p99),
+        work_us=args.work_us,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--modes", default=",".join(runner.MODES))
-    p.add_argument("--sweep", default="0.1,0.5,0.9", help="fractions of each server's capacity")
+    p.add_argument("--sweep", default="0.1,0.5,0.9", help="fractions of each server's knee")
+    p.add_argument("--work-us", type=float, default=20.0, help="echo fast: work per request")
     p.add_argument("--target-p99", default="100us", help="the recommendation's p99 target")
     p.add_argument("--duration", type=float, default=0.5, help="seconds per sample (0.5)")
     p.add_argument("--repeat", type=int, default=3)
