@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import queue
+import signal
 import socket
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import free_port
+from conftest import free_port, unique_testbed_name
 from prometheus_client.parser import text_string_to_metric_families
 
 from netdevkit.netdev.client import Dev, Netdev, ifnames
@@ -681,3 +682,106 @@ def test_top_and_the_exporter_show_the_epoll_contexts_attach_set(
     finally:
         child.kill()
         child.wait()
+
+
+# -- a namespace deleted under a running monitor / top --------------------------------------
+
+NETDEVKIT = [sys.executable, "-m", "netdevkit"]
+
+
+@contextlib.contextmanager
+def watched_pair() -> Iterator[tuple[str, str]]:
+    """Namespace A (to watch) and B, joined by a veth pair a0 (in A) -- b0 (in B).
+
+    b0 vanishes from B only once A is really freed: while anything (a socket) holds A after
+    `ip netns del`, the pair lives on. That is how the tests see that a command let go.
+    """
+    a, b = unique_testbed_name(), unique_testbed_name()
+    subprocess.run(["ip", "netns", "add", a], check=True)
+    try:
+        subprocess.run(["ip", "netns", "add", b], check=True)
+        _ip(a, "link", "add", "name", "a0", "type", "veth", "peer", "name", "b0", "netns", b)
+        yield a, b
+    finally:
+        for ns in (a, b):
+            subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
+
+
+def _b0_freed(b: str, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if "b0" not in ifnames(b).values():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _wait_for(lines: Lines, want: Any, within: float) -> list[str]:
+    """Lines until one for which *want* is true (the list ends with it), or fail."""
+    seen: list[str] = []
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        line = lines.get(0.2)
+        if line is not None:
+            seen.append(line)
+            if want(line):
+                return seen
+    pytest.fail(f"not seen within {within} s; got {seen[-5:]}")
+
+
+def test_monitor_lets_go_of_a_deleted_namespace_and_picks_it_up_again() -> None:
+    with watched_pair() as (a, b):
+        argv = [*NETDEVKIT, "monitor", "-j", "--netns", a, "--duration", "60"]
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        lines = Lines(p)
+        try:
+            for i in range(50):  # until it is subscribed
+                _ip(a, "link", "add", "name", f"probe{i}", "type", "bridge")
+                if lines.get(0.2) is not None:
+                    break
+            subprocess.run(["ip", "netns", "del", a], check=True)
+            seen = _wait_for(lines, lambda s: json.loads(s)["event"] == "gone", 10)
+            assert json.loads(seen[-1])["name"] == a
+            assert _b0_freed(b, 10), "monitor still holds the deleted namespace"
+            assert p.poll() is None  # keeps going
+            subprocess.run(["ip", "netns", "add", a], check=True)
+            _ip(a, "link", "add", "name", "again0", "type", "bridge")
+            seen = _wait_for(lines, lambda s: json.loads(s)["event"] == "resynced", 10)
+            events = [json.loads(s) for s in seen]
+            assert events[0]["event"] == "back" and events[0]["name"] == a
+            assert "again0" in {e["object"]["ifname"] for e in events if e["event"] == "resync"}
+        finally:
+            p.terminate()
+            p.wait(5)
+        assert p.stderr is not None and p.stderr.read() == ""
+
+
+@pytest.mark.parametrize("json_out", [True, False])
+def test_top_keeps_going_when_its_namespace_is_deleted_and_says_so(json_out: bool) -> None:
+    with watched_pair() as (a, b):
+        argv = [*NETDEVKIT, "top", "--netns", a, "--interval", "100ms", *(["-j"] * json_out)]
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        lines = Lines(p)
+        try:
+            _wait_for(lines, lambda s: "a0" in s, 10)  # a first view
+            subprocess.run(["ip", "netns", "del", a], check=True)
+            seen = _wait_for(lines, lambda s: "is gone: waiting for it to come back" in s, 10)
+            if json_out:
+                assert json.loads(seen[-1]) == {
+                    "netns": a,
+                    "netns_gone": True,
+                    "message": f"network namespace {a!r} is gone: waiting for it to come back",
+                }
+            assert _b0_freed(b, 10), "top still holds the deleted namespace"
+            assert p.poll() is None  # keeps going
+            subprocess.run(["ip", "netns", "add", a], check=True)
+            _ip(a, "link", "add", "name", "again0", "type", "bridge")
+            seen = _wait_for(lines, lambda s: "again0" in s, 10)
+            assert any("exists again" in s for s in seen)
+            if json_out:
+                assert json.loads(seen[-1])["netns"] == a
+        finally:
+            p.send_signal(signal.SIGINT)
+            rc = p.wait(10)
+        assert rc == 0
+        assert p.stderr is not None and "Traceback" not in p.stderr.read()

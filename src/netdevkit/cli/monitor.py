@@ -30,9 +30,14 @@ Each device or pool is named by ifindex and, as `ip monitor` does, by its
 interface name in that namespace (a device already deleted keeps the name it
 was last seen with, or shows only its index).
 
+If the --netns namespace is deleted, a "gone" line says so and monitor lets
+go of it (its socket would keep the namespace alive) and waits; when a
+namespace of that name exists again, a "back" line and a dump of its devices
+and page pools ("resync" lines, then "resynced") follow.
+
 With -j each line is a JSON object: {"time", "event" (notification, overrun,
-resync, resynced), "name", "object" (with "ifname" beside "ifindex")}. Stops on
-Ctrl-C or after --duration.
+resync, resynced, gone, back), "name" (for gone and back: the namespace),
+"object" (with "ifname" beside "ifindex")}. Stops on Ctrl-C or after --duration.
 
 example:
   netdevkit monitor --netns ns1
@@ -104,6 +109,10 @@ def event_line(e: Event, names: Names | None = None) -> str:
     stamp = time.strftime("%H:%M:%S", time.localtime(e.time)) + f".{int(e.time * 1000) % 1000:03d}"
     if e.kind == "overrun":
         return f"{stamp} OVERRUN notifications were lost (ENOBUFS): resynchronising"
+    if e.kind == "gone":
+        return f"{stamp} GONE network namespace {e.name!r} was deleted: waiting for it to come back"
+    if e.kind == "back":
+        return f"{stamp} BACK network namespace {e.name!r} exists again: resynchronising"
     if e.kind == "resynced":
         return f"{stamp} resynced: the lines above are the current state"
     obj = event_json(e, names)["object"] or {}

@@ -14,7 +14,7 @@ import select
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -120,15 +120,50 @@ def run(args: argparse.Namespace) -> int:
         return _live(reader, interval)
 
 
-def _json_lines(reader: Any, interval: float) -> int:
-    from ..observe.top import Sampler, rates_json
+class _Samples:
+    """The samples of a namespace that may vanish and come back (docs/observe.md): each
+    :meth:`next` is a sample, or a line saying the namespace is gone (once, when it went)
+    or back (once, when a namespace of that name exists again), or None while it stays gone.
+    The reader lets go of a deleted namespace at once (see ``NamespaceReader.read``)."""
 
-    sampler = Sampler(reader)
-    sampler.first()
+    def __init__(self, reader: Any) -> None:
+        from ..observe.top import Sampler
+
+        self.netns: str | None = reader.netns
+        self.sampler = Sampler(reader)
+        self.sampler.first()
+        self.gone = False
+
+    def next(self) -> Sample | str | None:
+        from ..errors import NamespaceGone
+
+        try:
+            if not self.gone:
+                return self.sampler.next()
+            self.sampler.first()  # back: rates again from the next interval on
+        except NamespaceGone as err:
+            if self.gone:
+                return None
+            self.gone = True
+            self.sampler.reset()
+            return f"{err}: waiting for it to come back"
+        self.gone = False
+        return f"network namespace {self.netns!r} exists again: reopened it"
+
+
+def _json_lines(reader: Any, interval: float) -> int:
+    from ..observe.top import rates_json
+
+    samples = _Samples(reader)
     try:
         while True:
             time.sleep(interval)
-            sys.stdout.write(json.dumps(rates_json(sampler.next())) + "\n")
+            got = samples.next()
+            if isinstance(got, str):
+                line = {"netns": samples.netns, "netns_gone": samples.gone, "message": got}
+                sys.stdout.write(json.dumps(line) + "\n")
+            elif got is not None:
+                sys.stdout.write(json.dumps(rates_json(got)) + "\n")
             sys.stdout.flush()
     except KeyboardInterrupt:
         return 0
@@ -138,16 +173,17 @@ def _printed(reader: Any, interval: float) -> int:
     """Not on a terminal: one view per interval, one after the other."""
     from rich.console import Console
 
-    from ..observe.top import Sampler
-
     console = Console(highlight=False)
-    sampler = Sampler(reader)
-    sampler.first()
+    samples = _Samples(reader)
     try:
         while True:
             time.sleep(interval)
-            console.print(render(sampler.next(), "packets", False), soft_wrap=True)
-            console.print()
+            got = samples.next()
+            if isinstance(got, str):
+                console.print(got, style="bold red", soft_wrap=True)
+            elif got is not None:
+                console.print(render(got, "packets", False), soft_wrap=True)
+                console.print()
             sys.stdout.flush()
     except KeyboardInterrupt:
         return 0
@@ -185,11 +221,9 @@ def _live(reader: Any, interval: float) -> int:
     from rich.live import Live
     from rich.text import Text
 
-    from ..errors import NamespaceGone
-    from ..observe.top import SORT_KEYS, Sampler
+    from ..observe.top import SORT_KEYS
 
-    sampler = Sampler(reader)
-    sampler.first()
+    samples = _Samples(reader)
     sort, paused = "packets", False
     last: Any = Text("first sample in progress ...")
     console = Console(highlight=False)
@@ -211,15 +245,14 @@ def _live(reader: Any, interval: float) -> int:
             deadline = time.monotonic() + interval
             if paused:
                 continue
-            try:
-                last = sampler.next()
-            except NamespaceGone as err:
-                sampler.reset()
-                last = Text(f"{err}: waiting for it to come back (q quits)", style="bold red")
+            got = samples.next()
+            if got is None:
+                continue  # still gone: the line saying so stays
+            if isinstance(got, str):
+                last = Text(got + (" (q quits)" if samples.gone else ""), style="bold red")
                 live.update(last, refresh=True)
-                with suppress(NamespaceGone):
-                    sampler.first()
                 continue
+            last = got
             live.update(render(last, sort, paused), refresh=True)
 
 

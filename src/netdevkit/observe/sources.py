@@ -369,9 +369,16 @@ class NamespaceReader:
     def read(self) -> Snapshot:
         """Read every source; a source that fails adds a line to ``errors``.
 
-        Raises :class:`NamespaceGone` when the namespace no longer exists.
+        Raises :class:`NamespaceGone` when the namespace no longer exists, after closing
+        the sockets (they would keep the deleted namespace alive); a later read reopens
+        a namespace of that name once there is one again.
         """
-        if self._nd is None or self._ns_inode() != self._inode:
+        try:
+            inode = self._ns_inode()
+        except NamespaceGone:
+            self.close()
+            raise
+        if self._nd is None or inode != self._inode:
             self.open()
         nd = self._nd
         assert nd is not None
