@@ -329,28 +329,34 @@ def test_netdev_ifname_names_an_index_in_its_own_namespace(testbed: Testbed) -> 
 
 def test_monitor_prints_the_name_beside_the_ifindex(testbed: Testbed) -> None:
     ns = testbed.server_ns
-    argv = [*NETDEVKIT, "monitor", "--netns", ns, "--duration", "3"]
+    argv = [*NETDEVKIT, "monitor", "--netns", ns, "--duration", "20"]
     mon = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ip = ["ip", "-n", ns, "link"]
+
+    def line_about(index: int) -> str:
+        assert mon.stdout is not None
+        while (line := mon.stdout.readline()) and f" ifindex={index} " not in line:
+            pass
+        assert line, "monitor ended before printing the device"
+        return line.split(" ", 1)[-1]
+
     try:
         time.sleep(1.0)  # subscribed
-        ip = ["ip", "-n", ns, "link"]
         subprocess.run(
             [*ip, "add", "ndkmon0", "type", "veth", "peer", "name", "ndkmon1"], check=True
         )
-        index = int(
-            subprocess.run(
-                [*ip, "show", "ndkmon0"], capture_output=True, text=True, check=True
-            ).stdout.split(":")[0]
-        )
+        shown = subprocess.run([*ip, "show", "ndkmon0"], capture_output=True, text=True, check=True)
+        index = int(shown.stdout.split(":")[0])
+        # printed while the device exists: named by a lookup in the namespace
+        assert line_about(index).startswith(f"dev-add-ntf ifindex={index} ifname=ndkmon0 ")
         subprocess.run([*ip, "del", "ndkmon0"], check=True)
-        out, err = mon.communicate(timeout=30)
+        while not (line := line_about(index)).startswith("dev-del-ntf"):
+            pass
+        # gone when printed: the name it was last seen with
+        assert line.startswith(f"dev-del-ntf ifindex={index} ifname=ndkmon0 ")
     finally:
         mon.kill()
-    assert mon.returncode == 0, err
-    lines = [ln.split(" ", 1)[1] for ln in out.splitlines()]
-    named = f"ifindex={index} ifname=ndkmon0 "
-    assert any(ln.startswith(f"dev-add-ntf {named}") for ln in lines), out
-    assert any(ln.startswith(f"dev-del-ntf {named}") for ln in lines), out  # gone, still named
+        mon.wait()
 
 
 # --- exporter: per-queue counters on veth (ethtool), netdevkit_build_info ---------------------
