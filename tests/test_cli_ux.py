@@ -325,7 +325,7 @@ def test_netdev_ifname_names_an_index_in_its_own_namespace(testbed: Testbed) -> 
         with pytest.raises(NotFoundError, match="no interface with ifindex 999999 in network"):
             nd.ifname(999999)
     for bad in (0, -1, True, "1"):
-        with pytest.raises(RequestError, match="^ifindex"):  # names the parameter
+        with pytest.raises(RequestError, match=r"^ifindex"):  # names the parameter
             ifname_of(bad)  # type: ignore[arg-type]
 
 
