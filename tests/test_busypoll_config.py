@@ -109,11 +109,11 @@ def test_bad_values_name_the_knob(field: str, value: object, message: str) -> No
 
 
 def test_an_entry_point_refuses_anything_but_a_config() -> None:
-    with pytest.raises(RequestError, match="BusyPollSelector takes a BusyPollConfig, got Epoll"):
+    with pytest.raises(RequestError, match=r"config must be a BusyPollConfig \(BusyPollSelector"):
         BusyPollSelector(EpollParams(0, 64, True))  # type: ignore[arg-type]
-    with pytest.raises(RequestError, match="FastLoop takes a BusyPollConfig, got dict"):
+    with pytest.raises(RequestError, match=r"config must be a BusyPollConfig \(FastLoop.*got dict"):
         FastLoop({"busy_poll_usecs": 5})  # type: ignore[arg-type]
-    with pytest.raises(RequestError, match="expected EpollParams"):
+    with pytest.raises(RequestError, match="params must be an EpollParams"):
         BusyPollConfig.from_params(SUSPEND)  # type: ignore[arg-type]
 
 

@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # types only: errors.py imports nothing of netdevkit at run t
     from .tuning.model import Change
 
 __all__ = [
+    "ArgumentTypeError",
     "CleanupError",
     "ConflictError",
     "DecodeError",
@@ -117,6 +118,11 @@ class NetdevkitError(Exception):
 
 class RequestError(NetdevkitError, ValueError):
     """The request was invalid before it reached the kernel; nothing changed."""
+
+
+class ArgumentTypeError(RequestError, TypeError):
+    """A public function got an argument of the wrong type; the message names the
+    parameter. Both a :class:`RequestError` and a ``TypeError``."""
 
 
 class NotFoundError(NetdevkitError, LookupError):

@@ -16,6 +16,7 @@ import errno
 import os
 from collections.abc import Iterator
 
+from ._argcheck import str_arg
 from .errors import NotFoundError, PrivilegeError, RequestError
 
 NETNS_RUN_DIR = "/run/netns"
@@ -43,8 +44,10 @@ def path_of(name: str) -> str:
     """The bind-mount path of namespace *name*.
 
     Raises :class:`RequestError` for names no namespace can have: empty, ``.``/``..``,
-    with a slash or a NUL, or longer than NAME_MAX bytes.
+    with a slash or a NUL, or longer than NAME_MAX bytes, and
+    :class:`~netdevkit.errors.ArgumentTypeError` for a name that is not a str.
     """
+    str_arg("netns", name)
     if not name or "/" in name or "\0" in name or name in (".", ".."):
         raise RequestError(f"network namespace {name[:40]!r}: not a valid namespace name")
     if len(os.fsencode(name)) > NAME_MAX:

@@ -11,6 +11,8 @@ import itertools
 import os
 from typing import NamedTuple
 
+from ._argcheck import int_arg
+
 __all__ = [
     "CLK_TCK",
     "ProcStat",
@@ -103,6 +105,7 @@ def descendants(pid: int) -> list[int]:
     From ``/proc/PID/task/TID/children`` (CONFIG_PROC_CHILDREN); where that file does not
     exist, from the parent pid of every process in ``/proc``.
     """
+    int_arg("pid", pid)
     if not os.path.exists(f"/proc/{pid}/task/{pid}/children"):
         return _descendants_by_ppid(pid)
     out: list[int] = []

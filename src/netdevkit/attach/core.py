@@ -36,6 +36,7 @@ from types import TracebackType
 from typing import Any
 
 from .. import _fault
+from .._argcheck import instance_arg, int_arg
 from ..busypoll.config import BusyPollConfig, checked
 from ..busypoll.epoll import EpollParams, get_params, is_epoll_fd, set_params
 from ..busypoll.sockopt import get_incoming_napi_id
@@ -285,6 +286,9 @@ def watched_fds(pid: int, epfd: int | EpollFd) -> tuple[WatchedFd, ...]:
 
     An int *epfd* is looked up in the process's shared fd table.
     """
+    int_arg("pid", pid)
+    if not isinstance(epfd, EpollFd):
+        int_arg("epfd", epfd)
     epoll = epfd if isinstance(epfd, EpollFd) else EpollFd(pid, pid, epfd)
     with Target(pid) as target:
         return watched_in(target, epoll)
@@ -371,6 +375,7 @@ def attach(
     before 6.9: no epoll ioctls), :class:`~netdevkit.errors.RequestError` (bad values).
     """
     params = checked(config, "attach", ()).params
+    instance_arg("journal", journal, (Journal, type(None)), "a Journal or None")
     with Target(pid) as target:
         started = start_time(pid)
         epolls = find_epoll_fds(pid)
@@ -483,6 +488,7 @@ def detach(result: AttachResult) -> DetachResult:
     Contexts that are gone, or carry other values than attach set, are skipped with a reason;
     a process that has exited (or a pid now used by another process) skips everything.
     """
+    instance_arg("result", result, AttachResult, "the AttachResult of attach()")
     try:
         target = Target(result.pid)
     except ProcessGone:

@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import cast
 
 # Defined in errors.py; importable from here as before.
+from .._argcheck import int_arg
 from ..errors import FdGone as FdGone  # noqa: PLC0414
 from ..errors import NotFoundError, UnsupportedError, translate_oserror
 from ..errors import ProcessGone as ProcessGone  # noqa: PLC0414
@@ -85,7 +86,8 @@ class Pidfd:
     @classmethod
     def open(cls, pid: int, *, thread: bool = False) -> Pidfd:
         """``pidfd_open(pid)``; :class:`ProcessGone` if there is no such process."""
-        if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        int_arg("pid", pid)
+        if pid <= 0:
             raise NotFoundError(f"pid must be a positive int, got {pid!r}")
         unsupported = {
             errno.ENOSYS: f"pidfd_open: needs Linux >= 5.3, running {os.uname().release}"

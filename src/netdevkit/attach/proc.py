@@ -36,6 +36,7 @@ import platform
 import re
 from dataclasses import dataclass
 
+from .._argcheck import int_arg
 from .._os import process_start_time
 from ..errors import NetdevkitError, NotFoundError, translate_oserror
 from ..procfs import descendants as descendants  # noqa: PLC0414 - re-exported
@@ -202,6 +203,7 @@ def find_epoll_fds(pid: int) -> list[EpollFd]:
     Raises :class:`NotFoundError` if the process does not exist and
     :class:`PermissionDenied` (naming CAP_SYS_PTRACE) when ``/proc/PID/fd`` is not readable.
     """
+    int_arg("pid", pid)
     found = [EpollFd(pid, pid, fd) for fd in _epoll_fds_in(pid, pid)]
     for tid in _tasks(pid):
         if tid == pid or shares_fd_table(pid, tid) is not False:
@@ -244,6 +246,7 @@ def start_time(pid: int) -> int:
     """Field 22 of ``/proc/PID/stat`` (clock ticks since boot): with the pid it names a
     process uniquely, so a record about a pid is not applied to a later process that
     reused the number."""
+    int_arg("pid", pid)
     try:
         return process_start_time(pid)
     except OSError as err:

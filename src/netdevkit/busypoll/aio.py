@@ -50,6 +50,7 @@ import time
 import weakref
 from collections.abc import Callable
 
+from .._argcheck import fail
 from ..errors import NetdevkitError, RequestError, UnsupportedError
 from .config import LOOP_KNOBS, BusyPollConfig, checked
 from .epoll import EpollParams, is_epoll_fd, set_params
@@ -288,6 +289,8 @@ def apply_to_loop(loop: asyncio.AbstractEventLoop, config: BusyPollConfig) -> li
     (they need a loop netdevkit runs: :class:`BusyPollEventLoop`).
     """
     params = checked(config, "apply_to_loop", ()).params
+    if not isinstance(loop, asyncio.AbstractEventLoop):
+        raise fail("loop", "an asyncio event loop", loop)
     if loop.is_closed():
         raise RequestError("the event loop is closed")
     selector = getattr(loop, "_selector", None)

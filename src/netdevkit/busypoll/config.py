@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Collection
 
+from .._argcheck import fail
 from ..errors import RequestError
 from .epoll import S32_MAX, U16_MAX, EpollParams, validate_params
 
@@ -45,7 +46,7 @@ LOOP_KNOBS = ("adaptive_us", "hybrid", "hot_spin_us")
 def _int_in(name: str, value: object, high: int) -> None:
     # bool is an int subclass; True as a microsecond count is almost surely a bug.
     if not isinstance(value, int) or isinstance(value, bool):
-        raise RequestError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+        raise fail(name, "an int", value)
     if not 0 <= value <= high:
         raise RequestError(f"{name}={value} is out of range: must be 0..{high}")
 
@@ -96,7 +97,7 @@ class BusyPollConfig:
     def from_params(cls, params: EpollParams, **loop_knobs: int | bool) -> BusyPollConfig:
         """The config with *params* as its epoll parameters (plus any *loop_knobs*)."""
         if not isinstance(params, EpollParams):
-            raise RequestError(f"expected EpollParams, got {type(params).__name__}")
+            raise fail("params", "an EpollParams", params)
         return cls(
             params.busy_poll_usecs,
             params.busy_poll_budget,
@@ -154,7 +155,7 @@ def checked(config: object, where: str, honours: Collection[str] = ()) -> BusyPo
     if config is None:
         return BusyPollConfig()
     if not isinstance(config, BusyPollConfig):
-        raise RequestError(f"{where} takes a BusyPollConfig, got {type(config).__name__}")
+        raise fail("config", f"a BusyPollConfig ({where} takes one)", config)
     config.check_knobs(where, honours)
     validate_params(config.params)
     return config

@@ -30,6 +30,7 @@ import fcntl
 import os
 import struct
 
+from .._argcheck import fail
 from .._os import CAP_NET_ADMIN, has_capability
 from ..errors import (
     DecodeError,
@@ -146,7 +147,7 @@ _process_has_cap = has_cap_net_admin  # validate_params' keyword argument shadow
 def _check_int(name: str, value: object, high: int) -> None:
     # bool is an int subclass; True as a usecs count is almost surely a bug.
     if not isinstance(value, int) or isinstance(value, bool):
-        raise RequestError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+        raise fail(name, "an int", value)
     if not 0 <= value <= high:
         raise RequestError(f"{name}={value} is out of range: must be 0..{high}")
 
@@ -167,7 +168,7 @@ def validate_params(params: EpollParams, *, has_cap_net_admin: bool | None = Non
     asking :func:`has_cap_net_admin`, which is only consulted for such a budget.
     """
     if not isinstance(params, EpollParams):
-        raise RequestError(f"expected EpollParams, got {type(params).__name__}")
+        raise fail("params", "an EpollParams", params)
     _check_int("busy_poll_usecs", params.busy_poll_usecs, S32_MAX)
     _check_int("busy_poll_budget", params.busy_poll_budget, U16_MAX)
     prefer: object = params.prefer_busy_poll
@@ -192,8 +193,10 @@ def is_epoll_fd(fd: int) -> bool:
 
 
 def _check_fd(fd: object) -> int:
-    if not isinstance(fd, int) or isinstance(fd, bool) or fd < 0:
-        raise RequestError(f"epoll fd must be a non-negative int, got {fd!r}")
+    if not isinstance(fd, int) or isinstance(fd, bool):
+        raise fail("epfd", "an epoll fd (an int)", fd)
+    if fd < 0:
+        raise RequestError(f"epfd must be a non-negative int, got {fd!r}")
     return fd
 
 

@@ -29,6 +29,7 @@ import errno
 import socket
 from collections.abc import Iterator
 
+from .._argcheck import fail
 from ..errors import MismatchError, NetdevkitError, RequestError, translate_oserror
 
 __all__ = [
@@ -80,8 +81,10 @@ def _as_socket(sock: SocketLike) -> Iterator[socket.socket]:
             raise RequestError("socket is closed")
         yield sock
         return
-    if not isinstance(sock, int) or isinstance(sock, bool) or sock < 0:
-        raise RequestError(f"expected a socket or a non-negative fd, got {sock!r}")
+    if not isinstance(sock, int) or isinstance(sock, bool):
+        raise fail("sock", "a socket or its fd (an int)", sock)
+    if sock < 0:
+        raise RequestError(f"sock must be a socket or a non-negative fd, got {sock!r}")
     try:
         wrapper = socket.socket(fileno=sock)
     except OSError as err:

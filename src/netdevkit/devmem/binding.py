@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .._argcheck import fail, int_arg, str_arg
 from ..errors import RequestError
 from ..netdev.client import Netdev, ifindex_of
 from .dmabuf import Dmabuf, DmabufFd
@@ -58,6 +59,8 @@ class Binding:
 
 
 def _as_dmabuf(dmabuf: Dmabuf | int) -> Dmabuf:
+    if isinstance(dmabuf, bool) or not isinstance(getattr(dmabuf, "fd", dmabuf), int):
+        raise fail("dmabuf", "a dmabuf (udmabuf(), cuda(), DmabufFd) or its fd (an int)", dmabuf)
     if isinstance(dmabuf, int):
         if dmabuf < 0:
             raise RequestError(f"dmabuf fd must be a file descriptor, not {dmabuf}")
@@ -66,6 +69,8 @@ def _as_dmabuf(dmabuf: Dmabuf | int) -> Dmabuf:
 
 
 def _queues(queues: Iterable[int]) -> tuple[int, ...]:
+    if isinstance(queues, str | bytes) or not hasattr(queues, "__iter__"):
+        raise fail("queues", "an iterable of RX queue ids (ints)", queues)
     out = tuple(queues)
     if not out:
         raise RequestError("bind-rx needs at least one RX queue")
@@ -91,7 +96,9 @@ def bind_rx(
     a power of two from the page size to 2 MiB. Refused with
     :class:`~netdevkit.errors.UnsupportedError` by older kernels.
     """
+    str_arg("ifname", ifname)
     qs = _queues(queues)
+    int_arg("rx_page_size", rx_page_size, none_ok=True)
     if rx_page_size is not None and (
         rx_page_size < 4096 or rx_page_size > RX_PAGE_SIZE_MAX or rx_page_size & (rx_page_size - 1)
     ):
@@ -112,6 +119,7 @@ def bind_rx(
 
 def bind_tx(ifname: str, dmabuf: Dmabuf | int, *, netns: str | None = None) -> Binding:
     """Bind *dmabuf* for transmit through *ifname* (Linux 6.16+)."""
+    str_arg("ifname", ifname)
     src = _as_dmabuf(dmabuf)
     ifindex = ifindex_of(ifname, netns)
     nd = Netdev.open(netns)

@@ -31,6 +31,7 @@ import struct
 from collections.abc import Iterator
 from typing import Any, Protocol, Self
 
+from .._argcheck import int_arg, str_arg
 from ..errors import DecodeError, RequestError, UnsupportedError, translate_oserror
 
 UDMABUF_DEV = "/dev/udmabuf"
@@ -156,6 +157,8 @@ class Udmabuf(_Source):
 
 def udmabuf(size: int, name: str = "netdevkit-devmem") -> Udmabuf:
     """A new udmabuf of *size* bytes (a multiple of the page size)."""
+    int_arg("size", size)
+    str_arg("name", name)
     if size <= 0 or size % PAGE_SIZE:
         raise RequestError(f"udmabuf size must be a positive multiple of {PAGE_SIZE}, not {size}")
     if not os.path.exists(UDMABUF_DEV):
@@ -195,6 +198,8 @@ class DmabufFd(_Source):
     """A dmabuf fd the caller already has. Not closed here unless *owned*."""
 
     def __init__(self, fd: int, size: int | None = None, owned: bool = False) -> None:
+        int_arg("fd", fd)
+        int_arg("size", size, none_ok=True)
         if size is None:
             try:
                 size = os.lseek(fd, 0, os.SEEK_END)  # dma-buf files report their size
@@ -286,6 +291,8 @@ class CudaDmabuf(_Source):
 
 def cuda(size: int, device: int = 0) -> CudaDmabuf:
     """*size* bytes of GPU memory on *device*, exported as a dmabuf."""
+    int_arg("size", size)
+    int_arg("device", device)
     if size <= 0:
         raise RequestError(f"size must be positive, not {size}")
     d = _cuda_driver()

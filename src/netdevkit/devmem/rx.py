@@ -40,6 +40,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from .._argcheck import has_fileno, int_arg
 from ..errors import NetdevkitError, RequestError, translate_oserror
 
 # Defined in errors.py; importable from here as before.
@@ -218,6 +219,10 @@ class DevmemReceiver:
         max_outstanding: int = DEFAULT_MAX_OUTSTANDING,
         auto_release: bool = True,
     ) -> None:
+        has_fileno("sock", sock)
+        int_arg("batch", batch)
+        int_arg("max_outstanding", max_outstanding)
+        int_arg("iov_size", iov_size, none_ok=True)
         if batch < 1:
             raise RequestError(f"batch must be at least 1 cmsg, not {batch}")
         if max_outstanding < 1:

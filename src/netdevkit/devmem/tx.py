@@ -22,6 +22,7 @@ import select
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from .._argcheck import fail, has_fileno
 from ..errors import NetdevkitError, RequestError, translate_oserror
 from .rx import FdLike
 from .syscalls import Kernel, libc
@@ -86,6 +87,11 @@ class DevmemSender:
     """
 
     def __init__(self, sock: FdLike, binding: object, *, kernel: Kernel | None = None) -> None:
+        has_fileno("sock", sock)
+        if isinstance(getattr(binding, "id", None), bool) or not isinstance(
+            getattr(binding, "id", None), int
+        ):
+            raise fail("binding", "a TX binding (bind_tx()) with an int id", binding)
         self._fd = sock.fileno()
         self._kernel: Kernel = kernel if kernel is not None else libc()
         self.binding_id = int(getattr(binding, "id"))  # noqa: B009 - duck-typed binding

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple, TypeVar
 
+from .._argcheck import int_arg, str_arg
 from ..errors import (
     DecodeError,
     DumpInterrupted,
@@ -299,6 +300,7 @@ _EOPNOTSUPP_WHY: dict[str, str] = {
 
 def ifindex_of(name: str, netns: str | None = None) -> int:
     """The ifindex of interface *name* (inside *netns* if given)."""
+    str_arg("name", name)
     with entered(netns):
         try:
             return socket.if_nametoindex(name)
@@ -314,7 +316,8 @@ def ifname_of(ifindex: int, netns: str | None = None) -> str:
     :class:`NotFoundError` when no interface has it (now: a deleted device's
     index names nothing).
     """
-    if isinstance(ifindex, bool) or not isinstance(ifindex, int) or ifindex < 1:
+    int_arg("ifindex", ifindex)
+    if ifindex < 1:
         raise RequestError(f"ifindex={ifindex!r} must be a positive int")
     with entered(netns):
         try:
@@ -435,6 +438,7 @@ class Netdev(FamilyClient):
         return self._request(self._op(op_name), attrs, True, what, read)
 
     def _ifindex_filter(self, ifindex: int | None) -> dict[str, Any]:
+        int_arg("ifindex", ifindex, none_ok=True)
         if ifindex is None:
             return {}
         if ifindex <= 0:
@@ -465,6 +469,7 @@ class Netdev(FamilyClient):
         return self._get("page-pool-get", {"id": pool_id}, f"page-pool {pool_id}", self._read_pool)
 
     def page_pool_dump(self, ifindex: int | None = None) -> list[PagePool]:
+        int_arg("ifindex", ifindex, none_ok=True)
         pools = self._dump("page-pool-get", {}, "page-pool-get dump", self._read_pool)
         return [p for p in pools if ifindex is None or p.ifindex == ifindex]
 
@@ -481,7 +486,11 @@ class Netdev(FamilyClient):
     # -- queues ---------------------------------------------------------------
 
     def queue_get(self, ifindex: int, qtype: QueueType | int, queue_id: int) -> Queue:
-        kind = QueueType(qtype).name.lower()
+        int_arg("qtype", qtype)
+        try:
+            kind = QueueType(qtype).name.lower()
+        except ValueError:
+            raise RequestError(f"qtype={qtype!r} is not a QueueType (RX 0, TX 1)") from None
         what = f"queue-get ifindex {ifindex} {kind} {queue_id}"
         try:
             attrs = {"ifindex": ifindex, "type": qtype, "id": queue_id}

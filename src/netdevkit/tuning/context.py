@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from types import FrameType, TracebackType
 from typing import Any
 
+from .._argcheck import instance_arg, ints_arg, str_arg
 from .._os import SignalScope
 from .journal import Journal
 from .model import overlay
@@ -57,6 +58,13 @@ class tuned:  # noqa: N801 - used like a function: ``with tuned(...)``
         journal: Journal | None = None,
         signals: bool = True,
     ) -> None:
+        for name, value in (("ifname", ifname), ("preset", preset), ("netns", netns)):
+            str_arg(name, value, none_ok=True)
+        str_arg("backend", backend, none_ok=True)
+        instance_arg("settings", settings, (NapiSettings, type(None)), "a NapiSettings or None")
+        ints_arg("napi_ids", napi_ids, none_ok=True)
+        instance_arg("journal", journal, (Journal, type(None)), "a Journal or None")
+        instance_arg("signals", signals, bool, "a bool")
         wanted = get_preset(preset).napi if preset is not None else NapiSettings()
         if settings is not None:
             wanted = overlay(wanted, settings)

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .. import _fault
+from .._argcheck import instance_arg, ints_arg, str_arg
 from .._signals import Deferral, Interrupted
 from ..errors import NetdevkitError, NotFoundError, RequestError, TuningError, UnsupportedError
 from ..netdev.client import ifindex_of
@@ -207,6 +208,9 @@ class Tuner:
     def __init__(
         self, backend: str | None = None, journal: Journal | Literal[False] | None = None
     ) -> None:
+        str_arg("backend", backend, none_ok=True)
+        if journal is not False:
+            instance_arg("journal", journal, (Journal, type(None)), "a Journal, False or None")
         self.choice: BackendChoice = default_choice() if backend is None else check_choice(backend)
         self.journal: Journal | None = (
             None if journal is False else (journal if journal is not None else Journal())
@@ -261,6 +265,9 @@ class Tuner:
         napi_ids: Sequence[int] | None = None,
     ) -> Resolved:
         """Targets and their current values: all NAPIs of *ifname*, or *napi_ids*."""
+        str_arg("netns", netns, none_ok=True)
+        str_arg("ifname", ifname, none_ok=True)
+        ints_arg("napi_ids", napi_ids, none_ok=True)
         if (ifname is None) == (napi_ids is None):
             raise RequestError("name either an interface or NAPI ids (not both, not neither)")
         backend = self.backend_for(netns)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .._argcheck import str_arg
 from ..busypoll.config import BusyPollConfig
 from ..errors import RequestError
 from ..netdev.family import NapiThreaded
@@ -97,6 +98,7 @@ PRESETS: dict[str, Preset] = {
 
 
 def get_preset(name: str) -> Preset:
+    str_arg("name", name)
     try:
         return PRESETS[name]
     except KeyError:

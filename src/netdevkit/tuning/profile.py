@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .._argcheck import path_arg, str_arg
 from ..errors import NotFoundError, RequestError
 from ..netdev.client import ifnames
 from ..suggest import did_you_mean
@@ -164,6 +165,8 @@ def _toml_type(value: object) -> str:
 
 def parse_profile(text: str, source: str = "<profile>") -> Profile:
     """Parse and check a profile; raises :class:`RequestError` naming the bad key."""
+    str_arg("text", text)
+    str_arg("source", source)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -184,6 +187,7 @@ def parse_profile(text: str, source: str = "<profile>") -> Profile:
 
 
 def load_profile(path: str) -> Profile:
+    path_arg("path", path)
     try:
         with open(path, "rb") as f:
             raw = f.read(MAX_PROFILE_BYTES + 1)
