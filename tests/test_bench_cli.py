@@ -42,8 +42,8 @@ BENCH = [sys.executable, "-m", "netdevkit", "bench"]
         (["--load", "-5"], "must be 0 (ping-pong)"),
         (["--duration", "0"], "duration 0.0"),
         (["--repeat", "0"], "repeat 0"),
-        (["--work-us", "-1"], "--work-us -1: must be 0..100000"),
-        (["--connections", "5000"], "--connections 5000: must be 1..1000"),
+        (["--work-us", "-1"], "work per request -1 us: must be 0..100000"),
+        (["--connections", "5000"], "connections 5000: must be 1..1000"),
     ],
 )
 def test_bad_input_is_a_clear_error(

@@ -63,12 +63,14 @@ def test_disturbed_step_is_retried_once_and_never_counted() -> None:
     assert next_rate(steps, 10_000) is None  # twice: the probe stops
     cap = knee("echo", "fast", steps, 10_000, (0.9,))
     assert cap.rate == 5000  # the disturbed step is neither the knee nor past it
-    assert "2 probe step(s) disturbed" in cap.method
+    assert "2 probe step(s) disturbed and not counted" in cap.method
 
 
 def test_no_ramp_falls_back_to_ping_pong_and_says_so() -> None:
     cap = knee("sockperf", "sockperf", [], 12_000, (0.5,))
     assert cap.rate == 12_000 and cap.limited_by == "" and "stands in" in cap.method
+    every = knee("echo", "fast", [RampStep(5000, 0, 900.0, disturbed=("x",))], 9000, (0.5,))
+    assert every.rate == 9000 and "every probe step was disturbed (1)" in every.method
 
 
 def test_ramp_is_bounded() -> None:

@@ -1,7 +1,7 @@
 """The Markdown report of a run (``report.md``), led by the recommendation.
 
 Sections: which mode (:mod:`netdevkit.bench.recommend`), this run's setup and the
-capacity each server was found to have, the claims of the IRQ-suspension work
+knee each server was found to have, the noise floor, the claims of the IRQ-suspension work
 (:mod:`netdevkit.bench.claims`), the results table (:mod:`netdevkit.bench.table`), how to
 read it, what was not measured, and the plots. Pure: text from a
 :class:`~netdevkit.bench.results.Results`.
@@ -59,7 +59,7 @@ def _this_run(res: Results) -> list[str]:
         f"{cfg.netdevkit_version or '?'}, started {cfg.started or '?'}; "
         f"modes {', '.join(cfg.modes)}; workloads {', '.join(cfg.workloads)}; "
         f"fixed loads {', '.join(rate_label(x) for x in cfg.loads) or 'none'}; "
-        f"sweep {sweep} of each server's capacity; {cfg.duration:g} s per sample, "
+        f"sweep {sweep} of each server's knee; {cfg.duration:g} s per sample, "
         f"{cfg.repeat} round(s){' (--quick)' if cfg.quick else ''}; "
         f"CPU placement: {cfg.placement or 'none (the scheduler decides)'}"
         + (f"; --server `{cfg.server_cmd}` driven by {cfg.client}" if cfg.server_cmd else "")

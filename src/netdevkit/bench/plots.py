@@ -73,7 +73,8 @@ def plot_tradeoff(res: Results, outdir: str, target_us: float) -> str:
             ax.set_ylabel(f"{name} latency (us, {kind})")
             ax.set_title(f"{workload}/{server}: {name} vs CPU")
             ax.grid(True, which="both", alpha=0.3)
-        row[0].legend(fontsize="x-small", ncol=2, title="mode", title_fontsize="x-small")
+        if row[0].get_legend_handles_labels()[0]:  # no usable sample: no legend
+            row[0].legend(fontsize="x-small", ncol=2, title="mode", title_fontsize="x-small")
         labels = [("ping-pong" if x == PING_PONG else f"{x}/s") for x in loads]
         row[1].text(0.99, 0.01, "marker size = load: " + ", ".join(labels), ha="right",
                     va="bottom", fontsize="x-small", transform=row[1].transAxes)  # fmt: skip

@@ -229,9 +229,9 @@ def validate(opts: BenchOptions) -> None:
     if not 0 < opts.target_p99_us < 1e9:
         raise RequestError(f"target p99 {opts.target_p99_us}: must be > 0 us")
     if not 0 <= opts.work_us <= 100_000:
-        raise RequestError(f"--work-us {opts.work_us:g}: must be 0..100000 microseconds")
+        raise RequestError(f"work per request {opts.work_us:g} us: must be 0..100000")
     if not 0 <= opts.connections <= 1000:
-        raise RequestError(f"--connections {opts.connections}: must be 1..1000")
+        raise RequestError(f"connections {opts.connections}: must be 1..1000")
     if opts.server_cmd:
         from .byo import check_template
 
@@ -614,9 +614,7 @@ class _Run:
             pp.res.achieved_rate,
             tuple(f"open loop: {x}" for x in ol.disturbed)
             + tuple(f"ping-pong: {x}" for x in pp.disturbed)
-            + tuple(
-                f"open loop: client-limited {x}" for x in ol.res.notes if ol.res.client_limited
-            ),
+            + tuple(f"open loop: {x}" for x in ol.res.notes if x.startswith("client-limited")),
         )
 
     def mode(self, tb: Testbed, mode: str, rnd: int, tmp: str) -> None:

@@ -177,11 +177,13 @@ def knee(
     rows = tuple((float(s.offered), round(s.answered, 1), round(s.p50, 1)) for s in steps)
     pp = f"ping-pong {ping_pong_rate:.0f}/s"
     n_disturbed = sum(1 for s in steps if s.disturbed)
-    if n_disturbed:
-        pp += f"; {n_disturbed} probe step(s) disturbed and not counted"
     steps = _clean(steps)
+    if n_disturbed and not steps:
+        pp = f"every probe step was disturbed ({n_disturbed}); {pp}"
+    elif n_disturbed:
+        pp += f"; {n_disturbed} probe step(s) disturbed and not counted"
     if not steps:
-        how = f"no open-loop ramp: the ping-pong rate ({pp}) stands in"
+        how = f"no usable open-loop ramp, the ping-pong rate stands in ({pp})"
         return Capacity(
             workload,
             server,

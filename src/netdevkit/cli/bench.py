@@ -36,9 +36,16 @@ workloads  echo       sockperf-framing echo servers: netdevkit (NapiDispatcher),
            sockperf   Debian's sockperf server and client (ping-pong, under-load)
            memcached  Debian's memcached -N, open-loop mcload client
            redis      Debian's redis-server, redis-benchmark -c 1 (ping-pong only)
-loads      every run probes each server's capacity (base mode), then sweeps open-loop
-           rates at fractions of it (--sweep, default 10%,30%,60%,90%; --quick
-           10%,50%,90%); --load adds fixed rates, 0 (or pp) is ping-pong
+loads      every run measures the testbed's noise floor, finds each server's knee
+           open loop (base mode: rates rising until the server falls behind), then
+           sweeps open-loop rates at fractions of it (--sweep, default
+           10%,30%,60%,90%; --quick 10%,50%,90%); --load adds fixed rates, 0 (or
+           pp) is ping-pong. The load comes from one spinning client thread timing
+           each answer from its intended send time (docs/bench.md)
+validity   every sample records whether another task took the server's or client's
+           CPUs, steal time, run-queue delay, whether the generator and a
+           busy-polling server got their cores; a disturbed sample is flagged and
+           used by no claim or recommendation
 rounds     --repeat N runs N rounds; each round runs every mode once, so modes are
            compared on per-round paired ratios (median over rounds)
 
@@ -124,13 +131,13 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="every mode on netdevkit's FastLoop echo server, swept at 10/50/90%% of its "
-        "capacity: under 2 min",
+        help="every mode on netdevkit's FastLoop echo server (20 us of work per request), "
+        "swept at 10/50/90%% of its knee: under 2 min",
     )
     p.add_argument(
         "--sweep",
         metavar="FRACTIONS",
-        help="open-loop rates as fractions of each server's probed capacity, e.g. "
+        help="open-loop rates as fractions of each server's knee, e.g. "
         "0.1,0.5,0.9 or 10%%,90%%; 'off' for none (default 10%%,30%%,60%%,90%%)",
     )
     p.add_argument(
