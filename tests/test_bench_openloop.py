@@ -160,3 +160,40 @@ def test_command_line_bad_input_is_one_line() -> None:
         [*argv, "--port", str(free_port())], check=False, capture_output=True, text=True
     )
     assert cp.returncode == 1 and cp.stderr.count("\n") == 1 and "connect" in cp.stderr
+
+
+def test_an_answer_split_across_reads_is_checked_and_counted_once() -> None:
+    """A server that sends every answer in two pieces, the second 2 ms later."""
+    import threading
+
+    proto = PROTOCOLS["memcached"]
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            got = b""
+            while len(got) < len(proto.setup):
+                got += conn.recv(4096)
+            conn.sendall(proto.setup_reply)
+            pending = b""
+            while True:
+                data = conn.recv(4096)
+                if not data:
+                    return
+                pending += data
+                while len(pending) >= len(proto.request):
+                    pending = pending[len(proto.request) :]
+                    conn.sendall(proto.reply[:5])
+                    time.sleep(0.002)
+                    conn.sendall(proto.reply[5:])
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        rep = openloop.run(LoadSpec("127.0.0.1", port, "memcached", 100, 0.3, 1, warmup=0.0))
+    finally:
+        listener.close()
+    assert rep.count == 30 and rep.timeouts == 0
+    assert rep.p50 >= 2000  # every answer waited for its second piece

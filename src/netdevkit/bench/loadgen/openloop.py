@@ -231,7 +231,7 @@ def client_limits(
 class _Conn:
     """One connection: its socket, the FIFO of outstanding request numbers, partial bytes."""
 
-    __slots__ = ("fifo", "partial", "sock", "unsent", "verified")
+    __slots__ = ("fifo", "first", "partial", "sock", "unsent", "verified")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -239,6 +239,14 @@ class _Conn:
         self.partial = 0
         self.unsent = b""
         self.verified = False
+        self.first = bytearray()  # the first answer, until it is whole and checked
+
+    def check_first(self, proto: Protocol, data: memoryview) -> None:
+        """Collect the first answer across reads; check it once it is whole."""
+        self.first += data[: len(proto.reply) - len(self.first)]
+        if len(self.first) >= len(proto.reply):
+            proto.check(bytes(self.first))
+            self.verified = True
 
 
 def _connect(spec: LoadSpec, proto: Protocol) -> list[_Conn]:
@@ -332,6 +340,7 @@ def _open_loop(spec: LoadSpec, proto: Protocol, conns: list[_Conn], win: _Window
     deadline = end_ns + int(spec.drain * 1e9)
     buf = bytearray(1 << 16)
     view = memoryview(buf)
+    unsent = [0]  # connections with bytes still to send
     nxt = 0
     outstanding = 0
     busy_ns = 0
@@ -350,7 +359,7 @@ def _open_loop(spec: LoadSpec, proto: Protocol, conns: list[_Conn], win: _Window
                     win_busy0 = busy_ns
                 c = conns[nxt % nconn]
                 lag[nxt] = clock() - due  # how late the send starts
-                _send(c, req)
+                _send(c, req, unsent)
                 c.fifo.append(nxt)
                 nxt += 1
                 outstanding += 1
@@ -365,17 +374,17 @@ def _open_loop(spec: LoadSpec, proto: Protocol, conns: list[_Conn], win: _Window
                     raise ToolError(f"{proto.name}: the server closed a connection")
                 now = clock()
                 if not c.verified:
-                    proto.check(bytes(view[:size]) if n >= size else bytes(view[:n]))
-                    c.verified = True
+                    c.check_first(proto, view[:n])
                 done, c.partial = divmod(c.partial + n, size)
                 for _ in range(done):
                     i = c.fifo.popleft()
                     lat[i] = now - (t0 + int(i * interval))
                 outstanding -= done
                 worked = True
-            if c_unsent := [c for c in conns if c.unsent]:
-                for c in c_unsent:
-                    _send(c, b"")
+            if unsent[0]:  # a send that did not go whole (a full socket buffer)
+                for c in conns:
+                    if c.unsent:
+                        _send(c, b"", unsent)
             if worked:
                 busy_ns += clock() - turn
             if nxt >= total and not win.closed:
@@ -415,9 +424,11 @@ def _open_loop(spec: LoadSpec, proto: Protocol, conns: list[_Conn], win: _Window
     )
 
 
-def _send(c: _Conn, data: bytes) -> None:
-    """Send *data* after anything still unsent on *c*, without blocking."""
-    out = c.unsent + data if c.unsent else data
+def _send(c: _Conn, data: bytes, unsent: list[int]) -> None:
+    """Send *data* after anything still unsent on *c*, without blocking; *unsent* counts
+    the connections that hold bytes back."""
+    had = bool(c.unsent)
+    out = c.unsent + data if had else data
     if not out:
         return
     try:
@@ -427,6 +438,7 @@ def _send(c: _Conn, data: bytes) -> None:
     except OSError as err:
         raise translate_oserror(err, "send") from None
     c.unsent = out[n:]
+    unsent[0] += bool(c.unsent) - had
 
 
 def _ping_pong(spec: LoadSpec, proto: Protocol, c: _Conn, win: _Window) -> OpenLoopReport:
@@ -441,6 +453,7 @@ def _ping_pong(spec: LoadSpec, proto: Protocol, c: _Conn, win: _Window) -> OpenL
     measure_from = start + int(spec.warmup * 1e9)
     stop = measure_from + int(spec.duration * 1e9)
     lat: list[int] = []
+    held = [0]
     opened = False
     while True:
         sent = clock()
@@ -449,7 +462,9 @@ def _ping_pong(spec: LoadSpec, proto: Protocol, c: _Conn, win: _Window) -> OpenL
         if not opened and sent >= measure_from:
             win.open()
             opened = True
-        _send(c, req)
+        _send(c, req, held)
+        while c.unsent:  # one request in flight: finish sending it first
+            _send(c, b"", held)
         got = 0
         while got < size:
             try:
@@ -461,8 +476,7 @@ def _ping_pong(spec: LoadSpec, proto: Protocol, c: _Conn, win: _Window) -> OpenL
             if n == 0:
                 raise ToolError(f"{proto.name}: the server closed the connection")
             if not c.verified:
-                proto.check(bytes(buf[:size]))
-                c.verified = True
+                c.check_first(proto, memoryview(buf)[:n])
             got += n
         if opened:
             lat.append(clock() - sent)
