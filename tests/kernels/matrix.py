@@ -152,6 +152,33 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def _fetch_all(specs: list[KernelSpec], refresh: bool) -> list[Kernel]:
+    """Each kernel of *specs*, from the cache or fetched; prints one line per kernel."""
+    apt = PrivateApt(CACHE / "apt")
+    kernels: list[Kernel] = []
+    for spec in specs:
+        t = time.monotonic()
+        k = fetch(spec, CACHE, apt, refresh=refresh)
+        kernels.append(k)
+        print(f"kernel {k.label}: {k.release} from {k.from_suite} ({time.monotonic() - t:.1f} s)")
+    return kernels
+
+
+def _write_report(
+    boots: list[BootResult], fetch_s: float, total: float, failed: list[str], empty: list[str]
+) -> None:
+    """``report.json``: what ``.ci/run`` checks to know the stage ran, and cleanly."""
+    report = {
+        "kernels": [asdict(b) for b in boots],
+        "fetch_s": fetch_s,
+        "total_s": total,
+        "failed": sorted(set(failed)),
+        "no_passing_tests": empty,
+        "finished": time.time(),
+    }
+    REPORT.write_text(json.dumps(report, indent=1) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -170,17 +197,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kernel matrix: {unwritable}", file=sys.stderr)
         return 1
     REPORT.unlink(missing_ok=True)
-    apt = PrivateApt(CACHE / "apt")
     t0 = time.monotonic()
-    kernels: list[Kernel] = []
     try:
-        for spec in specs:
-            t = time.monotonic()
-            kernels.append(fetch(spec, CACHE, apt, refresh=args.refresh))
-            k = kernels[-1]
-            print(
-                f"kernel {k.label}: {k.release} from {k.from_suite} ({time.monotonic() - t:.1f} s)"
-            )
+        kernels = _fetch_all(specs, args.refresh)
     except FetchError as err:
         print(f"kernel matrix: {err}", file=sys.stderr)
         return 1
@@ -201,20 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     failed += [k for k, gs in results.items() if any(g.failed for g in gs.values())]
     empty = [b.label for b in boots if not any(g.passed for g in results.get(b.label, {}).values())]
     total = time.monotonic() - t0
-    REPORT.write_text(
-        json.dumps(
-            {
-                "kernels": [asdict(b) for b in boots],
-                "fetch_s": fetch_s,
-                "total_s": total,
-                "failed": sorted(set(failed)),
-                "no_passing_tests": empty,
-                "finished": time.time(),
-            },
-            indent=1,
-        )
-        + "\n"
-    )
+    _write_report(boots, fetch_s, total, failed, empty)
     print(f"\nkernel matrix: {total:.0f} s (fetch {fetch_s:.0f} s)")
     if failed or empty:
         print(
