@@ -240,6 +240,36 @@ def test_napi_id_of_another_namespace_names_that_namespace(testbed: Testbed, sta
     assert not (state / "journal.json").exists()
 
 
+def test_presets_through_the_forced_sysfs_backend(testbed: Testbed, state: Path) -> None:
+    """`--backend sysfs` on 6.18: irq-suspend-timeout 0 is no write; suspend is refused."""
+    ns = testbed.server_ns
+    out = cli(
+        "napi", "set", "--backend", "sysfs", "--netns", ns, "--ifname", IF, "--preset", "defer"
+    )
+    assert out.stdout.splitlines()[0] == (
+        f"{IF} (device-wide sysfs, all its NAPIs, netns {ns}): defer-hard-irqs 0 -> 100, "
+        "gro-flush-timeout 0 -> 20us"
+    )
+    assert values(testbed) == [(100, 20 * US, 0, 0)]
+    cli("restore")
+    p = cli(
+        "napi",
+        "set",
+        "--backend",
+        "sysfs",
+        "--netns",
+        ns,
+        "--ifname",
+        IF,
+        "--preset",
+        "suspend",
+        check=1,
+    )
+    assert "cannot set irq-suspend-timeout" in p.stderr and "Linux 6.13+" in p.stderr
+    assert values(testbed) == [(0, 0, 0, 0)]
+    assert not (state / "journal.json").exists()
+
+
 def test_restore_filters_that_match_nothing_say_so(testbed: Testbed, state: Path) -> None:
     ns = testbed.server_ns
     cli("napi", "set", "--netns", ns, "--ifname", IF, "--defer-hard-irqs", "2")
