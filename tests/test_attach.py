@@ -672,3 +672,31 @@ def test_journaled_watcher_restores_every_one_of_hundreds_of_contexts(
     assert len(undone.restored) == MANY and undone.skipped == ()
     assert child.own_params() == [DEFAULT] * MANY
     assert journal.records() == []
+
+
+@needs_root
+@pytest.mark.parametrize("hold", [False, True])
+def test_hundreds_of_contexts_under_a_soft_open_files_limit_below_them(
+    child_factory: StartChild, tmp_path: Path, hold: bool
+) -> None:
+    """`attach` copies every epoll fd at once: it raises its own soft RLIMIT_NOFILE (to the
+    hard one) first; `--hold` copies one at a time. Both work with a soft limit of 128."""
+    child = child_factory("n", str(MANY))
+    child.wait_ready()
+    argv = _netdevkit("attach", "--pid", str(child.pid), "--preset", "suspend", "-j")
+    p = subprocess.Popen(
+        ["sh", "-c", 'ulimit -Sn 128 && exec "$@"', "sh", *argv, *(["--hold"] * hold)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "NETDEVKIT_STATE_DIR": str(tmp_path)},
+    )  # fmt: skip
+    try:
+        assert p.stdout is not None
+        assert len(json.loads(p.stdout.readline() or "[]") or []) > 0
+        assert child.own_params() == [SUSPEND] * MANY
+    finally:
+        if hold:
+            p.send_signal(signal.SIGTERM)
+        _out, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
+    if hold:
+        assert child.own_params() == [DEFAULT] * MANY

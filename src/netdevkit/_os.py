@@ -251,3 +251,16 @@ def affinity_of(pid: int) -> frozenset[int]:
 def usable_cpus() -> frozenset[int]:
     """The CPUs this process may run on (online CPUs minus cpuset/taskset limits)."""
     return frozenset(os.sched_getaffinity(0))
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's soft ``RLIMIT_NOFILE`` to its hard limit (no privilege needed)
+    and return it. For commands that hold one copy per epoll context of a process that may
+    have thousands (the usual soft limit is 1024); nothing it starts should inherit it."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]

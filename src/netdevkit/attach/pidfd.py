@@ -139,6 +139,9 @@ class Pidfd:
             unsupported={
                 errno.ENOSYS: f"{operation}: needs Linux >= 5.6, running {os.uname().release}"
             },
+            hint="raise the open-file limit (ulimit -n): one fd is copied per epoll context"
+            if ctypes.get_errno() == errno.EMFILE
+            else "",
         )
 
     def close(self) -> None:

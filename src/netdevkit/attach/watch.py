@@ -24,7 +24,6 @@ interval are missed; that is the price of not tracing the program.
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -118,49 +117,41 @@ class AttachWatcher:
         keys = {(e.tid, e.fd) for e in epolls}
         for gone in set(proc.contexts) - keys:
             del proc.contexts[gone]
-        pending: list[tuple[EpollFd, int, EpollParams]] = []
+        # Two looks, one copy of one fd at a time (a process with thousands of epoll fds
+        # must not need thousands of fds here): read each context, journal all the ones to
+        # change in one write, then set each one that still reads as it did.
+        pending = [(e, now) for e in epolls if (now := self._look(proc, e)) is not None]
+        self._journal(proc, pending)
         added = []
-        try:
-            for e in epolls:
-                held = self._hold(proc, e)
-                if held is not None:
-                    pending.append((e, *held))
-            self._journal(proc, pending)  # one journal write per scan, before any change
-            for e, dup, now in pending:
-                new = now if now == self.params else self._set(dup)
-                report = ContextReport(e, now, new, watched_in(proc.target, e))
-                proc.contexts[(e.tid, e.fd)] = report
-                added.append(report)
-        finally:
-            for _e, dup, _now in pending:
-                os.close(dup)
+        for e, now in pending:
+            new = now if now == self.params else self._set(proc, e, now)
+            if new is None:
+                continue  # closed, reused or changed in between: the next scan looks again
+            report = ContextReport(e, now, new, watched_in(proc.target, e))
+            proc.contexts[(e.tid, e.fd)] = report
+            added.append(report)
         return added
 
-    def _hold(self, proc: _Proc, e: EpollFd) -> tuple[int, EpollParams] | None:
-        """A copy of context *e* and its parameters, if it is one to set (see the module
-        docstring); None if not."""
+    def _look(self, proc: _Proc, e: EpollFd) -> EpollParams | None:
+        """The parameters of context *e* if it is one to set (see the module docstring)."""
         known = proc.contexts.get((e.tid, e.fd))
         try:
-            dup = proc.target.dup(e)
+            with proc.target.copy(e) as dup:
+                if not is_epoll_fd(dup):
+                    return None
+                now = get_params(dup)
         except FdGone:
             return None
-        try:
-            if is_epoll_fd(dup):
-                now = get_params(dup)
-                if known is None or (now == _DEFAULT and now != self.params):
-                    return dup, now
-        except BaseException:
-            os.close(dup)
-            raise
-        os.close(dup)
+        if known is None or (now == _DEFAULT and now != self.params):
+            return now
         return None
 
-    def _journal(self, proc: _Proc, pending: list[tuple[EpollFd, int, EpollParams]]) -> None:
+    def _journal(self, proc: _Proc, pending: list[tuple[EpollFd, EpollParams]]) -> None:
         """Journal the old parameters of the contexts about to change (if a journal was
-        given); contexts journaled before keep their older values."""
+        given) in one write; contexts journaled before keep their older values."""
         records = [
             epoll_record(e, proc.start_time, now, self.params)
-            for e, _dup, now in pending
+            for e, now in pending
             if now != self.params
         ]
         if self.journal is None or not records:
@@ -169,9 +160,21 @@ class AttachWatcher:
         self.journal.update(r for r in records if r.ident not in fresh)
         self._records.update((r.ident, r) for r in records)
 
-    def _set(self, dup: int) -> EpollParams:
-        _fault.point("epoll-set")
-        return set_params(dup, self.params)
+    def _set(self, proc: _Proc, e: EpollFd, old: EpollParams) -> EpollParams | None:
+        """Set ours on context *e* if it still reads *old*; None if it does not."""
+        try:
+            with proc.target.copy(e) as dup:
+                if not is_epoll_fd(dup):
+                    return None
+                now = get_params(dup)
+                if now == self.params:
+                    return now  # another fd of the same epoll instance was set just before
+                if now != old:
+                    return None
+                _fault.point("epoll-set")
+                return set_params(dup, self.params)
+        except FdGone:
+            return None
 
     def scan(self) -> list[ContextReport]:
         """Attach to contexts that appeared since the last scan; returns those.

@@ -353,7 +353,10 @@ def _pdict(p: EpollParams) -> dict[str, Any]:
 
 
 def run_attach(args: argparse.Namespace) -> int:
+    from .._os import raise_open_files_limit
     from ..attach import attach, inspect
+
+    raise_open_files_limit()  # attach and --show hold a copy of every epoll fd at once
 
     args.pid = _target_pid(args)
     if args.show:
