@@ -150,6 +150,7 @@ def _busypoll_cases() -> Iterator[tuple[str, str, Callable[[], object]]]:
         EpollParams,
         FastLoop,
         apply_to_loop,
+        epoll_fds_watching,
         get_incoming_napi_id,
         get_params,
         loop_factory,
@@ -168,10 +169,26 @@ def _busypoll_cases() -> Iterator[tuple[str, str, Callable[[], object]]]:
     yield "BusyPollSelector(config=str)", "config", lambda: BusyPollSelector("x")  # type: ignore[arg-type]
     yield "loop_factory(config=str)", "config", lambda: loop_factory("x")  # type: ignore[arg-type]
     yield "FastLoop(config=str)", "config", lambda: FastLoop("x")  # type: ignore[arg-type]
+    yield "epoll_fds_watching(fd=str)", "fd", lambda: epoll_fds_watching("3")  # type: ignore[arg-type]
     yield "apply_to_loop(loop=str)", "loop", lambda: apply_to_loop("x", BusyPollConfig())  # type: ignore[arg-type]
     loop = asyncio.new_event_loop()
     loop.close()
     yield "apply_to_loop(config=str)", "config", lambda: apply_to_loop(loop, "x")  # type: ignore[arg-type]
+
+
+def _other_cases() -> Iterator[tuple[str, str, Callable[[], object]]]:
+    from netdevkit.dispatch import NapiDispatcher
+    from netdevkit.observe.monitor import Monitor
+    from netdevkit.observe.sources import NamespaceReader
+
+    yield "NapiDispatcher(handler=str)", "handler", lambda: NapiDispatcher("x")  # type: ignore[arg-type]
+    yield (
+        "NapiDispatcher(max_workers=str)",
+        "max_workers",
+        lambda: NapiDispatcher(print, max_workers="2"),  # type: ignore[arg-type]
+    )
+    yield "NamespaceReader(netns=int)", "netns", lambda: NamespaceReader(5).read()  # type: ignore[arg-type]
+    yield "Monitor(netns=int)", "netns", lambda: Monitor(5)  # type: ignore[arg-type]
 
 
 CASES = [
@@ -180,6 +197,7 @@ CASES = [
     *_tuning_cases(),
     *_attach_cases(),
     *_busypoll_cases(),
+    *_other_cases(),
 ]
 
 

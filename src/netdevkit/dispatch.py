@@ -41,6 +41,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from ._argcheck import fail, int_arg
 from .busypoll.aio import BusyPollEventLoop
 from .busypoll.config import LOOP_KNOBS, BusyPollConfig, checked
 from .busypoll.sockopt import get_incoming_napi_id
@@ -290,6 +291,9 @@ class NapiDispatcher:
         *,
         max_workers: int | None = None,
     ) -> None:
+        if not callable(handler):
+            raise fail("handler", "a callable", handler)
+        int_arg("max_workers", max_workers, none_ok=True)
         if mode not in ("thread", "process"):
             raise RequestError(f"mode={mode!r}: must be 'thread' or 'process'")
         if config is not None:

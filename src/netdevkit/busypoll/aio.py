@@ -50,7 +50,7 @@ import time
 import weakref
 from collections.abc import Callable
 
-from .._argcheck import fail
+from .._argcheck import fail, int_arg
 from ..errors import NetdevkitError, RequestError, UnsupportedError
 from .config import LOOP_KNOBS, BusyPollConfig, checked
 from .epoll import EpollParams, is_epoll_fd, set_params
@@ -312,6 +312,7 @@ def _inode_of_tfd(fdinfo: str, tfd: int) -> int | None:
 
 def epoll_fds_watching(fd: int) -> list[int]:
     """The epoll fds of this process whose interest list holds *fd* (the same open file)."""
+    int_arg("fd", fd)
     inode = os.fstat(fd).st_ino
     found = []
     for name in os.listdir("/proc/self/fd"):

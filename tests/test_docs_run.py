@@ -1,0 +1,639 @@
+"""Executable docs: every ```sh and ```python block of README.md and docs/*.md is run here.
+
+One test case per fenced block, named ``FILE:LINE`` (the line of its opening fence); a
+command that fails names its own ``FILE:LINE``. Each case gets a fresh one-queue-pair
+testbed (two NAPIs per end) and runs the block *inside the testbed's server namespace*
+(`ip netns exec`), so the doc's commands run unchanged except for the names in
+:func:`substitutions`: ``eth0``/``eth1`` become the testbed's server interface, ``ns1``
+and ``lab`` its namespace, ``$(pidof memcached)`` a memcached the test started there, and
+so on. Running inside the namespace also means that a name left unsubstituted can never
+reach this machine's own interfaces. The commands journal into a private state directory
+(``NETDEVKIT_STATE_DIR``), apart from the one the testbed is recorded in, so that the doc's
+``testbed down --all`` only meets the doc's own testbeds.
+
+What each case asserts:
+
+- a sh command exits 0 (commands that run until stopped: see :data:`STOPS`);
+- a python block, run in a subprocess with the same substitutions, exits 0; names the
+  snippet uses without defining (``serve()``, ``main()``, ``pid``...) get the stand-ins of
+  :data:`STAND_INS`, and tracebacks name the doc's own file and line;
+- a block marked ``<!-- doc: needs hardware (WHAT) -->`` right before its fence is run too,
+  and must be refused: exit 1 with a message naming what is missing (the words of WHAT
+  after "with"); an undo command in it (``devmem teardown``) must exit 0, having nothing
+  to undo;
+- a block marked ``<!-- doc: dry run: make X, make Y (WHY) -->`` runs those make targets
+  with ``make -n`` only (WHY says why they cannot run inside this suite);
+- afterwards the journal holds no record of netdevkit's own kinds (whatever the block
+  changed, the block's own commands undid), and no namespace of the block is left.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import unique_testbed_name
+
+from netdevkit import netns
+from netdevkit.procfs import descendants
+from netdevkit.testbed import Testbed, TestbedConfig
+
+REPO = Path(__file__).resolve().parent.parent
+DOCS = ("README.md", *(f"docs/{p.name}" for p in sorted((REPO / "docs").glob("*.md"))))
+
+# --- the parser (pure) ------------------------------------------------------------
+
+_FENCE = re.compile(r"^```([\w-]*)\s*$")
+_MARKER = re.compile(r"^<!--\s*doc:\s*(.*?)\s*-->\s*$")
+_HARDWARE = re.compile(r"needs hardware \((.+)\)")
+_DRY_RUN = re.compile(r"dry run: ([^(]+)")
+
+
+@dataclass(frozen=True)
+class Command:
+    """One shell command of a block: its first line in the file, continuations joined."""
+
+    line: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Block:
+    """A fenced ```sh or ```python block and the ``<!-- doc: ... -->`` marker before it."""
+
+    path: str
+    line: int
+    lang: str
+    source: str
+    marker: str = ""
+
+    @property
+    def id(self) -> str:
+        return f"{self.path}:{self.line}"
+
+    def commands(self) -> list[Command]:
+        return sh_commands(self.source, self.line + 1)
+
+    def needs_hardware(self) -> tuple[str, ...]:
+        """What the refusal must name, one of: the marker's items, each the text after its
+        last ":" or "with" ("a NIC with header split" -> "header split"); () if the block
+        is not marked as needing hardware."""
+        m = _HARDWARE.search(self.marker)
+        if m is None:
+            return ()
+        parts = re.split(r",|\bor\b", m.group(1))
+        return tuple(re.split(r":| with ", p)[-1].strip() for p in parts if p.strip())
+
+    def dry_run(self, command: str) -> bool:
+        """Whether the marker says *command* only runs as a dry run (``make -n``)."""
+        m = _DRY_RUN.search(self.marker)
+        if m is None:
+            return False
+        prefixes = [p.strip() for p in m.group(1).split(",") if p.strip()]
+        return any(re.match(re.escape(p) + r"(\s|$)", command) for p in prefixes)
+
+
+def parse_blocks(text: str, path: str) -> list[Block]:
+    """The ```sh and ```python blocks of a markdown text, in order."""
+    lines = text.splitlines()
+    blocks: list[Block] = []
+    i = 0
+    while i < len(lines):
+        m = _FENCE.match(lines[i])
+        if m is None:
+            i += 1
+            continue
+        end = i + 1
+        while end < len(lines) and lines[end].strip() != "```":
+            end += 1
+        if m.group(1) in ("sh", "python"):
+            body = "".join(f"{line}\n" for line in lines[i + 1 : end])
+            blocks.append(Block(path, i + 1, m.group(1), body, _marker_before(lines, i)))
+        i = end + 1
+    return blocks
+
+
+def _marker_before(lines: list[str], fence: int) -> str:
+    for j in range(fence - 1, -1, -1):
+        if lines[j].strip():
+            m = _MARKER.match(lines[j].strip())
+            return m.group(1) if m else ""
+    return ""
+
+
+def sh_commands(source: str, first_line: int) -> list[Command]:
+    """The commands of a sh block: comment and blank lines skipped, ``\\`` continued."""
+    commands: list[Command] = []
+    pending, start = "", 0
+    for number, raw in enumerate(source.splitlines(), first_line):
+        text = raw.strip()
+        if not pending and (not text or text.startswith("#")):
+            continue
+        if not pending:
+            start = number
+        if text.endswith("\\"):
+            pending += text[:-1].rstrip() + " "
+            continue
+        commands.append(Command(start, (pending + text).strip()))
+        pending = ""
+    if pending:
+        commands.append(Command(start, pending.strip()))
+    return commands
+
+
+def free_names(source: str) -> set[str]:
+    """Names a python snippet reads but never binds (builtins excluded)."""
+    tree = ast.parse(source)
+    loaded: set[str] = set()
+    bound: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            (loaded if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, ast.alias):
+            bound.add((node.asname or node.name).split(".")[0])
+    return loaded - bound - set(dir(builtins))
+
+
+def all_blocks() -> list[Block]:
+    out: list[Block] = []
+    for path in DOCS:
+        out.extend(parse_blocks((REPO / path).read_text(encoding="utf-8"), path))
+    return out
+
+
+# --- the parser's own tests --------------------------------------------------------
+
+_SAMPLE = """\
+# Title
+
+```sh
+netdevkit napi show        # a comment
+# a comment line
+netdevkit napi set --ifname eth0 \\
+    --preset suspend
+```
+
+<!-- doc: needs hardware (/dev/udmabuf or a devmem NIC: driver, header split) -->
+```python
+print(undefined_name, len([]))
+```
+
+```
+$ not a sh block
+```
+
+<!-- doc: dry run: make test, make x (it runs this suite) -->
+```sh
+make test
+make test-kernels
+```
+"""
+
+
+def test_parser_finds_sh_and_python_blocks_with_their_lines() -> None:
+    blocks = parse_blocks(_SAMPLE, "x.md")
+    assert [(b.id, b.lang) for b in blocks] == [
+        ("x.md:3", "sh"),
+        ("x.md:11", "python"),
+        ("x.md:20", "sh"),
+    ]
+    assert blocks[0].commands() == [
+        Command(4, "netdevkit napi show        # a comment"),
+        Command(6, "netdevkit napi set --ifname eth0 --preset suspend"),
+    ]
+    assert blocks[0].marker == "" and blocks[0].needs_hardware() == ()
+    assert blocks[1].source == "print(undefined_name, len([]))\n"
+    assert blocks[1].needs_hardware() == ("/dev/udmabuf", "driver", "header split")
+    assert free_names(blocks[1].source) == {"undefined_name"}
+
+
+def test_parser_dry_run_marker_matches_whole_commands() -> None:
+    block = parse_blocks(_SAMPLE, "x.md")[2]
+    assert block.dry_run("make test") and not block.dry_run("make test-kernels")
+    assert not parse_blocks(_SAMPLE, "x.md")[0].dry_run("make test")
+
+
+def test_parser_handles_an_unclosed_fence_and_a_trailing_continuation() -> None:
+    (block,) = parse_blocks("```sh\nls \\\n  -l \\\n", "y.md")
+    assert block.commands() == [Command(2, "ls -l")]
+
+
+def test_free_names_sees_binding_forms() -> None:
+    src = "import os.path\nwith f() as a, g(a) as b:\n    [c for c in b]\ndef h(x): return x, y\n"
+    assert free_names(src) == {"f", "g", "y"}
+
+
+def test_every_doc_has_been_parsed() -> None:
+    blocks = all_blocks()
+    assert {b.path for b in blocks} >= {"README.md", "docs/attach.md", "docs/tuning.md"}
+    assert all(b.lang != "python" or b.source.strip() for b in blocks)
+
+
+# --- the testbed a block runs against ----------------------------------------------
+
+#: a program for `bench --server 'python3 my_server.py --port {port}'`: the bench's own
+#: sockperf-framing server, listening where the bench's client can reach it
+MY_SERVER = """\
+import runpy, sys
+sys.argv = ["my_server.py", "--host", "0.0.0.0", *sys.argv[1:]]
+runpy.run_module("netdevkit.bench.servers.rr", run_name="__main__")
+"""
+
+#: `bench compare before/results.json after/results.json`: two recorded result files
+COMPARED = ("tests/data/bench_results_fixture.json", "tests/data/bench_results_quick_recorded.json")
+
+#: kinds of journal record netdevkit itself writes; none may be left after a block
+OWN_KINDS = ("napi", "epoll", "devmem", "ethtool")
+
+
+class Bed:
+    """A testbed plus everything a doc block's names are mapped to."""
+
+    def __init__(self, tb: Testbed, tmp: Path) -> None:
+        self.tb = tb
+        self.ns = tb.server_ns
+        self.ifname = tb.if_of("server")
+        self.addr = tb.config.server_addr
+        self.exp = unique_testbed_name()  # the doc's own testbed "exp"
+        #: what the default testbed `ndk` of `netdevkit testbed up` is: the block's own
+        #: (exp) where the block brings one up, else this testbed (examples/profile.toml)
+        self.ndk = tb.config.name
+        self.tmp = tmp
+        self.state = tmp / "doc-state"  # the commands' NETDEVKIT_STATE_DIR
+        self.cwd = _scratch_checkout(tmp / "checkout")
+        self.env = dict(os.environ, NETDEVKIT_STATE_DIR=str(self.state))
+        self.env["PATH"] = f"{Path(sys.executable).parent}:{self.env.get('PATH', '')}"
+        self._memcached: int | None = None
+
+    def napi_id(self) -> int:
+        from netdevkit import Netdev
+
+        with Netdev.open(netns=self.ns) as nd:
+            ids = [n.id for n in nd.napi_dump() if n.ifindex == self.tb.server_ifindex]
+        return min(ids)
+
+    def memcached(self) -> int:
+        """The pid of a memcached in the server namespace (started on first use; its port
+        is not the default one, so the doc's own `memcached` can start beside it)."""
+        if self._memcached is None:
+            argv = ["memcached", "-u", "memcache", "-l", self.addr, "-p", "11311", "-t", "2"]
+            proc = self.tb.popen("server", argv)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not _listening(self, 11311):
+                assert proc.poll() is None, f"memcached exited with {proc.returncode}"
+                time.sleep(0.05)
+            self._memcached = proc.pid
+        return self._memcached
+
+    def file(self, name: str, text: str) -> str:
+        path = self.tmp / name
+        path.write_text(text, encoding="utf-8")
+        return str(path)
+
+    def copy(self, rel: str) -> str:
+        """A copy of a checkout file with the substitutions applied (never the file itself)."""
+        text = (REPO / rel).read_text(encoding="utf-8")
+        return self.file(Path(rel).name, substitute(text, self, files=False))
+
+
+def _listening(bed: Bed, port: int) -> bool:
+    res = subprocess.run(
+        ["ip", "netns", "exec", bed.ns, "ss", "-Hltn", f"sport = :{port}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return bool(res.stdout.strip())
+
+
+def _scratch_checkout(where: Path) -> Path:
+    """A directory whose entries link to the checkout's: commands see Makefile, .venv,
+    examples/ ... where the doc says, and what they write relative to their working
+    directory (`./bench-out`) lands here, removed with the test's temporary directory."""
+    where.mkdir()
+    for entry in REPO.iterdir():
+        if entry.name not in ("bench-out", ".git"):
+            (where / entry.name).symlink_to(entry)
+    return where
+
+
+_Sub = tuple[str, Callable[[Bed], str]]
+
+#: the doc's names -> the testbed's; file names last (their copies are substituted too)
+NAMES: tuple[_Sub, ...] = (
+    (r"\$\(pidof memcached\)", lambda b: str(b.memcached())),
+    (r"\beth[01]\b", lambda b: b.ifname),
+    (r"\b(?:ns1|lab-srv|lab)\b", lambda b: b.ns),
+    (r"\bexp\b", lambda b: b.exp),
+    (r"\b10\.0\.0\.1\b", lambda b: b.addr),
+    (r"\bndk(?=-srv\b|-cli\b)|(?<=testbed down )ndk\b", lambda b: b.ndk),
+    (r"(?<=netdevkit testbed up)(?!.*--name)", lambda b: f" --name {b.ndk}"),
+    (r"(?<=--id )513\b", lambda b: str(b.napi_id())),
+)
+FILES: tuple[_Sub, ...] = (
+    (r"\bmy_server\.py\b", lambda b: b.file("my_server.py", MY_SERVER)),
+    (r"\bbefore/results\.json\b", lambda b: str(REPO / COMPARED[0])),
+    (r"\bafter/results\.json\b", lambda b: str(REPO / COMPARED[1])),
+    (r"\bexamples/profile\.toml\b", lambda b: b.copy("examples/profile.toml")),
+)
+
+
+def substitute(text: str, bed: Bed, files: bool = True) -> str:
+    for pattern, value in NAMES + (FILES if files else ()):
+        text = re.sub(pattern, lambda _m, v=value: v(bed), text)  # type: ignore[misc]
+    return text
+
+
+@pytest.fixture
+def bed(tmp_path: Path) -> Generator[Bed, None, None]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: creates network namespaces and veth pairs")
+    tb = Testbed(TestbedConfig(name=unique_testbed_name(), queues=2))
+    tb.up()
+    try:
+        b = Bed(tb, tmp_path)
+        yield b
+        for undo in ("restore", "testbed down --all"):  # whatever a failed block left
+            run_sh(b, f"netdevkit {undo}", timeout=60)
+    finally:
+        tb.down()
+
+
+# --- running a block ----------------------------------------------------------------
+
+
+#: commands that build network namespaces run in this machine's namespaces, as a user
+#: runs them: `ip netns exec` gives its command a private mount namespace, and a netns
+#: bind-mounted under /run/netns there is invisible outside it (and gone with it)
+_BUILDS_NAMESPACES = re.compile(r"^(make |netdevkit (testbed|bench)\b)|\bTestbed\(")
+
+
+def _where(bed: Bed, text: str) -> list[str]:
+    return [] if _BUILDS_NAMESPACES.search(text) else ["ip", "netns", "exec", bed.ns]
+
+
+def run_sh(
+    bed: Bed, text: str, timeout: float = 120, host: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """*text* through sh inside the testbed's server namespace (unless it builds namespaces
+    of its own, or *host*), from the scratch checkout."""
+    return subprocess.run(
+        [*([] if host else _where(bed, text)), "sh", "-c", text],
+        cwd=bed.cwd,
+        env=bed.env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _explain(where: str, text: str, rc: int | None, out: str, err: str = "") -> str:
+    return (
+        f"{where}\n  ran (substituted): {text}\n  exit status: {rc}\n"
+        f"  stdout: {out[-3000:]}\n  stderr: {err[-3000:]}"
+    )
+
+
+#: commands that undo: in a block that needs hardware they have nothing to undo (exit 0)
+_UNDO = re.compile(r"^netdevkit (devmem teardown|restore)\b")
+
+
+def run_command(block: Block, cmd: Command, bed: Bed) -> None:
+    where = f"{block.path}:{cmd.line}: {cmd.text}"
+    text = substitute(cmd.text, bed)
+    if block.dry_run(cmd.text):
+        assert text.startswith("make "), f"{where}: only make targets have a dry run"
+        text = "make -n " + text[len("make ") :]
+        res = run_sh(bed, text)
+        assert res.returncode == 0 and res.stdout.strip(), _explain(
+            where, text, res.returncode, res.stdout, res.stderr
+        )
+        return
+    stop = next((s for s in STOPS if re.search(s.pattern, text)), None)
+    if stop is not None and not block.needs_hardware():
+        run_until_stopped(where, text, stop, bed)
+        return
+    res = run_sh(bed, text)
+    why = _explain(where, text, res.returncode, res.stdout, res.stderr)
+    assert "Traceback" not in res.stderr, why
+    wanted = block.needs_hardware()
+    if not wanted or _UNDO.match(text):
+        assert res.returncode == 0, why
+        return
+    assert res.returncode == 1, f"expected the documented refusal (exit 1): {why}"
+    assert res.stderr.count("\n") == 1, f"a refusal is one line: {why}"
+    named = [w for w in wanted if w.lower() in res.stderr.lower()]
+    assert named, f"the refusal does not name what is missing ({' or '.join(wanted)}): {why}"
+
+
+# --- commands that run until stopped --------------------------------------------------
+
+
+@dataclass
+class Running:
+    """A command started by :func:`run_until_stopped`, as its ready check sees it."""
+
+    bed: Bed
+    proc: subprocess.Popen[bytes]
+    out: Path
+    pids: set[int]
+
+    def output(self) -> str:
+        return self.out.read_text(encoding="utf-8", errors="replace")
+
+
+@dataclass(frozen=True)
+class Stop:
+    """How to run a command that runs until stopped: start it, wait until ``ready`` says
+    it works (or it ends by itself), send ``signum`` to its process group (what Ctrl-C on a
+    terminal does), and expect one of ``exits``."""
+
+    pattern: str
+    ready: Callable[[Running], bool]
+    signum: signal.Signals
+    exits: tuple[int, ...]
+    within: float = 30.0
+
+
+def _printed(regex: str) -> Callable[[Running], bool]:
+    return lambda r: re.search(regex, r.output()) is not None
+
+
+def _bench_measuring(r: Running) -> bool:
+    """The bench built its testbed (named for its pid) and has run for a moment in it."""
+    return any(netns.exists(f"ndkbench-{pid}-cli") for pid in r.pids)
+
+
+def _scraped(r: Running) -> bool:
+    """`exporter --listen 127.0.0.1:9417` answers inside the namespace, and reads it."""
+    code = "import urllib.request as u; print(u.urlopen('http://127.0.0.1:9417/metrics').read().decode())"
+    res = run_sh(r.bed, f"{shlex.quote(sys.executable)} -c {shlex.quote(code)}", timeout=20)
+    return f'netdevkit_up{{netns="{r.bed.ns}"}} 1' in res.stdout
+
+
+def _device_added(r: Running) -> bool:
+    """`monitor` prints the veth pair this creates (and deletes) in the namespace."""
+    time.sleep(0.5)  # subscribed by now
+    run_sh(r.bed, "ip link add ndkdoc0 type veth peer name ndkdoc1 && ip link del ndkdoc0")
+    time.sleep(0.5)
+    return "dev-add" in r.output()
+
+
+STOPS: tuple[Stop, ...] = (
+    # `make demo` runs to its end (the bench --quick takes well under a minute here)
+    Stop(r"^make demo$", _printed(r"report:"), signal.SIGINT, (0,), within=240),
+    # a bench is stopped with Ctrl-C once measuring: it must stop, say so, leave nothing
+    Stop(r"^netdevkit bench (?!compare)", _bench_measuring, signal.SIGINT, (130,), within=60),
+    Stop(r"^netdevkit top (?!.*--once)", _printed(r"NAPIS"), signal.SIGINT, (0, 130)),
+    Stop(r"^netdevkit monitor\b", _device_added, signal.SIGINT, (0, 130)),
+    Stop(r"^netdevkit exporter\b", _scraped, signal.SIGTERM, (0,)),
+    Stop(r"^netdevkit run\b", _printed(r"epoll fd"), signal.SIGTERM, (0,)),
+)
+
+
+def run_until_stopped(where: str, text: str, stop: Stop, bed: Bed) -> None:
+    out = bed.tmp / "stopped.out"
+    with out.open("wb") as sink:
+        proc = subprocess.Popen(
+            [*_where(bed, text), "sh", "-c", f"exec {text}"],
+            cwd=bed.cwd,
+            env=bed.env,
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    run = Running(bed, proc, out, {proc.pid})
+    try:
+        ready = _wait_ready(run, stop)
+        rc = proc.poll()
+        if rc is None:
+            os.killpg(proc.pid, stop.signum)
+            rc = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    why = _explain(where, text, rc, run.output())
+    assert ready, f"it never showed that it works ({stop.ready.__doc__ or ''}): {why}"
+    assert rc in stop.exits, f"after {stop.signum.name}: {why}"
+    assert "Traceback" not in run.output(), why
+    left = [
+        n for p in run.pids for n in (f"ndkbench-{p}-srv", f"ndkbench-{p}-cli") if netns.exists(n)
+    ]
+    assert not left, f"left namespaces {left} behind: {why}"
+    _check_bench_out(where, bed)
+
+
+def _wait_ready(run: Running, stop: Stop) -> bool:
+    deadline = time.monotonic() + stop.within
+    while time.monotonic() < deadline:
+        run.pids.update(descendants(run.proc.pid))
+        if stop.ready(run):
+            return True
+        if run.proc.poll() is not None:
+            return stop.ready(run)
+        time.sleep(0.2)
+    return False
+
+
+def _check_bench_out(where: str, bed: Bed) -> None:
+    """A bench that was stopped leaves no output folder without its results."""
+    for d in (bed.cwd / "bench-out").glob("*"):
+        assert (d / "results.json").exists(), f"{where}: left {d.name} without results.json"
+
+
+# --- python blocks ----------------------------------------------------------------------
+
+#: stand-ins for the names a snippet uses without defining them; the devmem ones need
+#: the hardware and raise the refusal the block's marker expects
+STAND_INS: dict[str, str] = {
+    "serve_forever": "def serve_forever():\n    time.sleep(0.2)\n",
+    "serve": "def serve():\n    time.sleep(0.2)\n",
+    "main": "async def main():\n    await asyncio.sleep(0.05)\n",
+    "pid": "pid = {memcached}\n",
+    "set_rings": "def set_rings(ifname, **rings):\n    pass\n",
+    "fd": "fd = os.memfd_create('doc')\n",
+    "buf": "from netdevkit.devmem import udmabuf\nbuf = udmabuf(64 << 20)\n",
+    "binding": "from netdevkit.devmem import bind_rx, udmabuf\n"
+    "binding = bind_rx({ifname!r}, [0], udmabuf(64 << 20))\n",
+    "listener": "listener = socket.create_server(({addr!r}, 5201))\n",
+    "conn": "conn, _peer = socket.socketpair()\n",
+    "sock": "sock = socket.socket()\n",
+}
+
+
+def python_program(block: Block, bed: Bed) -> str:
+    """The snippet (substituted) after its stand-ins, compiled under the doc's file name
+    with its lines where they are in the doc, so a traceback names FILE, line N."""
+    source = substitute(block.source, bed)
+    needed = sorted(free_names(source) & STAND_INS.keys())
+    fill = {"addr": bed.addr, "ifname": bed.ifname}
+    if "pid" in needed:
+        fill["memcached"] = str(bed.memcached())
+    prelude = "import asyncio, os, socket, time\n" + "".join(
+        STAND_INS[n].format(**fill) for n in needed
+    )
+    padded = "\n" * block.line + source
+    return f"{prelude}exec(compile({padded!r}, {block.path!r}, 'exec'))\n"
+
+
+def run_python_block(block: Block, bed: Bed) -> None:
+    program = python_program(block, bed)
+    host = _BUILDS_NAMESPACES.search(block.source) is not None
+    res = run_sh(bed, f"{shlex.quote(sys.executable)} -c {shlex.quote(program)}", host=host)
+    why = _explain(block.id, "python " + block.id, res.returncode, res.stdout, res.stderr)
+    wanted = block.needs_hardware()
+    if not wanted:
+        assert res.returncode == 0, why
+        return
+    last = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else ""
+    assert res.returncode == 1 and last.startswith("netdevkit."), f"expected a refusal: {why}"
+    assert any(w.lower() in last.lower() for w in wanted), f"not naming {wanted}: {why}"
+
+
+# --- the cases ---------------------------------------------------------------------------
+
+
+def _own_records(bed: Bed) -> list[str]:
+    from netdevkit import journal
+
+    journal.load_kind_modules()
+    own = journal.registered_kinds().keys()
+    path = bed.state / "journal.json"
+    entries = json.loads(path.read_text())["entries"] if path.exists() else []
+    return [f"{e['kind']} {e.get('key')}" for e in entries if e.get("kind") in own]
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("block", all_blocks(), ids=lambda b: b.id)
+def test_doc_block(block: Block, bed: Bed) -> None:
+    if re.search(r"^netdevkit testbed up", block.source, re.M):
+        bed.ndk = bed.exp
+    if block.lang == "python":
+        run_python_block(block, bed)
+    else:
+        for cmd in block.commands():
+            run_command(block, cmd, bed)
+    left = _own_records(bed)
+    assert not left, f"{block.id}: the block left journal records behind: {left}"
+    doc_testbeds = [n for n in (f"{bed.exp}-srv", f"{bed.exp}-cli") if netns.exists(n)]
+    assert not doc_testbeds, f"{block.id}: the block left {doc_testbeds} behind"
