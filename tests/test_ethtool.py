@@ -27,6 +27,7 @@ def test_message_ids_follow_the_uapi_enum() -> None:
         "rings-get": 15,
         "rings-set": 16,
         "channels-get": 17,
+        "channels-set": 18,
         "rss-get": 38,
         "rss-set": 48,
         "rss-create-act": 49,

@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import json
 import signal
+import socket
 import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from ..tuning.model import Plan
     from ..tuning.napi import Tuner
     from ..tuning.presets import NapiSettings
+    from ..tuning.watch import ProfileWatcher
     from .show import SubParsers
 
 _FMT = argparse.RawDescriptionHelpFormatter
@@ -153,6 +155,30 @@ def register_apply(sub: SubParsers) -> None:
     p.add_argument("--backend", metavar="auto|netlink|sysfs", help="override the profile's")
     p.add_argument("--dry-run", action="store_true", help="print the changes, change nothing")
     p.add_argument("-j", "--json", action="store_true", help="print JSON")
+    w = p.add_argument_group("keeping it applied (--watch; see docs/fleet.md)")
+    w.add_argument(
+        "--watch",
+        action="store_true",
+        help="stay running: re-apply (journaled) when a matching interface appears, comes "
+        "back or gets new NAPIs; one log line per re-application; SIGTERM ends it",
+    )
+    w.add_argument(
+        "--restore-on-exit",
+        action="store_true",
+        help="with --watch: on SIGTERM/SIGINT undo what the watcher applied",
+    )
+    w.add_argument(
+        "--debounce",
+        metavar="DURATION",
+        default="200ms",
+        help="with --watch: re-read this long after the first event of a burst (default 200ms)",
+    )
+    w.add_argument(
+        "--recheck",
+        metavar="DURATION",
+        help="with --watch: also re-read this often (the kernel announces no change of a "
+        "NAPI setting; default: only on link/device notifications)",
+    )
     p.set_defaults(func=run_apply)
 
 
@@ -280,6 +306,8 @@ def run_set(args: argparse.Namespace) -> int:
 
 
 def run_apply(args: argparse.Namespace) -> int:
+    if args.watch or args.restore_on_exit or args.recheck is not None:
+        return _run_watch(args)
     tuners: list[Tuner] = []
     with _honest_interrupt(tuners):
         from ..tuning.napi import Tuner
@@ -293,6 +321,93 @@ def run_apply(args: argparse.Namespace) -> int:
                 tuner.apply(plan)
         _report(args, plan, tuner)
     return 0
+
+
+def _watch_args(args: argparse.Namespace) -> tuple[float, float | None]:
+    """--watch's options checked before anything is read: (debounce s, recheck s or None)."""
+    from ..errors import RequestError
+    from ..units import parse_duration_ns
+
+    if not args.watch:
+        given = "--restore-on-exit" if args.restore_on_exit else "--recheck"
+        raise RequestError(f"{given} needs --watch")
+    for flag, on in (("--dry-run", args.dry_run), ("--json", args.json)):
+        if on:
+            raise RequestError(f"--watch and {flag} cannot be combined (a watcher logs lines)")
+    limits = (("--debounce", args.debounce, 0, 60), ("--recheck", args.recheck, 0.1, 86400))
+    out: list[float | None] = []
+    for flag, text, low, high in limits:
+        value = None if text is None else parse_duration_ns(text, "ms") / 1e9
+        if value is not None and not low <= value <= high:
+            raise RequestError(f"{flag} {text}: give {low}s..{high}s")
+        out.append(value)
+    return out[0] or 0.0, out[1]
+
+
+def _run_watch(args: argparse.Namespace) -> int:
+    """`apply --watch`: apply, say READY=1 to systemd, re-apply until a stop signal."""
+    from .._os import SignalScope
+    from ..tuning.napi import Tuner
+    from ..tuning.profile import load_profile
+    from ..tuning.watch import ProfileWatcher, sd_notify
+
+    debounce, recheck = _watch_args(args)
+    profile = load_profile(args.profile)
+    stop: list[int] = []
+    r, w = socket.socketpair()
+    r.setblocking(False)
+    w.setblocking(False)
+    old_fd = signal.set_wakeup_fd(w.fileno(), warn_on_full_buffer=False)
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+
+    try:
+        with (
+            SignalScope(_STOP, lambda signum, _frame: stop.append(signum)),
+            Tuner(args.backend or profile.backend) as tuner,
+            ProfileWatcher(profile, tuner, log, debounce_s=debounce, recheck_s=recheck) as pw,
+        ):
+            _watch_until_stopped(args, pw, stop, r.fileno(), sd_notify, log)
+    finally:
+        signal.set_wakeup_fd(old_fd)
+        r.close()
+        w.close()
+    return 0
+
+
+_STOP = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _watch_until_stopped(
+    args: argparse.Namespace,
+    pw: ProfileWatcher,
+    stop: list[int],
+    wake_fd: int,
+    notify: Callable[[str], bool],
+    log: Callable[[str], None],
+) -> None:
+    from .._signals import Interrupted
+
+    plan = pw.start()
+    for line in plan.lines():
+        log(line)
+    journal = pw.tuner.journal.path if pw.tuner.journal is not None else None
+    log(f"watching {args.profile} (journal {journal}); stop with SIGTERM or Ctrl-C")
+    notify("READY=1\nSTATUS=watching " + args.profile)
+    try:
+        pw.run(lambda: bool(stop), wake_fd)
+        why = signal.Signals(stop[0]).name if stop else "stopped"
+    except Interrupted as err:  # a signal landed while a re-application was written
+        why = f"{signal.Signals(err.signum).name} ({err.message})"
+    notify("STOPPING=1")
+    if args.restore_on_exit:
+        outcomes = pw.undo_all()
+        for o in outcomes:
+            log(o.message)
+        log(f"{why}: put back what the watcher applied ({len(outcomes)} target(s))")
+    else:
+        log(f"{why}: the settings stay, journaled (undo with `netdevkit restore`)")
 
 
 def _report(args: argparse.Namespace, plan: Plan, tuner: Tuner) -> None:

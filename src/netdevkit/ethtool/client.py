@@ -192,6 +192,21 @@ class Ethtool(FamilyClient):
             d.get("combined-max", 0),
         )
 
+    def channels_set(
+        self,
+        ifname: str,
+        *,
+        rx: int | None = None,
+        tx: int | None = None,
+        combined: int | None = None,
+    ) -> None:
+        """Change the queue counts (``ethtool -L``); None leaves a count as it is."""
+        given = {"rx-count": rx, "tx-count": tx, "combined-count": combined}
+        attrs = {k: v for k, v in given.items() if v is not None}
+        if not attrs:
+            raise RequestError("channels_set: nothing to change")
+        self.call("channels-set", ifname, attrs)
+
     def features_get(self, ifname: str) -> Features:
         d = self.call("features-get", ifname, {})
         return Features(

@@ -3,7 +3,7 @@
 Source of truth: Documentation/netlink/specs/ethtool.yaml and
 include/uapi/linux/ethtool_netlink_generated.h. Message ids count from
 ``ETHTOOL_MSG_STRSET_GET = 1`` in the order of the uapi enum (rings-get 15,
-channels-get 17, features-get 11, rss-get 38; rss-set 48, rss-create-act 49,
+channels-get 17, channels-set 18, features-get 11, rss-get 38; rss-set 48, rss-create-act 49,
 rss-delete-act 50 appeared in 6.17). Every request carries a ``header`` nest
 naming the device. The ntuple (n-tuple flow steering) rules have no netlink
 command: :mod:`netdevkit.ethtool.ioctl` inserts them with ``SIOCETHTOOL``.
@@ -157,6 +157,7 @@ ETHTOOL = Family(
         Operation(15, "rings-get", "rings", do=True, request=("header",), since="5.6"),
         Operation(16, "rings-set", "rings", do=True, capability="CAP_NET_ADMIN", since="5.6"),
         Operation(17, "channels-get", "channels", do=True, request=("header",), since="5.6"),
+        Operation(18, "channels-set", "channels", do=True, capability="CAP_NET_ADMIN", since="5.6"),
         Operation(38, "rss-get", "rss", do=True, request=("header", "context"), since="6.4"),
         Operation(48, "rss-set", "rss", do=True, capability="CAP_NET_ADMIN", since="6.17"),
         Operation(49, "rss-create-act", "rss", do=True, capability="CAP_NET_ADMIN", since="6.17"),

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import fnmatch
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -203,10 +203,12 @@ def load_profile(path: str) -> Profile:
 
 
 def _match_rule(
-    tuner: Tuner, rule: Rule, names: list[str]
+    tuner: Tuner, rule: Rule, names: list[str], missing_ok: bool = False
 ) -> list[tuple[Target, NapiSettings, NapiSettings]]:
     if rule.is_glob:
         matched = sorted(n for n in names if fnmatch.fnmatchcase(n, rule.match))
+        if not matched and missing_ok:
+            return []
         if not matched:
             raise NotFoundError(
                 f"{rule.where}: no interface matches{_in(rule.netns)} "
@@ -214,6 +216,8 @@ def _match_rule(
             )
     elif rule.match in names:
         matched = [rule.match]
+    elif missing_ok:
+        return []
     else:
         raise NotFoundError(f"{rule.where}: no interface named {rule.match!r}{_in(rule.netns)}")
     out = []
@@ -221,11 +225,11 @@ def _match_rule(
         try:
             resolved = tuner.resolve(netns=rule.netns, ifname=ifname)
         except NotFoundError:
-            if rule.is_glob:
+            if rule.is_glob or missing_ok:
                 continue  # a glob also matches devices without NAPIs (lo): skip them
             raise
         out.extend(_with_overrides(rule, ifname, resolved))
-    if not out:
+    if not out and not missing_ok:
         raise NotFoundError(f"{rule.where}: no matching interface has NAPI instances")
     return out
 
@@ -263,15 +267,29 @@ def _in(netns: str | None) -> str:
     return f" in network namespace {netns!r}" if netns else ""
 
 
-def plan_profile(tuner: Tuner, profile: Profile) -> Plan:
-    """Resolve every rule now and build one plan; nothing is written."""
+def plan_profile(
+    tuner: Tuner,
+    profile: Profile,
+    *,
+    missing_ok: bool = False,
+    namespaces: Collection[str | None] | None = None,
+) -> Plan:
+    """Resolve every rule now and build one plan; nothing is written.
+
+    *missing_ok* (what ``apply --watch`` uses): a rule that matches no interface with
+    NAPIs yet contributes nothing instead of failing; *namespaces* (names, None for the
+    current one) limits the plan to the rules of those network namespaces.
+    """
     triples: list[tuple[Target, NapiSettings, NapiSettings]] = []
     owner: dict[tuple[Any, ...], str] = {}
     names_by_ns: dict[str | None, list[str]] = {}
     for rule in profile.rules:
+        if namespaces is not None and rule.netns not in namespaces:
+            continue
         if rule.netns not in names_by_ns:
             names_by_ns[rule.netns] = list(ifnames(rule.netns).values())
-        for t, cur, wanted in _match_rule(tuner, rule, names_by_ns[rule.netns]):
+        matches = _match_rule(tuner, rule, names_by_ns[rule.netns], missing_ok)
+        for t, cur, wanted in matches:
             if t.key in owner:
                 raise RequestError(
                     f"{t.ifname}{_in(t.netns)} is matched by both {owner[t.key]} and "
