@@ -1,7 +1,7 @@
 """Fault injection: interrupt each command at every step that changes the system.
 
-For ``napi set``, ``apply``, ``attach --hold``, ``testbed up`` and ``bench --quick`` (one
-mode, the echo workload, 50 ms samples), a clean run under ``NETDEVKIT_FAULT_TRACE``
+For ``napi set``, ``apply``, ``apply --watch``, ``attach --hold``, ``testbed up`` and
+``bench --quick`` (one mode, the echo workload, 50 ms samples), a clean run under ``NETDEVKIT_FAULT_TRACE``
 lists the steps that change the system, in order (journal writes, napi-set calls,
 EPIOCSPARAMS, namespaces and links created, servers started, namespaces removed). Then,
 for every step k and for SIGINT and SIGKILL, the command runs again with
@@ -40,6 +40,7 @@ import pytest
 from conftest import FAULT_SUMMARY, TESTBED_PREFIX
 
 from netdevkit import netns
+from netdevkit.ethtool.client import Ethtool
 from netdevkit.netdev.client import Netdev
 from netdevkit.testbed import Testbed
 
@@ -242,6 +243,69 @@ def test_apply(testbed4: Testbed, world: World, tmp_path: Path) -> None:
         return interrupted_says_so(world.cli("apply", str(profile), extra=extra))
 
     sweep(world, "apply (4 NAPIs)", run, lambda: no_traceback(world.cli("restore")))
+
+
+def test_apply_watch(testbed4: Testbed, world: World, tmp_path: Path) -> None:
+    """The watcher (--restore-on-exit) applies, re-applies to a second interface that
+    appears, and undoes both on SIGTERM; a signal at any of those steps is cleaned up."""
+    world.testbed = testbed4
+    ns = testbed4.server_ns
+    profile = tmp_path / "w.toml"
+    profile.write_text(f'netns = "{ns}"\n[[interface]]\nmatch = "ndk-*"\npreset = "suspend"\n')
+    argv = [sys.executable, "-m", "netdevkit", "apply", "--watch", "--restore-on-exit"]
+
+    def run(extra: dict[str, str]) -> int:
+        w = subprocess.Popen(
+            [*argv, str(profile)],
+            env=world.environ(extra),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert w.stdout is not None
+            if _line_starting(w, "watching "):
+                _second_interface(ns, "up")
+                _line_starting(w, "re-applied ")
+                w.send_signal(signal.SIGTERM)
+            _out, err = w.communicate(timeout=60)
+            assert "Traceback" not in err, err
+        finally:
+            if w.poll() is None:
+                w.kill()
+                w.wait()
+            _second_interface(ns, "down")
+        if w.returncode == 128 + signal.SIGINT:
+            assert err.count("\n") == 1 and "nothing changed" in err, err
+        return w.returncode
+
+    sweep(
+        world,
+        "apply --watch (4 NAPIs + a second interface)",
+        run,
+        lambda: no_traceback(world.cli("restore")),
+    )
+
+
+def _line_starting(p: subprocess.Popen[str], head: str) -> bool:
+    """Read *p*'s stdout up to a line starting with *head*: False if it ended first."""
+    assert p.stdout is not None
+    return any(line.startswith(head) for line in p.stdout)
+
+
+def _second_interface(ns: str, state: str) -> None:
+    """A 1-queue veth pair ndk-w0/ndk-w1 (GRO on ndk-w0) created or removed in *ns*."""
+    if state == "down":
+        subprocess.run(["ip", "-n", ns, "link", "del", "ndk-w0"], check=False, capture_output=True)
+        return
+    ip = ["ip", "-n", ns, "link"]
+    subprocess.run(
+        [*ip, "add", "name", "ndk-w0", "type", "veth", "peer", "name", "ndk-w1"], check=True
+    )
+    for dev in ("ndk-w0", "ndk-w1"):
+        subprocess.run([*ip, "set", "dev", dev, "up"], check=True)
+    with Ethtool.open(ns) as et:
+        et.features_set("ndk-w0", {"rx-gro": True})
 
 
 TARGET = textwrap.dedent(
