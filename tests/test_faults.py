@@ -1,8 +1,9 @@
 """Fault injection: interrupt each command at every step that changes the system.
 
 For ``napi set``, ``apply``, ``apply --watch``, ``attach --hold``, ``testbed up`` and
-``bench --quick`` (one mode, the echo workload, 50 ms samples), a clean run under ``NETDEVKIT_FAULT_TRACE``
-lists the steps that change the system, in order (journal writes, napi-set calls,
+``bench --quick`` (one mode, the echo workload, 50 ms samples), a clean run under
+``NETDEVKIT_FAULT_TRACE`` lists the steps that change the system, in order (journal
+writes, napi-set calls,
 EPIOCSPARAMS, namespaces and links created, servers started, namespaces removed). Then,
 for every step k and for SIGINT and SIGKILL, the command runs again with
 ``NETDEVKIT_FAULT=*:k:SIG`` -- it sends itself the signal right before step k -- and the
