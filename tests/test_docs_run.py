@@ -49,6 +49,7 @@ from conftest import unique_testbed_name
 from netdevkit import netns
 from netdevkit.procfs import descendants
 from netdevkit.testbed import Testbed, TestbedConfig
+from netdevkit.testbed.journal import ns_pids
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = ("README.md", *(f"docs/{p.name}" for p in sorted((REPO / "docs").glob("*.md"))))
@@ -427,7 +428,10 @@ def run_command(block: Block, cmd: Command, bed: Bed) -> None:
             where, text, res.returncode, res.stdout, res.stderr
         )
         return
-    stop = next((s for s in STOPS if re.search(s.pattern, text)), None)
+    bare = " ".join(shlex.split(text, comments=True))  # what STOPS match: no comment
+    if bare.startswith("make "):
+        _venv_is_current(where, bed)
+    stop = next((s for s in STOPS if re.search(s.pattern, bare)), None)
     if stop is not None and not block.needs_hardware():
         run_until_stopped(where, text, stop, bed)
         return
@@ -442,6 +446,14 @@ def run_command(block: Block, cmd: Command, bed: Bed) -> None:
     assert res.stderr.count("\n") == 1, f"a refusal is one line: {why}"
     named = [w for w in wanted if w.lower() in res.stderr.lower()]
     assert named, f"the refusal does not name what is missing ({' or '.join(wanted)}): {why}"
+
+
+def _venv_is_current(where: str, bed: Bed) -> None:
+    """`make demo` from the scratch checkout must find .venv installed: were it older than
+    pyproject.toml, make would reinstall the shared .venv editable *from the scratch
+    directory*. (`make test` brings it up to date before the suite runs.)"""
+    res = run_sh(bed, "make -q venv", host=True)
+    assert res.returncode == 0, f"{where}: .venv is older than pyproject.toml: run `make venv`"
 
 
 # --- commands that run until stopped --------------------------------------------------
@@ -474,12 +486,16 @@ class Stop:
 
 
 def _printed(regex: str) -> Callable[[Running], bool]:
-    return lambda r: re.search(regex, r.output()) is not None
+    def printed(r: Running) -> bool:
+        return re.search(regex, r.output()) is not None
+
+    printed.__doc__ = f"its output shows /{regex}/"
+    return printed
 
 
 def _bench_measuring(r: Running) -> bool:
-    """The bench built its testbed (named for its pid) and has run for a moment in it."""
-    return any(netns.exists(f"ndkbench-{pid}-cli") for pid in r.pids)
+    """The bench built its testbed (named for its pid) and started a server in it."""
+    return any(netns.exists(ns) and ns_pids(ns) for ns in (f"ndkbench-{pid}-srv" for pid in r.pids))
 
 
 def _scraped(r: Running) -> bool:
