@@ -30,7 +30,7 @@ import shutil
 import string
 
 from ..errors import RequestError, ToolError
-from ..testbed import Testbed
+from .site import Site
 from .workloads import ServerSpec
 
 __all__ = ["CLIENTS", "argv_of", "byo_spec", "check_template"]
@@ -91,9 +91,7 @@ def argv_of(template: str, addr: str, port: int) -> list[str]:
     return [part.format(addr=addr, port=port) for part in shlex.split(template)]
 
 
-def byo_spec(
-    template: str, client: str, tb: Testbed, port: int, loads: tuple[int, ...]
-) -> ServerSpec:
+def byo_spec(template: str, client: str, tb: Site, port: int, loads: tuple[int, ...]) -> ServerSpec:
     """The user's server as a :class:`ServerSpec` configured through attach."""
     check_template(template, client)
     return ServerSpec(

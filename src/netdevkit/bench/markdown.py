@@ -66,6 +66,7 @@ def _this_run(res: Results) -> list[str]:
         + ".",
         "",
     ]
+    lines += [f"- Where: {cfg.where()}."]
     lines += [f"- {capacity_line(cap)}" for cap in res.capacities]
     if res.noise_floor is not None:
         lines.append(f"- {noise_line(res.noise_floor)}")

@@ -107,6 +107,24 @@ class RunConfig:
     work_us: int = 0
     #: connections of the open-loop generator, per workload
     connections: tuple[tuple[str, int], ...] = ()
+    #: a run on a real interface (``--ifname``, ``--peer``): the interface, its driver,
+    #: firmware and link speed, the CPUs its queue interrupts are affine to, the peer
+    ifname: str = ""
+    driver: str = ""
+    firmware: str = ""
+    link_speed: str = ""
+    irq_cpus: str = ""
+    peer: str = ""
+
+    def where(self) -> str:
+        """Where the run ran: the veth testbed, or the NIC with its marks and the peer."""
+        if not self.ifname:
+            return "the veth testbed (servers and clients on this machine)"
+        return (
+            f"NIC {self.ifname}: driver {self.driver}, firmware {self.firmware}, link "
+            f"{self.link_speed}; queue interrupts: {self.irq_cpus}; clients on the peer "
+            f"{self.peer} over ssh"
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,6 +41,7 @@ from . import sweep, validity
 from .cpu import Watch, ksoftirqd_pids
 from .modes import ALL_MODES, THREADED_BUSY_POLL, ModeSpec, get_mode, threaded_busy_poll_absent
 from .results import PING_PONG, Capacity, NoiseFloor, Results, RunConfig, Sample, Skip
+from .site import NicOptions, NicSite, Site, check_nic, nic_marks
 from .workloads import (
     OPEN_LOOP,
     SERVERS,
@@ -101,6 +102,9 @@ class BenchOptions:
     connections: int = 0
     #: measure the testbed's noise floor (C sockperf, base, light load vs ping-pong)
     noise_floor: bool = True
+    #: ``--ifname IF --peer HOST``: a real interface here, the clients on a peer (None:
+    #: the veth testbed)
+    nic: NicOptions | None = None
 
     def loads_of(self, workload: str) -> tuple[int, ...]:
         """The fixed loads *workload* is driven at (before the workload's own limits)."""
@@ -245,11 +249,21 @@ def validate(opts: BenchOptions) -> None:
     missing = [] if opts.server_cmd else missing_peers(opts.workloads)
     if missing:
         raise ToolError("missing peer programs: " + "; ".join(missing))
+    if opts.nic is not None:
+        _validate_nic(opts)
     if os.geteuid() != 0:
         raise PrivilegeError(
             "netdevkit bench builds a testbed (network namespaces, a veth pair) and changes "
             "NAPI settings: run it as root"
         )
+
+
+def _validate_nic(opts: BenchOptions) -> None:
+    """A run on a real interface: placement here only, then the peer's pre-checks."""
+    assert opts.nic is not None
+    if opts.cpus is not None and opts.cpus.client is not None:
+        raise RequestError("--cpus client=...: the clients run on the peer; place server and napi")
+    check_nic(opts.nic, _workloads(opts))
 
 
 def _loads_for(
@@ -298,9 +312,7 @@ def count_steps(opts: BenchOptions) -> int:
 # --- one server ----------------------------------------------------------------
 
 
-def _wait_listening(
-    tb: Testbed, port: int, exited: Callable[[], str | None], timeout: float
-) -> None:
+def _wait_listening(tb: Site, port: int, exited: Callable[[], str | None], timeout: float) -> None:
     """Connect from the client namespace until the server accepts (or dies: *exited* says
     how, None while it runs)."""
     deadline = time.monotonic() + timeout
@@ -322,7 +334,7 @@ def _wait_listening(
 
 
 @contextlib.contextmanager
-def _server(tb: Testbed, spec: ServerSpec, preset: Preset) -> Iterator[tuple[int, list[str]]]:
+def _server(tb: Site, spec: ServerSpec, preset: Preset) -> Iterator[tuple[int, list[str]]]:
     """Start *spec*'s server, give it the epoll half, yield (pid, notes); stop it after."""
     import subprocess
 
@@ -350,7 +362,7 @@ def _server(tb: Testbed, spec: ServerSpec, preset: Preset) -> Iterator[tuple[int
             proc.stderr.close()
 
 
-def _napi_state(tb: Testbed) -> dict[str, float]:
+def _napi_state(tb: Site) -> dict[str, float]:
     """The server end's NAPI settings as the kernel reports them now."""
     from ..netdev.client import Netdev
 
@@ -398,7 +410,7 @@ class _Measured:
 
 
 def _measure(
-    tb: Testbed, spec: ServerSpec, mode: str, pid: int, load: int, duration: float, soft: Watch
+    tb: Site, spec: ServerSpec, mode: str, pid: int, load: int, duration: float, soft: Watch
 ) -> _Measured:
     """Drive *spec*'s server once; its CPU counts the NAPI kthread (threaded modes), and
     the sample carries its evidence and verdict (:mod:`.validity`)."""
@@ -419,7 +431,7 @@ def _measure(
         server_cpus=tb.cpus_of("server"),
         client_cpus=tb.cpus_of("client"),
         napi_cpus=tb.cpus_of("napi"),
-        generator_spins=res.spins,
+        generator_spins=res.spins and not isinstance(tb, NicSite),
     )
     return _Measured(
         res,
@@ -433,7 +445,7 @@ def _measure(
 
 
 def _sample(
-    tb: Testbed,
+    tb: Site,
     spec: ServerSpec,
     mode: str,
     pid: int,
@@ -502,7 +514,7 @@ def _run_config(opts: BenchOptions) -> RunConfig:
     )
 
 
-def _specs(opts: BenchOptions, tb: Testbed, workload: str, mode: str, tmp: str) -> list[ServerSpec]:
+def _specs(opts: BenchOptions, tb: Site, workload: str, mode: str, tmp: str) -> list[ServerSpec]:
     """The servers of *workload* for *mode* (loads filled in later)."""
     if opts.server_cmd:
         from .byo import byo_spec
@@ -539,7 +551,7 @@ class _Run:
         swept = cap.loads if cap is not None else ()
         return _loads_for(spec.workload, self.opts.loads_of(spec.workload), swept)
 
-    def probe(self, tb: Testbed, tmp: str) -> None:
+    def probe(self, tb: Site, tmp: str) -> None:
         """Find each server's knee open loop with the driver-default NAPI settings (base)."""
         opts = self.opts
         if not opts.sweep:
@@ -560,7 +572,7 @@ class _Run:
                 self.capacities[(workload, found.server)] = cap
                 self.report(f"{label}: knee {cap.rate:.0f}/s")
 
-    def _ramp(self, tb: Testbed, spec: ServerSpec, pid: int, label: str) -> Capacity:
+    def _ramp(self, tb: Site, spec: ServerSpec, pid: int, label: str) -> Capacity:
         """Ping-pong, then open-loop rates rising to the knee (:mod:`.sweep`)."""
         pp = _measure(tb, spec, "base", pid, PING_PONG, PROBE_DURATION, self.soft).res
         self.done += 1
@@ -591,7 +603,7 @@ class _Run:
         self.total += taken - _PROBE_STEPS_GUESS
         self.done += 0
 
-    def noise_floor(self, tb: Testbed, tmp: str) -> NoiseFloor | None:
+    def noise_floor(self, tb: Site, tmp: str) -> NoiseFloor | None:
         """The testbed's own tail: C sockperf server, base, light open loop vs ping-pong."""
         if not self.opts.noise_floor or missing_peers(("sockperf",)):
             return None
@@ -617,7 +629,7 @@ class _Run:
             + tuple(f"open loop: {x}" for x in ol.res.notes if x.startswith("client-limited")),
         )
 
-    def mode(self, tb: Testbed, mode: str, rnd: int, tmp: str) -> None:
+    def mode(self, tb: Site, mode: str, rnd: int, tmp: str) -> None:
         """One mode in one round: its NAPI half, then every server that can run it."""
         from ..tuning import context as tuning_context
 
@@ -643,7 +655,7 @@ class _Run:
             self.report(f"{mode}: skipped")
 
     def _server_samples(
-        self, tb: Testbed, spec: ServerSpec, mode: str, preset: Preset, rnd: int, workload: str
+        self, tb: Site, spec: ServerSpec, mode: str, preset: Preset, rnd: int, workload: str
     ) -> None:
         label = f"round {rnd + 1} {mode} {workload}/{spec.server}"
         try:
@@ -680,7 +692,14 @@ def run_bench(opts: BenchOptions, progress: Callable[[Step], None] | None = None
         if why is not None:
             run.skipped.append(Skip(mode, "*", why))
     name = opts.testbed_name or f"ndkbench-{os.getpid()}"
-    with Testbed(TestbedConfig(name=name, queues=1, cpus=opts.cpus)) as tb:
+    site: contextlib.AbstractContextManager[Site] = Testbed(
+        TestbedConfig(name=name, queues=1, cpus=opts.cpus)
+    )
+    if opts.nic is not None:
+        site = NicSite(opts.nic.ifname, opts.nic.peer, netns=opts.nic.netns, cpus=opts.cpus)
+    with site as tb:
+        if isinstance(tb, NicSite):
+            config = nic_marks(tb, config)
         tmp = tb.tmpdir  # removed with the testbed, also by `testbed down` after a SIGKILL
         noise = run.noise_floor(tb, tmp)
         run.probe(tb, tmp)
@@ -688,6 +707,14 @@ def run_bench(opts: BenchOptions, progress: Callable[[Step], None] | None = None
             for mode in opts.modes:
                 if _absent(mode) is None:
                     run.mode(tb, mode, rnd, tmp)
+    if isinstance(tb, NicSite) and tb.leftover:
+        run.skipped.append(
+            Skip(
+                "*",
+                "peer",
+                f"{len(tb.leftover)} remote processes were left after the run and were killed",
+            )
+        )
     caps = tuple(run.capacities.values())
     return Results(
         config, tuple(run.samples), tuple(run.skipped), capacities=caps, noise_floor=noise

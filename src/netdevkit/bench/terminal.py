@@ -52,6 +52,8 @@ def print_run(console: Console, res: Results, target_us: float | None = None) ->
         console.print(f"[yellow]not measured[/yellow] {k.mode} {k.workload}: {escape(k.reason)}")
     console.print()
     console.print(rich_table(res))
+    if res.config.ifname:
+        console.print(escape(f"where: {res.config.where()}"))
     for cap in res.capacities:
         console.print(escape(capacity_line(cap)))
     if res.noise_floor is not None:

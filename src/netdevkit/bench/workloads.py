@@ -38,10 +38,10 @@ from typing import Any
 
 from .._os import affinity_of, format_cpu_list
 from ..errors import NetdevkitError, RequestError, ToolError
-from ..testbed import Testbed
 from . import sockperf
 from .cpu import CpuSnapshot, Watch, snapshot
 from .results import Latency
+from .site import Site
 
 __all__ = [
     "PEERS",
@@ -106,7 +106,7 @@ class ServerSpec:
 
 def server_specs(
     workload: str,
-    tb: Testbed,
+    tb: Site,
     port: int,
     mode: str,
     loads: tuple[int, ...],
@@ -181,7 +181,7 @@ def _read_placement(server_pid: int, client_pid: int) -> dict[str, str]:
 
 
 def _drive(
-    tb: Testbed,
+    tb: Site,
     argv: list[str],
     server_pid: int,
     markers: tuple[str, str] | None,
@@ -243,7 +243,7 @@ def _drive(
 
 
 def _sockperf_client(
-    tb: Testbed,
+    tb: Site,
     spec: ServerSpec,
     server_pid: int,
     load: int,
@@ -298,7 +298,7 @@ def parse_redis_benchmark(text: str) -> tuple[Latency, float]:
 
 
 def _redis_client(
-    tb: Testbed,
+    tb: Site,
     spec: ServerSpec,
     server_pid: int,
     load: int,
@@ -315,7 +315,7 @@ def _redis_client(
 
 
 def _http_client(
-    tb: Testbed,
+    tb: Site,
     spec: ServerSpec,
     server_pid: int,
     load: int,
@@ -358,7 +358,7 @@ def openloop_argv(
 
 
 def _openloop_client(
-    tb: Testbed,
+    tb: Site,
     spec: ServerSpec,
     server_pid: int,
     load: int,
@@ -411,7 +411,7 @@ def _openloop_client(
     )
 
 
-_Client = Callable[[Testbed, ServerSpec, int, int, float, Watch | None], ClientResult]
+_Client = Callable[[Site, ServerSpec, int, int, float, Watch | None], ClientResult]
 #: ping-pong (load 0) clients per client name; open-loop loads use :func:`_openloop_client`
 _PING_PONG: dict[str, _Client] = {
     "sockperf": _sockperf_client,
@@ -423,7 +423,7 @@ _PING_PONG: dict[str, _Client] = {
 
 
 def run_client(
-    tb: Testbed,
+    tb: Site,
     spec: ServerSpec,
     server_pid: int,
     load: int,

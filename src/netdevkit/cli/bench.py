@@ -92,6 +92,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     _add_run_args(p)
     _add_own_server_args(p)
+    _add_nic_args(p)
     p.add_argument(
         "--out", help="output directory (default ./bench-out/TIMESTAMP); checked before the run"
     )
@@ -179,6 +180,102 @@ def _add_own_server_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_nic_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("a real NIC, the load from a peer host (instead of the veth testbed)")
+    g.add_argument(
+        "--ifname", metavar="IF", help="run the servers here on IF's address (needs --peer)"
+    )
+    g.add_argument(
+        "--peer",
+        metavar="[USER@]HOST",
+        help="run the clients there over ssh (BatchMode, your own keys and ~/.ssh/config)",
+    )
+    g.add_argument(
+        "--peer-addr",
+        metavar="ADDR",
+        help="the peer's address on IF's network (default: the address ssh connects to)",
+    )
+    g.add_argument(
+        "--peer-python",
+        metavar="PATH",
+        help="the peer's Python, which must import netdevkit (default python3)",
+    )
+    g.add_argument("--ssh-config", metavar="FILE", help="ssh -F FILE (default: your own)")
+    g.add_argument(
+        "--ssh-option",
+        action="append",
+        metavar="K=V",
+        help="ssh -o K=V (repeatable)",
+    )
+    g.add_argument(
+        "--netns",
+        metavar="NAME",
+        help="IF is in this network namespace: servers and ssh run there",
+    )
+
+
+def _nic_options(args: argparse.Namespace) -> object:
+    """``--ifname``/``--peer`` and their options as a NicOptions (None: neither given)."""
+    extra = (args.peer_addr, args.peer_python, args.ssh_config, args.ssh_option, args.netns)
+    if not args.ifname and not args.peer:
+        if any(x is not None for x in extra):
+            raise RequestError(
+                "--peer-addr, --peer-python, --ssh-* and --netns go with --ifname and --peer"
+            )
+        return None
+    if not (args.ifname and args.peer):
+        raise RequestError(
+            "--ifname and --peer go together: the servers on IF here, the clients on the peer"
+        )
+    if args.server_cmd:
+        raise RequestError("--server runs in the veth testbed: drop it with --peer")
+    from ..bench.remote import Peer, peer_address
+    from ..bench.site import NicOptions
+
+    if args.netns:
+        from ..netns import list_names
+
+        if args.netns not in list_names():
+            raise RequestError(f"--netns {args.netns}: no such network namespace")
+    if args.ssh_config and not os.path.isfile(args.ssh_config):
+        raise RequestError(f"--ssh-config {args.ssh_config}: no such file")
+    for opt in args.ssh_option or ():
+        if "=" not in opt or opt.startswith("="):
+            raise RequestError(f"--ssh-option {opt!r}: KEY=VALUE, e.g. Port=2222")
+    peer = Peer(
+        args.peer,
+        "",
+        args.ssh_config or "",
+        tuple(args.ssh_option or ()),
+        args.peer_python or "python3",
+        args.netns,
+    )
+    import dataclasses
+
+    addr = args.peer_addr or peer_address(args.peer, peer)
+    return NicOptions(args.ifname, dataclasses.replace(peer, addr=addr), args.netns)
+
+
+def _irq_placement(text: str, args: argparse.Namespace) -> str:
+    """``server=irq`` / ``server=not-irq`` (and napi=) become the CPUs IF's queue
+    interrupts are affine to, or every other CPU."""
+    if "irq" not in text:
+        return text
+    if not args.ifname:
+        raise RequestError("--cpus ...=irq names IF's interrupt CPUs: give --ifname")
+    from .._os import format_cpu_list
+    from ..bench.nic import nic_info
+
+    irq = nic_info(args.ifname, args.netns).irq_cpus
+    if not irq:
+        raise RequestError(f"--cpus ...=irq: {args.ifname}'s NAPIs have no interrupts")
+    others = frozenset(os.sched_getaffinity(0)) - irq
+    if "not-irq" in text and not others:
+        raise RequestError(f"--cpus ...=not-irq: every CPU takes {args.ifname}'s interrupts")
+    text = text.replace("not-irq", format_cpu_list(others))
+    return text.replace("irq", format_cpu_list(irq))
+
+
 def _options(args: argparse.Namespace) -> object:
     from ..bench import runner
 
@@ -199,8 +296,8 @@ def _options(args: argparse.Namespace) -> object:
     if args.cpus:
         from ..testbed import CpuPlacement
 
-        changes["cpus"] = CpuPlacement.parse(args.cpus)
-    elif args.quick and len(os.sched_getaffinity(0)) >= 2:
+        changes["cpus"] = CpuPlacement.parse(_irq_placement(args.cpus, args))
+    elif args.quick and not args.peer and len(os.sched_getaffinity(0)) >= 2:
         # CPU is what the recommendation weighs: keep the client off the server's core
         from ..testbed import CpuPlacement
 
@@ -233,6 +330,9 @@ def _options(args: argparse.Namespace) -> object:
             changes["modes"] = KERNEL_MODES
         if args.workloads:
             raise RequestError("--server replaces the workloads: drop --workload")
+    nic = _nic_options(args)
+    if nic is not None:
+        changes["nic"] = nic
     import dataclasses
 
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
