@@ -36,17 +36,26 @@ every scrape (nothing is cached):
   netdevkit_up, netdevkit_scrape_duration_seconds,
   netdevkit_scrape_errors_total         the exporter's own health, per netns
   netdevkit_build_info                  1, labels version and kernel
+  netdevkit_profile_drift_napis         with --profile: NAPIs whose setting
+                                        differs from the profile (labels
+                                        profile, netns, ifname, setting)
+  netdevkit_profile_napis               NAPIs of the interface the profile covers
 
 It binds to 127.0.0.1 unless told otherwise. Without --netns it reports the
 namespace it runs in (label netns=""); each --netns NAME adds a namespace
 (reading another namespace needs root). A namespace that disappears gives
-netdevkit_up{netns=...} 0 while the others are still served.
+netdevkit_up{netns=...} 0 while the others are still served. Each --profile
+FILE (repeatable) adds the drift families for that tuning profile (label
+profile=FILE) and the namespaces its rules name. contrib/netdevkit-alerts.yml
+holds Prometheus alert rules over these metrics (drift, busy polling that
+collapsed, a namespace that vanished).
 contrib/netdevkit-exporter.service runs it under systemd and
 contrib/grafana-dashboard.json shows it in Grafana.
 
 example:
   netdevkit exporter
   netdevkit exporter --listen 127.0.0.1:9417 --netns ns1 --netns ns2
+  netdevkit exporter --profile /etc/netdevkit/web.toml
 """
 
 
@@ -75,6 +84,13 @@ def register(sub: SubParsers) -> None:
         action="store_true",
         help="with --netns, also report the namespace the exporter runs in",
     )
+    p.add_argument(
+        "--profile",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="publish how far NAPIs are from tuning profile FILE (repeat for more)",
+    )
     p.set_defaults(func=run)
 
 
@@ -92,12 +108,18 @@ def parse_listen(text: str) -> tuple[str, int]:
 def run(args: argparse.Namespace) -> int:
     from .._os import SignalScope
     from ..observe.exporter import Exporter, make_server
+    from ..tuning.profile import load_profile
 
     host, port = parse_listen(args.listen)
     namespaces: list[str | None] = list(args.netns) or [None]
     if args.netns and args.host_too:
         namespaces.insert(0, None)
-    exporter = Exporter(namespaces)
+    profiles = [(path, load_profile(path)) for path in args.profile]  # bad: exit 2
+    for _path, profile in profiles:
+        for rule in profile.rules:
+            if rule.netns not in namespaces:
+                namespaces.append(rule.netns)
+    exporter = Exporter(namespaces, profiles=profiles)
     try:
         exporter.check()  # not root, no such namespace: one line, exit 1
         server = make_server(exporter, host, port)

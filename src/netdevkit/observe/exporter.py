@@ -28,10 +28,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import NetdevkitError, translate_oserror
+from ..tuning.drift import drift
 from .sources import EpollContext, NamespaceReader, Snapshot, gc_paused, read_attached_epolls
+
+if TYPE_CHECKING:
+    from ..tuning.profile import Profile
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DEFAULT_LISTEN = ("127.0.0.1", 9417)
@@ -41,6 +45,7 @@ QUEUE_LABELS = ("netns", "ifname", "ifindex", "queue", "type")
 LINK_LABELS = ("netns", "ifname", "ifindex")
 POOL_LABELS = ("netns", "ifname", "ifindex", "pool_id", "napi_id")
 EPOLL_LABELS = ("pid", "tid", "fd")
+DRIFT_LABELS = ("profile", "netns", "ifname", "setting")
 
 #: rtnetlink counter -> (metric name, help)
 LINK_METRICS = {
@@ -385,6 +390,32 @@ def machine_families(fs: Families, snap: Snapshot, epolls: Sequence[EpollContext
             fs.add(name, "gauge", help_, EPOLL_LABELS, lv, value(e))
 
 
+def drift_families(fs: Families, snap: Snapshot, profiles: Sequence[tuple[str, Profile]]) -> None:
+    """Per profile, interface and setting: how many NAPIs differ from the profile."""
+    names = {i: link.ifname for i, link in snap.links.items()}
+    ns = snap.netns or ""
+    for label, profile in profiles:
+        for row in drift(profile, snap.netns, names, snap.napis):
+            lv = (label, ns, row.ifname)
+            fs.add(
+                "netdevkit_profile_napis",
+                "gauge",
+                "NAPIs of an interface that a profile (--profile) covers",
+                DRIFT_LABELS[:3],
+                lv,
+                row.napis,
+            )
+            for setting, count in row.differ.items():
+                fs.add(
+                    "netdevkit_profile_drift_napis",
+                    "gauge",
+                    "NAPIs whose setting differs from the profile (0: as the profile wants)",
+                    DRIFT_LABELS,
+                    (*lv, setting),
+                    count,
+                )
+
+
 # -- exposition text ---------------------------------------------------------------
 
 
@@ -418,9 +449,16 @@ def render(families: Families) -> bytes:
 class Exporter:
     """Scrapes namespaces (``None``: the exporter's own) on demand; thread-safe."""
 
-    def __init__(self, namespaces: Sequence[str | None], state_dir: str | None = None) -> None:
+    def __init__(
+        self,
+        namespaces: Sequence[str | None],
+        state_dir: str | None = None,
+        profiles: Sequence[tuple[str, Profile]] = (),
+    ) -> None:
         self.namespaces = list(namespaces) or [None]
         self.state_dir = state_dir
+        #: (label, profile) pairs whose drift each scrape publishes
+        self.profiles = list(profiles)
         self._readers = {ns: NamespaceReader(ns, ethtool_queues=True) for ns in self.namespaces}
         self._errors = dict.fromkeys(self.namespaces, 0)
         self._lock = threading.Lock()
@@ -456,6 +494,7 @@ class Exporter:
                 else:
                     self._errors[ns] += len(snap.errors)
                     snapshot_families(fs, snap)
+                    drift_families(fs, snap, self.profiles)
                     last = snap
                     up = 1
                 fs.add(
