@@ -246,6 +246,20 @@ def test_every_doc_has_been_parsed() -> None:
     assert all(b.lang != "python" or b.source.strip() for b in blocks)
 
 
+def test_every_doc_marker_belongs_to_a_block_and_says_something() -> None:
+    """A `<!-- doc: -->` comment that is not right before a sh/python fence, or that says
+    neither what hardware is needed nor what only runs dry, would be ignored silently."""
+    marked = {b.id: b for b in all_blocks() if b.marker}
+    for path in DOCS:
+        lines = (REPO / path).read_text(encoding="utf-8").splitlines()
+        for n, line in enumerate(lines, 1):
+            if _MARKER.match(line.strip()):
+                block = marked.get(f"{path}:{n + 1}")
+                assert block is not None, f"{path}:{n}: a doc marker not before a sh/python block"
+                what = block.needs_hardware() or _DRY_RUN.search(block.marker)
+                assert what, f"{path}:{n}: the marker says neither needs hardware nor dry run"
+
+
 # --- the testbed a block runs against ----------------------------------------------
 
 #: a program for `bench --server 'python3 my_server.py --port {port}'`: the bench's own
@@ -493,6 +507,14 @@ def _printed(regex: str) -> Callable[[Running], bool]:
     return printed
 
 
+def _finished(regex: str) -> Callable[[Running], bool]:
+    def finished(r: Running) -> bool:
+        return r.proc.poll() is not None and re.search(regex, r.output()) is not None
+
+    finished.__doc__ = f"it ended by itself, its output showing /{regex}/"
+    return finished
+
+
 def _bench_measuring(r: Running) -> bool:
     """The bench built its testbed (named for its pid) and started a server in it."""
     return any(netns.exists(ns) and ns_pids(ns) for ns in (f"ndkbench-{pid}-srv" for pid in r.pids))
@@ -515,7 +537,7 @@ def _device_added(r: Running) -> bool:
 
 STOPS: tuple[Stop, ...] = (
     # `make demo` runs to its end (the bench --quick takes well under a minute here)
-    Stop(r"^make demo$", _printed(r"report:"), signal.SIGINT, (0,), within=240),
+    Stop(r"^make demo$", _finished(r"report:"), signal.SIGINT, (0,), within=240),
     # a bench is stopped with Ctrl-C once measuring: it must stop, say so, leave nothing
     Stop(r"^netdevkit bench (?!compare)", _bench_measuring, signal.SIGINT, (130,), within=60),
     Stop(r"^netdevkit top (?!.*--once)", _printed(r"NAPIS"), signal.SIGINT, (0, 130)),
