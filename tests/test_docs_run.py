@@ -246,6 +246,19 @@ def test_every_doc_has_been_parsed() -> None:
     assert all(b.lang != "python" or b.source.strip() for b in blocks)
 
 
+#: fence languages that are not run: data (toml, json) and plain text (synopses, sample output)
+_NOT_RUN = ("", "toml", "json", "text")
+
+
+def test_no_runnable_block_escapes_under_another_fence_name() -> None:
+    """A ```bash, ```console or ```py block would silently not be run: use sh or python."""
+    for path in DOCS:
+        for n, line in enumerate((REPO / path).read_text(encoding="utf-8").splitlines(), 1):
+            m = _FENCE.match(line)
+            if m and m.group(1) not in ("sh", "python", *_NOT_RUN):
+                raise AssertionError(f"{path}:{n}: ```{m.group(1)} is not run: use sh or python")
+
+
 def test_every_doc_marker_belongs_to_a_block_and_says_something() -> None:
     """A `<!-- doc: -->` comment that is not right before a sh/python fence, or that says
     neither what hardware is needed nor what only runs dry, would be ignored silently."""
@@ -272,9 +285,6 @@ runpy.run_module("netdevkit.bench.servers.rr", run_name="__main__")
 
 #: `bench compare before/results.json after/results.json`: two recorded result files
 COMPARED = ("tests/data/bench_results_fixture.json", "tests/data/bench_results_quick_recorded.json")
-
-#: kinds of journal record netdevkit itself writes; none may be left after a block
-OWN_KINDS = ("napi", "epoll", "devmem", "ethtool")
 
 
 class Bed:
