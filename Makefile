@@ -9,7 +9,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Real peers the tests and the bench start themselves (never as services).
-DEBIAN_PEERS := sockperf memcached redis-server redis-tools iproute2 wrk
+DEBIAN_PEERS := sockperf memcached redis-server redis-tools iproute2 wrk openssh-client openssh-server
 # What the kernel matrix needs: qemu (TCG), a static busybox for the initramfs,
 # depmod, cpio; the kernels themselves come through a private apt configuration.
 KERNEL_TOOLS := qemu-system-x86 busybox-static kmod cpio

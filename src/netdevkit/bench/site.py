@@ -112,6 +112,22 @@ def nic_marks(site: NicSite, config: RunConfig) -> RunConfig:
     )
 
 
+#: the run's temporary directory (the sockperf server's feed file): ``PREFIX<pid>-*``
+_TMP_PREFIX = "ndkbench-nic-"
+
+
+def _remove_stale_tmpdirs() -> None:
+    """Remove the temporary directories of runs that were SIGKILLed (their pid is gone)."""
+    base = tempfile.gettempdir()
+    with contextlib.suppress(OSError):
+        for name in os.listdir(base):
+            if not name.startswith(_TMP_PREFIX):
+                continue
+            pid = name[len(_TMP_PREFIX) :].partition("-")[0]
+            if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+                shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+
+
 def _die_with_parent(parent: int) -> None:
     from ..testbed.lifecycle import _die_with_parent as die
 
@@ -248,7 +264,8 @@ class NicSite:
     # -- lifetime -------------------------------------------------------------------
 
     def __enter__(self) -> NicSite:
-        self._tmp = tempfile.mkdtemp(prefix="ndkbench-nic-")
+        _remove_stale_tmpdirs()
+        self._tmp = tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-")
         self._scope.install()
         return self
 
