@@ -468,3 +468,60 @@ def test_ctrl_c_during_napi_set_on_256_napis(world: World, testbed_name: str) ->
             f"Ctrl-C during napi set on 256 NAPIs ({whole:.2f} s a run), {runs} runs: "
             f"{dict(outcomes)}"
         )
+
+
+def test_bench_remote(world: World, testbed_name: str, tmp_path: Path) -> None:
+    """``bench --peer``: SIGINT and SIGKILL at each start of a remote client (the peer is
+    sshd in the testbed's client namespace, tests/sshpeer.py). Nothing is left on either
+    side: here the NAPI settings are back (SIGINT) or ``restore`` puts them back (SIGKILL),
+    no local process; on the peer no process of the run. A SIGKILLed run's temporary
+    directory is removed by the next run (checked at the end)."""
+    from sshpeer import ssh_peer
+
+    from netdevkit.testbed import TestbedConfig
+
+    tb = Testbed(TestbedConfig(name=testbed_name, queues=1))
+    with tb, ssh_peer(tb, tmp_path / "peer") as peer:
+        world.testbed = tb
+        argv = ["bench", *peer.bench_args(), "--modes", "defer", "--workload", "sockperf",
+                "--sweep", "off", "--load", "2000", "--duration", "0.3",
+                "--out", str(tmp_path / "out")]  # fmt: skip
+        _remote_sweep(world, argv, peer.wait_no_processes, tmp_path / "trace")
+
+
+def _remote_sweep(
+    world: World, argv: list[str], peer_left: Callable[[], list[int]], trace: Path
+) -> None:
+    def recover() -> None:
+        no_traceback(world.cli("restore"))
+
+    recover()
+    before = world.snap()
+    assert no_traceback(world.cli(*argv, extra={"NETDEVKIT_FAULT_TRACE": str(trace)})) == 0
+    starts = trace.read_text().split().count("remote-start")
+    assert starts >= 3  # the noise floor's two clients and the mode's one
+    residue: list[str] = []
+    for k in range(1, starts + 1):
+        for sig in SIGNALS:
+            rc = no_traceback(
+                world.cli(*argv, extra={"NETDEVKIT_FAULT": f"remote-start:{k}:{sig}"})
+            )
+            assert rc == (-signal.SIGKILL if sig == "SIGKILL" else 128 + signal.SIGINT), rc
+            if left_there := peer_left():
+                residue.append(f"{sig} at remote start {k}: peer processes {left_there}")
+            if sig == "SIGINT" and (left := before.diff(world.snap())):
+                residue.append(f"SIGINT at remote start {k} before recovery: {left}")
+            recover()
+            left = before.diff(world.snap())
+            if sig == "SIGKILL":  # the run's temp dir stays until the next run
+                left = [x for x in left if not (x.startswith("files:") and "ndkbench-nic-" in x)]
+            if left:
+                residue.append(f"{sig} at remote start {k} after recovery: {left}")
+    assert no_traceback(world.cli(*argv)) == 0
+    if left := before.diff(world.snap()):
+        residue.append(f"after a clean run: {left}")
+    FAULT_SUMMARY.append(
+        f"fault injection: bench --peer: {starts} remote starts x SIGINT/SIGKILL = "
+        f"{2 * starts} runs; residue: {len(residue)}"
+    )
+    assert residue == []
