@@ -15,6 +15,7 @@ import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -190,7 +191,10 @@ def per_napi(tb: Testbed) -> list[tuple[int, tuple[int | None, int | None, int |
 
 
 def test_restore_after_the_napis_were_recreated(
-    testbed4: Testbed, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    testbed4: Testbed,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    record_testsuite_property: Callable[[str, object], None],
 ) -> None:
     """Restore compares with what the kernel reports for the NAPI now at each position,
     whatever the kernel kept across the reset; ``napi diff`` agrees before and after."""
@@ -220,6 +224,8 @@ def test_restore_after_the_napis_were_recreated(
     new = [i for i, _v in now]
     assert len(new) == 4 and not set(old) & set(new)
     kept = [v for _i, v in now]
+    # in the JUnit report (testsuite properties): what each kernel kept
+    record_testsuite_property("kept_after_gro_toggle", kept)
     if os.environ.get("NETDEVKIT_IN_GUEST") != "1":
         assert kept == [(0, 0, 20_000_000)] * 4  # [seen on 6.18]
     rc, out, err = cli(capsys, "napi", "diff")
