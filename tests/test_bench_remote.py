@@ -222,3 +222,29 @@ def test_results_json_keeps_the_marks(tmp_path: Path) -> None:
     assert json.loads(path.read_text())["config"]["driver"] == "mlx5_core"
     assert Results.load(str(path)).config == a.config
     assert ("driver", "mlx5_core", "ice") in compare(a, b).setup
+
+
+def test_cpus_irq_on_veth_is_refused(tb: Testbed) -> None:
+    """--cpus server=irq on an interface whose NAPIs have no interrupts: one line, exit 2."""
+    p = bench("--netns", tb.server_ns, "--ifname", "ndk-s", "--peer", f"root@{tb.client_addr}",
+              "--cpus", "server=irq", *SHORT)  # fmt: skip
+    assert p.returncode == 2
+    assert "ndk-s's NAPIs have no interrupts" in one_line(p)
+
+
+def test_cpus_irq_and_not_irq_become_the_interrupt_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    """server=not-irq / napi=irq: the CPUs the queue interrupts are affine to, or the rest."""
+    import argparse
+
+    from netdevkit.bench import nic
+    from netdevkit.cli import bench as cli_bench
+
+    irq0 = nic.NicInfo(
+        "eth1", "mlx5_core", "1.2", 100000, (nic.IrqAffinity(1, 45, frozenset({0})),)
+    )
+    monkeypatch.setattr(nic, "nic_info", lambda ifname, netns=None: irq0)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    args = argparse.Namespace(ifname="eth1", netns=None)
+    got = cli_bench._irq_placement("server=not-irq,napi=irq", args)
+    assert got == "server=1-3,napi=0"
+    assert irq0.describe_irqs() == "irq 45 (napi 1) -> CPUs 0"

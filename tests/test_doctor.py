@@ -186,6 +186,21 @@ def test_veth_with_napi_gets_napi_ids_without_queue_links() -> None:
     assert "veth" in driver.detail
 
 
+def test_queue_interrupt_cpus_are_shown_for_a_nic_with_irqs() -> None:
+    """doctor --ifname names the CPUs each queue interrupt is affine to (issue 24); veth,
+    whose NAPIs have no irq, gets no such line."""
+    import dataclasses
+
+    nic = dataclasses.replace(veth((napi(7), napi(8))), driver="mlx5_core")
+    nic = dataclasses.replace(nic, irqs=((45, frozenset({0, 1})), (46, None)))
+    line = find(evaluate(facts(iface=nic)), doctor.NAPI, "v0: queue interrupt CPUs")
+    assert line.status is Status.OK
+    assert line.detail == "0-1 (irq 45 -> 0-1, irq 46 -> unknown)"
+    assert "--cpus server=irq" in line.remedy
+    names = [c.name for c in evaluate(facts(iface=veth((napi(7),))))]
+    assert "v0: queue interrupt CPUs" not in names
+
+
 def test_loopback_has_no_napi_and_no_devmem() -> None:
     lo = IfaceFacts("lo", None, 1, driver="loopback", loopback=True, napis=(), queues=(), qstats=())
     checks = evaluate(facts(iface=lo))

@@ -19,8 +19,9 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from .._os import format_cpu_list, parse_cpu_list
+from .._os import format_cpu_list
 from ..errors import NetdevkitError
+from ..irq import irq_cpus
 
 __all__ = ["IrqAffinity", "NicInfo", "irq_affinity", "nic_info"]
 
@@ -74,14 +75,6 @@ class NicInfo:
         return "unknown" if self.speed_mbps is None else f"{self.speed_mbps} Mb/s"
 
 
-def _read_affinity(irq: int) -> frozenset[int] | None:
-    try:
-        with open(f"/proc/irq/{irq}/smp_affinity_list", encoding="ascii") as f:
-            return parse_cpu_list(f.read().strip())
-    except (OSError, NetdevkitError):
-        return None  # the irq went away, or this kernel hides it
-
-
 def irq_affinity(ifname: str, netns: str | None = None) -> tuple[IrqAffinity, ...]:
     """Each NAPI of *ifname* with its irq and that irq's CPUs (napi-get + /proc/irq)."""
     from ..netdev.client import Netdev, ifindex_of
@@ -92,7 +85,7 @@ def irq_affinity(ifname: str, netns: str | None = None) -> tuple[IrqAffinity, ..
     out = []
     for n in sorted(napis, key=lambda x: x.id):
         irq = n.irq if n.irq else None
-        out.append(IrqAffinity(n.id, irq, _read_affinity(irq) if irq is not None else None))
+        out.append(IrqAffinity(n.id, irq, irq_cpus(irq) if irq is not None else None))
     return tuple(out)
 
 

@@ -48,6 +48,7 @@ from .._os import effective_caps
 from ..busypoll.epoll import EPIOCGPARAMS
 from ..errors import KernelError, NetdevkitError, NotFoundError
 from ..ethtool.ioctl import ETHTOOL_GGRO, ETHTOOL_GTSO, driver_info, get_flag
+from ..irq import irq_cpus
 from ..netdev.client import Napi, Netdev, QStats, Queue
 from ..netns import entered
 from ..netns import exists as netns_exists
@@ -83,6 +84,8 @@ class IfaceFacts:
     qstats_error: str = ""
     #: /sys/class/net/IF/threaded (inside the interface's namespace)
     sysfs_threaded: int | None = None
+    #: (irq, CPUs it is affine to or None) of each NAPI that has an irq
+    irqs: tuple[tuple[int, frozenset[int] | None], ...] = ()
     #: devmem requirement lines (name, met or None if unknown, detail), as ``devmem setup``
     #: checks them; None when they could not be read
     devmem: tuple[tuple[str, bool | None, str], ...] | None = None
@@ -256,6 +259,7 @@ def _gather_iface(ifname: str, netns: str | None) -> IfaceFacts:
         qstats=lists.qstats,
         qstats_error=lists.qstats_error,
         sysfs_threaded=_sysfs_threaded(netns, ifname),
+        irqs=tuple((n.irq, irq_cpus(n.irq)) for n in lists.napis or () if n.irq),
         devmem=_devmem_requirements(ifname, netns),
     )
 

@@ -10,7 +10,7 @@ import errno
 from collections.abc import Callable, Iterable
 
 from .._drivers import DEVMEM_DRIVERS, NO_DEVMEM_DRIVERS
-from .._os import CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_SYS_PTRACE
+from .._os import CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_SYS_PTRACE, format_cpu_list
 from ..netdev.client import Napi
 from ..netdev.family import NETDEV, NapiThreaded, QueueType
 from ..tuning.presets import PRESETS, Preset
@@ -227,6 +227,7 @@ def _check_napi(r: _Report) -> None:
         )
         return
     r.ok(instances, f"{len(iface.napis)} (ids {_ids(iface.napis)})")
+    _check_irqs(r, iface)
     rxq = [q for q in iface.queues or () if q.type == QueueType.RX]
     linked = [q for q in rxq if q.napi_id]
     if linked:
@@ -249,6 +250,23 @@ def _check_napi(r: _Report) -> None:
     else:
         r.warn(ids, "NAPIs exist but no RX queue reports a NAPI id; SO_INCOMING_NAPI_ID may read 0")
     _check_threaded(r, iface)
+
+
+def _check_irqs(r: _Report, iface: IfaceFacts) -> None:
+    """Which CPUs the queue interrupts go to (only for NAPIs that have an irq: veth has
+    none): the CPUs where a server shares its core with the interrupts, or does not."""
+    if not iface.irqs:
+        return
+    parts = [
+        f"irq {irq} -> {format_cpu_list(cpus) if cpus is not None else 'unknown'}"
+        for irq, cpus in iface.irqs
+    ]
+    every = sorted({c for _, cpus in iface.irqs for c in cpus or ()})
+    r.ok(
+        f"{iface.name}: queue interrupt CPUs",
+        f"{format_cpu_list(every) or 'unknown'} ({', '.join(parts)})",
+        "place a server on or off them: netdevkit bench --cpus server=irq or server=not-irq",
+    )
 
 
 def _check_threaded(r: _Report, iface: IfaceFacts) -> None:
