@@ -203,6 +203,8 @@ class NicSite:
         if side == "client":
             _fault.point("remote-start")
             kw.setdefault("stdin", subprocess.PIPE)  # its end is the wrapper's signal
+            # a terminal's Ctrl-C reaches the bench, which ends the ssh itself
+            kw.setdefault("start_new_session", True)
             run = remote.ssh_argv(
                 self.peer, remote.remote_argv(argv, self.peer.python), tag=self.tag
             )

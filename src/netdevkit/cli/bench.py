@@ -57,6 +57,15 @@ Your own server (--server): started in the server namespace with {addr} and {por
 filled in; each mode's epoll half reaches its epoll contexts through attach. Drive it
 with --client sockperf (sockperf framing), memcached, redis or http (Debian's wrk).
 
+A real NIC, the load from a peer host (--ifname IF --peer [USER@]HOST): the servers
+run here bound to IF's address, the clients on the peer over the system ssh (your
+keys and ~/.ssh/config, BatchMode); every mode's NAPI half goes on IF's NAPIs and is
+put back (Ctrl-C too; `netdevkit restore` after a SIGKILL); nothing is changed on the
+peer and every process started there ends with the run. Checked first: the peer
+answers, imports netdevkit (--peer-python) and has the client programs, traffic
+crosses IF. --cpus server=irq / server=not-irq: on or off IF's interrupt CPUs.
+The report names IF's driver, firmware, link speed, interrupt CPUs and the peer.
+
 CPU placement (default: none, the scheduler decides):
   --cpus server=1,client=0,napi=1   server programs on CPU 1, clients on CPU 0,
                                     threaded-NAPI kthreads on CPU 1
@@ -72,6 +81,8 @@ examples:
       --repeat 3 --cpus auto --out bench-out/full
   netdevkit bench --server 'python3 my_server.py --host {addr} --port {port}' \\
       --client sockperf --modes base,napibusy,fullbusy,suspend
+  netdevkit bench --ifname eth1 --peer me@host2 --modes base,defer,suspend \\
+      --workload sockperf --cpus server=not-irq
   netdevkit bench --report bench-out/full/results.json --target-p99 200us
   netdevkit bench compare bench-out/before/results.json bench-out/after/results.json
 """
@@ -80,7 +91,8 @@ examples:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "bench",
-        help="measure latency and CPU of each NAPI/busy-poll mode in a veth testbed",
+        help="measure latency and CPU of each NAPI/busy-poll mode in a veth testbed "
+        "(or on a NIC, the load from a peer over ssh)",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
