@@ -354,3 +354,27 @@ def test_watch_options_bad_input_is_one_line(tmp_path: Path, argv: list[str], me
     assert r.returncode == 2, r
     assert r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
     assert r.stdout == ""
+
+
+@pytest.mark.kernel
+def test_a_namespace_that_comes_later_and_goes_away(testbed_name: str, tmp_path: Path) -> None:
+    ns = testbed_name  # under this session's prefix: the leak check sees it
+    p = tmp_path / "ns.toml"
+    p.write_text(f'netns = "{ns}"\n[[interface]]\nmatch = "v*"\npreset = "suspend"\n')
+    w = Watcher(p)
+    try:
+        w.wait_for(f"network namespace {ns} does not exist yet: waiting for it")
+        w.wait_for("^watching ")
+        subprocess.run(["ip", "netns", "add", ns], check=True)
+        add_veth(ns, "va")
+        line = w.wait_for("^re-applied")
+        assert f"network namespace {ns} exists" in line or "va appeared" in line, line
+        assert values(ns, "va") == [SUSPEND] * 2
+        subprocess.run(["ip", "netns", "del", ns], check=True)
+        w.wait_for(f"network namespace {ns} is gone: waiting for it to exist")
+        rc, err = w.stop()
+    finally:
+        w.kill()
+        subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
+    assert rc == 0 and err == "", err
+    assert "no longer exists" in cli("restore").stdout
