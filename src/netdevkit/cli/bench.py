@@ -91,8 +91,7 @@ examples:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "bench",
-        help="measure latency and CPU of each NAPI/busy-poll mode in a veth testbed "
-        "(or on a NIC, the load from a peer over ssh)",
+        help="measure latency and CPU of each NAPI/busy-poll mode in a veth testbed",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -99,15 +99,16 @@ made usable, observable and measurable on a real Linux kernel.
 Read commands work for any user; changes need root (CAP_NET_ADMIN).
 --netns NAME acts inside a named network namespace; it is taken by the commands
 that name an interface: dev, queue, napi, qstats, page-pool, doctor, restore,
-top, monitor, exporter, devmem, and run (for --napi). apply reads the namespace
-from its profile; presets, attach, detach, bench and testbed take no --netns.
+top, monitor, exporter, devmem, run (for --napi) and bench (for --ifname). apply
+reads the namespace from its profile; presets, attach, detach and testbed take no
+--netns.
 -j/--json gives machine-readable output (not for run and exporter).
 """
 
 #: the commands whose subcommands all take --netns, as DESCRIPTION lists them
 NETNS_COMMANDS = (
     *("dev", "queue", "napi", "qstats", "page-pool", "doctor", "restore", "top", "monitor"),
-    *("exporter", "devmem", "run"),
+    *("exporter", "devmem", "run", "bench"),
 )
 
 
