@@ -248,3 +248,56 @@ def test_cpus_irq_and_not_irq_become_the_interrupt_cpus(monkeypatch: pytest.Monk
     got = cli_bench._irq_placement("server=not-irq,napi=irq", args)
     assert got == "server=1-3,napi=0"
     assert irq0.describe_irqs() == "irq 45 (napi 1) -> CPUs 0"
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--peer", "h"], "--ifname and --peer go together"),
+        (["--ifname", "lo"], "--ifname and --peer go together"),
+        (["--ssh-option", "Port=2"], "go with --ifname and --peer"),
+        (["--ifname", "lo", "--peer", "h", "--ssh-option", "Port"], "KEY=VALUE"),
+        (["--ifname", "lo", "--peer", "h", "--netns", "ndk-no-such-ns"], "no such network"),
+        (["--ifname", "lo", "--peer", "h", "--ssh-config", "/no/such"], "no such file"),
+    ],
+)
+def test_bad_remote_options_are_one_line(argv: list[str], said: str) -> None:
+    p = bench(*argv, *SHORT)
+    assert p.returncode == 2
+    assert said in one_line(p)
+
+
+def test_sigterm_mid_run_leaves_nothing(peer: SshPeer, tmp_path: Path) -> None:
+    """SIGTERM while a client runs on the peer: the NAPI settings are put back here and
+    no process of the run is left there."""
+    tb = peer.tb
+    before = napi_values(tb)
+    proc = subprocess.Popen(
+        [*BENCH, *peer.bench_args(), "--modes", "defer", *SHORT, "--out", str(tmp_path / "o")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while napi_values(tb) == before:  # the defer mode is on (after the noise floor)
+            assert proc.poll() is None and time.monotonic() < deadline, "defer never applied"
+            time.sleep(0.05)
+        while not any(b"sockperf" in _cmdline(p) for p in peer.processes()):
+            assert proc.poll() is None and time.monotonic() < deadline, "no remote client seen"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err
+    assert napi_values(tb) == before
+    assert peer.wait_no_processes() == []
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
