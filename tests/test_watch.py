@@ -378,3 +378,49 @@ def test_a_namespace_that_comes_later_and_goes_away(testbed_name: str, tmp_path:
         subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
     assert rc == 0 and err == "", err
     assert "no longer exists" in cli("restore").stdout
+
+
+@pytest.mark.kernel
+def test_recheck_puts_back_a_change_made_behind_its_back(testbed4: Testbed, profile: Path) -> None:
+    ns, dev = testbed4.server_ns, testbed4.server_if
+    w = Watcher(profile, "--recheck", "300ms")
+    try:
+        w.wait_for("^watching ")
+        with Netdev.open(ns) as nd:  # napi-set announces nothing: only a re-read sees it
+            first = min(n.id for n in nd.napi_dump(testbed4.server_ifindex))
+            nd.napi_set(first, defer_hard_irqs=5)
+        line = w.wait_for("^re-applied")
+        assert line.endswith("settings differed from the profile (changed outside netdevkit)")
+        assert values(ns, dev) == [SUSPEND] * 4
+        rc, _err = w.stop()
+    finally:
+        w.kill()
+    assert rc == 0
+    assert cli("restore").returncode == 0
+    assert values(ns, dev) == [(0, 0, 0)] * 4
+
+
+@pytest.mark.kernel
+def test_a_position_the_device_lacks_is_logged_not_fatal(testbed4: Testbed, tmp_path: Path) -> None:
+    ns, dev = testbed4.server_ns, testbed4.server_if
+    p = tmp_path / "pos.toml"
+    p.write_text(
+        f'netns = "{ns}"\n[[interface]]\nmatch = "{dev}"\npreset = "suspend"\n'
+        "[[interface.napi]]\nposition = 3\ndefer-hard-irqs = 7\n"
+    )
+    w = Watcher(p)
+    try:
+        w.wait_for("^watching ")
+        with Ethtool.open(ns) as et:
+            et.channels_set(dev, rx=2)
+        line = w.wait_for("^could not re-apply")
+        assert "no NAPI at position(s) 3" in line, line
+        with Ethtool.open(ns) as et:
+            et.channels_set(dev, rx=4)
+        w.wait_for("^re-applied")
+        assert values(ns, dev) == [SUSPEND] * 3 + [(7, *SUSPEND[1:])]
+        rc, _err = w.stop()
+    finally:
+        w.kill()
+    assert rc == 0
+    assert cli("restore").returncode == 0

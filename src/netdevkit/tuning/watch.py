@@ -148,6 +148,9 @@ class _Namespace:
     due: float | None = None
     hint: str = ""
 
+    def listener_inode(self) -> int | None:
+        return None if self.listener is None else self.listener.inode
+
     def relevant(self, names: Iterable[str]) -> bool:
         return any(n == "" or any(fnmatch.fnmatchcase(n, p) for p in self.patterns) for n in names)
 
@@ -383,8 +386,11 @@ class ProfileWatcher:
         try:
             plan = plan_profile(self.tuner, self.profile, missing_ok=True, namespaces=[space.netns])
             new = self._snapshot(space, plan)
-        except NotFoundError:
-            return  # the namespace went while we read it: the next check says so
+        except NotFoundError as err:
+            if space.netns is not None and _ns_inode(space.netns) != space.listener_inode():
+                return  # the namespace went while we read it: the next check says so
+            self.log(f"could not re-apply{_in(space.netns)}: {err}")
+            return
         except NetdevkitError as err:
             self.log(f"could not read{_in(space.netns)}: {err}")
             return
