@@ -31,10 +31,13 @@ from __future__ import annotations
 
 import ast
 import builtins
+import contextlib
+import difflib
 import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -87,6 +90,16 @@ class Block:
     def commands(self) -> list[Command]:
         return sh_commands(self.source, self.line + 1)
 
+    def transcript(self) -> list[tuple[Command, list[str]]]:
+        """A console block's ``$ command`` lines, each with the output lines shown below it."""
+        steps: list[tuple[Command, list[str]]] = []
+        for number, line in enumerate(self.source.splitlines(), self.line + 1):
+            if line.startswith("$ "):
+                steps.append((Command(number, line[2:].strip()), []))
+            elif steps:
+                steps[-1][1].append(line)
+        return steps
+
     def needs_hardware(self) -> tuple[str, ...]:
         """What the refusal must name, one of: the marker's items, each the text after its
         last ":" or "with" ("a NIC with header split" -> "header split"); () if the block
@@ -107,7 +120,8 @@ class Block:
 
 
 def parse_blocks(text: str, path: str) -> list[Block]:
-    """The ```sh and ```python blocks of a markdown text, in order."""
+    """The ```sh and ```python blocks of a markdown text, in order, and the plain ```
+    blocks that are transcripts (their first line a ``$ command``: lang "console")."""
     lines = text.splitlines()
     blocks: list[Block] = []
     i = 0
@@ -119,9 +133,12 @@ def parse_blocks(text: str, path: str) -> list[Block]:
         end = i + 1
         while end < len(lines) and lines[end].strip() != "```":
             end += 1
-        if m.group(1) in ("sh", "python"):
+        lang = m.group(1)
+        if not lang and i + 1 < end and lines[i + 1].startswith("$ "):
+            lang = "console"
+        if lang in ("sh", "python", "console"):
             body = "".join(f"{line}\n" for line in lines[i + 1 : end])
-            blocks.append(Block(path, i + 1, m.group(1), body, _marker_before(lines, i)))
+            blocks.append(Block(path, i + 1, lang, body, _marker_before(lines, i)))
         i = end + 1
     return blocks
 
@@ -196,7 +213,13 @@ print(undefined_name, len([]))
 ```
 
 ```
-$ not a sh block
+netdevkit napi set ...   (a synopsis: not run)
+```
+
+```
+$ netdevkit doctor --ifname nope
+netdevkit: error: no interface named 'nope'
+$ true
 ```
 
 <!-- doc: dry run: make test, make x (it runs this suite) -->
@@ -207,12 +230,16 @@ make test-kernels
 """
 
 
+NO_SUCH = "netdevkit: error: no interface named 'nope'"
+
+
 def test_parser_finds_sh_and_python_blocks_with_their_lines() -> None:
     blocks = parse_blocks(_SAMPLE, "x.md")
     assert [(b.id, b.lang) for b in blocks] == [
         ("x.md:3", "sh"),
         ("x.md:11", "python"),
-        ("x.md:20", "sh"),
+        ("x.md:19", "console"),
+        ("x.md:26", "sh"),
     ]
     assert blocks[0].commands() == [
         Command(4, "netdevkit napi show        # a comment"),
@@ -222,10 +249,14 @@ def test_parser_finds_sh_and_python_blocks_with_their_lines() -> None:
     assert blocks[1].source == "print(undefined_name, len([]))\n"
     assert blocks[1].needs_hardware() == ("/dev/udmabuf", "driver", "header split")
     assert free_names(blocks[1].source) == {"undefined_name"}
+    assert blocks[2].transcript() == [
+        (Command(20, "netdevkit doctor --ifname nope"), [NO_SUCH]),
+        (Command(22, "true"), []),
+    ]
 
 
 def test_parser_dry_run_marker_matches_whole_commands() -> None:
-    block = parse_blocks(_SAMPLE, "x.md")[2]
+    block = parse_blocks(_SAMPLE, "x.md")[3]
     assert block.dry_run("make test") and not block.dry_run("make test-kernels")
     assert not parse_blocks(_SAMPLE, "x.md")[0].dry_run("make test")
 
@@ -247,7 +278,7 @@ def test_every_doc_has_been_parsed() -> None:
 
 
 #: fence languages that are not run: data (toml, json) and plain text (synopses, sample output)
-_NOT_RUN = ("", "toml", "json", "text")
+_NOT_RUN = ("", "toml", "json", "yaml", "text")
 
 
 def test_no_runnable_block_escapes_under_another_fence_name() -> None:
@@ -296,9 +327,10 @@ class Bed:
         self.ifname = tb.if_of("server")
         self.addr = tb.config.server_addr
         self.exp = unique_testbed_name()  # the doc's own testbed "exp"
-        #: what the default testbed `ndk` of `netdevkit testbed up` is: the block's own
-        #: (exp) where the block brings one up, else this testbed (examples/profile.toml)
-        self.ndk = tb.config.name
+        #: testbeds the block brings up itself (`testbed up [--name N]`, N default `ndk`)
+        #: -> unique names; a block that brings none up finds `ndk` (examples/profile.toml
+        #: is written for it) in this testbed
+        self.renames: dict[str, str] = {}
         self.tmp = tmp
         self.state = tmp / "doc-state"  # the commands' NETDEVKIT_STATE_DIR
         self.cwd = _scratch_checkout(tmp / "checkout")
@@ -348,9 +380,9 @@ def _listening(bed: Bed, port: int) -> bool:
 
 
 def _scratch_checkout(where: Path) -> Path:
-    """A directory whose entries link to the checkout's: commands see Makefile, .venv,
-    examples/ ... where the doc says, and what they write relative to their working
-    directory (`./bench-out`) lands here, removed with the test's temporary directory."""
+    """A directory whose entries link to the checkout's: commands see .venv, tests/ ...
+    where the doc says, and what they write relative to their working directory (a
+    bench's bench-out/) lands here, removed with the test's temporary directory."""
     where.mkdir()
     for entry in REPO.iterdir():
         if entry.name not in ("bench-out", ".git"):
@@ -367,9 +399,10 @@ NAMES: tuple[_Sub, ...] = (
     (r"\b(?:ns1|lab-srv|lab)\b", lambda b: b.ns),
     (r"\bexp\b", lambda b: b.exp),
     (r"\b10\.0\.0\.1\b", lambda b: b.addr),
-    (r"\bndk(?=-srv\b|-cli\b)|(?<=testbed down )ndk\b", lambda b: b.ndk),
-    (r"(?<=netdevkit testbed up)(?!.*--name)", lambda b: f" --name {b.ndk}"),
+    (r"(?<=netdevkit testbed up)(?!.*--name)", lambda b: f" --name {b.renames.get('ndk', 'ndk')}"),
+    (r"\bndk(?=-srv\b|-cli\b)|(?<=testbed down )ndk\b", lambda b: b.tb.config.name),
     (r"(?<=--id )513\b", lambda b: str(b.napi_id())),
+    (r"/run/netdevkit\b", lambda b: str(b.state)),
 )
 FILES: tuple[_Sub, ...] = (
     (r"\bmy_server\.py\b", lambda b: b.file("my_server.py", MY_SERVER)),
@@ -380,6 +413,8 @@ FILES: tuple[_Sub, ...] = (
 
 
 def substitute(text: str, bed: Bed, files: bool = True) -> str:
+    for old, new in bed.renames.items():  # a testbed name, not the ndk-s/ndk-c in it
+        text = re.sub(rf"(?<![\w-]){re.escape(old)}(?=-srv\b|-cli\b|[^\w-]|$)", new, text)
     for pattern, value in NAMES + (FILES if files else ()):
         text = re.sub(pattern, lambda _m, v=value: v(bed), text)  # type: ignore[misc]
     return text
@@ -389,7 +424,7 @@ def substitute(text: str, bed: Bed, files: bool = True) -> str:
 def bed(tmp_path: Path) -> Generator[Bed, None, None]:
     if os.geteuid() != 0:
         pytest.skip("needs root: creates network namespaces and veth pairs")
-    tb = Testbed(TestbedConfig(name=unique_testbed_name(), queues=2))
+    tb = Testbed(TestbedConfig(name=unique_testbed_name()))  # as `netdevkit testbed up`
     tb.up()
     try:
         b = Bed(tb, tmp_path)
@@ -409,6 +444,14 @@ def bed(tmp_path: Path) -> Generator[Bed, None, None]:
 _BUILDS_NAMESPACES = re.compile(r"^(make |netdevkit (testbed|bench)\b)|\bTestbed\(")
 
 
+def _cwd(bed: Bed, text: str) -> Path:
+    """make runs in the checkout itself, as a user runs it (were .venv older than
+    pyproject.toml, make reinstalls it editable: from a scratch directory that would
+    point the shared .venv at a directory about to be removed); the rest in the scratch
+    checkout, so what they write relative to it goes away with the test."""
+    return REPO if text.startswith("make ") else bed.cwd
+
+
 def _where(bed: Bed, text: str) -> list[str]:
     return [] if _BUILDS_NAMESPACES.search(text) else ["ip", "netns", "exec", bed.ns]
 
@@ -420,7 +463,7 @@ def run_sh(
     of its own, or *host*), from the scratch checkout."""
     return subprocess.run(
         [*([] if host else _where(bed, text)), "sh", "-c", text],
-        cwd=bed.cwd,
+        cwd=_cwd(bed, text),
         env=bed.env,
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -453,8 +496,6 @@ def run_command(block: Block, cmd: Command, bed: Bed) -> None:
         )
         return
     bare = " ".join(shlex.split(text, comments=True))  # what STOPS match: no comment
-    if bare.startswith("make "):
-        _venv_is_current(where, bed)
     stop = next((s for s in STOPS if re.search(s.pattern, bare)), None)
     if stop is not None and not block.needs_hardware():
         run_until_stopped(where, text, stop, bed)
@@ -470,14 +511,6 @@ def run_command(block: Block, cmd: Command, bed: Bed) -> None:
     assert res.stderr.count("\n") == 1, f"a refusal is one line: {why}"
     named = [w for w in wanted if w.lower() in res.stderr.lower()]
     assert named, f"the refusal does not name what is missing ({' or '.join(wanted)}): {why}"
-
-
-def _venv_is_current(where: str, bed: Bed) -> None:
-    """`make demo` from the scratch checkout must find .venv installed: were it older than
-    pyproject.toml, make would reinstall the shared .venv editable *from the scratch
-    directory*. (`make test` brings it up to date before the suite runs.)"""
-    res = run_sh(bed, "make -q venv", host=True)
-    assert res.returncode == 0, f"{where}: .venv is older than pyproject.toml: run `make venv`"
 
 
 # --- commands that run until stopped --------------------------------------------------
@@ -562,7 +595,7 @@ def run_until_stopped(where: str, text: str, stop: Stop, bed: Bed) -> None:
     with out.open("wb") as sink:
         proc = subprocess.Popen(
             [*_where(bed, text), "sh", "-c", f"exec {text}"],
-            cwd=bed.cwd,
+            cwd=_cwd(bed, text),
             env=bed.env,
             stdin=subprocess.DEVNULL,
             stdout=sink,
@@ -589,6 +622,7 @@ def run_until_stopped(where: str, text: str, stop: Stop, bed: Bed) -> None:
     ]
     assert not left, f"left namespaces {left} behind: {why}"
     _check_bench_out(where, bed)
+    _remove_reported_results(run.output())
 
 
 def _wait_ready(run: Running, stop: Stop) -> bool:
@@ -601,6 +635,17 @@ def _wait_ready(run: Running, stop: Stop) -> bool:
             return stop.ready(run)
         time.sleep(0.2)
     return False
+
+
+def _remove_reported_results(output: str) -> None:
+    """`make demo` wrote its results into the checkout's bench-out/: remove exactly the
+    folder it reported."""
+    for m in re.finditer(r"report: (bench-out/[\w.-]+)", output):
+        folder = REPO / m.group(1)
+        if folder.is_dir():
+            shutil.rmtree(folder)
+    with contextlib.suppress(OSError):
+        (REPO / "bench-out").rmdir()  # only if that left it empty
 
 
 def _check_bench_out(where: str, bed: Bed) -> None:
@@ -658,6 +703,37 @@ def run_python_block(block: Block, bed: Bed) -> None:
     assert any(w.lower() in last.lower() for w in wanted), f"not naming {wanted}: {why}"
 
 
+# --- transcripts ------------------------------------------------------------------------
+
+#: numbers of 3 digits or more (NAPI ids, pids, ifindexes) differ from run to run
+_VOLATILE = re.compile(r"\d{3,}")
+
+
+def _comparable(lines: list[str]) -> list[str]:
+    """The words of some output lines, volatile numbers replaced: the comparison holds
+    across re-wrapping (a substituted name of another length wraps a report differently)."""
+    return _VOLATILE.sub("N", " ".join(lines)).split()
+
+
+def run_transcript(block: Block, bed: Bed) -> None:
+    """Each ``$ command`` of a transcript prints what the doc shows below it (stdout, then
+    stderr; the same words, numbers of 3+ digits aside), and fails exactly when the doc shows
+    an error; a command shown without output (its output left out) is only run. A command
+    naming `--netns` runs from this machine's namespace, as a transcript shows it."""
+    for cmd, shown in block.transcript():
+        where = f"{block.path}:{cmd.line}: $ {cmd.text}"
+        text = substitute(cmd.text, bed)
+        res = run_sh(bed, text, host="--netns" in text)
+        why = _explain(where, text, res.returncode, res.stdout, res.stderr)
+        lines = (res.stdout + res.stderr).splitlines()
+        want = [substitute(line, bed) for line in shown]
+        if shown and _comparable(lines) != _comparable(want):
+            diff = difflib.unified_diff(want, lines, "the doc", "the command", lineterm="")
+            raise AssertionError(f"{where}: output differs:\n" + "\n".join(diff) + f"\n{why}")
+        error = any(line.startswith("netdevkit: error:") for line in shown)
+        assert (res.returncode != 0) == error, why
+
+
 # --- the cases ---------------------------------------------------------------------------
 
 
@@ -674,14 +750,19 @@ def _own_records(bed: Bed) -> list[str]:
 @pytest.mark.kernel
 @pytest.mark.parametrize("block", all_blocks(), ids=lambda b: b.id)
 def test_doc_block(block: Block, bed: Bed) -> None:
-    if re.search(r"^netdevkit testbed up", block.source, re.M):
-        bed.ndk = bed.exp
+    for m in re.finditer(r"netdevkit testbed up(?:.*--name (\S+))?", block.source):
+        bed.renames.setdefault(m.group(1) or "ndk", unique_testbed_name())
     if block.lang == "python":
         run_python_block(block, bed)
+    elif block.lang == "console":
+        run_transcript(block, bed)
     else:
         for cmd in block.commands():
             run_command(block, cmd, bed)
     left = _own_records(bed)
     assert not left, f"{block.id}: the block left journal records behind: {left}"
-    doc_testbeds = [n for n in (f"{bed.exp}-srv", f"{bed.exp}-cli") if netns.exists(n)]
-    assert not doc_testbeds, f"{block.id}: the block left {doc_testbeds} behind"
+    if block.lang == "console":
+        return  # a transcript may show a testbed brought up for what follows (removed after)
+    names = (bed.exp, *bed.renames.values())
+    left_up = [f"{n}-{s}" for n in names for s in ("srv", "cli") if netns.exists(f"{n}-{s}")]
+    assert not left_up, f"{block.id}: the block left {left_up} behind"
