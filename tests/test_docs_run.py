@@ -441,7 +441,9 @@ def bed(tmp_path: Path) -> Generator[Bed, None, None]:
 #: commands that build network namespaces run in this machine's namespaces, as a user
 #: runs them: `ip netns exec` gives its command a private mount namespace, and a netns
 #: bind-mounted under /run/netns there is invisible outside it (and gone with it)
-_BUILDS_NAMESPACES = re.compile(r"^(make |netdevkit (testbed|bench)\b)|\bTestbed\(")
+_BUILDS_NAMESPACES = re.compile(
+    r"^(make |netdevkit testbed\b|netdevkit bench\b(?!.*--ifname))|\bTestbed\("
+)  # a bench on a NIC (--ifname) builds no testbed: it runs where the NIC is
 
 
 def _cwd(bed: Bed, text: str) -> Path:
