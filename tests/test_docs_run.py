@@ -1,36 +1,38 @@
-"""Executable docs: every ```sh and ```python block of README.md and docs/*.md is run here.
+"""Executable docs (issue 20): every ```sh and ```python block and every transcript of
+README.md and docs/*.md is run here (the parser: tests/docblocks.py).
 
-One test case per fenced block, named ``FILE:LINE`` (the line of its opening fence); a
-command that fails names its own ``FILE:LINE``. Each case gets a fresh one-queue-pair
-testbed (two NAPIs per end) and runs the block *inside the testbed's server namespace*
-(`ip netns exec`), so the doc's commands run unchanged except for the names in
-:func:`substitutions`: ``eth0``/``eth1`` become the testbed's server interface, ``ns1``
-and ``lab`` its namespace, ``$(pidof memcached)`` a memcached the test started there, and
-so on. Running inside the namespace also means that a name left unsubstituted can never
-reach this machine's own interfaces. The commands journal into a private state directory
-(``NETDEVKIT_STATE_DIR``), apart from the one the testbed is recorded in, so that the doc's
-``testbed down --all`` only meets the doc's own testbeds.
+One test case per block, named ``FILE:LINE`` (its opening fence); a command that fails
+names its own ``FILE:LINE``. Each case gets a fresh testbed as `netdevkit testbed up`
+makes it (one queue) and runs the block *inside the testbed's server namespace* (`ip
+netns exec`), the doc's commands unchanged but for the names of :data:`NAMES` and
+:data:`FILES`: ``eth0``/``eth1`` become the server interface, ``ns1`` and ``lab`` its
+namespace, ``$(pidof memcached)`` a memcached started there, a testbed the block brings up
+a unique name, ... Inside the namespace a name left unsubstituted cannot reach this
+machine's own interfaces. Commands that build namespaces (`testbed`, `bench`, `make`,
+``Testbed(``) run in this machine's namespaces, as a user runs them. The commands
+journal into a private ``NETDEVKIT_STATE_DIR``, apart from the one the fixture's testbed
+is recorded in, so the doc's `testbed down --all` only meets the doc's testbeds.
 
 What each case asserts:
 
-- a sh command exits 0 (commands that run until stopped: see :data:`STOPS`);
+- a sh command exits 0; one that runs until stopped (:data:`STOPS`: make demo, bench,
+  top, monitor, exporter, run) shows that it works, is sent Ctrl-C or SIGTERM, exits as
+  documented and leaves nothing behind;
 - a python block, run in a subprocess with the same substitutions, exits 0; names the
   snippet uses without defining (``serve()``, ``main()``, ``pid``...) get the stand-ins of
-  :data:`STAND_INS`, and tracebacks name the doc's own file and line;
-- a block marked ``<!-- doc: needs hardware (WHAT) -->`` right before its fence is run too,
-  and must be refused: exit 1 with a message naming what is missing (the words of WHAT
-  after "with"); an undo command in it (``devmem teardown``) must exit 0, having nothing
-  to undo;
-- a block marked ``<!-- doc: dry run: make X, make Y (WHY) -->`` runs those make targets
-  with ``make -n`` only (WHY says why they cannot run inside this suite);
-- afterwards the journal holds no record of netdevkit's own kinds (whatever the block
-  changed, the block's own commands undid), and no namespace of the block is left.
+  :data:`STAND_INS`; tracebacks name the doc's own file and line;
+- a transcript's ``$ command`` prints the words the doc shows (numbers of 3+ digits aside)
+  and fails exactly where the doc shows an error;
+- a block marked ``<!-- doc: needs hardware (WHAT) -->`` must be refused: exit 1, one line
+  naming one of WHAT's items (``devmem teardown`` there has nothing to undo: exit 0);
+- a block marked ``<!-- doc: dry run: make X, ... (WHY) -->`` runs those targets with
+  ``make -n`` (WHY says why they cannot run inside this suite);
+- afterwards the commands' journal holds no record of a netdevkit kind, and no testbed
+  of the block is left (the fixture removes what a failing block left).
 """
 
 from __future__ import annotations
 
-import ast
-import builtins
 import contextlib
 import difflib
 import json
@@ -48,152 +50,23 @@ from pathlib import Path
 
 import pytest
 from conftest import unique_testbed_name
+from docblocks import (
+    DOCS,
+    DRY_RUN,
+    FENCE,
+    MARKER,
+    REPO,
+    Block,
+    Command,
+    all_blocks,
+    free_names,
+    parse_blocks,
+)
 
 from netdevkit import netns
 from netdevkit.procfs import descendants
 from netdevkit.testbed import Testbed, TestbedConfig
 from netdevkit.testbed.journal import ns_pids
-
-REPO = Path(__file__).resolve().parent.parent
-DOCS = ("README.md", *(f"docs/{p.name}" for p in sorted((REPO / "docs").glob("*.md"))))
-
-# --- the parser (pure) ------------------------------------------------------------
-
-_FENCE = re.compile(r"^```([\w-]*)\s*$")
-_MARKER = re.compile(r"^<!--\s*doc:\s*(.*?)\s*-->\s*$")
-_HARDWARE = re.compile(r"needs hardware \((.+)\)")
-_DRY_RUN = re.compile(r"dry run: ([^(]+)")
-
-
-@dataclass(frozen=True)
-class Command:
-    """One shell command of a block: its first line in the file, continuations joined."""
-
-    line: int
-    text: str
-
-
-@dataclass(frozen=True)
-class Block:
-    """A fenced ```sh or ```python block and the ``<!-- doc: ... -->`` marker before it."""
-
-    path: str
-    line: int
-    lang: str
-    source: str
-    marker: str = ""
-
-    @property
-    def id(self) -> str:
-        return f"{self.path}:{self.line}"
-
-    def commands(self) -> list[Command]:
-        return sh_commands(self.source, self.line + 1)
-
-    def transcript(self) -> list[tuple[Command, list[str]]]:
-        """A console block's ``$ command`` lines, each with the output lines shown below it."""
-        steps: list[tuple[Command, list[str]]] = []
-        for number, line in enumerate(self.source.splitlines(), self.line + 1):
-            if line.startswith("$ "):
-                steps.append((Command(number, line[2:].strip()), []))
-            elif steps:
-                steps[-1][1].append(line)
-        return steps
-
-    def needs_hardware(self) -> tuple[str, ...]:
-        """What the refusal must name, one of: the marker's items, each the text after its
-        last ":" or "with" ("a NIC with header split" -> "header split"); () if the block
-        is not marked as needing hardware."""
-        m = _HARDWARE.search(self.marker)
-        if m is None:
-            return ()
-        parts = re.split(r",|\bor\b", m.group(1))
-        return tuple(re.split(r":| with ", p)[-1].strip() for p in parts if p.strip())
-
-    def dry_run(self, command: str) -> bool:
-        """Whether the marker says *command* only runs as a dry run (``make -n``)."""
-        m = _DRY_RUN.search(self.marker)
-        if m is None:
-            return False
-        prefixes = [p.strip() for p in m.group(1).split(",") if p.strip()]
-        return any(re.match(re.escape(p) + r"(\s|$)", command) for p in prefixes)
-
-
-def parse_blocks(text: str, path: str) -> list[Block]:
-    """The ```sh and ```python blocks of a markdown text, in order, and the plain ```
-    blocks that are transcripts (their first line a ``$ command``: lang "console")."""
-    lines = text.splitlines()
-    blocks: list[Block] = []
-    i = 0
-    while i < len(lines):
-        m = _FENCE.match(lines[i])
-        if m is None:
-            i += 1
-            continue
-        end = i + 1
-        while end < len(lines) and lines[end].strip() != "```":
-            end += 1
-        lang = m.group(1)
-        if not lang and i + 1 < end and lines[i + 1].startswith("$ "):
-            lang = "console"
-        if lang in ("sh", "python", "console"):
-            body = "".join(f"{line}\n" for line in lines[i + 1 : end])
-            blocks.append(Block(path, i + 1, lang, body, _marker_before(lines, i)))
-        i = end + 1
-    return blocks
-
-
-def _marker_before(lines: list[str], fence: int) -> str:
-    for j in range(fence - 1, -1, -1):
-        if lines[j].strip():
-            m = _MARKER.match(lines[j].strip())
-            return m.group(1) if m else ""
-    return ""
-
-
-def sh_commands(source: str, first_line: int) -> list[Command]:
-    """The commands of a sh block: comment and blank lines skipped, ``\\`` continued."""
-    commands: list[Command] = []
-    pending, start = "", 0
-    for number, raw in enumerate(source.splitlines(), first_line):
-        text = raw.strip()
-        if not pending and (not text or text.startswith("#")):
-            continue
-        if not pending:
-            start = number
-        if text.endswith("\\"):
-            pending += text[:-1].rstrip() + " "
-            continue
-        commands.append(Command(start, (pending + text).strip()))
-        pending = ""
-    if pending:
-        commands.append(Command(start, pending.strip()))
-    return commands
-
-
-def free_names(source: str) -> set[str]:
-    """Names a python snippet reads but never binds (builtins excluded)."""
-    tree = ast.parse(source)
-    loaded: set[str] = set()
-    bound: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name):
-            (loaded if isinstance(node.ctx, ast.Load) else bound).add(node.id)
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            bound.add(node.name)
-        elif isinstance(node, ast.arg):
-            bound.add(node.arg)
-        elif isinstance(node, ast.alias):
-            bound.add((node.asname or node.name).split(".")[0])
-    return loaded - bound - set(dir(builtins))
-
-
-def all_blocks() -> list[Block]:
-    out: list[Block] = []
-    for path in DOCS:
-        out.extend(parse_blocks((REPO / path).read_text(encoding="utf-8"), path))
-    return out
-
 
 # --- the parser's own tests --------------------------------------------------------
 
@@ -285,7 +158,7 @@ def test_no_runnable_block_escapes_under_another_fence_name() -> None:
     """A ```bash, ```console or ```py block would silently not be run: use sh or python."""
     for path in DOCS:
         for n, line in enumerate((REPO / path).read_text(encoding="utf-8").splitlines(), 1):
-            m = _FENCE.match(line)
+            m = FENCE.match(line)
             if m and m.group(1) not in ("sh", "python", *_NOT_RUN):
                 raise AssertionError(f"{path}:{n}: ```{m.group(1)} is not run: use sh or python")
 
@@ -297,10 +170,10 @@ def test_every_doc_marker_belongs_to_a_block_and_says_something() -> None:
     for path in DOCS:
         lines = (REPO / path).read_text(encoding="utf-8").splitlines()
         for n, line in enumerate(lines, 1):
-            if _MARKER.match(line.strip()):
+            if MARKER.match(line.strip()):
                 block = marked.get(f"{path}:{n + 1}")
                 assert block is not None, f"{path}:{n}: a doc marker not before a sh/python block"
-                what = block.needs_hardware() or _DRY_RUN.search(block.marker)
+                what = block.needs_hardware() or DRY_RUN.search(block.marker)
                 assert what, f"{path}:{n}: the marker says neither needs hardware nor dry run"
 
 
