@@ -198,7 +198,7 @@ def test_watch_keeps_profile_through_resets_and_restore_undoes_all(
     t = time.monotonic()
     add_veth(ns, "ndk-x0")
     line = timed("a second matching interface", watcher, "^re-applied.*ndk-x0", t)
-    assert "ndk-x0 appeared" in line or "ndk-x0 has NAPIs now" in line, line
+    assert "ndk-x0 appeared" in line or "ndk-x0 can be tuned now" in line, line
     assert values(ns, "ndk-x0") == [SUSPEND] * 2
 
     subprocess.run(["ip", "-n", ns, "link", "del", "dev", "ndk-x0"], check=True)
@@ -300,7 +300,7 @@ def test_sd_notify_paths(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("old", "new", "seen", "reasons", "notes"),
     [
-        ({}, {"a": (3, (1, 2))}, {}, ["a appeared with 2 NAPI(s)"], []),
+        ({}, {"a": (3, (1, 2))}, {}, ["a appeared (2 NAPI(s))"], []),
         ({}, {"a": (4, (5,))}, {"a": 3}, ["a came back (ifindex 3 -> 4)"], []),
         ({"a": (3, (1,))}, {"a": (4, (5,))}, {}, ["a was recreated (ifindex 3 -> 4)"], []),
         (
@@ -324,9 +324,10 @@ def test_sd_notify_paths(tmp_path: Path) -> None:
             [],
             ["a has no NAPIs now (down, or veth with GRO off): waiting"],
         ),
-        ({"a": (3, ())}, {"a": (3, (9,))}, {}, ["a has NAPIs now (1)"], []),
+        ({"a": (3, ())}, {"a": (3, (9,))}, {}, ["a can be tuned now (1 NAPI(s))"], []),
         ({"a": (3, (1,))}, {}, {}, [], ["a is gone: waiting for it to come back"]),
         ({}, {"a": (3, ())}, {}, [], []),
+        ({}, {"a": (3, (None,))}, {}, ["a appeared (device-wide sysfs)"], []),
         ({"a": (3, (1,))}, {"a": (3, (1,))}, {}, [], []),
     ],
 )

@@ -173,13 +173,13 @@ def compare(
         if prev is None and last is not None:
             reasons.append(f"{name} came back (ifindex {last} -> {ifindex})")
         elif prev is None:
-            reasons.append(f"{name} appeared with {len(ids)} NAPI(s)")
+            reasons.append(f"{name} appeared ({_napis(ids)})")
         elif prev[0] != ifindex:
             reasons.append(f"{name} was recreated (ifindex {prev[0]} -> {ifindex})")
         elif prev[1] != ids and not ids:
             notes.append(f"{name} has no NAPIs now (down, or veth with GRO off): waiting")
         elif prev[1] != ids and not prev[1]:
-            reasons.append(f"{name} has NAPIs now ({len(ids)})")
+            reasons.append(f"{name} can be tuned now ({_napis(ids)})")
         elif len(prev[1]) != len(ids):
             reasons.append(
                 f"{name} has {len(ids)} NAPIs, not {len(prev[1])} (queue count changed; "
@@ -190,6 +190,10 @@ def compare(
     for name in sorted(set(old) - set(new)):
         notes.append(f"{name} is gone: waiting for it to come back")
     return reasons, notes
+
+
+def _napis(ids: tuple[int | None, ...]) -> str:
+    return "device-wide sysfs" if ids == (None,) else f"{len(ids)} NAPI(s)"
 
 
 def _ids(ids: tuple[int | None, ...]) -> str:
