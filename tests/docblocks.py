@@ -37,7 +37,8 @@ class Command:
 
 @dataclass(frozen=True)
 class Block:
-    """A fenced ```sh or ```python block and the ``<!-- doc: ... -->`` marker before it."""
+    """A block that runs (lang ``sh``, ``python`` or ``console``, a transcript) and the
+    ``<!-- doc: ... -->`` marker right before its fence ("" if none)."""
 
     path: str
     line: int
