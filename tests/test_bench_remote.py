@@ -301,3 +301,21 @@ def _cmdline(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
+
+
+def test_remote_memcached_redis_and_your_own_http_server(peer: SshPeer, tmp_path: Path) -> None:
+    """Every client runs on the peer: mcload (memcached), redis-benchmark, and wrk against
+    your own server (--server, started here in IF's namespace on IF's address)."""
+    base = [*peer.bench_args(), "--modes", "base", "--sweep", "off", "--load", "0"]
+    base += ["--duration", "0.5", "-j"]
+    p = bench(*base, "--workload", "memcached,redis", "--out", str(tmp_path / "a"))
+    assert p.returncode == 0, p.stderr
+    res = Results.from_json(p.stdout)
+    assert {s.workload for s in res.samples} == {"memcached", "redis"}, res.skipped
+    assert all(s.achieved_rate > 0 for s in res.samples)
+    server = f"{sys.executable} -m http.server --bind {{addr}} {{port}}"
+    p = bench(*base, "--server", server, "--client", "http", "--out", str(tmp_path / "b"))
+    assert p.returncode == 0, p.stderr
+    (http,) = Results.from_json(p.stdout).samples
+    assert http.server == "byo" and http.achieved_rate > 0
+    assert peer.wait_no_processes() == []

@@ -367,7 +367,8 @@ def _openloop_client(
 ) -> ClientResult:
     """The spinning open-loop generator (:mod:`.loadgen.openloop`) at *load* requests/s."""
     protocol, default_conns = OPEN_LOOP[spec.client or spec.workload]
-    conns = spec.connections or default_conns
+    # ping-pong (load 0) is one request in flight: one connection (the generator refuses more)
+    conns = 1 if load == 0 else spec.connections or default_conns
     argv = openloop_argv(tb.server_addr, spec.port, protocol, load, duration, conns)
     text, before, after, placement = _drive(
         tb, argv, server_pid, _OPENLOOP_MARKERS, duration + 30, watch

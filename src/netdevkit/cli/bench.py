@@ -238,8 +238,6 @@ def _nic_options(args: argparse.Namespace) -> object:
         raise RequestError(
             "--ifname and --peer go together: the servers on IF here, the clients on the peer"
         )
-    if args.server_cmd:
-        raise RequestError("--server runs in the veth testbed: drop it with --peer")
     from ..bench.remote import Peer, peer_address
     from ..bench.site import NicOptions
 
