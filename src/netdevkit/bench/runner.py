@@ -15,6 +15,10 @@ touched. After a SIGKILL the servers die with the bench (``PR_SET_PDEATHSIG``)
 and ``netdevkit testbed down --all`` removes the namespaces, the temporary
 directory and the record.
 
+With :attr:`BenchOptions.nic` the site is a :class:`.site.NicSite` instead of a testbed:
+the servers here on a real interface, the clients on a peer host over ssh (docs/bench.md,
+"On a real NIC").
+
 Validation happens before anything changes: unknown modes/workloads
 (:class:`RequestError` listing the known ones), missing peer programs (an
 error naming the Debian package), not root.
@@ -458,6 +462,8 @@ def _sample(
     m = _measure(tb, spec, mode, pid, load, opts.duration, soft)
     res = m.res
     placement = dict(res.placement)
+    if isinstance(tb, NicSite):  # the client's process here is its ssh, not the client
+        placement.pop("client", None)
     kthread = int(m.napi.get("napi_kthread_pid", 0))
     if kthread:
         with contextlib.suppress(OSError):  # threaded NAPI was turned off meanwhile
