@@ -20,8 +20,13 @@
 - :mod:`.report` - writes a run's report files through the renderers: :mod:`.markdown`
   (``report.md``, led by the recommendation), :mod:`.plots` (PNG plots, the trade-off
   picture first); :mod:`.terminal` renders a run on the terminal.
-- :mod:`.runner` - probes, then runs rounds of modes x workloads x loads in a testbed and
-  restores everything.
+- :mod:`.runner` - probes, then runs rounds of modes x workloads x loads in a testbed (or
+  on a NIC) and restores everything.
+- :mod:`.site` - where the servers and clients run: the :class:`~.site.Site` protocol a
+  testbed satisfies, and :class:`~.site.NicSite` (servers here on a real interface,
+  clients on a peer); :mod:`.remote` - the peer over ssh (pre-checks, the wrapper that
+  ends every remote process with the run); :mod:`.nic` - the interface's driver,
+  firmware, link speed and queue-interrupt CPUs.
 
 Importing this package imports nothing heavy; each module pulls its own dependencies.
 """
