@@ -225,10 +225,10 @@ def test_results_json_keeps_the_marks(tmp_path: Path) -> None:
 
 
 def test_cpus_irq_on_veth_is_refused(tb: Testbed) -> None:
-    """--cpus server=irq on an interface whose NAPIs have no interrupts: one line, exit 2."""
+    """--cpus server=irq on an interface whose NAPIs have no interrupts: refused, one line."""
     p = bench("--netns", tb.server_ns, "--ifname", "ndk-s", "--peer", f"root@{tb.client_addr}",
               "--cpus", "server=irq", *SHORT)  # fmt: skip
-    assert p.returncode == 2
+    assert p.returncode == 1
     assert "ndk-s's NAPIs have no interrupts" in one_line(p)
 
 

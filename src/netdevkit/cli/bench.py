@@ -274,10 +274,11 @@ def _irq_placement(text: str, args: argparse.Namespace) -> str:
         raise RequestError("--cpus ...=irq names IF's interrupt CPUs: give --ifname")
     from .._os import format_cpu_list
     from ..bench.nic import nic_info
+    from ..errors import UnsupportedError
 
     irq = nic_info(args.ifname, args.netns).irq_cpus
     if not irq:
-        raise RequestError(f"--cpus ...=irq: {args.ifname}'s NAPIs have no interrupts")
+        raise UnsupportedError(f"--cpus ...=irq: {args.ifname}'s NAPIs have no interrupts")
     others = frozenset(os.sched_getaffinity(0)) - irq
     if "not-irq" in text and not others:
         raise RequestError(f"--cpus ...=not-irq: every CPU takes {args.ifname}'s interrupts")
