@@ -394,7 +394,8 @@ def attach(
             with intent as added:
                 _set_all(target, held, params, after_set, journal, added)
                 if journal is not None:  # contexts journaled before: now carry *params*
-                    journal.update(r for r in records if r not in added)
+                    fresh = {r.ident for r in added}  # a set: `in added` made this O(N^2)
+                    journal.update(r for r in records if r.ident not in fresh)
             contexts = tuple(
                 ContextReport(h.epoll, h.old, h.new or h.old, watched_in(target, h.epoll))
                 for h in held
