@@ -21,8 +21,10 @@ names a source tree (a ``src`` directory) to time instead of this checkout's ``s
         --tree before=/tmp/before/src --tree after=src [--sizes 500,1000,5000] [--rounds 1]
 
 ``--limit S`` skips the remaining (larger) sizes of a tree once one command took longer than
-S seconds. Results: ``benchmarks/results/attach-many.json`` and ``attach-many.md``. Run as
-root (pidfd_getfd on another process).
+S seconds. ``--merge FILE`` keeps the trees of an earlier results file (a slow "before"
+measured once) in front of this run's, with their rounds and dates in the notes. Results:
+``benchmarks/results/attach-many.json`` and ``attach-many.md``. Run as root (pidfd_getfd on
+another process).
 """
 
 from __future__ import annotations
@@ -208,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=float, default=900.0, help="see the docstring (s)")
     parser.add_argument("--tree", action="append", default=[], metavar="LABEL=SRC")
     parser.add_argument("--note", action="append", default=[], help="a line for the .md")
+    parser.add_argument("--merge", metavar="FILE", help="keep the trees of an earlier .json")
     parser.add_argument("--no-write", action="store_true", help="print, do not write results/")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
@@ -220,12 +223,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by target and CLI
     res = measure(_trees(args.tree), sizes, args.rounds, args.limit)
+    notes = list(args.note)
+    if args.merge:
+        old = json.loads(Path(args.merge).read_text())
+        res["trees"] = {**old["results"]["trees"], **res["trees"]}
+        notes = [*old.get("notes", [])[1:], *notes]
+        notes.append(
+            f"Trees {', '.join(old['results']['trees'])}: {old['results']['rounds']} round(s) "
+            f"on {old['date']}; the others: {args.rounds} round(s) on this run's date."
+        )
     meta = {
         "kernel": f"Linux {platform.release()}",
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "notes": ["", *args.note] if args.note else [],
+        "notes": ["", *notes] if notes else [],
     }
     print(json.dumps(res, indent=2))
     if not args.no_write:
