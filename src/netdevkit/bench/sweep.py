@@ -36,7 +36,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .results import PING_PONG, Capacity
+from .results import Capacity
 
 __all__ = [
     "ANSWERED_FRACTION",
@@ -237,8 +237,3 @@ def knee(
         by,
         rows,
     )
-
-
-def probe_load() -> int:
-    """The first load of every probe: ping-pong."""
-    return PING_PONG
