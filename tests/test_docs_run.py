@@ -47,6 +47,8 @@ import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 from conftest import unique_testbed_name
@@ -291,6 +293,31 @@ def substitute(text: str, bed: Bed, files: bool = True) -> str:
     for pattern, value in NAMES + (FILES if files else ()):
         text = re.sub(pattern, lambda _m, v=value: v(bed), text)  # type: ignore[misc]
     return text
+
+
+def _names_only_bed(renames: dict[str, str]) -> Bed:
+    """A Bed with the names of a testbed and no testbed (for the substitution table)."""
+    bed = Bed.__new__(Bed)
+    bed.ns, bed.ifname, bed.addr, bed.exp = "NS", "IF", "ADDR", "EXP"
+    bed.tb = cast(Testbed, SimpleNamespace(config=SimpleNamespace(name="FIX")))
+    bed.renames = renames
+    return bed
+
+
+def test_substitutions_map_the_docs_names_and_leave_the_testbeds_own() -> None:
+    doc = "napi set --ifname eth0 --netns lab-srv; ip netns exec ns1 x; ndk-s ndk-srv 10.0.0.1"
+    want = "napi set --ifname IF --netns NS; ip netns exec NS x; ndk-s FIX-srv ADDR"
+    assert substitute(doc, _names_only_bed({}), files=False) == want
+    assert substitute("testbed up; testbed down ndk", _names_only_bed({}), files=False) == (
+        "testbed up; testbed down FIX"
+    )
+    brought_up = _names_only_bed({"lab": "U1", "ndk": "U2"})
+    doc = "netdevkit testbed up --name lab; doctor --netns lab-srv -i ndk-s; testbed down ndk"
+    want = "netdevkit testbed up --name U1; doctor --netns U1-srv -i ndk-s; testbed down U2"
+    assert substitute(doc, brought_up, files=False) == want
+    assert substitute("netdevkit testbed up", brought_up, files=False) == (
+        "netdevkit testbed up --name U2"
+    )
 
 
 @pytest.fixture
