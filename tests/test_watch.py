@@ -425,3 +425,21 @@ def test_a_position_the_device_lacks_is_logged_not_fatal(testbed4: Testbed, tmp_
         w.kill()
     assert rc == 0
     assert cli("restore").returncode == 0
+
+
+@pytest.mark.kernel
+def test_an_interface_without_napis_is_waited_for_and_nothing_applied(tmp_path: Path) -> None:
+    p = tmp_path / "lo.toml"
+    p.write_text('[[interface]]\nmatch = "lo"\npreset = "suspend"\n')  # lo has no NAPIs
+    w = Watcher(p)
+    try:
+        line = w.wait_for("waiting")
+        assert line == (
+            "[[interface]] #1 (match 'lo'): lo has no NAPIs (down, or veth with GRO off): waiting"
+        )
+        w.wait_for("^watching ")
+        rc, err = w.stop()
+    finally:
+        w.kill()
+    assert (rc, err) == (0, "")
+    assert w.seen[-1] == "SIGTERM: the watcher applied nothing"

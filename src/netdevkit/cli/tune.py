@@ -401,7 +401,9 @@ def _watch_until_stopped(
     except Interrupted as err:  # a signal landed while a re-application was written
         why = f"{signal.Signals(err.signum).name} ({err.message})"
     notify("STOPPING=1")
-    if args.restore_on_exit:
+    if not pw.applied:
+        log(f"{why}: the watcher applied nothing")
+    elif args.restore_on_exit:
         outcomes = pw.undo_all()
         for o in outcomes:
             log(o.message)

@@ -286,10 +286,16 @@ class ProfileWatcher:
 
     def _say_waiting(self, space: _Namespace) -> None:
         for rule in self.profile.rules:
-            if rule.netns == space.netns and not any(
-                fnmatch.fnmatchcase(n, rule.match) for n in space.snapshot
-            ):
+            if rule.netns != space.netns:
+                continue
+            names = [n for n in space.snapshot if fnmatch.fnmatchcase(n, rule.match)]
+            if not names:
                 self.log(f"{rule.where}: no interface matches{_in(rule.netns)} yet: waiting")
+            elif not any(space.snapshot[n][1] for n in names):
+                self.log(
+                    f"{rule.where}: {', '.join(sorted(names))} has no NAPIs{_in(rule.netns)} "
+                    "(down, or veth with GRO off): waiting"
+                )
 
     def _snapshot(self, space: _Namespace, plan: Plan) -> Snapshot:
         index = {name: i for i, name in ifnames(space.netns).items()}
