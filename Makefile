@@ -13,6 +13,9 @@ DEBIAN_PEERS := sockperf memcached redis-server redis-tools iproute2 wrk openssh
 # What the kernel matrix needs: qemu (TCG), a static busybox for the initramfs,
 # depmod, cpio; the kernels themselves come through a private apt configuration.
 KERNEL_TOOLS := qemu-system-x86 busybox-static kmod cpio
+# Checkers the tests run on shipped files: promtool (contrib/ alert rules) comes with
+# Debian's prometheus (installed without recommends; it is never started as a service).
+CHECK_TOOLS := prometheus
 
 .PHONY: demo test lint typecheck pytest venv debian-peers kernel-tools test-kernels bench clean
 
@@ -37,7 +40,7 @@ debian-peers:
 	fi
 
 kernel-tools:
-	@missing=""; for p in $(KERNEL_TOOLS); do \
+	@missing=""; for p in $(KERNEL_TOOLS) $(CHECK_TOOLS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -53,7 +56,7 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-pytest: venv debian-peers
+pytest: venv debian-peers kernel-tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The kernel matrix: Debian's 6.1, 6.12 and newest 7.x kernels under qemu, the
