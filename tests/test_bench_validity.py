@@ -134,3 +134,16 @@ def test_a_load_clean_in_fewer_than_half_the_rounds_is_not_judged() -> None:
     assert claims["a"].verdict == MEASURED_NOT
     assert "fullbusy clean in 1 of 3 rounds" in claims["a"].evidence
     assert claims["e"].verdict == MEASURED_NOT
+
+
+def test_waiting_for_its_own_napi_kthread_is_not_a_disturbance() -> None:
+    # threaded NAPI, kthread pinned beside the server: the server waits for it (29%),
+    # which the kthread's 0.45 cores explain; a hog would not show as the server's helper
+    u = _usage(process_cores=0.5, kthread_cores=0.45, run_delay_share=0.29,
+               busy_per_cpu={0: 1.0, 1: 0.97})  # fmt: skip
+    ev = evidence(u, server_cpus={1}, client_cpus={0}, napi_cpus={1})
+    assert ev.own_helpers_cores == pytest.approx(0.45)
+    assert judge(ev, "threaded") == ()
+    # the same wait with the kthread on another CPU is a disturbance
+    ev = evidence(u, server_cpus={1}, client_cpus={0}, napi_cpus={0})
+    assert any("waited for a CPU 29%" in w for w in judge(ev, "threaded"))

@@ -13,7 +13,9 @@ The rules and why each limit is where it is (2-vCPU VM; ``docs/bench.md``, "Is a
 clean?"):
 
 - **run-queue delay**: the server's threads were runnable but waiting for a CPU for more
-  than :data:`RUN_DELAY_SHARE` of the window (``/proc/PID/task/*/schedstat``, field 2). A
+  than :data:`RUN_DELAY_SHARE` of the window (``/proc/PID/task/*/schedstat``, field 2) beyond
+  what its own helpers on its CPUs explain (threaded NAPI's kthread pinned beside it, and
+  ``ksoftirqd``: waiting for those is the mode at work). A
   wake-up onto an idle CPU is enqueued there after the CPU woke, so the halt exit of an
   idle vCPU is not in it: a quiet pinned server waits almost never.
 - **other tasks on the server's CPUs** (``/proc/stat`` busy ticks of those CPUs, minus
@@ -94,6 +96,9 @@ class Evidence:
     generator_cores: float | None = None
     #: the server's CPU, its NAPI kthread's included
     server_cores: float = 0.0
+    #: cores the server's own helpers used on its CPUs (its NAPI kthread, ksoftirqd): the
+    #: server waiting for them is the mode at work, not a disturbance
+    own_helpers_cores: float = 0.0
 
     @classmethod
     def from_mapping(cls, m: Mapping[str, float]) -> Evidence:
@@ -139,9 +144,14 @@ def evidence(
         others_server = busy(srv) - server
         others_client = busy(client_cpus) - client
         involved = srv | set(client_cpus)
+        shares = napi_cpus is None or bool(set(napi_cpus) & set(server_cpus))
+        helpers = (usage.kthread_cores if shares else 0.0) + sum(
+            usage.ksoftirqd_cores.get(c, 0.0) for c in server_cpus
+        )
     else:
         others_server = busy(all_cpus) - server - client
         involved = all_cpus
+        helpers = usage.kthread_cores + sum(usage.ksoftirqd_cores.values())
     steal = [usage.steal_per_cpu.get(c, 0.0) for c in involved]
     return Evidence(
         server_run_delay_share=usage.run_delay_share,
@@ -150,14 +160,16 @@ def evidence(
         steal_share=sum(steal) / len(steal) if steal else 0.0,
         generator_cores=client if generator_spins and usage.client_cores is not None else None,
         server_cores=server,
+        own_helpers_cores=helpers,
     )
 
 
 def judge(ev: Evidence, mode: str) -> tuple[str, ...]:
     """Why a sample of *mode* with evidence *ev* is disturbed; empty when it is clean."""
     out = []
-    if ev.server_run_delay_share is not None and ev.server_run_delay_share > RUN_DELAY_SHARE:
-        out.append(f"server waited for a CPU {ev.server_run_delay_share:.0%} of the time")
+    delay = ev.server_run_delay_share
+    if delay is not None and delay > RUN_DELAY_SHARE + ev.own_helpers_cores:
+        out.append(f"server waited for a CPU {delay:.0%} of the time")
     if ev.others_server_cores is not None and ev.others_server_cores > OTHERS_SERVER_CORES:
         out.append(f"other tasks used {ev.others_server_cores:.2f} cores of the server's CPUs")
     if ev.others_client_cores is not None and ev.others_client_cores > OTHERS_CLIENT_CORES:
