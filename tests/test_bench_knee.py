@@ -49,7 +49,9 @@ def test_knee_by_latency_rise() -> None:
 def test_generator_limit_is_not_called_the_knee() -> None:
     table = {5000: (1.0, 20.0, False), 26000: (1.0, 22.0, True)}
     steps = _ramp(table, 10_000)
-    assert steps[-1].client_limited and steps[-1].offered == 36000
+    # the first client-limited step is offered once more, the second ends the ramp
+    assert [s.offered for s in steps][-2:] == [36000, 36000]
+    assert steps[-1].client_limited
     cap = knee("echo", "fast", steps, 10_000, (0.5,))
     assert cap.limited_by == "client" and cap.rate == 24000
     assert "above 24000/s" in cap.method
@@ -77,3 +79,10 @@ def test_ramp_is_bounded() -> None:
     table = {200: (1.0, 10.0, False)}  # a server that never saturates
     steps = _ramp(table, 1000)
     assert len(steps) <= sweep.MAX_STEPS
+
+
+def test_one_late_burst_of_the_generator_does_not_end_the_ramp() -> None:
+    steps = [RampStep(19000, 19000, 30.0), RampStep(28000, 28000, 29.0, client_limited=True)]
+    assert next_rate(steps, 37000) == 28000
+    steps.append(RampStep(28000, 28000, 29.0))
+    assert next_rate(steps, 37000) == 42000  # clean the second time: the ramp goes on

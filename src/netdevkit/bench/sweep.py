@@ -132,7 +132,9 @@ def next_rate(steps: Sequence[RampStep], ping_pong_rate: float) -> int | None:
     """The next rate the probe should offer after *steps*, or None when it is done.
 
     A disturbed step is offered once more; a second disturbed step at the same rate ends
-    the probe (the machine is busy: :func:`knee` says so)."""
+    the probe (the machine is busy: :func:`knee` says so). A client-limited step is offered
+    once more too (a single late burst of the generator, e.g. a softirq it had to run, is
+    not its ceiling); a second one ends the ramp at the generator's limit."""
     if not steps:
         return nice_rate(max(MIN_RATE, RAMP_START * ping_pong_rate))
     last = steps[-1]
@@ -142,8 +144,9 @@ def next_rate(steps: Sequence[RampStep], ping_pong_rate: float) -> int | None:
         again = [s for s in steps if s.offered == last.offered and s.disturbed]
         return last.offered if len(again) < 2 else None
     steps = _clean(steps)
-    if last.client_limited:
-        return None
+    if last.client_limited:  # once more: one late burst of the generator is not its limit
+        again = [s for s in steps if s.offered == last.offered and s.client_limited]
+        return last.offered if len(again) < 2 else None
     light = steps[0].p50
     beyond = [s for s in steps if past_knee(s, light)]
     if not beyond:
@@ -199,7 +202,7 @@ def knee(
         )
     good = _good(steps)
     light = steps[0].p50
-    limited = any(s.client_limited for s in steps)
+    limited = steps[-1].client_limited  # the ramp ended on the generator's limit
     bad = [s for s in steps if past_knee(s, light)]
     if good:
         top = max(good, key=lambda s: s.offered)
@@ -217,7 +220,7 @@ def knee(
         by = "server"
     elif limited:
         how = (
-            f"the load generator saturated at {min(s.offered for s in steps if s.client_limited)}"
+            f"the load generator saturated at {steps[-1].offered}"
             f"/s before the server's knee: the knee is above {rate:.0f}/s ({pp})"
         )
         by = "client"
