@@ -1,0 +1,75 @@
+"""netdevkit.integrations without a server: names, the environment variable, uvicorn's version."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from netdevkit.busypoll.config import BusyPollConfig
+from netdevkit.errors import RequestError, UnsupportedError
+from netdevkit.integrations import MODES, config_named, parse_config
+from netdevkit.integrations.uvicorn import loop_named, require_custom_loops
+from netdevkit.tuning.presets import PRESETS
+
+
+def test_every_preset_and_mode_has_a_uvicorn_loop_function() -> None:
+    import netdevkit.integrations.uvicorn as uv
+
+    for name in [*PRESETS, *MODES]:
+        module, _, function = loop_named(name).partition(":")
+        assert module == "netdevkit.integrations.uvicorn"
+        assert callable(getattr(uv, function)), name
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("suspend", BusyPollConfig(0, 64, True)),
+        ("suspend,adaptive_us=30", BusyPollConfig(0, 64, True, adaptive_us=30)),
+        ("busy_poll_usecs=50,prefer_busy_poll=on", BusyPollConfig(50, 0, True)),
+        ("hybrid", BusyPollConfig(0, 64, True, adaptive_us=50, hybrid=True)),
+        ("adaptive_window", BusyPollConfig(0, 64, True, adaptive_us=50)),
+    ],
+)
+def test_parse_config(text: str, want: BusyPollConfig) -> None:
+    assert parse_config(text) == want
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("suspnd", "did you mean 'suspend'?"),
+        ("suspend,usecs=5", "expected key=value with key one of busy_poll_usecs"),
+        ("busy_poll_usecs=x", "busy_poll_usecs='x': must be an integer"),
+        ("hot_spin_us=50,adaptive_us=50", "hot_spin_us"),
+        ("", "empty"),
+    ],
+)
+def test_bad_config_names_what_is_wrong(text: str, says: str) -> None:
+    with pytest.raises(RequestError, match=says):
+        parse_config(text)
+
+
+def test_config_named_refuses_unknown_names() -> None:
+    with pytest.raises(RequestError, match="known: base"):
+        config_named("turbo")
+
+
+def test_uvicorn_older_than_0_36_is_refused_in_one_sentence() -> None:
+    with pytest.raises(UnsupportedError, match=r"uvicorn 0\.35\.0 cannot run a custom event"):
+        require_custom_loops("0.35.0")
+    assert require_custom_loops("0.36.0") == "0.36.0"
+
+
+def test_uvicorn_launcher_bad_name_is_one_line_and_exit_2() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "netdevkit.integrations.uvicorn", "turbo", "app:app"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert run.returncode == 2
+    assert run.stderr.count("\n") == 1 and run.stderr.startswith("netdevkit: unknown busy-poll")

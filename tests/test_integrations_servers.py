@@ -1,0 +1,200 @@
+"""netdevkit.integrations on the real servers: uvicorn, gunicorn, hypercorn, aiohttp, granian.
+
+Each test starts the server in the testbed's server namespace with the integration, drives
+it with wrk from the client namespace, and checks from outside: every epoll context of the
+server's processes that watches a socket reads back the configured parameters (attach's
+``inspect``: a pidfd_getfd copy, EPIOCGPARAMS), and the namespace's TcpExt
+BusyPollRxPackets grew while wrk ran (requests were busy polled). A bad configuration ends
+the server with one line on stderr and a non-zero status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from netdevkit.attach.core import inspect
+from netdevkit.busypoll.epoll import EpollParams
+from netdevkit.errors import NetdevkitError
+from netdevkit.procfs import descendants, parse_netstat
+from netdevkit.procs import stop
+from netdevkit.testbed import Testbed
+
+pytestmark = [
+    pytest.mark.kernel,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaces and pidfd_getfd"),
+    pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed"),
+]
+
+NAPIBUSY = EpollParams(64, 64, True)  # the napibusy preset: constant, unlike the window
+PORT = 18_480
+
+ASGI_APP = """
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+async def hello(request):
+    return PlainTextResponse("hello")
+
+app = Starlette(routes=[Route("/", hello)])
+"""
+
+
+def _in_ns(tb: Testbed, side: str, argv: Sequence[str]) -> list[str]:
+    return ["ip", "netns", "exec", tb.ns_of(side), *argv]  # type: ignore[arg-type]
+
+
+def _wait_listening(tb: Testbed, proc: subprocess.Popen[bytes], port: int) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        assert proc.poll() is None, f"the server exited with status {proc.returncode}"
+        with contextlib.closing(tb.socket("client")) as s:
+            s.settimeout(1)
+            if s.connect_ex((tb.server_addr, port)) == 0:
+                return
+        assert time.monotonic() < deadline, "the server did not listen within 20 s"
+        time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def serving(
+    tb: Testbed, argv: Sequence[str], cwd: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """The server *argv* started in the server namespace, stopped (with its workers) after."""
+    proc = subprocess.Popen(
+        _in_ns(tb, "server", argv),
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _wait_listening(tb, proc, PORT)
+        yield proc
+    finally:
+        kids = descendants(proc.pid)
+        stop(proc)
+        for pid in kids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+
+
+def _busy_poll_rx(tb: Testbed) -> dict[str, int]:
+    text = subprocess.run(
+        _in_ns(tb, "server", ["cat", "/proc/net/netstat", "/proc/net/snmp"]),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return parse_netstat(text)
+
+
+def drive(tb: Testbed, seconds: int = 1, conns: int = 1) -> tuple[int, int]:
+    """wrk against the server; (BusyPollRxPackets, Tcp InSegs) of the server ns meanwhile."""
+    before = _busy_poll_rx(tb)
+    out = subprocess.run(
+        _in_ns(
+            tb,
+            "client",
+            ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", f"http://{tb.server_addr}:{PORT}/"],
+        ),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+    )
+    after = _busy_poll_rx(tb)
+    assert out.returncode == 0, out.stderr
+    assert "Non-2xx" not in out.stdout and "Socket errors" not in out.stdout, out.stdout
+    rx = after["TcpExt:BusyPollRxPackets"] - before["TcpExt:BusyPollRxPackets"]
+    segs = after["Tcp:InSegs"] - before["Tcp:InSegs"]
+    return rx, segs
+
+
+def socket_contexts(pid: int) -> list[EpollParams]:
+    """The parameters of every epoll context (of *pid* and its descendants) that watches a
+    TCP socket."""
+    out = []
+    for p in [pid, *descendants(pid)]:
+        with contextlib.suppress(NetdevkitError):
+            for ctx in inspect(p).contexts:
+                if any(w.kind == "socket" for w in ctx.watched):
+                    out.append(ctx.new)
+    return out
+
+
+def _app(tmp_path: Path) -> Path:
+    pytest.importorskip("starlette", reason="starlette is not installed (the test extra)")
+    (tmp_path / "hello_app.py").write_text(ASGI_APP)
+    return tmp_path
+
+
+def _check_busy_polled(tb: Testbed, pid: int, contexts: int) -> None:
+    # One connection per worker: a saturated worker's epoll_wait always finds events
+    # ready, and the kernel busy polls only a wait that finds none (ep_poll).
+    rx, segs = drive(tb, conns=contexts)
+    params = socket_contexts(pid)
+    assert len(params) >= contexts, params
+    assert set(params) == {NAPIBUSY}, params
+    assert rx > 0 and segs > 0, f"no packet was busy polled ({rx} of {segs} segments)"
+
+
+# --- uvicorn ---------------------------------------------------------------------------
+
+
+def _uvicorn(*extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "hello_app:app",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(PORT),
+        "--no-access-log",
+        *extra,
+    ]
+
+
+def test_uvicorn_workers_busy_poll_with_the_loop_name(testbed: Testbed, tmp_path: Path) -> None:
+    pytest.importorskip("uvicorn", reason="uvicorn is not installed (the test extra)")
+    argv = _uvicorn("--workers", "2", "--loop", "netdevkit.integrations.uvicorn:napibusy")
+    with serving(testbed, argv, _app(tmp_path)) as proc:
+        _check_busy_polled(testbed, proc.pid, contexts=2)
+
+
+def test_uvicorn_env_loop_takes_the_configuration_from_the_environment(
+    testbed: Testbed, tmp_path: Path
+) -> None:
+    pytest.importorskip("uvicorn", reason="uvicorn is not installed (the test extra)")
+    argv = _uvicorn("--loop", "netdevkit.integrations.uvicorn:env")
+    env = {"NETDEVKIT_BUSYPOLL": "busy_poll_usecs=64,busy_poll_budget=64,prefer_busy_poll=1"}
+    with serving(testbed, argv, _app(tmp_path), env) as proc:
+        _check_busy_polled(testbed, proc.pid, contexts=1)
+
+
+def test_uvicorn_bad_environment_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    pytest.importorskip("uvicorn", reason="uvicorn is not installed (the test extra)")
+    run = subprocess.run(
+        _uvicorn("--loop", "netdevkit.integrations.uvicorn:env"),
+        cwd=_app(tmp_path),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "NETDEVKIT_BUSYPOLL": "suspend,adaptive_us=50,hybrid=maybe"},
+    )
+    assert run.returncode == 2, run.stderr
+    lines = [line for line in run.stderr.splitlines() if line.startswith("netdevkit:")]
+    assert lines == ["netdevkit: NETDEVKIT_BUSYPOLL: hybrid='maybe': must be 0 or 1"]
+    assert "Traceback" not in run.stderr
