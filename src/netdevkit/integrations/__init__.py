@@ -2,7 +2,7 @@
 
 - ``uvicorn``: ``uvicorn app:app --loop netdevkit.integrations.uvicorn:suspend``
   (:mod:`netdevkit.integrations.uvicorn`);
-- ``gunicorn`` with uvicorn workers: ``-k netdevkit.integrations.gunicorn:SuspendWorker``
+- ``gunicorn`` with uvicorn workers: ``-k netdevkit.integrations.gunicorn.SuspendWorker``
   (:mod:`netdevkit.integrations.gunicorn`);
 - hypercorn and aiohttp take :func:`~netdevkit.busypoll.aio.loop_factory` (docs/servers.md);
 - granian (a Rust event loop) and anything else: ``netdevkit run``/``attach``.
