@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed
 DEBIAN_PEERS := sockperf memcached redis-server redis-tools iproute2 wrk openssh-client openssh-server
 # What the kernel matrix needs: qemu (TCG), a static busybox for the initramfs,
 # depmod, cpio; the kernels themselves come through a private apt configuration.
-KERNEL_TOOLS := qemu-system-x86 busybox-static kmod cpio
+KERNEL_TOOLS := qemu-system-x86 busybox-static kmod cpio flex bison libelf-dev libssl-dev bc
 # Checkers the tests run on shipped files: promtool (contrib/ alert rules) comes with
 # Debian's prometheus (installed without recommends; it is never started as a service).
 CHECK_TOOLS := prometheus

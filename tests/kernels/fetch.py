@@ -43,6 +43,8 @@ class IndexEntry:
 
     size: int
     sha256: str
+    #: ``amd64``, or ``all`` for architecture-independent packages (linux-source-*)
+    arch: str = "amd64"
 
 
 def check_deb(path: Path, want: IndexEntry) -> str | None:
@@ -200,7 +202,8 @@ class PrivateApt:
         """Size and SHA256 of ``name=version`` as the package index lists them."""
         fields = self._stanza(pin, f"package {pin} is not in the package index")
         try:
-            return IndexEntry(int(fields["Size"]), fields["SHA256"].strip())
+            arch = fields.get("Architecture", "amd64").strip()
+            return IndexEntry(int(fields["Size"]), fields["SHA256"].strip(), arch)
         except (KeyError, ValueError):
             raise FetchError(f"the package index lists no Size/SHA256 for {pin}") from None
 
@@ -308,8 +311,8 @@ def verified_debs(
     downloaded again, and *say* is told; one that still does not match after the download
     is removed and fails the fetch.
     """
-    want = {pin: debdir / _deb_name(pin) for pin in pins}
     index = {pin: apt.index_entry(pin) for pin in pins}
+    want = {pin: debdir / _deb_name(pin, index[pin].arch) for pin in pins}
     for pin, deb in want.items():
         bad = check_deb(deb, index[pin]) if deb.exists() else None
         if bad is not None:
@@ -357,7 +360,7 @@ def fetch(spec: KernelSpec, cache: Path, apt: PrivateApt, refresh: bool = False)
     return kernel
 
 
-def _deb_name(pin: str) -> str:
+def _deb_name(pin: str, arch: str = "amd64") -> str:
     """The file name ``apt-get download`` gives ``name=version`` (epoch ':' as %3a)."""
     name, version = pin.split("=", 1)
-    return f"{name}_{version.replace(':', '%3a')}_amd64.deb"
+    return f"{name}_{version.replace(':', '%3a')}_{arch}.deb"

@@ -29,6 +29,8 @@ from types import FrameType
 
 from fetch import DEFAULT_KERNELS, FetchError, Kernel, KernelSpec, PrivateApt, fetch
 from guest import BootResult, boot
+from netdevsim import NETDEVSIM_KERNELS, NetdevsimError
+from netdevsim import build as build_netdevsim
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 CACHE = CHECKOUT / ".cache" / "kernels"
@@ -164,6 +166,19 @@ def _fetch_all(specs: list[KernelSpec], refresh: bool) -> list[Kernel]:
     return kernels
 
 
+def _netdevsim_all(kernels: list[Kernel]) -> None:
+    """netdevsim built (or taken from the cache) and installed for each kernel that gets it;
+    prints one line per kernel."""
+    apt = PrivateApt(CACHE / "apt")
+    for k in kernels:
+        if k.label not in NETDEVSIM_KERNELS:
+            continue
+        t = time.monotonic()
+        _ko, built = build_netdevsim(k, CACHE, apt)
+        how = "built" if built else "cached"
+        print(f"netdevsim {k.label}: {how} for {k.release} ({time.monotonic() - t:.1f} s)")
+
+
 def _write_report(
     boots: list[BootResult], fetch_s: float, total: float, failed: list[str], empty: list[str]
 ) -> None:
@@ -200,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     try:
         kernels = _fetch_all(specs, args.refresh)
-    except FetchError as err:
+        _netdevsim_all(kernels)
+    except (FetchError, NetdevsimError) as err:
         print(f"kernel matrix: {err}", file=sys.stderr)
         return 1
     fetch_s = time.monotonic() - t0
