@@ -252,3 +252,36 @@ def test_gunicorn_bad_environment_stops_the_master_with_one_line(tmp_path: Path)
         "netdevkit: NETDEVKIT_BUSYPOLL: busy_poll_budget=70000 is out of range: must be 0..65535"
     )
     assert "Traceback" not in run.stderr and "Booting worker" not in run.stderr
+
+
+# --- hypercorn and aiohttp: the programmatic forms of docs/servers.md ------------------
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+PROGRAMMATIC = {
+    "hypercorn": [str(EXAMPLES / "hypercorn_busypoll.py"), f"0.0.0.0:{PORT}"],
+    "aiohttp": [str(EXAMPLES / "aiohttp_busypoll.py"), "0.0.0.0", str(PORT)],
+}
+
+
+@pytest.mark.parametrize("server", sorted(PROGRAMMATIC))
+def test_programmatic_server_busy_polls(server: str, testbed: Testbed, tmp_path: Path) -> None:
+    pytest.importorskip(server, reason=f"{server} is not installed (the test extra)")
+    argv = [sys.executable, *PROGRAMMATIC[server]]
+    with serving(testbed, argv, tmp_path, {"NETDEVKIT_BUSYPOLL": "napibusy"}) as proc:
+        _check_busy_polled(testbed, proc.pid, contexts=1)
+
+
+@pytest.mark.parametrize("server", sorted(PROGRAMMATIC))
+def test_programmatic_server_bad_config_is_one_line(server: str) -> None:
+    pytest.importorskip(server, reason=f"{server} is not installed (the test extra)")
+    run = subprocess.run(
+        [sys.executable, *PROGRAMMATIC[server]],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "NETDEVKIT_BUSYPOLL": "suspend,hybrid=1"},
+    )
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.count("\n") == 1, run.stderr
+    assert run.stderr.startswith("netdevkit: NETDEVKIT_BUSYPOLL: ") and "hybrid" in run.stderr

@@ -21,12 +21,21 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
+from ..busypoll.aio import BusyPollEventLoop, loop_factory
 from ..busypoll.config import BusyPollConfig
 from ..errors import NetdevkitError, RequestError
 from ..suggest import did_you_mean
 from ..tuning.presets import PRESETS
 
-__all__ = ["ENV", "MODES", "config_from_env", "config_named", "exit_with", "parse_config"]
+__all__ = [
+    "ENV",
+    "MODES",
+    "config_from_env",
+    "config_named",
+    "env_loop_factory",
+    "exit_with",
+    "parse_config",
+]
 
 #: The environment variable the ``env`` entry points read: a name (a preset or a mode,
 #: e.g. ``suspend``), ``key=value`` pairs (``busy_poll_usecs=0,busy_poll_budget=64,
@@ -95,10 +104,11 @@ def parse_config(text: str) -> BusyPollConfig:
     return dataclasses.replace(config, **changes)  # type: ignore[arg-type]
 
 
-def config_from_env() -> BusyPollConfig:
-    """The configuration :data:`ENV` gives; a missing or empty variable is an error."""
-    text = os.environ.get(ENV, "")
-    if not text.strip():
+def config_from_env(default: str | None = None) -> BusyPollConfig:
+    """The configuration :data:`ENV` gives (*default* where it is unset or empty; with no
+    default, that is an error)."""
+    text = os.environ.get(ENV, "").strip() or (default or "")
+    if not text:
         raise RequestError(f"{ENV} is not set (e.g. {ENV}=suspend or {ENV}=busy_poll_usecs=50)")
     try:
         return parse_config(text)
@@ -116,5 +126,17 @@ def checked_call(make: Callable[[], BusyPollConfig]) -> BusyPollConfig:
     """``make()``, or exit with one line when the configuration is bad."""
     try:
         return make()
+    except NetdevkitError as err:
+        exit_with(err)
+
+
+def env_loop_factory(default: str | None = None) -> Callable[[], BusyPollEventLoop]:
+    """:func:`~netdevkit.busypoll.aio.loop_factory` for the configuration in :data:`ENV`
+    (*default*, a name or settings, where it is unset): for servers started from Python
+    (hypercorn's ``serve``, aiohttp's ``run_app``). A bad configuration (or a budget above
+    64 without CAP_NET_ADMIN) ends the program with one line on stderr and exit 2 (1:
+    refused)."""
+    try:
+        return loop_factory(config_from_env(default))
     except NetdevkitError as err:
         exit_with(err)
