@@ -285,3 +285,61 @@ def test_programmatic_server_bad_config_is_one_line(server: str) -> None:
     assert run.returncode == 2, run.stderr
     assert run.stderr.count("\n") == 1, run.stderr
     assert run.stderr.startswith("netdevkit: NETDEVKIT_BUSYPOLL: ") and "hybrid" in run.stderr
+
+
+# --- granian (a Rust event loop): netdevkit run ----------------------------------------
+
+
+def _granian_under_run(*run_args: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "netdevkit",
+        "run",
+        "-q",
+        *run_args,
+        "--",
+        sys.executable,
+        "-m",
+        "granian",
+        "--interface",
+        "asgi",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(PORT),
+        "--workers",
+        "2",
+        "--no-ws",
+        "hello_app:app",
+    ]
+
+
+def _wait_attached(pid: int, contexts: int) -> None:
+    """Until run's scans have attached napibusy to *contexts* worker contexts (10 s)."""
+    deadline = time.monotonic() + 10
+    while (params := socket_contexts(pid)).count(NAPIBUSY) < contexts:
+        assert time.monotonic() < deadline, f"netdevkit run did not attach: {params}"
+        time.sleep(0.1)
+
+
+def test_granian_under_netdevkit_run_busy_polls(testbed: Testbed, tmp_path: Path) -> None:
+    pytest.importorskip("granian", reason="granian is not installed (the test extra)")
+    argv = _granian_under_run("--preset", "napibusy")
+    with serving(testbed, argv, _app(tmp_path)) as proc:
+        _wait_attached(proc.pid, contexts=2)
+        _check_busy_polled(testbed, proc.pid, contexts=2)
+
+
+def test_granian_under_netdevkit_run_bad_config_is_one_line(tmp_path: Path) -> None:
+    pytest.importorskip("granian", reason="granian is not installed (the test extra)")
+    run = subprocess.run(
+        _granian_under_run("--usecs", "-1"),
+        cwd=_app(tmp_path),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.count("\n") == 1 and "usecs" in run.stderr, run.stderr
