@@ -73,3 +73,41 @@ def test_uvicorn_launcher_bad_name_is_one_line_and_exit_2() -> None:
     )
     assert run.returncode == 2
     assert run.stderr.count("\n") == 1 and run.stderr.startswith("netdevkit: unknown busy-poll")
+
+
+def test_queue_program_recorded_queue_is_stored_plus_one() -> None:
+    from netdevkit.integrations.reuseport import queue_program
+
+    # ld [SKF_AD_OFF + SKF_AD_QUEUE]; jeq #0 -> ret #4; sub #1; mod #4; ret a
+    assert queue_program(4) == [
+        (0x20, 0, 0, 0xFFFFF018),
+        (0x15, 3, 0, 0),
+        (0x14, 0, 0, 1),
+        (0x94, 0, 0, 4),
+        (0x16, 0, 0, 0),
+        (0x06, 0, 0, 4),
+    ]
+    assert queue_program(2, raw_queue=True) == [
+        (0x20, 0, 0, 0xFFFFF018),
+        (0x94, 0, 0, 2),
+        (0x16, 0, 0, 0),
+    ]
+
+
+@pytest.mark.parametrize("workers", [0, 65536, True])
+def test_queue_program_refuses_bad_worker_counts(workers: int) -> None:
+    from netdevkit.integrations.reuseport import queue_program
+
+    with pytest.raises(RequestError):
+        queue_program(workers)
+
+
+def test_kernel_accepts_the_queue_program_on_a_reuseport_group() -> None:
+    from netdevkit.integrations.reuseport import listeners
+
+    socks = listeners("127.0.0.1", 0, 1)
+    try:
+        assert socks[0].getsockname()[1] > 0
+    finally:
+        for s in socks:
+            s.close()

@@ -12,8 +12,10 @@ the server with one line on stderr and a non-zero status.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -343,3 +345,89 @@ def test_granian_under_netdevkit_run_bad_config_is_one_line(tmp_path: Path) -> N
     )
     assert run.returncode == 2, run.stderr
     assert run.stderr.count("\n") == 1 and "usecs" in run.stderr, run.stderr
+
+
+# --- one NAPI per worker: SO_REUSEPORT listeners steered by rx queue -----------------
+
+
+def _keepalive_clients(tb: Testbed, flows: int) -> list[socket.socket]:
+    """*flows* client connections, each with one answered keep-alive request, left open."""
+    clients = []
+    for _ in range(flows):
+        c = tb.socket("client")
+        clients.append(c)
+        c.settimeout(5)
+        c.connect((tb.server_addr, PORT))
+        c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert c.recv(4096).startswith(b"HTTP/1.1 200")
+    return clients
+
+
+def _attach_show(pid: int) -> list[dict[str, object]]:
+    out = subprocess.run(
+        [sys.executable, "-m", "netdevkit", "attach", "--show", "-j", str(pid)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    contexts: list[dict[str, object]] = json.loads(out)["contexts"]
+    return contexts
+
+
+def test_reuseport_steering_gives_each_uvicorn_worker_one_napi(
+    testbed4: Testbed, tmp_path: Path
+) -> None:
+    pytest.importorskip("uvicorn", reason="uvicorn is not installed (the test extra)")
+    argv = [
+        sys.executable,
+        "-m",
+        "netdevkit.integrations.reuseport",
+        "--workers",
+        "4",
+        "--port",
+        str(PORT),
+        "--raw-queue",
+        "--",
+        *_uvicorn("--fd", "{fd}", "--loop", "netdevkit.integrations.uvicorn:napibusy"),
+    ]
+    with serving(testbed4, argv, _app(tmp_path)) as proc:
+        clients = _keepalive_clients(testbed4, 32)
+        try:
+            workers = descendants(proc.pid)
+            assert len(workers) == 4
+            per_worker = []
+            for pid in workers:
+                ids = set()
+                for ctx in _attach_show(pid):
+                    napi_ids = ctx["napi_ids"]
+                    assert isinstance(napi_ids, list)
+                    assert len(napi_ids) <= 1, f"worker {pid} context mixes NAPIs {napi_ids}"
+                    ids.update(napi_ids)
+                per_worker.append(ids)
+            assert all(len(ids) == 1 for ids in per_worker), per_worker
+            assert len(set.union(*per_worker)) == 4, per_worker  # one queue each
+        finally:
+            for c in clients:
+                c.close()
+
+
+def test_reuseport_launcher_bad_input_is_one_line() -> None:
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "netdevkit.integrations.reuseport",
+            "--workers",
+            "0",
+            "--port",
+            str(PORT),
+            "--",
+            "true",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert run.returncode == 2
+    assert run.stderr == "netdevkit: workers=0 is out of range: must be 1..65535\n"
