@@ -111,3 +111,19 @@ def test_kernel_accepts_the_queue_program_on_a_reuseport_group() -> None:
     finally:
         for s in socks:
             s.close()
+
+
+def test_listeners_hand_accepted_sockets_tcp_nodelay() -> None:
+    """uvicorn --fd wraps the fd as AF_UNIX and so never sets TCP_NODELAY itself: without
+    it on the listener (accepted sockets inherit it), Nagle plus delayed ACKs held each
+    response ~40 ms."""
+    import socket
+
+    from netdevkit.integrations.reuseport import listeners
+
+    (listener,) = listeners("127.0.0.1", 0, 1)
+    with listener, socket.create_connection(listener.getsockname()[:2]) as client:
+        conn, _ = listener.accept()
+        with conn:
+            assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+            assert client.fileno() >= 0

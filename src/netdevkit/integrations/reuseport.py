@@ -132,6 +132,11 @@ def listeners(
             socks.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            # Accepted sockets inherit TCP_NODELAY from the listener. A server given the
+            # fd may not set it: uvicorn --fd wraps it as AF_UNIX (socket.fromfd), so
+            # asyncio skips its TCP_NODELAY, and Nagle with delayed ACKs held each
+            # response ~40 ms (4 workers on the testbed: 44 ms p50 against 2 ms).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.bind((host, port))
             sock.listen(backlog)
             sock.set_inheritable(True)
