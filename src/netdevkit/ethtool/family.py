@@ -15,9 +15,10 @@ import enum
 
 from ..netlink.spec import AttrSet, AttrSpec, AttrType, Family, Operation
 
-U8, U32, STRING, BINARY, FLAG, NEST = (
+U8, U32, UINT, STRING, BINARY, FLAG, NEST = (
     AttrType.U8,
     AttrType.U32,
+    AttrType.UINT,
     AttrType.STRING,
     AttrType.BINARY,
     AttrType.FLAG,
@@ -139,7 +140,41 @@ ETHTOOL = Family(
                 _a(5, "hkey", BINARY, "hash key"),
                 _a(6, "input-xfrm", U32),
                 _a(7, "start-context", U32),
-                _a(8, "flow-hash", BINARY, "flow hash fields (nest, kept raw)"),
+                _a(8, "flow-hash", NEST, "flow hash fields per flow type", nested="flow"),
+            ),
+        ),
+        # ETHTOOL_A_FLOW_*: RXH_* bits hashed for each flow type (6.17+, rss-set checks
+        # it as a nest: seen in the 6.18 and 7.3 policies)
+        "flow": AttrSet(
+            "flow",
+            (
+                _a(1, "ether", UINT),
+                _a(2, "ip4", UINT),
+                _a(3, "ip6", UINT),
+                _a(4, "tcp4", UINT),
+                _a(5, "tcp6", UINT),
+                _a(6, "udp4", UINT),
+                _a(7, "udp6", UINT),
+                _a(8, "sctp4", UINT),
+                _a(9, "sctp6", UINT),
+                _a(10, "ah4", UINT),
+                _a(11, "ah6", UINT),
+                _a(12, "esp4", UINT),
+                _a(13, "esp6", UINT),
+                _a(14, "ah-esp4", UINT),
+                _a(15, "ah-esp6", UINT),
+                _a(16, "gtpu4", UINT),
+                _a(17, "gtpu6", UINT),
+                _a(18, "gtpc4", UINT),
+                _a(19, "gtpc6", UINT),
+                _a(20, "gtpc-teid4", UINT),
+                _a(21, "gtpc-teid6", UINT),
+                _a(22, "gtpu-eh4", UINT),
+                _a(23, "gtpu-eh6", UINT),
+                _a(24, "gtpu-ul4", UINT),
+                _a(25, "gtpu-ul6", UINT),
+                _a(26, "gtpu-dl4", UINT),
+                _a(27, "gtpu-dl6", UINT),
             ),
         ),
     },
