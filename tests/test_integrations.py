@@ -127,3 +127,18 @@ def test_listeners_hand_accepted_sockets_tcp_nodelay() -> None:
         with conn:
             assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
             assert client.fileno() >= 0
+
+
+def test_uvicorn_launcher_checks_the_environment_before_uvicorn_starts() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "netdevkit.integrations.uvicorn", "env", "app:app"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"NETDEVKIT_BUSYPOLL": "busy_poll_usecs=-1", "PATH": "/usr/bin:/bin"},
+    )
+    assert run.returncode == 2
+    assert run.stderr == (
+        "netdevkit: NETDEVKIT_BUSYPOLL: busy_poll_usecs=-1 is out of range: must be 0..2147483647\n"
+    )

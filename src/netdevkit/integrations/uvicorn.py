@@ -17,12 +17,15 @@ own epoll context.
 
 The NAPI half of a preset is the tuning commands' job (``netdevkit napi set --preset``).
 A bad configuration (or a budget above 64 without CAP_NET_ADMIN) ends the worker with one
-line on stderr and exit status 2 (1: refused).
+line on stderr and exit status 3, uvicorn's own status for a worker that failed before
+serving: with ``--workers N`` uvicorn's supervisor then stops (it restarts workers that die
+with any other status, forever) and exits non-zero.
 
 An older uvicorn rejects ``--loop module:function`` itself (``'...' is not one of 'none',
 'auto', 'asyncio', 'uvloop'``) before this module is imported; ``python -m
-netdevkit.integrations.uvicorn NAME APP [uvicorn options]`` checks the version first and
-says so in one line, then runs uvicorn with ``--loop`` set.
+netdevkit.integrations.uvicorn NAME APP [uvicorn options]`` checks the version (and the
+configuration) first and says so in one line, exit 1 (2), then runs uvicorn with
+``--loop`` set.
 """
 
 from __future__ import annotations
@@ -32,9 +35,10 @@ import os
 import re
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from ..busypoll.aio import BusyPollEventLoop
-from ..busypoll.config import BusyPollConfig
+from ..busypoll.config import LOOP_KNOBS, BusyPollConfig, checked
 from ..errors import NetdevkitError, RequestError, UnsupportedError
 from . import config_from_env, config_named, exit_with
 
@@ -59,18 +63,33 @@ __all__ = [
 MIN_VERSION = (0, 36, 0)
 
 
+#: uvicorn's exit status for a worker that failed before serving (uvicorn.config): its
+#: supervisor (``--workers N``) stops instead of restarting the worker forever.
+STARTUP_FAILURE = 3
+
+
+def _startup_failure(err: NetdevkitError) -> NoReturn:
+    """One line on stderr, then exit with :data:`STARTUP_FAILURE` at once.
+
+    ``os._exit``: uvicorn made its ``serve()`` coroutine before it asked for the loop, and
+    a ``SystemExit`` would add "coroutine 'Server.serve' was never awaited" to the line.
+    Nothing is open yet: the loop was not made."""
+    print(f"netdevkit: {err}", file=sys.stderr, flush=True)
+    os._exit(STARTUP_FAILURE)
+
+
 def _make(config: BusyPollConfig) -> BusyPollEventLoop:
     try:
         return BusyPollEventLoop(config)
     except NetdevkitError as err:
-        exit_with(err)
+        _startup_failure(err)
 
 
 def _named(name: str) -> BusyPollEventLoop:
     try:
         config = config_named(name)
     except NetdevkitError as err:
-        exit_with(err)
+        _startup_failure(err)
     return _make(config)
 
 
@@ -119,7 +138,7 @@ def env() -> BusyPollEventLoop:
     try:
         config = config_from_env()
     except NetdevkitError as err:
-        exit_with(err)
+        _startup_failure(err)
     return _make(config)
 
 
@@ -160,6 +179,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         require_custom_loops()
         loop = loop_named(args[0])
+        config = config_from_env() if args[0] == "env" else config_named(args[0])
+        checked(config, "the uvicorn loop", LOOP_KNOBS)  # here, not once per worker
     except NetdevkitError as err:
         exit_with(err)
     os.execvp(sys.executable, [sys.executable, "-m", "uvicorn", *args[1:], "--loop", loop])
