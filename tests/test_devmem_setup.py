@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import pytest
@@ -263,3 +264,21 @@ def test_tx_requirements_name_each_missing_one(
     assert [r.name for r in reqs if not r.ok] == missing
     if "kernel" in missing:
         assert "Linux 6.16" in reqs[1].detail
+
+
+def test_fake_refuses_hds_thresh_above_its_max_like_the_kernel() -> None:
+    # pinned against the kernel by tests/test_netdevsim_devmem.py (netdevsim, 7.3):
+    # EINVAL "requested ring size exceeds maximum" at rings.hds-thresh, nothing changed
+    nic = FakeNic()
+    limit = nic.rings_get("eth9").hds_thresh_max
+    assert limit is not None
+    with pytest.raises(KernelError) as exc:
+        nic.rings_set("eth9", tcp_data_split=None, hds_thresh=limit + 1)
+    assert (exc.value.errno, exc.value.extack, exc.value.attr_path) == (
+        errno.EINVAL,
+        "requested ring size exceeds maximum",
+        "rings.hds-thresh",
+    )
+    assert nic.rings_get("eth9").hds_thresh == 256
+    nic.rings_set("eth9", tcp_data_split=None, hds_thresh=limit)
+    assert nic.rings_get("eth9").hds_thresh == limit

@@ -5,6 +5,7 @@ module load order, the JUnit reader, the table, and a cache the stage cannot wri
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -18,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).with_name("kernels")))
 import fetch
 import guest
 import matrix
+import netdevsim
 
 
 def test_system_mirrors_reads_deb822_and_one_line_sources(tmp_path: Path) -> None:
@@ -228,3 +230,53 @@ def test_a_read_only_cache_stops_the_stage_with_one_line(tmp_path: Path) -> None
         "the stage keeps its kernels, the guests' logs and report.json there; make it "
         "writable or remove it\n"
     )
+
+
+def _kernel_7x(tmp_path: Path) -> fetch.Kernel:
+    moddir = tmp_path / "root" / "usr" / "lib" / "modules" / "7.3.4+deb13-amd64"
+    moddir.mkdir(parents=True)
+    return fetch.Kernel(
+        "7.x", "linux-image-amd64", "trixie-backports,sid", "7.3.4+deb13-amd64",
+        "trixie-backports", "", "", str(moddir),
+        ("linux-image-7.3.4+deb13-amd64_7.3.4-1~bpo13+1_amd64.deb",),
+    )  # fmt: skip
+
+
+def test_netdevsim_packages_match_the_kernel(tmp_path: Path) -> None:
+    assert netdevsim.pins(_kernel_7x(tmp_path)) == (
+        "linux-source-7.3=7.3.4-1~bpo13+1",
+        "linux-headers-7.3.4+deb13-amd64=7.3.4-1~bpo13+1",
+    )
+    assert fetch._deb_name("linux-source-7.3=7.3.4-1~bpo13+1", "all") == (
+        "linux-source-7.3_7.3.4-1~bpo13+1_all.deb"
+    )
+
+
+def test_netdevsim_cached_builds_nothing_and_a_failure_names_the_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kernel = _kernel_7x(tmp_path)
+    installed: list[Path] = []
+    monkeypatch.setattr(netdevsim, "_install", lambda k, ko: installed.append(ko))
+
+    def no_build(*args: object) -> None:
+        raise netdevsim.NetdevsimError("make modules_prepare failed (exit 2)")
+
+    monkeypatch.setattr(netdevsim, "_fresh_build", no_build)
+    apt = fetch.PrivateApt(tmp_path / "apt")
+    with pytest.raises(netdevsim.NetdevsimError) as exc:
+        netdevsim.build(kernel, tmp_path, apt)
+    assert str(exc.value) == (
+        "cannot build netdevsim for kernel 7.x (7.3.4+deb13-amd64) from package "
+        "linux-source-7.3=7.3.4-1~bpo13+1 (with linux-headers-7.3.4+deb13-amd64="
+        "7.3.4-1~bpo13+1): make modules_prepare failed (exit 2)"
+    )
+    out = tmp_path / "netdevsim" / "7.x"
+    out.mkdir(parents=True)
+    (out / "netdevsim.ko").write_bytes(b"ko")
+    source, headers = netdevsim.pins(kernel)
+    want = {"release": kernel.release, "source": source, "headers": headers,
+            "recipe": netdevsim.RECIPE}  # fmt: skip
+    (out / "build.json").write_text(json.dumps(want))
+    assert netdevsim.build(kernel, tmp_path, apt) == (out / "netdevsim.ko", False)
+    assert installed == [out / "netdevsim.ko"]

@@ -17,6 +17,9 @@ from ..ethtool.client import Channels, Features, Rings, Rss
 from ..ethtool.family import TcpDataSplit
 from ..ethtool.ioctl import Flow
 
+#: what the fake reports as hds-thresh-max (netdevsim's NSIM_HDS_THRESHOLD_MAX too)
+HDS_THRESH_MAX = 1024
+
 
 @dataclass
 class FakeNic:
@@ -66,7 +69,15 @@ class FakeNic:
         if not self.capable:
             raise self._unsupported("rings-get")
         return Rings(
-            ifname, 1024, 4096, 1024, 4096, None, self.tcp_data_split, self.hds_thresh, 1024
+            ifname,
+            1024,
+            4096,
+            1024,
+            4096,
+            None,
+            self.tcp_data_split,
+            self.hds_thresh,
+            HDS_THRESH_MAX,
         )
 
     def rings_set(
@@ -75,6 +86,14 @@ class FakeNic:
         self._check(ifname, "rings_set")
         if not self.capable:
             raise self._unsupported("rings-set")
+        if hds_thresh is not None and hds_thresh > HDS_THRESH_MAX:
+            # the kernel's own check (net/ethtool/rings.c), seen on netdevsim under 7.3
+            raise KernelError(
+                errno.EINVAL,
+                f"ethtool rings-set {ifname}",
+                "requested ring size exceeds maximum",
+                "rings.hds-thresh",
+            )
         if tcp_data_split is not None:
             self.tcp_data_split = tcp_data_split
         if hds_thresh is not None:
