@@ -165,8 +165,8 @@ def require_custom_loops(version: str | None = None) -> str:
     if _version(version) < MIN_VERSION:
         need = ".".join(map(str, MIN_VERSION))
         raise UnsupportedError(
-            f"uvicorn {version} cannot run a custom event loop (--loop module:function came "
-            f"in uvicorn {need}): pip install 'uvicorn>={need}'"
+            f"uvicorn {version} cannot run a custom event loop (a loop given as "
+            f"module:function came in uvicorn {need}): pip install 'uvicorn>={need}'"
         )
     return version
 
