@@ -365,7 +365,7 @@ def _keepalive_clients(tb: Testbed, flows: int) -> list[socket.socket]:
     for _ in range(flows):
         c = tb.socket("client")
         clients.append(c)
-        c.settimeout(5)
+        c.settimeout(30)  # the workers may still be starting: the listeners queue it
         c.connect((tb.server_addr, PORT))
         c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert c.recv(4096).startswith(b"HTTP/1.1 200")
