@@ -218,7 +218,7 @@ def _ssh(peer: Peer, remote: list[str], timeout: float = 30.0) -> str:
     if r.returncode == 127:
         raise ToolError(
             f"peer {peer.target}: no {peer.python} there: install Python 3 and netdevkit "
-            "on the peer (pip install netdevkit), or name its Python with --peer-python"
+            "on the peer (pip install netdevkit), or name its Python (peer_python)"
         )
     if r.returncode != 0:
         said = r.stderr.strip().splitlines()
@@ -256,7 +256,7 @@ def check_peer(
         raise RequestError(
             f"traffic to the peer's address {peer.addr} leaves through {dev or 'no device'}, "
             f"not {ifname} (ip route get {peer.addr}): give the peer's address on "
-            f"{ifname}'s network with --peer-addr"
+            f"{ifname}'s network (peer_addr)"
         )
     progs = sorted({p for p, _ in programs})
     text = _ssh(peer, [peer.python, "-c", CHECK, our_addr, *progs])
@@ -270,8 +270,8 @@ def check_peer(
         raise ToolError(
             f"peer {peer.target}: {peer.python} cannot import netdevkit "
             f"({facts.get('import_error', 'not installed')}): install it there "
-            f"(pip install netdevkit=={__version__}) or name a Python that has it with "
-            "--peer-python"
+            f"(pip install netdevkit=={__version__}) or name a Python that has it "
+            "(peer_python)"
         )
     missing = [f"{p} (Debian package '{pkg}')" for p, pkg in programs if p in facts["missing"]]
     if missing:
@@ -315,7 +315,7 @@ def peer_address(target: str, peer: Peer | None = None) -> str:
         infos = socket.getaddrinfo(host, None, socket.AF_INET)
     except OSError:
         raise RequestError(
-            f"peer {target}: cannot resolve {host!r}: give its address with --peer-addr"
+            f"peer {target}: cannot resolve {host!r}: give its address (peer_addr)"
         ) from None
     return str(infos[0][4][0])
 

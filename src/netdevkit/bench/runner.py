@@ -266,7 +266,9 @@ def _validate_nic(opts: BenchOptions) -> None:
     """A run on a real interface: placement here only, then the peer's pre-checks."""
     assert opts.nic is not None
     if opts.cpus is not None and opts.cpus.client is not None:
-        raise RequestError("--cpus client=...: the clients run on the peer; place server and napi")
+        raise RequestError(
+            "a client placement (client=...): the clients run on the peer; place server and napi"
+        )
     check_nic(opts.nic, _workloads(opts))
 
 

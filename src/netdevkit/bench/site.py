@@ -86,14 +86,14 @@ def interface_addr(ifname: str, netns: str | None = None) -> str:
     r = subprocess.run(argv, check=False, capture_output=True, text=True)
     if r.returncode != 0:
         where = f" in netns {netns}" if netns else ""
-        raise RequestError(f"--ifname {ifname}: no such interface{where}")
+        raise RequestError(f"interface {ifname}: no such interface{where}")
     import json
 
     for link in json.loads(r.stdout or "[]"):
         for a in link.get("addr_info", ()):
             if a.get("family") == "inet":
                 return str(a["local"])
-    raise RequestError(f"--ifname {ifname}: has no IPv4 address for the servers to bind to")
+    raise RequestError(f"interface {ifname}: has no IPv4 address for the servers to bind to")
 
 
 def nic_marks(site: NicSite, config: RunConfig) -> RunConfig:
