@@ -140,8 +140,14 @@ def test_short_run_results_and_nothing_left_behind(tmp_path: Path) -> None:
     (cap,) = res.capacities
     assert cap.rate > 0 and len(cap.loads) == 2 and cap.ping_pong_rate > 0
     assert {s.load_target for s in res.samples} == set(cap.loads)
-    assert max(cap.loads) >= 3 * cap.ping_pong_rate, cap
-    assert cap.steps and cap.limited_by in ("server", "client")
+    assert cap.steps
+    if "every probe step was disturbed" in cap.method:
+        # a busy machine: the bench must say so rather than sweep a made-up knee (seen
+        # while other test suites ran on the same 2 CPUs)
+        assert cap.limited_by == "" and "ping-pong rate stands in" in cap.method
+    else:
+        assert max(cap.loads) >= 3 * cap.ping_pong_rate, cap
+        assert cap.limited_by in ("server", "client")
     # the noise floor: C sockperf, base, light open loop beside ping-pong
     assert res.noise_floor is not None and res.noise_floor.open_loop.count > 0
     # every sample carries its validity evidence

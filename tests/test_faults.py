@@ -398,6 +398,9 @@ def test_bench_quick(world: World, testbed_name: str) -> None:
     def run(extra: dict[str, str]) -> int:
         p = world.cli(
             *("bench", "--quick", "--modes", "suspend", "--workload", "echo"),
+            # fixed loads, no knee probe: the probe's step count depends on what it
+            # measures, and the sweep needs the same steps in every run
+            *("--sweep", "off", "--load", "0,2000"),
             *("--duration", "0.05", "--testbed-name", testbed_name, "--out", str(out), "-j"),
             extra=extra,
         )
