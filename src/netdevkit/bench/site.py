@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from .. import _fault
 from .._os import SignalScope, set_affinity
 from ..errors import NetdevkitError, NotFoundError, RequestError, ToolError
+from ..procs import stop_all
 from ..testbed import CpuPlacement
 from . import remote
 from .nic import NicInfo, nic_info
@@ -286,17 +287,8 @@ class NicSite:
         """Stop what this site started, here and on the peer (idempotent)."""
         self._scope.restore()
         procs, self._procs = self._procs, []
+        stop_all(procs, timeout=2.0)
         for p in procs:
-            if p.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=2.0)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    p.kill()
-                p.wait()
             if p.stdin is not None:
                 p.stdin.close()
         if self._tmp is not None:

@@ -66,6 +66,7 @@ from ..errors import (
     StateError,
     UnsupportedError,
 )
+from ..procs import stop_all
 from .config import CLIENT_IF, SERVER_IF, Side, TestbedConfig
 from .datapath import _udp_napi_id, get_offloads, set_offloads, socket_in_netns
 from .journal import (
@@ -413,17 +414,7 @@ class Testbed:
 
     def _stop_procs(self) -> None:
         procs, self._procs = self._procs, []
-        for p in procs:
-            if p.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=2.0)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    p.kill()
-                p.wait()
+        stop_all(procs, timeout=2.0)
 
     # -- signals and atexit ---------------------------------------------------
 
