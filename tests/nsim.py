@@ -128,3 +128,16 @@ def udp(src: Port, dst: Port, count: int = 5, port: int = 9000) -> None:
         except TimeoutError:
             state = [in_ns(p.ns, "sh", "-c", "ip -s link; ip neigh") for p in (src, dst)]
             pytest.fail(f"{got} of {count} datagrams arrived\n" + "\n".join(state))
+
+
+@contextmanager
+def usable_pair(queues: int = 4) -> Iterator[tuple[Port, Port]]:
+    """:func:`pair`, or a pytest skip saying why netdevsim cannot be used here (not root,
+    no module): the fixture of every netdevsim test module."""
+    if os.geteuid() != 0:
+        pytest.skip("netdevsim devices need root")
+    reason = unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    with pair(queues) as p:
+        yield p

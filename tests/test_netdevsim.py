@@ -9,7 +9,6 @@ per-queue statistics the kernel keeps in the driver.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,12 +30,7 @@ def _state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def ports() -> Iterator[tuple[nsim.Port, nsim.Port]]:
-    if os.geteuid() != 0:
-        pytest.skip("netdevsim devices need root")
-    reason = nsim.unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    with nsim.pair(QUEUES) as p:
+    with nsim.usable_pair(QUEUES) as p:
         yield p
 
 

@@ -8,7 +8,6 @@ is what the kernel and ``devmem setup`` must refuse, by name, changing nothing.
 from __future__ import annotations
 
 import errno
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,12 +33,7 @@ def _state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def ports() -> Iterator[tuple[nsim.Port, nsim.Port]]:
-    if os.geteuid() != 0:
-        pytest.skip("netdevsim devices need root")
-    reason = nsim.unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    with nsim.pair(QUEUES) as p:
+    with nsim.usable_pair(QUEUES) as p:
         yield p
 
 

@@ -11,7 +11,6 @@ testsuite property; ``napi diff`` and ``restore`` must agree with it.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -38,12 +37,7 @@ def _state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def port() -> Iterator[nsim.Port]:
-    if os.geteuid() != 0:
-        pytest.skip("netdevsim devices need root")
-    reason = nsim.unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    with nsim.pair(QUEUES) as (a, _b):
+    with nsim.usable_pair(QUEUES) as (a, _b):
         yield a
 
 
