@@ -13,30 +13,16 @@ from __future__ import annotations
 import errno
 
 import pytest
+from policycheck import check_policy
 
 from netdevkit import kver
 from netdevkit.errors import UnsupportedError
 from netdevkit.netdev.client import Netdev
 from netdevkit.netdev.family import NETDEV
-from netdevkit.netlink.policy import AttrPolicy, NlaType, Policy, get_policy
+from netdevkit.netlink.policy import AttrPolicy, NlaType, get_policy
 from netdevkit.netlink.socket import GenlSocket
-from netdevkit.netlink.spec import AttrSet, AttrType
 
 pytestmark = [pytest.mark.kernel, pytest.mark.matrix]
-
-#: declared type -> the netlink policy types the kernel may check it as
-_COMPATIBLE: dict[AttrType, set[NlaType]] = {
-    AttrType.U8: {NlaType.U8},
-    AttrType.U16: {NlaType.U16},
-    AttrType.U32: {NlaType.U32},
-    AttrType.U64: {NlaType.U64},
-    AttrType.S32: {NlaType.S32},
-    AttrType.UINT: {NlaType.UINT},
-    AttrType.STRING: {NlaType.STRING, NlaType.NUL_STRING},
-    AttrType.BINARY: {NlaType.BINARY},
-    AttrType.FLAG: {NlaType.FLAG},
-    AttrType.NEST: {NlaType.NESTED, NlaType.NESTED_ARRAY},
-}
 
 
 def _page_pool_stats_built() -> bool | None:
@@ -80,24 +66,6 @@ def test_operations_are_registered_exactly_from_their_since() -> None:
     assert not unknown, f"{kver.release()} has netdev operations nobody declared: {unknown}"
 
 
-def _check_policy(
-    set_name: str, policy: Policy, policies: dict[int, Policy], where: str, out: list[str]
-) -> None:
-    aset: AttrSet = NETDEV.attr_sets[set_name]
-    for attr_id, pol in sorted(policy.items()):
-        spec = aset.by_id.get(attr_id)
-        if spec is None:
-            out.append(f"{where}: the kernel accepts attribute {attr_id} of {set_name!r}")
-            continue
-        if pol.type not in _COMPATIBLE[spec.type]:
-            out.append(f"{where}: {set_name}.{spec.name} is {spec.type.value}, kernel {pol.type!r}")
-        if spec.max is not None and pol.max_value is not None and pol.max_value > spec.max:
-            out.append(f"{where}: {set_name}.{spec.name} max {spec.max}, kernel {pol.max_value}")
-        if spec.nested is not None and pol.nested is not None:
-            inner = policies.get(pol.nested, {})
-            _check_policy(spec.nested, inner, policies, f"{where}.{spec.name}", out)
-
-
 def test_every_attribute_the_kernel_accepts_is_declared() -> None:
     if not kver.at_least("6.3"):
         pytest.skip(f"{kver.release()} has no netdev family (6.3+): nothing to compare")
@@ -113,7 +81,7 @@ def test_every_attribute_the_kernel_accepts_is_declared() -> None:
                     continue
                 pol = fp.op_policy(op.id, dump)
                 where = f"{op.name} {'dump' if dump else 'do'}"
-                _check_policy(op.attr_set, pol, policies, where, problems)
+                check_policy(NETDEV, op.attr_set, pol, policies, where, problems)
                 if not dump and op.do:
                     missing = [
                         name
