@@ -28,7 +28,14 @@ def journal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> jr.Journal:
 
 
 def _state(nic: FakeNic) -> tuple[object, ...]:
-    return (nic.tcp_data_split, nic.hds_thresh, nic.ntuple_on, list(nic.indir), dict(nic.rules))
+    return (
+        nic.queues,
+        nic.tcp_data_split,
+        nic.hds_thresh,
+        nic.ntuple_on,
+        list(nic.indir),
+        dict(nic.rules),
+    )
 
 
 @pytest.mark.parametrize(
@@ -76,7 +83,7 @@ def test_plan_on_a_capable_nic_changes_nothing() -> None:
     assert p.ok and [r.name for r in p.requirements] == [
         "driver", "queue API", "header split", "ntuple", "RSS", "queues"
     ]  # fmt: skip
-    assert [s.record.kind for s in p.steps] == list(records.KINDS)
+    assert [s.record.kind for s in p.steps] == list(records.KINDS[1:])  # no channels asked
     assert "RSS indirection table over queues 0-13 only" in p.steps[2].description
     assert _state(nic) == before
     assert not {"rings_set", "features_set", "rss_set", "ntuple_insert"} & set(nic.calls)
@@ -96,7 +103,7 @@ def test_apply_journals_then_teardown_puts_everything_back(journal: jr.Journal) 
     by_kind = {r.kind: r for r in journal.records()}
     assert by_kind["ethtool-rings"].before == {"tcp-data-split": 1, "hds-thresh": 256}
     assert by_kind["ethtool-features"].before == {"rx-ntuple-filter": False}
-    assert by_kind["ethtool-rss"].before["indir"] == before[3]
+    assert by_kind["ethtool-rss"].before["indir"] == before[4]
     assert by_kind["ethtool-ntuple"].info["location"] == 0
     undone = teardown(nic, "eth9", journal)
     assert all(u.ok for u in undone) and len(undone) == 4
@@ -282,3 +289,134 @@ def test_fake_refuses_hds_thresh_above_its_max_like_the_kernel() -> None:
     assert nic.rings_get("eth9").hds_thresh == 256
     nic.rings_set("eth9", tcp_data_split=None, hds_thresh=limit)
     assert nic.rings_get("eth9").hds_thresh == limit
+
+
+# -- --channels and --best-effort ----------------------------------------------------
+
+
+def netdevsim_like(**kw: object) -> FakeNic:
+    """What netdevsim (7.3) offers: header split and channels, neither ntuple nor RSS."""
+    return FakeNic(driver_name="netdevsim", ntuple=False, rss=False, queues=4, **kw)  # type: ignore[arg-type]
+
+
+def test_best_effort_takes_the_steps_the_device_has_and_names_the_rest(
+    journal: jr.Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nic = netdevsim_like()
+    before = _state(nic)
+    assert not plan(nic, "eth9", [3], FLOW).ok  # without it: refused, as before
+    p = plan(nic, "eth9", [3], FLOW, channels=2, best_effort=True)
+    assert not p.ok  # queue 3 does not exist once there are 2 channels
+    assert "queues: queues [3] out of range 0..1" in p.refusal()
+    p = plan(nic, "eth9", [1], FLOW, channels=2, best_effort=True)
+    assert p.ok
+    assert [r.name for r in p.skipped] == ["ntuple", "RSS"]
+    assert [s.record.kind for s in p.steps] == ["ethtool-channels", "ethtool-rings"]
+    assert p.steps[0].description == "channels: combined 2 (was 4)"
+    written = apply(p, nic, journal)
+    assert [r.kind for r in written] == ["ethtool-channels", "ethtool-rings"]
+    assert (nic.queues, nic.tcp_data_split, nic.hds_thresh) == (2, TcpDataSplit.ENABLED, 0)
+    assert journal.records("ethtool-channels")[0].before == {"combined-count": 4, "rx-count": 0}
+    undone = teardown(nic, "eth9", journal)
+    assert [u.record.kind for u in undone] == ["ethtool-rings", "ethtool-channels"]
+    assert all(u.ok for u in undone) and _state(nic) == before
+    apply(plan(nic, "eth9", [1], FLOW, channels=2, best_effort=True), nic, journal)
+    monkeypatch.setattr(records, "nic_for", lambda netns: nic)
+    assert {o.status for o in jr.restore_all(journal)} == {"restored"}
+    assert _state(nic) == before and journal.records() == []
+
+
+def test_best_effort_refuses_when_no_step_is_possible(journal: jr.Journal) -> None:
+    nic = FakeNic(capable=False, driver_name="veth")
+    p = plan(nic, "eth9", [1], FLOW, best_effort=True)
+    assert not p.ok and p.steps == ()
+    assert [r.name for r in p.skipped] == ["header split", "ntuple", "RSS"]
+    msg = p.refusal()
+    assert msg.startswith("devmem setup refused for eth9, nothing was changed: no step")
+    for word in ("header split:", "ntuple:", "RSS:"):
+        assert word in msg
+    with pytest.raises(UnsupportedError):
+        apply(p, nic, journal)
+    assert journal.records() == []
+
+
+def test_best_effort_on_a_capable_device_is_the_whole_plan() -> None:
+    nic = FakeNic()
+    full, best = (
+        plan(nic, "eth9", [14, 15], FLOW),
+        plan(nic, "eth9", [14, 15], FLOW, best_effort=True),
+    )
+    assert best.skipped == () and best.ok
+    assert [s.description for s in best.steps] == [s.description for s in full.steps]
+
+
+def test_channels_grow_first_and_rss_is_read_again_after_it(journal: jr.Journal) -> None:
+    """8 queues, devmem on 14-15: the channels step makes them; the driver regenerates
+    an RSS table nobody set for 16 queues, so the RSS step (planned from that prediction)
+    reads the table again when it runs and journals the regenerated one as before."""
+    nic = FakeNic(queues=8, channels_max=16)
+    before = _state(nic)
+    assert not plan(nic, "eth9", [14, 15], FLOW).ok  # queues out of range without it
+    p = plan(nic, "eth9", [14, 15], FLOW, channels=16)
+    assert p.ok, p.refusal()
+    reqs = {r.name: r.detail for r in p.requirements}
+    assert reqs["channels"] == "combined 8 -> 16 (max 16)"
+    assert reqs["queues"] == "2 of 16 RX queues for devmem"
+    assert [s.record.kind for s in p.steps] == list(records.KINDS)
+    apply(p, nic, journal)
+    assert nic.queues == 16 and set(nic.indir) == set(range(14))
+    assert list(nic.rules.values()) == [(FLOW, 14)]
+    rss = journal.records("ethtool-rss")[0]
+    assert rss.before["indir"] == [i % 16 for i in range(128)]  # as it was when it ran
+    assert all(u.ok for u in teardown(nic, "eth9", journal))
+    assert _state(nic) == before and journal.records() == []
+
+
+def test_channels_over_the_maximum_are_a_missing_requirement() -> None:
+    nic = FakeNic(queues=8, channels_max=8)
+    p = plan(nic, "eth9", [3], FLOW, channels=9)
+    reqs = {r.name: r for r in p.requirements}
+    assert reqs["channels"].ok is False
+    assert reqs["channels"].detail == "combined 9 exceeds the maximum 8"
+    assert not p.ok and "channels: combined 9 exceeds the maximum 8" in p.refusal()
+    best = plan(nic, "eth9", [3], FLOW, channels=9, best_effort=True)
+    assert best.ok and [r.name for r in best.skipped] == ["channels"]
+    assert "ethtool-channels" not in [s.record.kind for s in best.steps]
+    with pytest.raises(RequestError):
+        plan(nic, "eth9", [3], FLOW, channels=0)
+
+
+def test_ctrl_c_after_the_channels_step_undoes_it(journal: jr.Journal) -> None:
+    nic = netdevsim_like()
+    before = _state(nic)
+    p = plan(nic, "eth9", [1], FLOW, channels=2, best_effort=True)
+
+    def interrupt(step: object) -> None:
+        if "header split" in str(getattr(step, "description", "")):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        apply(p, nic, journal, interrupt)
+    assert _state(nic) == before and journal.records() == []
+
+
+def test_fake_channels_set_checks_like_the_kernel() -> None:
+    # pinned against the kernel by tests/test_netdevsim_devmem.py (netdevsim, 7.3)
+    nic = FakeNic(queues=4)
+    with pytest.raises(KernelError) as exc:
+        nic.channels_set("eth9", combined=5)
+    assert (exc.value.errno, exc.value.extack, exc.value.attr_path) == (
+        errno.EINVAL,
+        "requested channel count exceeds maximum",
+        "channels.combined-count",
+    )
+    with pytest.raises(KernelError, match="no RX or TX channel"):
+        nic.channels_set("eth9", combined=0)
+    nic.rss_set("eth9", [3, 2, 1, 0])
+    with pytest.raises(KernelError) as exc:
+        nic.channels_set("eth9", combined=3)
+    assert (
+        exc.value.extack
+        == "requested channel counts are too low for existing indirection table (3)"
+    )
+    assert nic.queues == 4

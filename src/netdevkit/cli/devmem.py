@@ -24,6 +24,8 @@ from collections.abc import Iterator, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from .argtypes import int_at_least
+
 if TYPE_CHECKING:
     from ..devmem.nic import KernelNic
     from ..devmem.setup import Plan, Requirement, Step
@@ -49,15 +51,26 @@ lines.
 
 SETUP_EPILOG = """\
 what setup changes (and journals first, so `netdevkit restore` undoes it even
-after a crash):
+after a crash), in this order:
+  0. with --channels N: the combined channel count (ethtool -L combined N), so
+     that the devmem queues exist
   1. header split: ethtool rings tcp-data-split on, hds-thresh 0
   2. ntuple filters on (feature rx-ntuple-filter) if they are off
   3. RSS: the default indirection table spread over the other queues only
   4. an ntuple rule steering the flow to the first devmem queue
 
+By default setup refuses, changing nothing, unless the device meets every
+requirement. --best-effort takes every step the device can take and names
+the ones it cannot as skipped: for a driver netdevkit does not know, for
+steering you set up by other means, or for a test NIC (netdevsim has header
+split and channels but neither ntuple nor RSS). The queues must still fit.
+Ctrl-C or SIGTERM during setup undoes the steps already taken.
+
 examples:
   netdevkit devmem setup --ifname eth1 --queues 14-15 --flow 'tcp dst-port 5201' --dry-run
   netdevkit devmem setup --ifname eth1 --queues 15 --flow 'tcp dst-port 5201 src-ip 10.0.0.2'
+  netdevkit devmem setup --ifname eth1 --queues 15 --channels 16 --flow 'tcp dst-port 5201'
+  netdevkit devmem setup --ifname eni1 --queues 3 --flow 'tcp dst-port 5201' --best-effort
   netdevkit devmem teardown --ifname eth1
 """
 
@@ -87,6 +100,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("--queues", required=True, help="RX queues for devmem: 14-15 or 3,5")
     s.add_argument(
         "--flow", required=True, help="'tcp dst-port P [src-port P] [dst-ip A] [src-ip A]'"
+    )
+    s.add_argument(
+        "--channels",
+        type=int_at_least(1),
+        metavar="N",
+        help="set the combined channel count to N first (RX count on a device without "
+        "combined channels)",
+    )
+    s.add_argument(
+        "--best-effort",
+        action="store_true",
+        help="take the steps the device supports and name the ones it lacks as skipped, "
+        "instead of refusing",
     )
     s.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     s.set_defaults(func=run_setup)
@@ -165,9 +191,12 @@ def _plan_json(p: Plan, applied: bool) -> dict[str, Any]:
         "netns": p.netns,
         "queues": list(p.queues),
         "flow": p.flow.describe(),
+        "channels": p.channels,
+        "best_effort": p.best_effort,
         "ok": p.ok,
         "applied": applied,
         "requirements": [{"name": r.name, "ok": r.ok, "detail": r.detail} for r in p.requirements],
+        "skipped": [{"name": r.name, "detail": r.detail} for r in p.skipped],
         "steps": [
             {"kind": s.record.kind, "description": s.description, "before": s.record.before}
             for s in p.steps
@@ -182,7 +211,14 @@ def _make_plan(args: argparse.Namespace, nic: KernelNic, flow_text: str) -> Plan
     queues = parse_queues(args.queues)
     flow = parse_flow(flow_text)
     nic.ifindex(args.ifname)  # NotFoundError for a missing interface
-    return plan(nic, args.ifname, queues, flow)
+    return plan(
+        nic,
+        args.ifname,
+        queues,
+        flow,
+        channels=getattr(args, "channels", None),
+        best_effort=getattr(args, "best_effort", False),
+    )
 
 
 def _apply(args: argparse.Namespace, nic: KernelNic, p: Plan) -> list[Record]:
@@ -211,14 +247,16 @@ def run_setup(args: argparse.Namespace) -> int:
                 json.dump(_plan_json(p, False), sys.stdout, indent=2)
                 sys.stdout.write("\n")
             raise UnsupportedError(p.refusal())
+        for r in p.skipped:
+            _emit(args, f"skipped (--best-effort): {r.name}: {r.detail}")
         if args.dry_run:
             for i, s in enumerate(p.steps, 1):
                 _emit(args, f"would do {i}/{len(p.steps)}: {s.description}")
         else:
-            _apply(args, nic, p)
+            written = _apply(args, nic, p)
             _emit(
                 args,
-                f"done: {len(p.steps)} changes journaled; undo with "
+                f"done: {len(written)} changes journaled; undo with "
                 f"`netdevkit devmem teardown --ifname {args.ifname}` or `netdevkit restore`",
             )
         if args.json:
@@ -247,11 +285,13 @@ def run_teardown(args: argparse.Namespace) -> int:
 
 @contextlib.contextmanager
 def _signals_as_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP raise KeyboardInterrupt, so every cleanup path runs."""
+    """SIGTERM and SIGHUP raise a KeyboardInterrupt (:class:`Interrupted`, carrying the
+    signal), so every cleanup path runs."""
     from .._os import SignalScope
+    from .._signals import Interrupted
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
+        raise Interrupted(signum, "")  # the exit status says which signal (128 + signum)
 
     with SignalScope((signal.SIGTERM, signal.SIGHUP), handler, keep_ignored=False):
         yield

@@ -34,6 +34,9 @@ class Nic(Protocol):
         self, ifname: str, *, tcp_data_split: TcpDataSplit | None, hds_thresh: int | None
     ) -> None: ...
     def channels_get(self, ifname: str) -> Channels: ...
+    def channels_set(
+        self, ifname: str, *, combined: int | None = None, rx: int | None = None
+    ) -> None: ...
     def features_get(self, ifname: str) -> Features: ...
     def features_set(self, ifname: str, changes: Mapping[str, bool]) -> None: ...
     def rss_get(self, ifname: str) -> Rss: ...
@@ -111,6 +114,11 @@ class KernelNic:
     def channels_get(self, ifname: str) -> Channels:
         return self._ethtool().channels_get(ifname)
 
+    def channels_set(
+        self, ifname: str, *, combined: int | None = None, rx: int | None = None
+    ) -> None:
+        self._ethtool().channels_set(ifname, combined=combined, rx=rx)
+
     def features_get(self, ifname: str) -> Features:
         return self._ethtool().features_get(ifname)
 
@@ -121,6 +129,8 @@ class KernelNic:
         return self._ethtool().rss_get(ifname)
 
     def rss_set(self, ifname: str, indir: Sequence[int]) -> None:
+        """Set the default context's table; ``[]`` puts the driver's default back (and the
+        kernel no longer counts the table as set by the user)."""
         if self._ethtool().supports("rss-set"):
             self._ethtool().rss_set(ifname, indir)
         else:  # kernels before 6.17: the ioctl

@@ -1,8 +1,9 @@
 """Journal kinds of NIC preparation: what ``devmem setup`` changed, and how to put it back.
 
-Four kinds, one record per device (or per rule), written *before* the change
+Five kinds, one record per device (or per rule), written *before* the change
 with the value it replaces (KERNEL.md, CONTRACTS.md: the one journal):
 
+- ``ethtool-channels``: ``{"combined-count": N, "rx-count": N}`` before;
 - ``ethtool-rings``: ``{"tcp-data-split": 1|2, "hds-thresh": N}`` before;
 - ``ethtool-features``: ``{"rx-ntuple-filter": false}`` before;
 - ``ethtool-rss``: ``{"indir": [...]}``, the default context's table before;
@@ -22,14 +23,16 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..errors import NotFoundError
+from ..errors import NetdevkitError, NotFoundError
 from ..ethtool.family import TcpDataSplit
 from ..ethtool.ioctl import Flow
 from ..journal import Record, key_of, register_kind
 from .nic import KernelNic, Nic
 
 RINGS, FEATURES, RSS, NTUPLE = "ethtool-rings", "ethtool-features", "ethtool-rss", "ethtool-ntuple"
-KINDS = (RINGS, FEATURES, RSS, NTUPLE)
+CHANNELS = "ethtool-channels"
+#: in the order setup's steps run (undo runs newest first)
+KINDS = (CHANNELS, RINGS, FEATURES, RSS, NTUPLE)
 NTUPLE_FEATURE = "rx-ntuple-filter"
 
 
@@ -45,6 +48,15 @@ def flow_json(flow: Flow) -> dict[str, Any]:
         "src_ip": flow.src_ip,
         "ipv6": flow.ipv6,
     }
+
+
+def channels_record(netns: str | None, ifname: str, before: dict[str, int], new: str) -> Record:
+    return Record(
+        CHANNELS,
+        device_key(netns, ifname),
+        dict(before),
+        {"ifname": ifname, "netns": netns, "what": f"channels {new}"},
+    )
 
 
 def rings_record(netns: str | None, ifname: str, split: int, thresh: int | None) -> Record:
@@ -94,6 +106,9 @@ def current(nic: Nic, record: Record) -> dict[str, Any] | None:
     """The device's value in ``before``'s terms; None if the device is gone."""
     ifname = record.info["ifname"]
     try:
+        if record.kind == CHANNELS:
+            c = nic.channels_get(ifname)
+            return {"combined-count": c.combined_count, "rx-count": c.rx_count}
         if record.kind == RINGS:
             r = nic.rings_get(ifname)
             split = None if r.tcp_data_split is None else int(r.tcp_data_split)
@@ -124,7 +139,16 @@ def restore(nic: Nic, record: Record) -> str:
     if now == record.before:
         return f"{label}: already as before"
     b = record.before
-    if record.kind == RINGS:
+    if record.kind == CHANNELS:
+        nic.channels_set(
+            ifname,
+            **{
+                arg: int(b[key])
+                for arg, key in (("combined", "combined-count"), ("rx", "rx-count"))
+                if b[key] != now[key]
+            },
+        )
+    elif record.kind == RINGS:
         split = b["tcp-data-split"]
         nic.rings_set(
             ifname,
@@ -134,10 +158,27 @@ def restore(nic: Nic, record: Record) -> str:
     elif record.kind == FEATURES:
         nic.features_set(ifname, {NTUPLE_FEATURE: bool(b[NTUPLE_FEATURE])})
     elif record.kind == RSS:
-        nic.rss_set(ifname, [int(q) for q in b["indir"]])
+        nic.rss_set(ifname, _indir_to_write(nic, ifname, [int(q) for q in b["indir"]]))
     elif record.kind == NTUPLE:
         nic.ntuple_delete(ifname, int(now["rule"]))
     return f"{label}: undone"
+
+
+def _indir_to_write(nic: Nic, ifname: str, indir: list[int]) -> list[int]:
+    """*indir*, or ``[]`` (the kernel's "back to the default table") when *indir* is the
+    default spread over the device's RX queues (``i % n``, ethtool_rxfh_indir_default).
+
+    Writing the default back as a table would leave it marked as set by the user
+    (``netif_is_rxfh_configured``): the driver would then keep it across a channels
+    change instead of regenerating it, and the kernel would refuse to shrink the
+    channels below it, as it did not before setup.
+    """
+    try:
+        n = nic.channels_get(ifname).rx_queues
+    except NetdevkitError:
+        return indir
+    default = [i % n for i in range(len(indir))] if n else None
+    return [] if indir == default else indir
 
 
 #: the Nic a restore uses for a record's namespace (tests point it at a fake)

@@ -10,6 +10,9 @@ What a NIC needs before ``bind-rx`` works (KERNEL.md, devmem.rst):
 4. a driver with the queue management API and unreadable-netmem page pools
    (gve, mlx5, bnxt, fbnic, idpf).
 
+Optionally (``channels=N``) the channel count is changed first, so that the
+devmem queues exist (``ethtool -L combined N``).
+
 :func:`plan` reads the device and returns the :class:`Requirement` lines and
 the :class:`Step` list (nothing changes); :func:`apply` refuses unless every
 requirement holds, then runs the steps one by one, each journaled *before*
@@ -17,16 +20,24 @@ its change (kinds in :mod:`.records`), and undoes the steps already made if
 one fails or the process is interrupted; :func:`teardown` puts back what
 the journal holds for the device. ``netdevkit restore`` undoes the same
 records after a crash.
+
+``best_effort=True`` plans every step the device can take and names, as
+skipped, each one it cannot (a driver netdevkit does not know, steering done
+by other means, a test NIC such as netdevsim without ntuple or RSS); only the
+queues must still fit, and at least one step must be possible.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from .. import _fault
 from .._drivers import DEVMEM_DRIVERS, NO_DEVMEM_DRIVERS
 from .._os import format_cpu_list  # queue ids are written in the same range syntax
+from .._signals import Interrupted
 from ..errors import NetdevkitError, RequestError, UnsupportedError
 from ..ethtool.client import Channels, Features, Rings, Rss
 from ..ethtool.family import TcpDataSplit
@@ -36,6 +47,8 @@ from . import records as rec
 from .nic import Nic
 
 REQUIREMENTS = ("driver", "queue API", "header split", "ntuple", "RSS", "queues")
+#: the requirements that carry a step: what ``best_effort`` may skip
+STEP_REQUIREMENTS = ("channels", "header split", "ntuple", "RSS")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +67,12 @@ class Step:
     description: str
     record: Record
     run: Callable[[Nic], int | None] = dataclasses.field(repr=False, compare=False)
+    #: planned from a prediction (after an earlier step changes the device): called just
+    #: before the step runs, it reads the device and returns the step to run, or None
+    #: when nothing is left to change
+    replan: Callable[[Nic], Step | None] | None = dataclasses.field(
+        default=None, repr=False, compare=False
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,14 +83,40 @@ class Plan:
     flow: Flow
     requirements: tuple[Requirement, ...]
     steps: tuple[Step, ...]
+    #: the channel count asked (None: left as it is)
+    channels: int | None = None
+    best_effort: bool = False
+
+    @property
+    def skipped(self) -> tuple[Requirement, ...]:
+        """With ``best_effort``: the step-bearing requirements not met, whose steps are
+        left out (empty otherwise: a plan that is not best-effort skips nothing)."""
+        if not self.best_effort:
+            return ()
+        return tuple(r for r in self.requirements if r.name in STEP_REQUIREMENTS and not r.ok)
 
     @property
     def ok(self) -> bool:
-        return all(r.ok for r in self.requirements)
+        if not self.best_effort:
+            return all(r.ok for r in self.requirements)
+        queues = all(r.ok for r in self.requirements if r.name == "queues")
+        possible = any(r.ok for r in self.requirements if r.name in STEP_REQUIREMENTS)
+        return queues and possible
 
     def refusal(self) -> str:
-        missing = [f"{r.name}: {r.detail}" for r in self.requirements if not r.ok]
-        return f"devmem setup refused for {self.ifname}, nothing was changed: " + "; ".join(missing)
+        head = f"devmem setup refused for {self.ifname}, nothing was changed: "
+        if not self.best_effort:
+            missing = [f"{r.name}: {r.detail}" for r in self.requirements if not r.ok]
+            return head + "; ".join(missing)
+        bad = [r for r in self.requirements if r.name == "queues" and not r.ok]
+        if bad:
+            return head + f"queues: {bad[0].detail}"
+        return (
+            head
+            + "no step is possible ("
+            + "; ".join(f"{r.name}: {r.detail}" for r in self.skipped)
+            + ")"
+        )
 
 
 def parse_queues(text: str) -> tuple[int, ...]:
@@ -140,10 +185,10 @@ def _rss_req(nic: Nic, rss: object, err: str) -> Requirement:
     return Requirement("RSS", False, err or "no RSS indirection table")
 
 
-def _queues_req(queues: Sequence[int], chans: object, err: str) -> Requirement:
-    if not isinstance(chans, Channels):
+def _queues_req(queues: Sequence[int], n: int | None, err: str) -> Requirement:
+    """*queues* against *n* RX queues (after a channels change, if one is planned)."""
+    if n is None:
         return Requirement("queues", False, err or "cannot count the RX queues")
-    n = chans.rx_queues
     bad = [q for q in queues if q >= n]
     if not queues:
         return Requirement("queues", False, "no devmem queue given")
@@ -154,12 +199,41 @@ def _queues_req(queues: Sequence[int], chans: object, err: str) -> Requirement:
     return Requirement("queues", True, f"{len(queues)} of {n} RX queues for devmem")
 
 
+def _channel_kind(chans: Channels) -> str:
+    """Which count ``channels=N`` sets: combined channels, or RX ones on a device without."""
+    return "combined" if chans.combined_max > 0 else "rx"
+
+
+def _rx_queues_after(chans: Channels, want: int) -> int:
+    """RX queues once the count ``channels=N`` sets is *want*."""
+    if _channel_kind(chans) == "combined":
+        return want + chans.rx_count
+    return chans.combined_count + want
+
+
+def _channels_req(want: int, chans: object, err: str) -> Requirement:
+    if not isinstance(chans, Channels):
+        return Requirement("channels", False, err or "cannot read the channel counts")
+    kind = _channel_kind(chans)
+    top = chans.combined_max if kind == "combined" else chans.rx_max
+    now = chans.combined_count if kind == "combined" else chans.rx_count
+    if top == 0:
+        return Requirement("channels", False, "the driver's channel counts cannot be changed")
+    if want > top:
+        return Requirement("channels", False, f"{kind} {want} exceeds the maximum {top}")
+    if want == now:
+        return Requirement("channels", True, f"{kind} stays {now}")
+    return Requirement("channels", True, f"{kind} {now} -> {want} (max {top})")
+
+
 def requirements(
-    nic: Nic, ifname: str, queues: Sequence[int] | None
+    nic: Nic, ifname: str, queues: Sequence[int] | None, channels: int | None = None
 ) -> tuple[list[Requirement], dict[str, object]]:
     """The per-requirement lines for *ifname*, and what was read (for :func:`plan`).
 
-    *queues* None leaves out the ``queues`` line (``doctor`` asks no queues).
+    *queues* None leaves out the ``queues`` line (``doctor`` asks no queues);
+    *channels* adds a ``channels`` line, and the queues are counted as they would be
+    after that change.
     """
     out = [_driver_req(nic.driver(ifname))]
     qapi = nic.queue_api(ifname)
@@ -171,8 +245,14 @@ def requirements(
     rss, rss_err = _try(lambda: nic.rss_get(ifname))
     out.append(_rss_req(nic, rss, rss_err))
     chans, chans_err = _try(lambda: nic.channels_get(ifname))
+    n = chans.rx_queues if isinstance(chans, Channels) else None
+    if channels is not None:
+        req = _channels_req(channels, chans, chans_err)
+        out.append(req)
+        if req.ok and isinstance(chans, Channels):
+            n = _rx_queues_after(chans, channels)
     if queues is not None:
-        out.append(_queues_req(queues, chans, chans_err))
+        out.append(_queues_req(queues, n, chans_err))
     facts: dict[str, object] = {"rings": rings, "features": feats, "rss": rss, "channels": chans}
     return out, facts
 
@@ -192,64 +272,148 @@ def tx_requirements(nic: Nic, ifname: str, bind_tx: bool) -> list[Requirement]:
     return [_driver_req(nic.driver(ifname)), kernel]
 
 
-def plan(nic: Nic, ifname: str, queues: Sequence[int], flow: Flow) -> Plan:
-    """Read *ifname* and plan the changes; changes nothing."""
+def plan(
+    nic: Nic,
+    ifname: str,
+    queues: Sequence[int],
+    flow: Flow,
+    *,
+    channels: int | None = None,
+    best_effort: bool = False,
+) -> Plan:
+    """Read *ifname* and plan the changes; changes nothing.
+
+    *channels*: set the combined channel count (RX count on a device without combined
+    channels) to this first. *best_effort*: plan the steps whose requirements hold and
+    skip, by name, the others (see the module docstring).
+    """
+    if channels is not None and channels < 1:
+        raise RequestError(f"channels {channels}: a device needs at least one channel")
     qs = tuple(sorted(set(queues)))
-    reqs, facts = requirements(nic, ifname, qs)
-    steps: list[Step] = []
-    if all(r.ok for r in reqs):
-        steps = _steps(nic.netns, ifname, qs, flow, facts)
-    return Plan(ifname, nic.netns, qs, flow, tuple(reqs), tuple(steps))
+    reqs, facts = requirements(nic, ifname, qs, channels)
+    p = Plan(ifname, nic.netns, qs, flow, tuple(reqs), (), channels, best_effort)
+    if not p.ok:
+        return p
+    met = {r.name for r in reqs if r.ok}
+    steps = _steps(nic.netns, ifname, qs, flow, facts, channels, met)
+    return dataclasses.replace(p, steps=tuple(steps))
 
 
 def _steps(
-    netns: str | None, ifname: str, qs: tuple[int, ...], flow: Flow, facts: dict[str, object]
+    netns: str | None,
+    ifname: str,
+    qs: tuple[int, ...],
+    flow: Flow,
+    facts: dict[str, object],
+    channels: int | None,
+    met: set[str],
 ) -> list[Step]:
+    """The steps of the requirements in *met*, in the order they must run: channels first
+    (the queues must exist), then header split, ntuple on, RSS, and the rule last."""
     rings, feats, rss, chans = facts["rings"], facts["features"], facts["rss"], facts["channels"]
-    assert isinstance(rings, Rings) and isinstance(feats, Features)
-    assert isinstance(rss, Rss) and isinstance(chans, Channels)
     steps: list[Step] = []
+    n_queues = now_queues = chans.rx_queues if isinstance(chans, Channels) else 0
+    if channels is not None and "channels" in met:
+        assert isinstance(chans, Channels)
+        ch = _channels_step(netns, ifname, chans, channels)
+        if ch is not None:
+            steps.append(ch)
+            n_queues = _rx_queues_after(chans, channels)
+    if "header split" in met:
+        assert isinstance(rings, Rings)
+        rs = _rings_step(netns, ifname, rings)
+        if rs is not None:
+            steps.append(rs)
+    if "ntuple" in met:
+        assert isinstance(feats, Features)
+        if rec.NTUPLE_FEATURE not in feats.active:
+            steps.append(
+                Step(
+                    "ntuple filters on (were off)",
+                    rec.features_record(netns, ifname, False),
+                    lambda nic: nic.features_set(ifname, {rec.NTUPLE_FEATURE: True}),
+                )
+            )
+    if "RSS" in met:
+        assert isinstance(rss, Rss)
+        indir = list(rss.indir)
+        replan: Callable[[Nic], Step | None] | None = None
+        if steps and steps[0].record.kind == rec.CHANNELS:
+            # After a channels change a driver regenerates a table the user never set,
+            # and keeps one the user did: predict the first, read it again when the step
+            # runs (the journal's "before" is the table as it is then).
+            if indir == [i % now_queues for i in range(len(indir))]:
+                indir = [i % n_queues for i in range(len(indir))]
+            after = n_queues
+
+            def replan(nic: Nic) -> Step | None:
+                return _rss_step(netns, ifname, qs, after, list(nic.rss_get(ifname).indir))
+
+        step = _rss_step(netns, ifname, qs, n_queues, indir)
+        if step is not None:
+            steps.append(dataclasses.replace(step, replan=replan))
+    if "ntuple" in met:
+        steps.append(
+            Step(
+                f"ntuple rule: {flow.describe()} -> queue {qs[0]}",
+                rec.ntuple_record(netns, ifname, flow, qs[0]),
+                lambda nic: nic.ntuple_insert(ifname, flow, qs[0]),
+            )
+        )
+    return steps
+
+
+def _channels_step(netns: str | None, ifname: str, chans: Channels, want: int) -> Step | None:
+    kind = _channel_kind(chans)
+    now = chans.combined_count if kind == "combined" else chans.rx_count
+    if want == now:
+        return None
+    before = {"combined-count": chans.combined_count, "rx-count": chans.rx_count}
+
+    def run(nic: Nic) -> None:
+        if kind == "combined":
+            nic.channels_set(ifname, combined=want)
+        else:
+            nic.channels_set(ifname, rx=want)
+
+    return Step(
+        f"channels: {kind} {want} (was {now})",
+        rec.channels_record(netns, ifname, before, f"{kind} {want}"),
+        run,
+    )
+
+
+def _rings_step(netns: str | None, ifname: str, rings: Rings) -> Step | None:
     split = rings.tcp_data_split
     thresh = rings.hds_thresh
-    if split is not TcpDataSplit.ENABLED or thresh not in (0, None):
-        new_thresh = None if thresh is None else 0
-        steps.append(
-            Step(
-                f"header split on (was {split.name.lower() if split else '?'}), "
-                f"hds-thresh 0 (was {thresh})",
-                rec.rings_record(netns, ifname, int(split or 0), thresh),
-                lambda nic: nic.rings_set(
-                    ifname, tcp_data_split=TcpDataSplit.ENABLED, hds_thresh=new_thresh
-                ),
-            )
-        )
-    if rec.NTUPLE_FEATURE not in feats.active:
-        steps.append(
-            Step(
-                "ntuple filters on (were off)",
-                rec.features_record(netns, ifname, False),
-                lambda nic: nic.features_set(ifname, {rec.NTUPLE_FEATURE: True}),
-            )
-        )
-    others = [q for q in range(chans.rx_queues) if q not in qs]
-    new = [others[i % len(others)] for i in range(len(rss.indir))]
-    if any(q in qs for q in rss.indir):
-        steps.append(
-            Step(
-                f"RSS indirection table over queues {format_cpu_list(others)} only "
-                f"(keeps {format_cpu_list(qs)} for devmem)",
-                rec.rss_record(netns, ifname, list(rss.indir), new),
-                lambda nic: nic.rss_set(ifname, new),
-            )
-        )
-    steps.append(
-        Step(
-            f"ntuple rule: {flow.describe()} -> queue {qs[0]}",
-            rec.ntuple_record(netns, ifname, flow, qs[0]),
-            lambda nic: nic.ntuple_insert(ifname, flow, qs[0]),
-        )
+    if split is TcpDataSplit.ENABLED and thresh in (0, None):
+        return None
+    new_thresh = None if thresh is None else 0
+    return Step(
+        f"header split on (was {split.name.lower() if split else '?'}), "
+        f"hds-thresh 0 (was {thresh})",
+        rec.rings_record(netns, ifname, int(split or 0), thresh),
+        lambda nic: nic.rings_set(
+            ifname, tcp_data_split=TcpDataSplit.ENABLED, hds_thresh=new_thresh
+        ),
     )
-    return steps
+
+
+def _rss_step(
+    netns: str | None, ifname: str, qs: tuple[int, ...], n_queues: int, indir: list[int]
+) -> Step | None:
+    """The default RSS table spread over the non-devmem queues, if it points at a devmem
+    queue now (None: nothing to change)."""
+    if not any(q in qs for q in indir):
+        return None
+    others = [q for q in range(n_queues) if q not in qs]
+    new = [others[i % len(others)] for i in range(len(indir))]
+    return Step(
+        f"RSS indirection table over queues {format_cpu_list(others)} only "
+        f"(keeps {format_cpu_list(qs)} for devmem)",
+        rec.rss_record(netns, ifname, indir, new),
+        lambda nic: nic.rss_set(ifname, new),
+    )
 
 
 # -- changing it ---------------------------------------------------------------------
@@ -264,15 +428,21 @@ def apply(
     """Run *p*'s steps, each journaled before its change; returns the records written.
 
     Refuses (:class:`UnsupportedError`, nothing changed) unless every
-    requirement holds. If a step fails, or the process is interrupted, the
-    steps already made are undone (newest first) before the error propagates.
+    requirement holds (a best-effort plan: unless the queues fit and a step is
+    possible). A step planned from a prediction is read again just before it runs.
+    If a step fails, or the process is interrupted, the steps already made are
+    undone (newest first) before the error propagates; an interruption comes out as
+    :class:`~netdevkit._signals.Interrupted` saying what was undone.
     """
     if not p.ok:
         raise UnsupportedError(p.refusal())
     journal = journal if journal is not None else Journal()
     written: list[Record] = []
     try:
-        for step in p.steps:
+        for planned in p.steps:
+            step = planned if planned.replan is None else planned.replan(nic)
+            if step is None:
+                continue  # the earlier steps left nothing for this one to change
             if on_step is not None:
                 on_step(step)
             with journal.intent([step.record]) as added:
@@ -280,14 +450,24 @@ def apply(
                     # an earlier setup's rule for this flow is journaled and still steers it
                     continue
                 written += added
+                _fault.point("ethtool-set")
                 result = step.run(nic)
             if step.record.kind == rec.NTUPLE and added:
                 info = {**step.record.info, "location": result}
                 journal.update([dataclasses.replace(step.record, info=info)])
                 written[-1] = dataclasses.replace(written[-1], info=info)
-    except BaseException:
-        _undo(nic, journal, written)
-        raise
+    except BaseException as exc:
+        undone = _undo(nic, journal, written)
+        if not isinstance(exc, KeyboardInterrupt):
+            raise
+        failed = [u for u in undone if not u.ok]
+        what = f"{len(undone) - len(failed)} of {len(written)} changes undone"
+        if failed:
+            what += f"; {len(failed)} stay journaled for `netdevkit restore`"
+        else:
+            what += ", nothing changed"
+        signum = getattr(exc, "signum", signal.SIGINT)
+        raise Interrupted(signum, f"devmem setup of {p.ifname}: {what}") from exc
     return written
 
 
@@ -310,6 +490,7 @@ def _undo(nic: Nic, journal: Journal, written: list[Record]) -> list[Undone]:
     for record in reversed(written):
         fresh = {r.ident: r for r in journal.records(record.kind)}.get(record.ident, record)
         try:
+            _fault.point("ethtool-undo")
             msg = rec.restore(nic, fresh)
         except (NetdevkitError, OSError) as err:
             out.append(Undone(fresh, False, f"{fresh.info.get('what', fresh.kind)}: {err}"))
