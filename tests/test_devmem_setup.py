@@ -420,3 +420,21 @@ def test_fake_channels_set_checks_like_the_kernel() -> None:
         == "requested channel counts are too low for existing indirection table (3)"
     )
     assert nic.queues == 4
+
+
+def test_rss_undo_writes_a_default_table_back_as_the_default(journal: jr.Journal) -> None:
+    """The kernel keeps a table written by the user across a channels change and refuses
+    to shrink the channels below it (netif_is_rxfh_configured, 7.3's ethtool core): a
+    default table is put back as the default (an empty table), a user's table as itself."""
+    nic = FakeNic()
+    apply(plan(nic, "eth9", [14, 15], FLOW), nic, journal)
+    assert nic.rss_configured
+    teardown(nic, "eth9", journal)
+    assert nic.indir == [i % 16 for i in range(128)] and not nic.rss_configured
+    nic.channels_set("eth9", combined=8)  # the driver regenerates it, as before setup
+    assert set(nic.indir) == set(range(8))
+    mine = [i % 4 for i in range(128)]
+    nic.rss_set("eth9", mine)
+    apply(plan(nic, "eth9", [3], FLOW), nic, journal)
+    teardown(nic, "eth9", journal)
+    assert nic.indir == mine and nic.rss_configured

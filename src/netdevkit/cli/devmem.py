@@ -70,7 +70,7 @@ examples:
   netdevkit devmem setup --ifname eth1 --queues 14-15 --flow 'tcp dst-port 5201' --dry-run
   netdevkit devmem setup --ifname eth1 --queues 15 --flow 'tcp dst-port 5201 src-ip 10.0.0.2'
   netdevkit devmem setup --ifname eth1 --queues 15 --channels 16 --flow 'tcp dst-port 5201'
-  netdevkit devmem setup --ifname eni1 --queues 3 --flow 'tcp dst-port 5201' --best-effort
+  netdevkit devmem setup --ifname eth1 --queues 3 --flow 'tcp dst-port 5201' --best-effort
   netdevkit devmem teardown --ifname eth1
 """
 

@@ -108,15 +108,14 @@ class Plan:
         if not self.best_effort:
             missing = [f"{r.name}: {r.detail}" for r in self.requirements if not r.ok]
             return head + "; ".join(missing)
-        bad = [r for r in self.requirements if r.name == "queues" and not r.ok]
-        if bad:
-            return head + f"queues: {bad[0].detail}"
-        return (
-            head
-            + "no step is possible ("
-            + "; ".join(f"{r.name}: {r.detail}" for r in self.skipped)
-            + ")"
-        )
+        why = [f"queues: {r.detail}" for r in self.requirements if r.name == "queues" and not r.ok]
+        if not any(r.ok for r in self.requirements if r.name in STEP_REQUIREMENTS):
+            why.append(
+                "no step is possible ("
+                + "; ".join(f"{r.name}: {r.detail}" for r in self.skipped)
+                + ")"
+            )
+        return head + "; ".join(why)
 
 
 def parse_queues(text: str) -> tuple[int, ...]:
