@@ -20,6 +20,7 @@ the path of the attribute it pointed at.
 # No `from __future__ import annotations`: NamedTuple fields annotated with strings
 # cost a compile() each at import, and every CLI start-up imports this module.
 import errno
+import os
 import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType
@@ -333,6 +334,63 @@ def ifnames(netns: str | None = None) -> dict[int, str]:
         return dict(socket.if_nameindex())
 
 
+#: NETNSA_NSID_NOT_ASSIGNED (include/uapi/linux/net_namespace.h): no id for that namespace
+_NSID_NOT_ASSIGNED = -1
+
+
+def _nsid(reply: Mapping[str, Any] | None) -> int | None:
+    """NETNSA_NSID of an RTM_GETNSID reply (pyroute2 decodes the s32 as a u32), or None
+    when the kernel has no id for that namespace."""
+    raw = None if reply is None else reply.get("nsid")
+    if raw is None:
+        return None
+    value = int(raw) - (1 << 32) if int(raw) >= 1 << 31 else int(raw)
+    return None if value == _NSID_NOT_ASSIGNED else value
+
+
+def netns_id_of(name: str, netns: str | None = None) -> int | None:
+    """The id that network namespace *name* has as seen from *netns* (the current one if
+    None); None when *name* is that namespace itself.
+
+    Namespace ids are per namespace: each one numbers the others it refers to. The kernel
+    answers ``RTM_GETNSID`` with ``NETNSA_FD`` (``ip netns list-id``) with that number, or
+    -1 when none was assigned yet; then ``RTM_NEWNSID`` with id -1 makes it pick the lowest
+    free one (``ip netns set NAME auto``), as it would itself when it reports a netdev in
+    another namespace. That is the id ``queue-create``'s lease ``netns-id`` takes
+    (``get_net_ns_by_id`` in the requester's namespace).
+    """
+    str_arg("name", name)
+    with entered(name):  # the usual errors for a missing or bogus namespace
+        fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        there = os.fstat(fd)
+        with entered(netns):
+            here = os.stat("/proc/thread-self/ns/net")
+            if (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino):
+                return None
+            from pyroute2 import IPRoute
+            from pyroute2.netlink.exceptions import NetlinkError
+
+            what = f"network namespace id of {name!r}" + (f" in {netns!r}" if netns else "")
+            try:
+                with IPRoute() as ipr:  # made and used in this thread, in *netns*
+                    nsid = _nsid(ipr.get_netnsid(fd=fd))
+                    if nsid is None:
+                        try:
+                            ipr.set_netnsid(fd=fd)
+                        except NetlinkError as err:
+                            if err.code != errno.EEXIST:  # assigned meanwhile: fine
+                                raise
+                        nsid = _nsid(ipr.get_netnsid(fd=fd))
+            except NetlinkError as err:
+                raise KernelError(err.code, what) from None
+            if nsid is None:
+                raise KernelError(errno.ENOENT, what, "no id after RTM_NEWNSID")
+            return nsid
+    finally:
+        os.close(fd)
+
+
 def _as_dict(d: dict[str, Any]) -> dict[str, Any]:
     return d
 
@@ -568,20 +626,54 @@ class Netdev(FamilyClient):
         lease_ifindex: int,
         lease_queue_id: int,
         qtype: QueueType = QueueType.RX,
+        lease_netns_id: int | None = None,
     ) -> int:
         """Create a *qtype* queue on *ifindex* leased from queue *lease_queue_id*
         of *lease_ifindex*; returns the new queue's id (needs CAP_NET_ADMIN, 7.1+).
 
         Only a virtual netdev whose driver implements leasing (netkit) accepts
         it, and the leased queue's driver needs the queue management API.
+        *lease_netns_id* says that *lease_ifindex* lives in another namespace: its
+        id as seen from this connection's namespace (:func:`netns_id_of`); the
+        kernel answers ENONET for an id it does not know there.
         """
-        attrs = {
-            "ifindex": ifindex,
-            "type": qtype,
-            "lease": {"ifindex": lease_ifindex, "queue": {"id": lease_queue_id, "type": qtype}},
+        int_arg("lease_netns_id", lease_netns_id, none_ok=True)
+        if lease_netns_id is not None and lease_netns_id < 0:
+            raise RequestError(
+                f"lease_netns_id={lease_netns_id!r} must be 0 or more (a namespace id as "
+                "`netns_id_of` returns it; None for this connection's namespace)"
+            )
+        lease: dict[str, Any] = {
+            "ifindex": lease_ifindex,
+            "queue": {"id": lease_queue_id, "type": qtype},
         }
-        what = f"queue-create ifindex {ifindex} (lease {lease_ifindex}/{lease_queue_id})"
-        d = self._request(self._op("queue-create"), attrs, False, what, self._read_queue_dict)
+        elsewhere = ""
+        if lease_netns_id is not None:
+            lease["netns-id"] = lease_netns_id
+            elsewhere = f" in nsid {lease_netns_id}"
+        attrs = {"ifindex": ifindex, "type": qtype, "lease": lease}
+        what = f"queue-create ifindex {ifindex} (lease {lease_ifindex}/{lease_queue_id}{elsewhere})"
+        here = f" in network namespace {self.netns!r}" if self.netns else ""
+        try:
+            d = self._request(self._op("queue-create"), attrs, False, what, self._read_queue_dict)
+        except NotFoundError as err:
+            # ENODEV: either device; _request's message would name the first one only
+            raise NotFoundError(
+                f"{what}: no network device with ifindex {ifindex}{here}, or none with "
+                f"ifindex {lease_ifindex}{elsewhere or here}"
+            ) from err
+        except KernelError as err:
+            if err.errno == errno.ENONET and lease_netns_id is not None:
+                raise NotFoundError(
+                    f"{what}: no network namespace has id {lease_netns_id} as numbered "
+                    f"{here.strip() or 'in this namespace'} (ids are per namespace: "
+                    "`ip netns list-id`)"
+                ) from err
+            if err.errno == errno.EOPNOTSUPP and err.extack and type(err) is KernelError:
+                # netkit says why (the primary of a pair; queues of two devices): the
+                # generic "cannot lease queues" hint would contradict it
+                raise KernelError(err.errno, what, err.extack, err.attr_path) from err
+            raise
         if not d or "id" not in d[0]:
             raise DecodeError(f"{what}: the reply carries no queue id")
         return int(d[0]["id"])
