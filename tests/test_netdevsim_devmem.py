@@ -178,6 +178,9 @@ def test_best_effort_setup_is_journaled_and_teardown_puts_it_back(
         ("RSS", False), ("channels", True), ("queues", True),
     ]  # fmt: skip
     assert [s["name"] for s in out["skipped"]] == ["ntuple", "RSS"]
+    why = {s["name"]: s["detail"] for s in out["skipped"]}
+    assert why["ntuple"] == "the driver has no ntuple flow steering"  # not among its features
+    assert why["RSS"].startswith(f"ethtool rss-get {a.ifname}: Operation not supported")
     assert [s["kind"] for s in out["steps"]] == ["ethtool-channels", "ethtool-rings"]
     with Ethtool.open(a.ns) as et:
         assert et.channels_get(a.ifname).combined_count == 2

@@ -144,7 +144,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="only this kernel of the matrix (6.1, 6.12, 7.x); repeatable",
     )
     p.add_argument("--refresh", action="store_true", help="re-resolve and re-fetch the kernels")
-    p.add_argument("--timeout", type=float, default=300.0, help="seconds per guest (300)")
+    p.add_argument("--timeout", type=float, default=480.0, help="seconds per guest (480)")
     p.add_argument("-k", dest="select", help="pytest -k expression for the guests")
     return p.parse_args(argv)
 
