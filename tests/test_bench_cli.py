@@ -145,6 +145,12 @@ def test_short_run_results_and_nothing_left_behind(tmp_path: Path) -> None:
         # a busy machine: the bench must say so rather than sweep a made-up knee (seen
         # while other test suites ran on the same 2 CPUs)
         assert cap.limited_by == "" and "ping-pong rate stands in" in cap.method
+    elif cap.limited_by == "client" and cap.client_limited:
+        # the generator over its own send-lag limit at every retry of a step (seen once in
+        # a full suite run: 8000/s flagged, ping-pong 10.7k/s): the bench must then say the
+        # knee is above what it reached, not call that the knee
+        assert "saturated" in cap.method and "the knee is above" in cap.method, cap
+        assert max(cap.loads) == cap.rate < cap.steps[-1][0], cap
     else:
         assert max(cap.loads) >= 3 * cap.ping_pong_rate, cap
         assert cap.limited_by in ("server", "client")
