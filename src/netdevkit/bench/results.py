@@ -192,7 +192,9 @@ class Capacity:
     rate) and ``method`` how it was found; ``loads`` are the open-loop rates the sweep then
     used (fractions of ``rate``, ascending). ``ping_pong_rate`` is the one-in-flight rate
     beside it; ``limited_by`` says what ended the ramp: ``"server"`` (the knee), ``"client"``
-    (the generator saturated first: the knee is above ``rate``) or ``""`` (not a ramp).
+    (the generator saturated first: the knee is above ``rate``), ``"disturbed"`` (a step
+    disturbed twice stopped the probe: the knee is above ``rate`` too) or ``""`` (not a
+    ramp).
     ``steps`` are the ramp's (offered, answered, p50) rows.
     """
 

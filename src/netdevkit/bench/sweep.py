@@ -180,6 +180,9 @@ def knee(
     rows = tuple((float(s.offered), round(s.answered, 1), round(s.p50, 1)) for s in steps)
     pp = f"ping-pong {ping_pong_rate:.0f}/s"
     n_disturbed = sum(1 for s in steps if s.disturbed)
+    # the probe stops on a step disturbed twice (next_rate): the knee is above what it
+    # reached, and neither the server nor the generator is why the ramp ended
+    stopped_at = steps[-1].offered if steps and steps[-1].disturbed else None
     steps = _clean(steps)
     if n_disturbed and not steps:
         pp = f"every probe step was disturbed ({n_disturbed}); {pp}"
@@ -224,6 +227,12 @@ def knee(
             f"/s before the server's knee: the knee is above {rate:.0f}/s ({pp})"
         )
         by = "client"
+    elif stopped_at is not None:
+        how = (
+            f"the probe stopped at {stopped_at}/s, disturbed twice: the knee is above "
+            f"{rate:.0f}/s ({pp})"
+        )
+        by = "disturbed"
     else:
         how = f"the ramp ended at {rate:.0f}/s without reaching the knee ({pp})"
         by = "client"

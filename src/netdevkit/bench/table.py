@@ -158,6 +158,8 @@ def capacity_line(cap: Capacity) -> str:
         what = f"knee {cap.rate:.0f}/s"
     elif cap.limited_by == "client":
         what = f"at least {cap.rate:.0f}/s (the load generator's limit, not the server's knee)"
+    elif cap.limited_by == "disturbed":
+        what = f"at least {cap.rate:.0f}/s (the probe stopped on a disturbed step)"
     else:
         what = f"{cap.rate:.0f}/s"
     pp = f", ping-pong {cap.ping_pong_rate:.0f}/s" if cap.ping_pong_rate else ""
