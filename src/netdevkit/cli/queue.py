@@ -36,7 +36,9 @@ and has one assigned when there is none yet (as `ip netns set NAME auto`).
 
 `netdevkit queue show` shows the lease on the physical device's queue
 (lease DEV/rxN, with @nsidN when the netkit is in another namespace).
-Deleting the netkit device ends its leases.
+Deleting the netkit device ends its leases: the kernel has no call that
+removes one leased queue, so a lease is not journaled and `netdevkit restore`
+does not end it.
 
 examples:
   netdevkit queue create --ifname nk0 --lease-ifname eth0 --lease-queue 3
