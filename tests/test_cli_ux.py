@@ -478,3 +478,35 @@ def test_lazy_packages_still_export_every_name(package: str) -> None:
         )
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         mod.nope  # noqa: B018
+
+
+FINISHED = """
+import os, signal, sys
+from netdevkit.cli import main as m
+m._Run.as_program = {as_program}
+m.command_finished()
+os.kill(os.getpid(), signal.SIGINT)
+os.kill(os.getpid(), signal.SIGTERM)
+print("still here", flush=True)
+"""
+
+
+@pytest.mark.parametrize("as_program", [True, False])
+def test_a_stop_signal_after_the_command_finished_is_ignored_only_as_the_program(
+    as_program: bool,
+) -> None:
+    """command_finished(): run as the program, the changes made and reported, SIGINT and
+    SIGTERM no longer turn the outcome into "interrupted"; called in-process (a test, a
+    library caller) it leaves the caller's handlers alone."""
+    p = subprocess.run(
+        [sys.executable, "-c", FINISHED.format(as_program=as_program)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if as_program:
+        assert (p.returncode, p.stdout, p.stderr) == (0, "still here\n", "")
+    else:
+        assert p.returncode != 0 and "still here" not in p.stdout  # KeyboardInterrupt
+        assert "KeyboardInterrupt" in p.stderr

@@ -236,6 +236,7 @@ def _apply(args: argparse.Namespace, nic: KernelNic, p: Plan) -> list[Record]:
 def run_setup(args: argparse.Namespace) -> int:
     from ..devmem.nic import KernelNic
     from ..errors import UnsupportedError
+    from .main import command_finished
 
     with KernelNic(args.netns) as nic, _signals_as_interrupt():
         p = _make_plan(args, nic, args.flow)
@@ -254,6 +255,7 @@ def run_setup(args: argparse.Namespace) -> int:
                 _emit(args, f"would do {i}/{len(p.steps)}: {s.description}")
         else:
             written = _apply(args, nic, p)
+            command_finished()  # done: a signal now would report a finished setup as cut short
             _emit(
                 args,
                 f"done: {len(written)} changes journaled; undo with "

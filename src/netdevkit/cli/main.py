@@ -236,6 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finished is ignored: its work is done and reported, and the status says how it went.
     """
     as_program = argv is None and threading.current_thread() is threading.main_thread()
+    _Run.as_program = as_program
     if as_program:
         sys.unraisablehook = _interrupt_not_lost
     try:
@@ -253,6 +254,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class _Run:
+    #: whether :func:`main` runs as the program (not called in-process by a test or a caller)
+    as_program = False
+
+
+def command_finished() -> None:
+    """The command's changes are made and reported: run as the program, a stop signal from
+    here on is ignored, as :func:`main` promises once the command has finished.
+
+    Without it a signal landing in the few instructions left before ``main`` returns, or
+    re-raised late by :func:`_interrupt_not_lost` after one was lost in a finalizer,
+    reported a finished command as a bare "interrupted" (seen once in the 256-NAPI Ctrl-C
+    test). Python drops a signal whose handler is SIG_IGN by the time it acts on it, and
+    ``_thread.interrupt_main`` does nothing then.
+    """
+    if _Run.as_program and threading.current_thread() is threading.main_thread():
+        for sig in _STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+
+
 _default_unraisablehook = sys.unraisablehook
 
 

@@ -273,9 +273,11 @@ def _honest_interrupt(tuners: list[Tuner]) -> Iterator[None]:
     journaled).
     """
     from .._signals import Interrupted
+    from .main import command_finished
 
     try:
         yield
+        command_finished()  # inside the try: a signal before it is still told apart here
     except KeyboardInterrupt as err:
         if isinstance(err, Interrupted):
             raise
