@@ -65,6 +65,18 @@ def _private_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NETDEVKIT_STATE_DIR", str(tmp_path / "ndk-state"))
 
 
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``netdevkit ARGS`` in this process: (exit status, stdout, stderr)."""
+    from netdevkit.cli.main import main
+
+    try:
+        rc = main(list(args))
+    except SystemExit as exc:
+        rc = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
 # --- testbed fixtures (netdevkit.testbed) ------------------------------------
 #
 # Every testbed a test creates is named with TESTBED_PREFIX (this process's pid

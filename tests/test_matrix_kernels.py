@@ -15,12 +15,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import run_cli as run
 
 from netdevkit import kver
 from netdevkit.attach import attach, detach
 from netdevkit.busypoll.config import BusyPollConfig
 from netdevkit.busypoll.epoll import EpollParams, get_params, set_params
-from netdevkit.cli.main import main
 from netdevkit.errors import UnsupportedError
 from netdevkit.netdev.client import Netdev
 from netdevkit.testbed import Testbed
@@ -32,20 +32,6 @@ NO_FAMILY = (
     "netdevkit: error: this kernel has no 'netdev' generic netlink family: it appeared in "
     "Linux 6.3; NAPI and queue introspection need 6.8, per-NAPI settings 6.13\n"
 )
-
-
-@pytest.fixture(autouse=True)
-def _state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NETDEVKIT_STATE_DIR", str(tmp_path / "state"))
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        rc = main(list(args))
-    except SystemExit as exc:
-        rc = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 # -- show commands ------------------------------------------------------------------

@@ -19,10 +19,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import run_cli as cli
 from pyroute2.ethtool.ioctl import IoctlEthtool, NotSupportedError
 
 from netdevkit import kver
-from netdevkit.cli.main import main
 from netdevkit.errors import UnsupportedError
 from netdevkit.netdev.client import Netdev
 from netdevkit.netdev.family import NapiThreaded
@@ -48,15 +48,6 @@ def _sysfs_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("NETDEVKIT_TUNING_BACKEND", "sysfs")
     else:
         monkeypatch.delenv("NETDEVKIT_TUNING_BACKEND", raising=False)
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        rc = main(list(args))
-    except SystemExit as exc:
-        rc = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def device(tb: Testbed) -> Knobs:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import nsim
 import pytest
@@ -21,11 +20,6 @@ from netdevkit.netdev.client import Netdev
 pytestmark = [pytest.mark.matrix]
 
 QUEUES = 4
-
-
-@pytest.fixture(autouse=True)
-def _state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NETDEVKIT_STATE_DIR", str(tmp_path / "state"))
 
 
 @pytest.fixture

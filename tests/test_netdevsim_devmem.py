@@ -21,6 +21,7 @@ from pathlib import Path
 
 import nsim
 import pytest
+from conftest import run_cli as _main
 
 from netdevkit.cli.main import main
 from netdevkit.devmem import bind_rx, udmabuf
@@ -35,11 +36,6 @@ from netdevkit.netdev.family import QueueType
 pytestmark = [pytest.mark.matrix]
 
 QUEUES = 4
-
-
-@pytest.fixture(autouse=True)
-def _state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NETDEVKIT_STATE_DIR", str(tmp_path / "state"))
 
 
 @pytest.fixture
@@ -136,16 +132,6 @@ def _cli(*argv: str, extra: dict[str, str] | None = None) -> subprocess.Complete
         timeout=120,
         check=False,
     )
-
-
-def _main(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """``netdevkit ARGV`` in this process: (exit status, stdout, stderr)."""
-    try:
-        rc = main(list(argv))
-    except SystemExit as exc:
-        rc = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def _setup_argv(p: nsim.Port, *more: str) -> list[str]:

@@ -18,13 +18,12 @@ import os
 import re
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import netkit
 import nsim
 import pytest
+from conftest import run_cli as run
 
-from netdevkit.cli.main import main
 from netdevkit.errors import NotFoundError, RequestError
 from netdevkit.netdev.client import Netdev, netns_id_of
 
@@ -34,24 +33,10 @@ QUEUES = 4
 NK = "ndk-nk0"
 
 
-@pytest.fixture(autouse=True)
-def _state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NETDEVKIT_STATE_DIR", str(tmp_path / "state"))
-
-
 @pytest.fixture
 def ports() -> Iterator[tuple[nsim.Port, nsim.Port]]:
     with nsim.usable_pair(QUEUES) as p:
         yield p
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        rc = main(list(args))
-    except SystemExit as exc:
-        rc = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def create(

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import nsim
 import pytest
+from conftest import run_cli as cli
 
-from netdevkit.cli.main import main
 from netdevkit.ethtool.client import Ethtool
 from netdevkit.netdev.client import Netdev
 from netdevkit.netdev.family import QueueType
@@ -30,24 +29,10 @@ BASELINE = (0, 0, 0)
 Values = tuple[int | None, int | None, int | None]
 
 
-@pytest.fixture(autouse=True)
-def _state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NETDEVKIT_STATE_DIR", str(tmp_path / "state"))
-
-
 @pytest.fixture
 def port() -> Iterator[nsim.Port]:
     with nsim.usable_pair(QUEUES) as (a, _b):
         yield a
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        rc = main(list(args))
-    except SystemExit as exc:
-        rc = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def by_queue(p: nsim.Port) -> dict[int, tuple[int, Values]]:
