@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import KernelError, NotFoundError
-from ..ethtool.client import Channels, Features, Rings, Rss
+from ..ethtool.client import Channels, Features, Rings, Rss, default_indir
 from ..ethtool.family import TcpDataSplit
 from ..ethtool.ioctl import Flow
 
@@ -50,7 +50,7 @@ class FakeNic:
 
     def __post_init__(self) -> None:
         if not self.indir:
-            self.indir = [i % self.queues for i in range(128)]
+            self.indir = default_indir(128, self.queues)
         if not self.channels_max:
             self.channels_max = self.queues
 
@@ -156,7 +156,7 @@ class FakeNic:
             )
         self.queues = n
         if not self.rss_configured:
-            self.indir = [i % n for i in range(len(self.indir))]
+            self.indir = default_indir(len(self.indir), n)
 
     def features_get(self, ifname: str) -> Features:
         self._check(ifname, "features_get")
@@ -181,7 +181,7 @@ class FakeNic:
         if not self.capable or not self.rss:
             raise self._unsupported("rss-set")
         if not indir:  # an empty table: back to the default, no longer user-set
-            self.indir = [i % self.queues for i in range(len(self.indir))]
+            self.indir = default_indir(len(self.indir), self.queues)
             self.rss_configured = False
             return
         self.indir = list(indir)

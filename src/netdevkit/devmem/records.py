@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..errors import NetdevkitError, NotFoundError
+from ..ethtool.client import default_indir
 from ..ethtool.family import TcpDataSplit
 from ..ethtool.ioctl import Flow
 from ..journal import Record, key_of, register_kind
@@ -166,7 +167,7 @@ def restore(nic: Nic, record: Record) -> str:
 
 def _indir_to_write(nic: Nic, ifname: str, indir: list[int]) -> list[int]:
     """*indir*, or ``[]`` (the kernel's "back to the default table") when *indir* is the
-    default spread over the device's RX queues (``i % n``, ethtool_rxfh_indir_default).
+    default spread over the device's RX queues (``default_indir``).
 
     Writing the default back as a table would leave it marked as set by the user
     (``netif_is_rxfh_configured``): the driver would then keep it across a channels
@@ -177,8 +178,7 @@ def _indir_to_write(nic: Nic, ifname: str, indir: list[int]) -> list[int]:
         n = nic.channels_get(ifname).rx_queues
     except NetdevkitError:
         return indir
-    default = [i % n for i in range(len(indir))] if n else None
-    return [] if indir == default else indir
+    return [] if n and indir == default_indir(len(indir), n) else indir
 
 
 #: the Nic a restore uses for a record's namespace (tests point it at a fake)

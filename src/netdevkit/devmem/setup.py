@@ -39,7 +39,7 @@ from .._drivers import DEVMEM_DRIVERS, NO_DEVMEM_DRIVERS
 from .._os import format_cpu_list  # queue ids are written in the same range syntax
 from .._signals import Interrupted
 from ..errors import NetdevkitError, RequestError, UnsupportedError
-from ..ethtool.client import Channels, Features, Rings, Rss
+from ..ethtool.client import Channels, Features, Rings, Rss, default_indir
 from ..ethtool.family import TcpDataSplit
 from ..ethtool.ioctl import Flow
 from ..journal import Journal, Record
@@ -198,24 +198,24 @@ def _queues_req(queues: Sequence[int], n: int | None, err: str) -> Requirement:
     return Requirement("queues", True, f"{len(queues)} of {n} RX queues for devmem")
 
 
-def _channel_kind(chans: Channels) -> str:
-    """Which count ``channels=N`` sets: combined channels, or RX ones on a device without."""
-    return "combined" if chans.combined_max > 0 else "rx"
+def _channel_count(chans: Channels) -> tuple[str, int, int]:
+    """The count ``channels=N`` sets -- combined channels, or RX ones on a device without --
+    as (kind, now, maximum)."""
+    if chans.combined_max > 0:
+        return "combined", chans.combined_count, chans.combined_max
+    return "rx", chans.rx_count, chans.rx_max
 
 
 def _rx_queues_after(chans: Channels, want: int) -> int:
     """RX queues once the count ``channels=N`` sets is *want*."""
-    if _channel_kind(chans) == "combined":
-        return want + chans.rx_count
-    return chans.combined_count + want
+    _kind, now, _top = _channel_count(chans)
+    return chans.rx_queues - now + want
 
 
 def _channels_req(want: int, chans: object, err: str) -> Requirement:
     if not isinstance(chans, Channels):
         return Requirement("channels", False, err or "cannot read the channel counts")
-    kind = _channel_kind(chans)
-    top = chans.combined_max if kind == "combined" else chans.rx_max
-    now = chans.combined_count if kind == "combined" else chans.rx_count
+    kind, now, top = _channel_count(chans)
     if top == 0:
         return Requirement("channels", False, "the driver's channel counts cannot be changed")
     if want > top:
@@ -341,8 +341,8 @@ def _steps(
             # After a channels change a driver regenerates a table the user never set,
             # and keeps one the user did: predict the first, read it again when the step
             # runs (the journal's "before" is the table as it is then).
-            if indir == [i % now_queues for i in range(len(indir))]:
-                indir = [i % n_queues for i in range(len(indir))]
+            if indir == default_indir(len(indir), now_queues):
+                indir = default_indir(len(indir), n_queues)
             after = n_queues
 
             def replan(nic: Nic) -> Step | None:
@@ -363,8 +363,7 @@ def _steps(
 
 
 def _channels_step(netns: str | None, ifname: str, chans: Channels, want: int) -> Step | None:
-    kind = _channel_kind(chans)
-    now = chans.combined_count if kind == "combined" else chans.rx_count
+    kind, now, _top = _channel_count(chans)
     if want == now:
         return None
     before = {"combined-count": chans.combined_count, "rx-count": chans.rx_count}

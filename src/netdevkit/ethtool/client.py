@@ -88,6 +88,12 @@ class Rss:
     hkey: bytes
 
 
+def default_indir(size: int, queues: int) -> list[int]:
+    """The indirection table a driver uses until the user sets one: *size* entries spread
+    round-robin over *queues* RX queues (the kernel's ethtool_rxfh_indir_default)."""
+    return [i % queues for i in range(size)]
+
+
 def _bit_names(bitset: Mapping[str, Any] | None) -> frozenset[str]:
     """Names of the set bits of a non-compact bitset reply."""
     if not bitset:
